@@ -1,0 +1,25 @@
+"""The errors streamproc raises on purpose."""
+
+from __future__ import annotations
+
+__all__ = ["InvalidEvent", "SettingsError", "StreamprocError", "TopicsError"]
+
+
+class StreamprocError(Exception):
+    """Base of every deliberate streamproc error."""
+
+
+class SettingsError(StreamprocError):
+    """A setting has a bad value: the message is one line naming it."""
+
+
+class TopicsError(StreamprocError):
+    """Topics are missing or not co-partitioned: the message names them and their counts."""
+
+
+class InvalidEvent(StreamprocError):
+    """An input message breaks the event contract; ``reason`` says how (for the dead letter)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
