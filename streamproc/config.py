@@ -140,7 +140,7 @@ class Settings(BaseSettings):
             if stage not in self.stages:
                 raise ValueError(f"stages: {stage!r} must be one of the stages")
         unknown = set(self.stage_probabilities) - set(self.stages)
-        if unknown:
+        if unknown and "stage_probabilities" in self.model_fields_set:
             raise ValueError(f"stage_probabilities: unknown stages {sorted(unknown)}")
         if any(not 0 <= p <= 1 for p in self.stage_probabilities.values()):
             raise ValueError("stage_probabilities: every probability must be within 0-1")

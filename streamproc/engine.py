@@ -1,0 +1,166 @@
+"""The KPI engine: a batch of raw messages in, lead states and aggregates updated in memory.
+
+No Faust here: the topology feeds it batches and writes back the leads it changed. Per
+batch, each touched lead is derived once (old facts before, new facts after) and only the
+difference reaches the aggregates, so the cost per event stays small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from streamproc.aggregates import PartitionAggregates, fact_diff
+from streamproc.config import Settings
+from streamproc.events import ContactAttempted, EmailOpened, EventKind, EventParser, LeadCreated
+from streamproc.exceptions import InvalidEvent
+from streamproc.facts import Fact, FactDeriver
+from streamproc.lead import Attempt, Created, LeadState, Open, StageMove
+from streamproc.windows import RETENTION_SECONDS, WindowClock
+
+__all__ = ["BatchResult", "DeadLetterItem", "Engine", "RawMessage"]
+
+
+class RawMessage(NamedTuple):
+    kind: EventKind
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None
+
+
+class DeadLetterItem(NamedTuple):
+    message: RawMessage
+    reason: str
+
+
+@dataclass(slots=True)
+class BatchResult:
+    changed: list[LeadState] = field(default_factory=list)
+    dead_letters: list[DeadLetterItem] = field(default_factory=list)
+    # (topic, outcome) -> count
+    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def count(self, topic: str, outcome: str) -> None:
+        key = (topic, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+
+def to_item(event: object) -> Created | Attempt | StageMove | Open:
+    """The compact, order-free record the lead state keeps of a validated event."""
+    ts = event.ts  # type: ignore[attr-defined]
+    eid = event.event_id  # type: ignore[attr-defined]
+    if isinstance(event, ContactAttempted):
+        return Attempt(ts, eid, event.rep_id, event.channel, event.connected, event.message_id)
+    if isinstance(event, EmailOpened):
+        return Open(ts, eid, event.message_id, event.clicked)
+    if isinstance(event, LeadCreated):
+        return Created(
+            ts,
+            eid,
+            event.rep_id,
+            event.source,
+            event.team_id,
+            event.existing_customer,
+            event.estimated_value,
+        )
+    return StageMove(
+        ts,
+        eid,
+        event.rep_id,
+        event.to_stage,
+        event.deal_value,  # type: ignore[attr-defined]
+        event.win_probability,
+        event.lost_reason,
+    )  # type: ignore[attr-defined]
+
+
+class Engine:
+    """Applies batches to the lead store and keeps one aggregate set per partition."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        leads: MutableMapping[str, LeadState],
+        deriver: FactDeriver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.leads = leads
+        self.parser = EventParser(settings)
+        self.deriver = deriver or FactDeriver(settings)
+        self.clock = WindowClock(settings.zone)
+        self.partitions: dict[int, PartitionAggregates] = {}
+
+    # --- batches -------------------------------------------------------------------------
+
+    def process(self, batch: Iterable[RawMessage], now: float) -> BatchResult:
+        result = BatchResult()
+        before: dict[str, list[Fact]] = {}  # touched lead -> its facts before this batch
+        touched: dict[str, LeadState] = {}
+        late_before = now - RETENTION_SECONDS
+        for msg in batch:
+            try:
+                event = self.parser.parse(msg.kind, msg.key, msg.value, now)
+            except InvalidEvent as exc:
+                result.dead_letters.append(DeadLetterItem(msg, exc.reason))
+                result.count(msg.topic, "invalid")
+                continue
+            lead = self.leads.get(event.lead_id)
+            if lead is None:
+                lead = LeadState(event.lead_id, msg.partition)
+                self.leads[event.lead_id] = lead
+                before[event.lead_id] = []
+            elif lead.has(event.event_id):
+                result.count(msg.topic, "duplicate")
+                continue
+            elif event.lead_id not in before:
+                before[event.lead_id] = self.deriver.facts(lead)
+            lead.add(to_item(event))
+            touched[event.lead_id] = lead
+            result.count(msg.topic, "late" if event.ts < late_before else "processed")
+        for lead_id, lead in touched.items():
+            retract, add = fact_diff(before[lead_id], self.deriver.facts(lead))
+            part = self.aggregates(lead.partition, now)
+            part.apply(retract, -1)
+            part.apply(add, 1)
+            result.changed.append(lead)
+        return result
+
+    # --- partitions ----------------------------------------------------------------------
+
+    def aggregates(self, partition: int, now: float) -> PartitionAggregates:
+        part = self.partitions.get(partition)
+        if part is None:
+            part = self.partitions[partition] = PartitionAggregates(self.clock, now)
+        return part
+
+    def rebuild(self, partitions: Iterable[int], now: float) -> int:
+        """Derive the aggregates of newly owned partitions from their recovered leads."""
+        wanted = {p for p in partitions if p not in self.partitions}
+        if not wanted:
+            return 0
+        built = 0
+        for lead in self.leads.values():
+            if lead.partition in wanted:
+                self.aggregates(lead.partition, now).apply(self.deriver.facts(lead), 1)
+                built += 1
+        for p in wanted:
+            self.aggregates(p, now)
+        return built
+
+    def keep_only(self, partitions: Iterable[int]) -> list[str]:
+        """Forget partitions this worker no longer owns; returns the lead ids dropped."""
+        keep = set(partitions)
+        for p in [p for p in self.partitions if p not in keep]:
+            del self.partitions[p]
+        gone = [lid for lid, lead in self.leads.items() if lead.partition not in keep]
+        for lead_id in gone:
+            del self.leads[lead_id]
+        return gone
+
+    def prune(self, now: float) -> None:
+        for part in self.partitions.values():
+            part.prune(now)

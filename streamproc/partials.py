@@ -1,0 +1,120 @@
+"""Partial summaries: how whole metrics (ratios, means, quantiles) get all of their facts.
+
+Leads are partitioned by ``lead_id``, so one rep's facts lie on every partition. Each
+worker publishes, per owned partition and owner key, the window accumulators that the
+partition contributes (``key = owner key + partition``), to the partition of the internal
+topic that the owner key hashes to. The worker that owns that partition keeps the latest
+summary per (owner key, source partition) in a changelogged table and merges them: it
+alone exports the key's whole metrics. A summary replaces the previous one from the same
+source partition, so re-publishing after a crash or a rebalance never double counts.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+
+import orjson
+
+from streamproc.aggregates import Acc
+from streamproc.kpis import Summary
+
+__all__ = ["PartialsPublisher", "PartialsView", "decode", "encode", "owner_partition"]
+
+SEP = b"\x00"
+LABEL_SEP = "\x1f"
+
+
+def owner_partition(owner_key: str, partitions: int) -> int:
+    return zlib.crc32(owner_key.encode()) % partitions
+
+
+def message_key(owner_key: str, partition: int) -> bytes:
+    return owner_key.encode() + SEP + str(partition).encode()
+
+
+def owner_of(key: bytes) -> str:
+    return key.split(SEP, 1)[0].decode()
+
+
+def encode(summary: Summary) -> bytes:
+    wire = {
+        family: {
+            LABEL_SEP.join(labels): {w: acc.to_wire() for w, acc in per_window.items()}
+            for labels, per_window in per_labels.items()
+        }
+        for family, per_labels in summary.items()
+    }
+    return orjson.dumps(wire, option=orjson.OPT_SORT_KEYS)
+
+
+def decode(raw: bytes) -> Summary:
+    wire = orjson.loads(raw)
+    return {
+        family: {
+            tuple(labels.split(LABEL_SEP)) if labels else (): {
+                w: Acc.from_wire(row) for w, row in per_window.items()
+            }
+            for labels, per_window in per_labels.items()
+        }
+        for family, per_labels in wire.items()
+    }
+
+
+class PartialsPublisher:
+    """Remembers what was last sent per (owner key, partition) and yields only changes."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self._sent: dict[int, dict[str, bytes]] = {}
+
+    def changes(
+        self, partition: int, current: Mapping[str, Summary]
+    ) -> Iterator[tuple[bytes, bytes, int]]:
+        """(message key, value, target partition); an empty value retracts a summary."""
+        sent = self._sent.setdefault(partition, {})
+        for owner_key, summary in current.items():
+            raw = encode(summary)
+            if sent.get(owner_key) != raw:
+                sent[owner_key] = raw
+                yield self._message(owner_key, partition, raw)
+        for owner_key in [k for k in sent if k not in current]:
+            del sent[owner_key]
+            yield self._message(owner_key, partition, b"")
+
+    def _message(self, owner_key: str, partition: int, raw: bytes) -> tuple[bytes, bytes, int]:
+        return message_key(owner_key, partition), raw, owner_partition(owner_key, self.partitions)
+
+    def keep_only(self, partitions: Iterable[int]) -> None:
+        """A partition that moved away is the new owner's to publish (it starts afresh)."""
+        keep = set(partitions)
+        for p in [p for p in self._sent if p not in keep]:
+            del self._sent[p]
+
+
+class PartialsView:
+    """The owner side: merged summaries of the owner keys this worker owns."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self._decoded: dict[bytes, tuple[bytes, Summary]] = {}
+
+    def owned(
+        self, table: Mapping[bytes, bytes], owned_partitions: set[int]
+    ) -> dict[str, list[Summary]]:
+        out: dict[str, list[Summary]] = {}
+        seen: set[bytes] = set()
+        for key, raw in list(table.items()):
+            if not raw:
+                continue
+            owner_key = owner_of(key)
+            if owner_partition(owner_key, self.partitions) not in owned_partitions:
+                continue
+            seen.add(key)
+            cached = self._decoded.get(key)
+            if cached is None or cached[0] is not raw:
+                cached = self._decoded[key] = (raw, decode(raw))
+            out.setdefault(owner_key, []).append(cached[1])
+        for key in [k for k in self._decoded if k not in seen]:
+            del self._decoded[key]
+        return out

@@ -1,0 +1,199 @@
+"""The Faust topology: topics, tables, agents and timers, wired to the pure engine."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+
+import faust
+from faust.types import EventT
+from prometheus_client import CollectorRegistry
+
+from streamproc.app import create_app
+from streamproc.config import Settings
+from streamproc.engine import BatchResult, Engine, RawMessage
+from streamproc.events import EventKind
+from streamproc.kpis import Sample, Summary, split_samples, summaries, whole_samples
+from streamproc.metrics import KpiCollector, ProcessorMetrics
+from streamproc.outputs import DeadLetter
+from streamproc.partials import PartialsPublisher, PartialsView, owner_partition
+from streamproc.topics import topic_names
+
+__all__ = ["Topology", "build_topology"]
+
+log = logging.getLogger(__name__)
+PRUNE_SECONDS = 60.0
+
+
+class Topology:
+    """Everything one worker runs; ``build_topology`` creates it, ``cli`` starts it."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.names = topic_names(settings)
+        self.app = create_app(settings)
+        self.registry = registry or CollectorRegistry(auto_describe=False)
+        self.metrics = ProcessorMetrics.create(self.registry)
+        self.registry.register(KpiCollector(self.samples))
+        self.kinds = {self.names.inputs[k]: EventKind(k) for k in self.names.inputs}
+        self.leads_table = self.app.Table(
+            "leads",
+            key_serializer="utf8",
+            value_serializer="leadstate",
+            partitions=settings.partitions,
+        )
+        self.partials_table = self.app.Table(
+            "partials",
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
+        self.engine = Engine(settings, self.leads_table.data.data)  # type: ignore[attr-defined]
+        self.publisher = PartialsPublisher(settings.partitions)
+        self.view = PartialsView(settings.partitions)
+        self.events_topic = self.app.topic(
+            *self.kinds, key_serializer="raw", value_serializer="raw"
+        )
+        self.partials_topic = self.app.topic(
+            self.names.partials, key_serializer="raw", value_serializer="raw"
+        )
+        self.dead_letter_topic = self.app.topic(
+            self.names.dead_letter, key_serializer="raw", value_serializer="raw"
+        )
+        self.ready = False
+        self._wire()
+
+    # --- wiring ----------------------------------------------------------------------------
+
+    def _wire(self) -> None:
+        app, s = self.app, self.settings
+        app.agent(self.events_topic, name="kpi-events", concurrency=1)(self._consume_events)
+        app.agent(self.partials_topic, name="kpi-partials", concurrency=1)(self._consume_partials)
+        app.timer(s.publish_interval_seconds, name="publish-partials")(self._publish_partials)
+        app.timer(PRUNE_SECONDS, name="prune-windows")(self._prune)
+        self.leads_table.on_recover(self._on_recovered)
+        app.on_partitions_assigned.connect(self._on_assigned)
+
+    async def _consume_events(self, stream: faust.StreamT) -> None:
+        s = self.settings
+        async for batch in stream.take_events(s.batch_size, within=s.batch_seconds):
+            await self.handle_batch(batch)
+
+    async def handle_batch(self, batch: list[EventT]) -> None:
+        kinds = self.kinds
+        raw = [
+            RawMessage(
+                kinds[ev.message.topic],
+                ev.message.topic,
+                ev.message.partition,
+                ev.message.offset,
+                ev.message.key,
+                ev.message.value,
+                ev.message.timestamp and int(ev.message.timestamp * 1000),
+            )
+            for ev in batch
+        ]
+        now = time.time()
+        result = self.engine.process(raw, now)
+        for lead in result.changed:
+            self.leads_table.send_changelog(lead.partition, lead.lead_id, lead)
+        await self._dead_letter(result)
+        self._count(result, raw)
+
+    async def _dead_letter(self, result: BatchResult) -> None:
+        for item in result.dead_letters:
+            msg = item.message
+            letter = DeadLetter.from_raw(
+                reason=item.reason,
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                key=msg.key,
+                timestamp=msg.timestamp_ms,
+                value=msg.value,
+            )
+            await self.dead_letter_topic.send(key=msg.key, value=letter.model_dump_json().encode())
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, item.reason
+            )
+
+    def _count(self, result: BatchResult, raw: list[RawMessage]) -> None:
+        for (topic, outcome), n in result.outcomes.items():
+            self.metrics.events.labels(topic, outcome).inc(n)
+        done = time.time()
+        observe = self.metrics.delay.observe
+        for msg in raw:
+            if msg.timestamp_ms:
+                observe(max(0.0, done - msg.timestamp_ms / 1000))
+
+    async def _consume_partials(self, stream: faust.StreamT) -> None:
+        table = self.partials_table
+        async for event in stream.events():
+            if event.value:
+                table[event.key] = event.value
+            elif event.key in table:
+                del table[event.key]
+
+    # --- timers ----------------------------------------------------------------------------
+
+    async def _publish_partials(self) -> None:
+        if self.app.rebalancing or not self.ready:
+            return
+        now = time.time()
+        for partition, part in list(self.engine.partitions.items()):
+            current = summaries(part, self.engine.clock, now)
+            for key, value, target in self.publisher.changes(partition, current):
+                await self.partials_topic.send(key=key, value=value, partition=target)
+
+    async def _prune(self) -> None:
+        self.engine.prune(time.time())
+
+    # --- rebalances ------------------------------------------------------------------------
+
+    def _active(self, topics: Iterable[str]) -> set[int]:
+        wanted = set(topics)
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in wanted}
+
+    async def _on_assigned(self, app: faust.App, assigned: object = None, **_: object) -> None:
+        # Series of partitions that moved away leave now, before the new owner shows them.
+        active = self._active(self.kinds)
+        dropped = self.engine.keep_only(active)
+        self.publisher.keep_only(active)
+        self.ready = False
+        log.info("assigned lead partitions %s (dropped %d leads)", sorted(active), len(dropped))
+
+    async def _on_recovered(self) -> None:
+        active = self._active(self.kinds)
+        self.engine.keep_only(active)
+        built = self.engine.rebuild(active, time.time())
+        self.ready = True
+        log.info("recovered partitions %s: %d leads derived", sorted(active), built)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def owned_summaries(self) -> dict[str, list[Summary]]:
+        owned = self._active([self.names.partials])
+        return self.view.owned(self.partials_table.data.data, owned)  # type: ignore[attr-defined]
+
+    def samples(self, now: float) -> Iterator[Sample]:
+        engine = self.engine
+        yield from split_samples(
+            engine.partitions.values(), engine.clock, now, self.settings.label_cap
+        )
+        owned = self.owned_summaries()
+        partials_owned = self._active([self.names.partials])
+        target_reps = [
+            rep
+            for rep in self.settings.activity_targets
+            if owner_partition(f"rep:{rep}", self.settings.partitions) in partials_owned
+        ]
+        yield from whole_samples(owned, self.settings, engine.clock, now, target_reps)
+
+
+def build_topology(settings: Settings, registry: CollectorRegistry | None = None) -> Topology:
+    topology = Topology(settings, registry)
+    from streamproc.web import register_routes
+
+    register_routes(topology)
+    return topology
