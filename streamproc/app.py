@@ -2,37 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import faust
-from faust.serializers import codecs
 
 from streamproc.config import Settings
-from streamproc.lead import LeadState
 
 __all__ = ["create_app"]
-
-
-class _Utf8(codecs.Codec):
-    def _dumps(self, obj: Any) -> bytes:
-        return obj.encode() if isinstance(obj, str) else bytes(obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return s.decode()
-
-
-class _LeadStateCodec(codecs.Codec):
-    """Lead states travel as compact JSON and live in memory as ``LeadState`` objects."""
-
-    def _dumps(self, obj: Any) -> bytes:
-        return obj.dumps() if isinstance(obj, LeadState) else bytes(obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return LeadState.loads(s)
-
-
-codecs.register("utf8", _Utf8())
-codecs.register("leadstate", _LeadStateCodec())
 
 
 def create_app(settings: Settings) -> faust.App:

@@ -125,10 +125,11 @@ class LeadState:
             {
                 "l": self.lead_id,
                 "p": self.partition,
-                "c": self.created,
-                "a": self.attempts,
-                "s": self.stages,
-                "o": self.opens,
+                # orjson takes plain tuples, not NamedTuple subclasses
+                "c": [tuple(x) for x in self.created],
+                "a": [tuple(x) for x in self.attempts],
+                "s": [tuple(x) for x in self.stages],
+                "o": [tuple(x) for x in self.opens],
             }
         )
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any
 
 import faust
 from faust.types import EventT
@@ -12,9 +13,10 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.app import create_app
 from streamproc.config import Settings
-from streamproc.engine import BatchResult, Engine, RawMessage
+from streamproc.engine import BatchResult, DeadLetterItem, Engine, RawMessage
 from streamproc.events import EventKind
 from streamproc.kpis import Sample, Summary, split_samples, summaries, whole_samples
+from streamproc.lead import LeadState
 from streamproc.metrics import KpiCollector, ProcessorMetrics
 from streamproc.outputs import DeadLetter
 from streamproc.partials import PartialsPublisher, PartialsView, owner_partition
@@ -37,18 +39,8 @@ class Topology:
         self.metrics = ProcessorMetrics.create(self.registry)
         self.registry.register(KpiCollector(self.samples))
         self.kinds = {self.names.inputs[k]: EventKind(k) for k in self.names.inputs}
-        self.leads_table = self.app.Table(
-            "leads",
-            key_serializer="utf8",
-            value_serializer="leadstate",
-            partitions=settings.partitions,
-        )
-        self.partials_table = self.app.Table(
-            "partials",
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.partitions,
-        )
+        self.leads_table = self._table("leads")
+        self.partials_table = self._table("partials")
         self.engine = Engine(settings, self.leads_table.data.data)  # type: ignore[attr-defined]
         self.publisher = PartialsPublisher(settings.partitions)
         self.view = PartialsView(settings.partitions)
@@ -63,6 +55,12 @@ class Topology:
         )
         self.ready = False
         self._wire()
+
+    def _table(self, name: str) -> faust.Table:
+        # Raw bytes on the changelog; the engine keeps decoded objects in the same store.
+        return self.app.Table(
+            name, key_type=bytes, value_type=bytes, partitions=self.settings.partitions
+        )
 
     # --- wiring ----------------------------------------------------------------------------
 
@@ -96,27 +94,27 @@ class Topology:
         ]
         now = time.time()
         result = self.engine.process(raw, now)
-        for lead in result.changed:
-            self.leads_table.send_changelog(lead.partition, lead.lead_id, lead)
-        await self._dead_letter(result)
         self._count(result, raw)
-
-    async def _dead_letter(self, result: BatchResult) -> None:
+        for lead in result.changed:
+            self.leads_table.send_changelog(lead.partition, lead.lead_id.encode(), lead.dumps())
         for item in result.dead_letters:
-            msg = item.message
-            letter = DeadLetter.from_raw(
-                reason=item.reason,
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                key=msg.key,
-                timestamp=msg.timestamp_ms,
-                value=msg.value,
-            )
-            await self.dead_letter_topic.send(key=msg.key, value=letter.model_dump_json().encode())
-            log.warning(
-                "dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, item.reason
-            )
+            await self._dead_letter(item)
+
+    async def _dead_letter(self, item: DeadLetterItem) -> None:
+        msg = item.message
+        letter = DeadLetter.from_raw(
+            reason=item.reason,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            timestamp_ms=msg.timestamp_ms,
+            value=msg.value,
+        )
+        await self.dead_letter_topic.send(key=msg.key, value=letter.model_dump_json().encode())
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, item.reason
+        )
 
     def _count(self, result: BatchResult, raw: list[RawMessage]) -> None:
         for (topic, outcome), n in result.outcomes.items():
@@ -164,6 +162,7 @@ class Topology:
         log.info("assigned lead partitions %s (dropped %d leads)", sorted(active), len(dropped))
 
     async def _on_recovered(self) -> None:
+        decode_recovered(self.engine.leads)
         active = self._active(self.kinds)
         self.engine.keep_only(active)
         built = self.engine.rebuild(active, time.time())
@@ -189,6 +188,14 @@ class Topology:
             if owner_partition(f"rep:{rep}", self.settings.partitions) in partials_owned
         ]
         yield from whole_samples(owned, self.settings, engine.clock, now, target_reps)
+
+
+def decode_recovered(store: MutableMapping[Any, Any]) -> None:
+    """Recovery fills the store with changelog bytes: turn them into lead states once."""
+    for key in [k for k, v in store.items() if isinstance(v, bytes)]:
+        raw = store.pop(key)
+        lead = LeadState.loads(raw)
+        store[lead.lead_id] = lead
 
 
 def build_topology(settings: Settings, registry: CollectorRegistry | None = None) -> Topology:

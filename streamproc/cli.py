@@ -1,0 +1,126 @@
+"""The ``streamproc`` command line: worker, broker, topics, simulate, replay, schemas, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from streamproc.config import Settings, load_settings
+from streamproc.exceptions import StreamprocError
+
+__all__ = ["main"]
+
+log = logging.getLogger("streamproc")
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc.worker import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def _cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from streamproc.broker import EmbeddedBroker
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with EmbeddedBroker(args.port) as broker:
+        log.info("embedded broker listening: %s (Ctrl-C to stop)", broker.url)
+        try:
+            while not stop.wait(0.5) and broker.running:
+                pass
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc.topics import create_topics, wait_for_broker
+
+    async def run() -> list[str]:
+        await wait_for_broker(settings, timeout=args.wait)
+        return await create_topics(settings)
+
+    created = asyncio.run(run())
+    log.info("topics created: %s", ", ".join(created) if created else "none (all exist)")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc.producer import run_simulation
+
+    sent = asyncio.run(
+        run_simulation(settings, rate=args.rate, reps=args.reps, seed=args.seed,
+                       duration=args.duration, stop=None)
+    )
+    log.info("simulation sent %d events", sent)
+    return 0
+
+
+def _cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc.schemas import write_schemas
+
+    for path in write_schemas(Path(args.out)):
+        log.info("wrote %s", path)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc.demo import run_demo
+
+    return run_demo(settings, rate=args.rate, reps=args.reps)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamproc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("worker", help="run a production worker").set_defaults(run=_cmd_worker)
+    broker = sub.add_parser("broker", help="the embedded Kafka-compatible broker alone")
+    broker.add_argument("--port", type=int, default=9092)
+    broker.set_defaults(run=_cmd_broker)
+    topics = sub.add_parser("topics", help="topic management")
+    topics_sub = topics.add_subparsers(dest="action", required=True)
+    create = topics_sub.add_parser("create", help="create the topics (idempotent)")
+    create.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the broker")
+    create.set_defaults(run=_cmd_topics)
+    simulate = sub.add_parser("simulate", help="a simulated sales team producing events")
+    simulate.add_argument("--rate", type=float, default=20.0, help="events per second")
+    simulate.add_argument("--reps", type=int, default=8, help="team size")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
+    simulate.set_defaults(run=_cmd_simulate)
+    schemas = sub.add_parser("schemas", help="write the JSON Schemas")
+    schemas.add_argument("--out", default="schemas")
+    schemas.set_defaults(run=_cmd_schemas)
+    demo = sub.add_parser("demo", help="embedded broker + worker + simulated team")
+    demo.add_argument("--rate", type=float, default=30.0, help="simulated events per second")
+    demo.add_argument("--reps", type=int, default=8, help="simulated team size")
+    demo.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run: Callable[[argparse.Namespace, Settings], int] = args.run
+    try:
+        settings = load_settings()
+        logging.getLogger().setLevel(settings.log_level.upper())
+        return run(args, settings)
+    except StreamprocError as exc:
+        print(f"streamproc: {exc}", file=sys.stderr)  # noqa: T201 - the one line a user sees
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
