@@ -1,0 +1,151 @@
+"""Drives real worker processes: start, scrape, kill, and add up what several workers export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamproc.broker import spawn_child
+from streamproc.config import Settings
+
+SeriesKey = tuple[str, frozenset[tuple[str, str]]]
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a ``streamproc`` process needs to see exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value)
+        env[f"STREAMPROC_{name.upper()}"] = text
+    env.update(extra)
+    return env
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+class WorkerProcess:
+    """One ``streamproc worker`` subprocess with its own web port and log file."""
+
+    def __init__(self, settings: Settings, log_dir: Path, name: str) -> None:
+        self.settings = settings
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log: IO[bytes] | None = None
+        self.proc: Any = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.web_port}"
+
+    def start(self) -> WorkerProcess:
+        self._log = self.log_path.open("ab")
+        env = settings_env(self.settings)
+        argv = [sys.executable, "-m", "streamproc", "worker"]
+        self.proc = spawn_child(argv, self._log, env)
+        return self
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.base_url + path, timeout=timeout) as resp:  # noqa: S310
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def ready(self) -> bool:
+        self._check_alive()
+        return self.get("/readyz")[0] == 200
+
+    def wait_ready(self, timeout: float = 60.0) -> WorkerProcess:
+        wait_until(self.ready, timeout)
+        return self
+
+    def metrics_text(self) -> str:
+        status, body = self.get("/metrics")
+        assert status == 200, body
+        return body.decode()
+
+    def samples(self) -> dict[SeriesKey, float]:
+        return parse_samples(self.metrics_text())
+
+    def signal(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        if self.proc:
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self._log:
+            self._log.close()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def _check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = self.log()[-3000:]
+            raise RuntimeError(f"worker {self.name} exited with {self.proc.returncode}:\n{tail}")
+
+
+def parse_samples(text: str) -> dict[SeriesKey, float]:
+    out: dict[SeriesKey, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def combined(workers: Iterable[WorkerProcess]) -> tuple[dict[SeriesKey, float], dict[SeriesKey, int]]:
+    """What ``sum by`` over all workers shows, and how many workers export each series."""
+    total: dict[SeriesKey, float] = defaultdict(float)
+    exporters: dict[SeriesKey, int] = defaultdict(int)
+    for worker in workers:
+        for key, value in worker.samples().items():
+            total[key] += value
+            exporters[key] += 1
+    return dict(total), dict(exporters)
+
+
+def series(name: str, **labels: str) -> SeriesKey:
+    return (name, frozenset(labels.items()))
+
+
+def select(samples: dict[SeriesKey, float], prefix: str) -> dict[SeriesKey, float]:
+    return {k: v for k, v in samples.items() if k[0].startswith(prefix)}

@@ -1,0 +1,90 @@
+"""Settings from the environment: list and JSON parsing, and one-line errors naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamproc.config import DEFAULT_STAGES, load_settings
+from streamproc.exceptions import SettingsError
+
+
+@pytest.fixture(autouse=True)
+def _no_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run where no ``.env`` exists, so only the variables a test sets count."""
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.broker_url == "kafka://127.0.0.1:9092"
+    assert settings.stages == DEFAULT_STAGES
+    assert settings.topic("lead-created") == "sales.lead-created"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["new, contacted ,demo,won,lost", '["new", "contacted", "demo", "won", "lost"]'],
+)
+def test_stages_from_a_comma_list_or_json(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("STREAMPROC_STAGES", raw)
+    assert load_settings().stages == ("new", "contacted", "demo", "won", "lost")
+
+
+def test_json_dicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMPROC_SLA_SOURCE_OVERRIDES", '{"referral": 120}')
+    monkeypatch.setenv("STREAMPROC_ACTIVITY_TARGETS", '{"rep-1": 60, "rep-2": 45.5}')
+    monkeypatch.setenv("STREAMPROC_STAGE_PROBABILITIES", '{"proposal": 0.4}')
+    settings = load_settings()
+    assert settings.sla_for("referral") == 120
+    assert settings.sla_for("web") == settings.response_sla_seconds
+    assert settings.activity_targets == {"rep-1": 60, "rep-2": 45.5}
+    assert settings.default_probability("proposal") == 0.4
+
+
+def test_scalars_and_broker_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMPROC_BROKER_URL", "kafka://k1:9092;k2:9093")
+    monkeypatch.setenv("STREAMPROC_WEB_PORT", "7070")
+    monkeypatch.setenv("STREAMPROC_TOPIC_PREFIX", "crm.")
+    monkeypatch.setenv("STREAMPROC_TIMEZONE", "Europe/Paris")
+    settings = load_settings()
+    assert settings.broker_hosts == "k1:9092,k2:9093"
+    assert settings.web_port == 7070
+    assert settings.topic("alerts") == "crm.alerts"
+    assert settings.zone.key == "Europe/Paris"
+
+
+def test_dotenv_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("STREAMPROC_PARTITIONS=8\n")
+    assert load_settings().partitions == 8
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("STREAMPROC_TIMEZONE", "Mars/Base", "unknown time zone 'Mars/Base'"),
+        ("STREAMPROC_WEB_PORT", "abc", "integer"),
+        ("STREAMPROC_WEB_PORT", "70000", "65535"),
+        ("STREAMPROC_BROKER_URL", "http://x", "expected kafka://host:port"),
+        ("STREAMPROC_REDIS_URL", "http://x", "expected redis://"),
+        pytest.param(
+            "STREAMPROC_SLA_SOURCE_OVERRIDES",
+            "{not json",
+            "STREAMPROC_SLA_SOURCE_OVERRIDES",
+            # pydantic-settings decodes JSON fields before validation and raises its own
+            # SettingsError, which load_settings does not turn into ours yet.
+            marks=pytest.mark.xfail(strict=True, reason="load_settings misses bad JSON"),
+        ),
+    ],
+)
+def test_a_bad_value_gives_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(f"bad setting {name}: ")
+    assert says in message
+    assert "\n" not in message
