@@ -12,7 +12,7 @@ from streamproc.config import Settings
 from streamproc.net import free_port
 
 from .harness import WorkerProcess, combined, parse_samples, select, series, wait_until
-from .scenario import OLDEST, Scenario, expected, noon_zone
+from tests.scenario import OLDEST, Scenario, expected, noon_zone
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,201 @@
+"""docker-compose.yml and the Dockerfile: schema-valid, pinned, and every path they use exists."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+SCHEMA = Path(__file__).resolve().parents[1] / "data" / "compose-spec.json"
+"""Vendored from compose-spec/compose-spec, schema/compose-spec.json (commit 00655e22)."""
+VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?P<op>:?[-?+])?(?P<default>[^}]*)\}")
+
+
+def interpolate(node: Any) -> Any:
+    """Compose's ``${VAR:-default}`` on the parsed file, nothing set: each takes its default."""
+    if isinstance(node, dict):
+        return {key: interpolate(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolate(item) for item in node]
+    if isinstance(node, str):
+        return VARIABLE.sub(lambda match: match.group("default"), node)
+    return node
+
+
+@pytest.fixture(scope="module")
+def raw() -> str:
+    return COMPOSE_FILE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def compose(raw: str) -> dict[str, Any]:
+    return interpolate(yaml.safe_load(raw))
+
+
+def bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(source, target) of the service's bind mounts (sources that are paths)."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith((".", "/")):
+            mounts.append((source, target))
+    return mounts
+
+
+def repo_path(compose: dict[str, Any], service: str, container_path: str) -> Path:
+    """The repository file a container path comes from, through the service's bind mounts."""
+    for source, target in bind_mounts(compose["services"][service]):
+        if container_path == target or container_path.startswith(target + "/"):
+            return ROOT / source / container_path[len(target) :].lstrip("/")
+    raise AssertionError(f"{container_path} is not mounted into {service}")
+
+
+def test_the_schema_is_the_vendored_compose_spec() -> None:
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    assert schema["title"] == "Compose Specification"
+    jsonschema.Draft7Validator.check_schema(schema)
+
+
+def test_compose_file_validates_against_the_compose_spec(raw: str, compose: dict) -> None:
+    validator = jsonschema.Draft7Validator(json.loads(SCHEMA.read_text(encoding="utf-8")))
+    for document in (yaml.safe_load(raw), compose):
+        errors = sorted(validator.iter_errors(document), key=lambda e: list(e.path))
+        assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def test_every_variable_has_a_default(raw: str) -> None:
+    for match in VARIABLE.finditer(raw):
+        assert match.group("op") == ":-" and match.group("default"), match.group(0)
+    assert "$" not in VARIABLE.sub("", raw), "a bare $VAR has no default"
+
+
+def test_images_are_pinned(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        repository, _, tag = service["image"].rpartition(":")
+        assert repository and tag and tag != "latest", (name, service["image"])
+
+
+def test_mounted_and_built_paths_exist(compose: dict) -> None:
+    declared = set(compose.get("volumes", {}))
+    for name, service in compose["services"].items():
+        build = service.get("build")
+        if build:
+            context = ROOT / build["context"]
+            assert context.is_dir(), name
+            assert (context / build.get("dockerfile", "Dockerfile")).is_file(), name
+        for source, _ in bind_mounts(service):
+            assert (ROOT / source).exists(), (name, source)
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in declared, (name, source)
+
+
+def test_kafka_single_node_kraft(compose: dict) -> None:
+    env = compose["services"]["kafka"]["environment"]
+    assert compose["services"]["kafka"]["image"].startswith("apache/kafka:")
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "PLAINTEXT://kafka:19092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "PLAINTEXT_HOST://localhost:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    for listener in ("PLAINTEXT://:19092", "PLAINTEXT_HOST://:9092", "CONTROLLER://:29093"):
+        assert listener in env["KAFKA_LISTENERS"]
+    for key in (
+        "KAFKA_NODE_ID",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+        "KAFKA_CONTROLLER_LISTENER_NAMES",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS",
+        "KAFKA_INTER_BROKER_LISTENER_NAME",
+        "CLUSTER_ID",
+    ):
+        assert env[key], key
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 1
+    assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == 1
+
+
+def test_workers(compose: dict) -> None:
+    worker = compose["services"]["worker"]
+    assert worker["command"] == ["streamproc", "worker"]
+    assert worker["deploy"]["replicas"] == 2
+    assert worker["expose"] == ["6066"]
+    assert "ports" not in worker and "container_name" not in worker
+    assert (
+        worker["environment"]
+        | {
+            "STREAMPROC_BROKER_URL": "kafka://kafka:19092",
+            "STREAMPROC_REDIS_URL": "redis://redis:6379/0",
+            "STREAMPROC_WEB_HOST": "0.0.0.0",
+            "STREAMPROC_WEB_PORT": "6066",
+        }
+        == worker["environment"]
+    )
+    assert "6066/healthz" in " ".join(worker["healthcheck"]["test"])
+    assert worker["depends_on"]["topic-init"]["condition"] == "service_completed_successfully"
+    partitions = int(worker["environment"]["STREAMPROC_PARTITIONS"])
+    assert partitions >= worker["deploy"]["replicas"]
+
+
+def test_one_shot_topic_init_and_simulator_profile(compose: dict) -> None:
+    services = compose["services"]
+    assert services["topic-init"]["command"] == ["streamproc", "topics", "create"]
+    assert services["topic-init"]["restart"] == "no"
+    assert services["simulator"]["profiles"] == ["sim"]
+    assert services["simulator"]["command"] == ["streamproc", "simulate", "--rate", "20"]
+
+
+def test_prometheus_scrapes_the_worker_service(compose: dict) -> None:
+    prometheus = compose["services"]["prometheus"]
+    flag = next(arg for arg in prometheus["command"] if arg.startswith("--config.file="))
+    config_path = repo_path(compose, "prometheus", flag.split("=", 1)[1])
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "streamproc"]
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["worker"] and sd["type"] == "A"
+    assert str(sd["port"]) in compose["services"]["worker"]["expose"]
+    for rule_file in config["rule_files"]:
+        assert (config_path.parent / rule_file).is_file(), rule_file
+
+
+def test_alertmanager_config_is_mounted(compose: dict) -> None:
+    service = compose["services"]["alertmanager"]
+    flag = next(arg for arg in service["command"] if arg.startswith("--config.file="))
+    assert repo_path(compose, "alertmanager", flag.split("=", 1)[1]).is_file()
+
+
+def test_grafana_is_provisioned_with_the_wallboard_as_home(compose: dict) -> None:
+    grafana = compose["services"]["grafana"]
+    env = grafana["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    home = repo_path(compose, "grafana", env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
+    assert json.loads(home.read_text(encoding="utf-8"))["uid"] == "sales-floor-wallboard"
+    provisioning = repo_path(compose, "grafana", "/etc/grafana/provisioning")
+    provider_file = provisioning / "dashboards" / "dashboards.yaml"
+    (provider,) = yaml.safe_load(provider_file.read_text(encoding="utf-8"))["providers"]
+    dashboards = repo_path(compose, "grafana", provider["options"]["path"])
+    assert sorted(dashboards.glob("*.json")), dashboards
+
+
+def test_dockerfile() -> None:
+    lines = [
+        line.strip()
+        for line in DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    instructions = [(line.split()[0].upper(), line.split(maxsplit=1)[1]) for line in lines]
+    args = {key: [value for k, value in instructions if k == key] for key, _ in instructions}
+    assert args["FROM"][0].startswith("python:3.11-slim")
+    assert args["USER"] and args["USER"][-1] not in {"root", "0"}
+    assert args["EXPOSE"] == ["6066"]
+    assert "/healthz" in args["HEALTHCHECK"][0]
+    assert "pip install ." in " ".join(args["RUN"])
+    for copy in args["COPY"]:
+        for source in copy.split()[:-1]:
+            assert (ROOT / source).exists(), source
