@@ -1,0 +1,26 @@
+# The streamproc image: workers, topic creation and the simulator (see docker-compose.yml).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+# Only what the package needs: the build context also holds .venv, tests and deploy folders.
+COPY pyproject.toml ./
+COPY streamproc ./streamproc
+RUN pip install . \
+    && useradd --create-home --uid 10001 --user-group streamproc
+
+USER streamproc
+WORKDIR /home/streamproc
+ENV STREAMPROC_WEB_HOST=0.0.0.0 \
+    STREAMPROC_WEB_PORT=6066 \
+    STREAMPROC_DATA_DIR=/home/streamproc/data
+
+EXPOSE 6066
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as r; r.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('STREAMPROC_WEB_PORT', '6066'), timeout=2)"]
+
+CMD ["streamproc", "worker"]

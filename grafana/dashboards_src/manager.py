@@ -1,0 +1,299 @@
+"""Sales manager dashboard: trends per rep, channel, stage and source, with filters."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as dashboard_builder
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.models import dashboard as dashboard_model
+
+from .panels import (
+    CURRENCY_UNIT,
+    SLA_SECONDS,
+    TAGS,
+    PanelBuilder,
+    Query,
+    big_stat,
+    finish,
+    leaderboard,
+    links,
+    section,
+    trend,
+    variable,
+)
+
+__all__ = ["UID", "build"]
+
+UID = "sales-manager"
+W = 'window="$window"'
+R = 'rep=~"$rep"'
+S = 'source=~"$source"'
+NEUTRAL = [(None, "blue")]
+SHARE = [(None, "red"), (0.5, "orange"), (0.8, "green")]
+
+
+def _speed_to_lead() -> list[PanelBuilder]:
+    return [
+        trend(
+            "Mean response time by rep",
+            [Query(f"max by (rep) (sales_response_time_avg_seconds{{{W}, {R}}})", "{{rep}}")],
+            "s",
+            f"Lead created -> first contact, mean per rep. Dashed: the SLA, {SLA_SECONDS} s.",
+            sla_line=SLA_SECONDS,
+        ),
+        trend(
+            "Response time quantiles by rep",
+            [
+                Query(
+                    f"max by (rep, quantile) (sales_response_time_seconds{{{W}, {R}}})",
+                    "{{rep}} p{{quantile}}",
+                )
+            ],
+            "s",
+            "Median (0.5) and 0.9 quantile of each rep's response times in the window.",
+            sla_line=SLA_SECONDS,
+        ),
+        trend(
+            "Answered within SLA by rep",
+            [Query(f"max by (rep) (sales_responded_within_sla_ratio{{{W}, {R}}})", "{{rep}}")],
+            "percentunit",
+            "Share of the rep's first contacts made within the SLA.",
+            width=8,
+        ),
+        trend(
+            "Leads created by source",
+            [Query(f"sum by (source) (sales_leads_created{{{W}, {R}, {S}}})", "{{source}}")],
+            "none",
+            "Leads created in the window, by lead source.",
+            width=8,
+        ),
+        trend(
+            "Leads waiting now by rep",
+            [
+                Query(
+                    f"sum by (rep) (sales_leads_awaiting_contact{{{R}, {S}}})", "{{rep}} waiting"
+                ),
+                Query(
+                    f"sum by (rep) (sales_leads_awaiting_contact_over_sla{{{R}}})",
+                    "{{rep}} past SLA",
+                ),
+            ],
+            "none",
+            "Live: leads with no contact attempt yet, and those already past their SLA.",
+            width=8,
+        ),
+    ]
+
+
+def _activity() -> list[PanelBuilder]:
+    return [
+        trend(
+            "Attempts and connects by channel",
+            [
+                Query(
+                    f"sum by (channel) (sales_contact_attempts{{{W}, {R}}})", "{{channel}} attempts"
+                ),
+                Query(
+                    f"sum by (channel) (sales_contact_connects{{{W}, {R}}})", "{{channel}} connects"
+                ),
+            ],
+            "none",
+            "Contact attempts and the connected ones, per channel, in the window.",
+            width=8,
+        ),
+        trend(
+            "Connect rate by channel",
+            [
+                Query(
+                    f"sum by (channel) (sales_contact_connects{{{W}, {R}}}) "
+                    f"/ sum by (channel) (sales_contact_attempts{{{W}, {R}}})",
+                    "{{channel}}",
+                )
+            ],
+            "percentunit",
+            "Connects / attempts over the selected reps (summed, not an average of ratios).",
+            width=8,
+        ),
+        leaderboard(
+            "Connect rate by rep and channel",
+            [
+                Query(
+                    f"sort_desc(max by (rep, channel) (sales_connect_ratio{{{W}, {R}}}))",
+                    "{{rep}} / {{channel}}",
+                )
+            ],
+            "percentunit",
+            SHARE,
+            "Each rep's connect ratio per channel in the window.",
+            height=8,
+            maximum=1,
+        ),
+        leaderboard(
+            "Activity vs daily target",
+            [Query(f"sort_desc(max by (rep) (sales_activity_target_ratio{{{R}}}))", "{{rep}}")],
+            "percentunit",
+            [(None, "red"), (0.5, "orange"), (1, "green")],
+            "Attempts today / the rep's daily target (reps with a configured target only).",
+            width=24,
+            height=6,
+            maximum=1,
+        ),
+    ]
+
+
+def _pipeline() -> list[PanelBuilder]:
+    return [
+        leaderboard(
+            "Stage entries",
+            [Query(f"sort_desc(sum by (stage) (sales_stage_entries{{{W}}}))", "{{stage}}")],
+            "none",
+            NEUTRAL,
+            "Funnel: deals that entered each stage in the window.",
+            width=6,
+        ),
+        leaderboard(
+            "Stage conversion",
+            [Query(f"max by (stage) (sales_stage_conversion_ratio{{{W}}})", "{{stage}}")],
+            "percentunit",
+            SHARE,
+            "Of the deals that left the stage in the window, the share that moved forward.",
+            width=6,
+            maximum=1,
+        ),
+        leaderboard(
+            "Stage dwell time",
+            [
+                Query(
+                    f"max by (stage, quantile) (sales_stage_dwell_seconds{{{W}}})",
+                    "{{stage}} p{{quantile}}",
+                )
+            ],
+            "s",
+            NEUTRAL,
+            "Median and 0.9 quantile of the time spent in each stage by the deals that left it.",
+            width=6,
+        ),
+        leaderboard(
+            "Open pipeline by stage",
+            [Query(f"sort_desc(sum by (stage) (sales_open_pipeline_value{{{R}}}))", "{{stage}}")],
+            CURRENCY_UNIT,
+            NEUTRAL,
+            "Live: sum of the deal values of open deals, by stage.",
+            width=6,
+        ),
+    ]
+
+
+def _deals() -> list[PanelBuilder]:
+    return [
+        leaderboard(
+            "Win ratio by lead source",
+            [Query(f"sort_desc(max by (source) (sales_win_ratio{{{W}, {S}}}))", "{{source}}")],
+            "percentunit",
+            [(None, "red"), (0.2, "orange"), (0.4, "green")],
+            "Won / (won + lost) closed in the window: lead-source quality.",
+            maximum=1,
+        ),
+        trend(
+            "Lost deals by reason",
+            [Query(f"sum by (reason) (sales_deals_lost{{{W}, {R}}})", "{{reason}}")],
+            "none",
+            "Deals closed lost in the window, by lost reason.",
+            width=8,
+            height=10,
+        ),
+        leaderboard(
+            "Revenue won by rep",
+            [Query(f"sort_desc(sum by (rep) (sales_revenue_won{{{W}, {R}}}))", "{{rep}}")],
+            CURRENCY_UNIT,
+            NEUTRAL,
+            "Sum of the deal values closed won in the window.",
+        ),
+        big_stat(
+            "Revenue per rep",
+            [Query(f"max(sales_revenue_per_rep{{{W}}})")],
+            CURRENCY_UNIT,
+            NEUTRAL,
+            "Revenue won / reps with any event in the window (all reps).",
+            height=8,
+        ),
+        big_stat(
+            "Upsell share",
+            [Query(f"max(sales_upsell_ratio{{{W}}})")],
+            "percentunit",
+            NEUTRAL,
+            "Share of the deals won in the window that came from existing customers.",
+            height=8,
+        ),
+        leaderboard(
+            "Deals won by source",
+            [Query(f"sort_desc(sum by (source) (sales_deals_won{{{W}, {R}, {S}}}))", "{{source}}")],
+            "none",
+            NEUTRAL,
+            "Deals closed won in the window, by lead source.",
+            height=8,
+        ),
+        leaderboard(
+            "Weighted forecast by rep",
+            [Query(f"sort_desc(sum by (rep) (sales_forecast_value{{{R}}}))", "{{rep}}")],
+            CURRENCY_UNIT,
+            NEUTRAL,
+            "Live: open deal values x win probability.",
+            height=8,
+        ),
+    ]
+
+
+def _email() -> list[PanelBuilder]:
+    opened = f"sum(sales_emails_opened{{{W}, {R}}})"
+    clicked = f"sum(sales_emails_clicked{{{W}, {R}}})"
+    sent = f"sum(sales_emails_sent{{{W}, {R}}})"
+    return [
+        trend(
+            "Email open and click rate by rep",
+            [
+                Query(f"max by (rep) (sales_email_open_ratio{{{W}, {R}}})", "{{rep}} opened"),
+                Query(f"max by (rep) (sales_email_click_ratio{{{W}, {R}}})", "{{rep}} clicked"),
+            ],
+            "percentunit",
+            "Of the emails each rep sent in the window, the share opened and clicked so far.",
+        ),
+        trend(
+            "Email open and click rate, selected reps",
+            [Query(f"{opened} / {sent}", "opened"), Query(f"{clicked} / {sent}", "clicked")],
+            "percentunit",
+            "Opened / sent and clicked / sent, summed over the selected reps.",
+        ),
+    ]
+
+
+def _variables() -> list[Builder[dashboard_model.VariableModel]]:
+    return [
+        variable("window", "Window", "label_values(sales_leads_created, window)", False, "today"),
+        variable("rep", "Rep", "label_values(sales_leads_created, rep)"),
+        variable("source", "Lead source", "label_values(sales_leads_created, source)"),
+    ]
+
+
+def build() -> dashboard_model.Dashboard:
+    """The manager's dashboard: variables window, rep and source (no team: not a label)."""
+    board = (
+        dashboard_builder.Dashboard("Sales manager")
+        .uid(UID)
+        .description(
+            "KPIs by rep, channel, stage and source. There is no team filter: team is not a "
+            "label of the metric catalogue, so select the team's reps in Rep."
+        )
+        .tags([*TAGS, "sales"])
+        .refresh("1m")
+        .time("now-24h", "now")
+        .timezone("browser")
+        .readonly()
+        .tooltip(dashboard_model.DashboardCursorSync.CROSSHAIR)
+        .variables(_variables())
+        .links(links())
+    )
+    board = section(board, "Speed to lead", _speed_to_lead())
+    board = section(board, "Activity", _activity())
+    board = section(board, "Pipeline", _pipeline())
+    board = section(board, "Deals", _deals())
+    return finish(section(board, "Email", _email()))
