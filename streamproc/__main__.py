@@ -1,3 +1,5 @@
-from streamproc.cli import main
 import sys
+
+from streamproc.cli import main
+
 sys.exit(main())

@@ -58,8 +58,14 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from streamproc.producer import run_simulation
 
     sent = asyncio.run(
-        run_simulation(settings, rate=args.rate, reps=args.reps, seed=args.seed,
-                       duration=args.duration, stop=None)
+        run_simulation(
+            settings,
+            rate=args.rate,
+            reps=args.reps,
+            seed=args.seed,
+            duration=args.duration,
+            stop=None,
+        )
     )
     log.info("simulation sent %d events", sent)
     return 0
@@ -109,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     run: Callable[[argparse.Namespace, Settings], int] = args.run
     try:
         settings = load_settings()

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pydantic_settings
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -190,6 +191,10 @@ def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning a validation error into one line naming the setting."""
     try:
         return Settings(**overrides)
+    except pydantic_settings.SettingsError as exc:
+        # JSON settings are decoded before validation: "error parsing value for field "x" ..."
+        field = str(exc).split('"')[1] if '"' in str(exc) else "settings"
+        raise SettingsError(f"bad setting STREAMPROC_{field.upper()}: not valid JSON") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err.get("loc") else "settings"

@@ -94,11 +94,13 @@ def _to_datetime(value: object) -> object:
     return parsed + timedelta(seconds=1) if leap else parsed
 
 
-def _not_null(value: object) -> object:
-    """An optional field may be left out; null is a mistyped value, as the contract types it."""
-    if value is None:
-        raise PydanticCustomError("not_null", "must not be null")
+def _null_is_absent(value: object) -> object:
+    """An optional field may be left out or null: producers write both for "no value"."""
     return value
+
+
+def _default_team(value: object) -> object:
+    return "default" if value is None else value
 
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
@@ -108,13 +110,17 @@ Timestamp = Annotated[
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 _TEXT_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
-OptionalText = Annotated[Text | None, BeforeValidator(_not_null), WithJsonSchema(_TEXT_SCHEMA)]
+OptionalText = Annotated[
+    Text | None, BeforeValidator(_null_is_absent), WithJsonSchema(_TEXT_SCHEMA)
+]
 OptionalNonNegative = Annotated[
-    NonNegative | None, BeforeValidator(_not_null), WithJsonSchema({"type": "number", "minimum": 0})
+    NonNegative | None,
+    BeforeValidator(_null_is_absent),
+    WithJsonSchema({"type": "number", "minimum": 0}),
 ]
 OptionalProbability = Annotated[
     Probability | None,
-    BeforeValidator(_not_null),
+    BeforeValidator(_null_is_absent),
     WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1}),
 ]
 Channel = Literal["call", "email", "sms", "social", "meeting", "other"]
@@ -132,7 +138,9 @@ class _EventBase(BaseModel):
     occurred_at: Timestamp = Field(description="Event time, with an offset.")
     lead_id: Text = Field(description="The lead (prospect) the event is about.")
     rep_id: Text = Field(description="The sales rep who owns the lead or acted.")
-    team_id: Text = Field(default="default", description="The rep's team.")
+    team_id: Annotated[Text, BeforeValidator(_default_team)] = Field(
+        default="default", description="The rep's team (null or absent: default)."
+    )
     # The envelope's type and source, kept for tracing; not part of the contract. Read from keys
     # no producer sends, so that a plain event's own "ce_type" stays an ignored unknown field;
     # in Python, set them with model_copy(update=...).
@@ -191,7 +199,9 @@ class StageChanged(_EventBase):
     # without a context the default pipeline applies.
     kind: ClassVar[EventKind] = EventKind.STAGE_CHANGED
 
-    from_stage: Text | None = Field(description="The previous stage; null for the first stage.")
+    from_stage: Text | None = Field(
+        default=None, description="The previous stage; null (or absent) for the first stage."
+    )
     to_stage: Text = Field(
         description="One of the configured stages (default: " + ", ".join(DEFAULT_STAGES) + ")."
     )

@@ -44,8 +44,12 @@ class Scenario:
     def created(self, ago: float, lead: str, rep: str, source: str, **kw: Any) -> None:
         self.add("lead-created", ago, lead, rep_id=rep, source=source, **kw)
 
-    def attempt(self, ago: float, lead: str, rep: str, channel: str, connected: bool, **kw: Any) -> None:
-        self.add("contact-attempted", ago, lead, rep_id=rep, channel=channel, connected=connected, **kw)
+    def attempt(
+        self, ago: float, lead: str, rep: str, channel: str, connected: bool, **kw: Any
+    ) -> None:
+        self.add(
+            "contact-attempted", ago, lead, rep_id=rep, channel=channel, connected=connected, **kw
+        )
 
     def stage(self, ago: float, lead: str, rep: str, to: str, **kw: Any) -> None:
         self.add("stage-changed", ago, lead, rep_id=rep, from_stage=None, to_stage=to, **kw)
@@ -94,7 +98,9 @@ class Scenario:
     def messages(self, prefix: str, seed: int = 7) -> list[tuple[str, bytes, bytes]]:
         """(topic, key, value): scrambled, with every fifth event sent twice."""
         rng = random.Random(seed)
-        out = [(prefix + kind, ev["lead_id"].encode(), orjson.dumps(ev)) for kind, ev in self.events]
+        out = [
+            (prefix + kind, ev["lead_id"].encode(), orjson.dumps(ev)) for kind, ev in self.events
+        ]
         out += out[::5]
         rng.shuffle(out)
         return out
@@ -151,10 +157,17 @@ def expected(window_labels: bool = True) -> dict[tuple[str, tuple[tuple[str, str
             put("sales_response_time_seconds", 540.0, window=w, rep="r1", quantile="0.9")
             put("sales_response_time_avg_seconds", 340.0, window=w, rep="r1")
             put("sales_responded_within_sla_ratio", round(2 / 3, 6), window=w, rep="r1")
-        for stage, n in (("contacted", 1), ("qualified", 3), ("proposal", 2), ("negotiation", 1),
-                         ("won", 2), ("lost", 1)):
+        for stage, n in (
+            ("contacted", 1),
+            ("qualified", 3),
+            ("proposal", 2),
+            ("negotiation", 1),
+            ("won", 2),
+            ("lost", 1),
+        ):
             put("sales_stage_entries", n, window=w, stage=stage)
-        # exits: contacted 420 fwd; qualified L1 600 fwd, L3 1620 fwd, L5 120 lost; proposal 1200 fwd
+        # exits: contacted 420 fwd; qualified L1 600 fwd, L3 1620 fwd, L5 120 lost;
+        # proposal 1200 fwd
         put("sales_stage_conversion_ratio", 1.0, window=w, stage="contacted")
         put("sales_stage_conversion_ratio", round(2 / 3, 6), window=w, stage="qualified")
         put("sales_stage_conversion_ratio", 1.0, window=w, stage="proposal")

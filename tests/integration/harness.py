@@ -71,7 +71,7 @@ class WorkerProcess:
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(self.base_url + path, timeout=timeout) as resp:  # noqa: S310
+            with urllib.request.urlopen(self.base_url + path, timeout=timeout) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
@@ -132,7 +132,9 @@ def parse_samples(text: str) -> dict[SeriesKey, float]:
     return out
 
 
-def combined(workers: Iterable[WorkerProcess]) -> tuple[dict[SeriesKey, float], dict[SeriesKey, int]]:
+def combined(
+    workers: Iterable[WorkerProcess],
+) -> tuple[dict[SeriesKey, float], dict[SeriesKey, int]]:
     """What ``sum by`` over all workers shows, and how many workers export each series."""
     total: dict[SeriesKey, float] = defaultdict(float)
     exporters: dict[SeriesKey, int] = defaultdict(int)

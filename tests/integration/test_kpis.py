@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -10,9 +11,9 @@ from confluent_kafka import Producer
 
 from streamproc.config import Settings
 from streamproc.net import free_port
+from tests.scenario import OLDEST, Scenario, expected, noon_zone
 
 from .harness import WorkerProcess, combined, parse_samples, select, series, wait_until
-from tests.scenario import OLDEST, Scenario, expected, noon_zone
 
 pytestmark = pytest.mark.integration
 
@@ -76,10 +77,8 @@ def test_every_kpi_by_hand_on_one_worker(
     make_topics(settings)
     worker = worker_factory(settings)
     _produce(kafka_producer(), scenario, settings)
-    try:
+    with contextlib.suppress(TimeoutError):  # the assertions below say what differs
         wait_until(_settled([worker]), timeout=30)
-    except TimeoutError:
-        pass  # the assertions below say what differs
     samples = worker.samples()
     _assert_truth(samples, scenario)
     events = select(samples, "streamproc_events_total")
@@ -105,15 +104,16 @@ def test_two_workers_split_counts_and_export_each_whole_series_once(
     second.wait_ready()
     _produce(kafka_producer(), scenario, settings)
     workers = [first, second]
-    try:
+    with contextlib.suppress(TimeoutError):
         wait_until(_settled(workers), timeout=45)
-    except TimeoutError:
-        pass
     total, exporters = combined(workers)
     _assert_truth(total, scenario)
     whole = ("ratio", "_seconds", "revenue_per_rep")
-    twice = [k for k, n in exporters.items() if k[0].startswith("sales_") and n > 1
-             and any(w in k[0] for w in whole)]
+    twice = [
+        k
+        for k, n in exporters.items()
+        if k[0].startswith("sales_") and n > 1 and any(w in k[0] for w in whole)
+    ]
     assert not twice, f"whole series exported by both workers: {twice}"
     # the work really is shared: each worker exports some KPI series
     assert all(select(parse_samples(w.metrics_text()), "sales_leads_created") for w in workers)

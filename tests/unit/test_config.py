@@ -72,9 +72,6 @@ def test_dotenv_is_read(tmp_path: Path) -> None:
             "STREAMPROC_SLA_SOURCE_OVERRIDES",
             "{not json",
             "STREAMPROC_SLA_SOURCE_OVERRIDES",
-            # pydantic-settings decodes JSON fields before validation and raises its own
-            # SettingsError, which load_settings does not turn into ours yet.
-            marks=pytest.mark.xfail(strict=True, reason="load_settings misses bad JSON"),
         ),
     ],
 )

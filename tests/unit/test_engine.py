@@ -24,8 +24,17 @@ def _messages(order: list[int]) -> list[RawMessage]:
     for offset, i in enumerate(order):
         kind, event = SCENARIO.events[i]
         key = event["lead_id"].encode()
-        out.append(RawMessage(EventKind(kind), "sales." + kind, hash(key) % 4, offset, key,
-                              orjson.dumps(event), None))
+        out.append(
+            RawMessage(
+                EventKind(kind),
+                "sales." + kind,
+                hash(key) % 4,
+                offset,
+                key,
+                orjson.dumps(event),
+                None,
+            )
+        )
     return out
 
 

@@ -1,0 +1,681 @@
+"""A synthetic sales team emitting contract-valid CRM events, deterministic for a seed."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+import zlib
+from bisect import bisect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, TypeAlias
+
+from streamproc.config import Settings
+
+__all__ = [
+    "CONTACT_ATTEMPTED",
+    "EMAIL_OPENED",
+    "KINDS",
+    "LEAD_CREATED",
+    "LOST_REASONS",
+    "SOURCES",
+    "STAGE_CHANGED",
+    "Rep",
+    "SalesTeam",
+    "SimEvent",
+    "Source",
+    "history",
+    "rfc3339",
+]
+
+LEAD_CREATED = "lead-created"
+CONTACT_ATTEMPTED = "contact-attempted"
+STAGE_CHANGED = "stage-changed"
+EMAIL_OPENED = "email-opened"
+KINDS = (LEAD_CREATED, CONTACT_ATTEMPTED, STAGE_CHANGED, EMAIL_OPENED)
+_TRIGGER = "trigger"  # internal: the lead's first contact is due, draw the rest of its life
+
+SimEvent: TypeAlias = tuple[str, dict[str, Any]]
+"""(event kind, e.g. ``"lead-created"``, the event as the contract's JSON object)."""
+# One generated event before it becomes a dict: (time, lead-local number, kind, extra fields).
+_Raw: TypeAlias = tuple[float, int, str, dict[str, Any] | None]
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A lead source and how good its leads are."""
+
+    name: str
+    share: float  # of all leads
+    quality: float  # multiplies the odds of moving a stage forward; 1 is average
+    reach: float  # multiplies the chance that an attempt connects and an email is opened
+    median_value: float  # of a deal from it, in the reporting currency
+
+
+SOURCES = (
+    Source("google_ads", 0.28, 1.0, 1.0, 9_000),
+    Source("website", 0.16, 1.2, 1.0, 10_000),
+    Source("facebook", 0.17, 0.45, 0.7, 4_500),
+    Source("webinar", 0.12, 1.3, 1.15, 11_000),
+    Source("referral", 0.10, 2.2, 1.4, 16_000),
+    Source("linkedin", 0.10, 0.9, 0.9, 14_000),
+    Source("trade_show", 0.07, 1.1, 1.2, 20_000),
+)
+LOST_REASONS = ("no_budget", "timing", "no_response", "competitor", "price")
+# Why deals die: budget and timing early in the pipeline, price and competitors late.
+_EARLY_LOSS = (0.35, 0.30, 0.20, 0.10, 0.05)
+_LATE_LOSS = (0.03, 0.15, 0.07, 0.35, 0.40)
+_CHANNELS = ("call", "email", "sms", "social", "other")
+
+EXISTING_SHARE = 0.10  # leads from existing customers (upsell)
+NEVER_CONTACTED = 0.02  # leads nobody ever calls: they fall through the cracks
+CLEANED_UP = 0.5  # of those, the share closed lost in a later pipeline clean-up
+RESPONSE_SIGMA, RESPONSE_MIN, RESPONSE_CAP = 0.8, 15.0, 8 * HOUR
+# Before the first conversation: follow-up gaps, then the rep gives up (pipeline time).
+REACH_GAPS = (2 * HOUR, 8 * HOUR, DAY, 2 * DAY, 3 * DAY)
+GIVE_UP = 2 * DAY
+DWELL = 2 * DAY  # median time in an open stage after the first conversation (pipeline time)
+CAP = 3.0  # every pipeline wait is at most CAP times its median: a lead's life is bounded
+OPEN_MEDIAN, OPEN_CAP = 20 * 60.0, 12 * HOUR  # send -> open, real time
+REOPEN_MEDIAN, CLICK_MEDIAN, CLICK_CAP = 3 * HOUR, 40.0, HOUR
+# Connect chance of one attempt before and after the first conversation ("call" before: skill).
+_COLD_CONNECT = {"email": 0.08, "sms": 0.12, "social": 0.06, "other": 0.10}
+_WARM_CONNECT = {"call": 0.55, "email": 0.45, "sms": 0.40, "social": 0.25, "other": 0.35}
+COLD_OPEN, WARM_OPEN, COLD_CLICK, WARM_CLICK, REOPEN = 0.32, 0.62, 0.18, 0.35, 0.25
+ADVANCE = 0.6  # chance an average deal moves forward from an open stage
+IN_FLIGHT = 10_000  # auto pace keeps about this many leads in the pipeline at once
+WARM_LEADS = 1_000_000  # most leads drawn to pre-fill the pipeline before ``start``
+
+
+@dataclass(frozen=True, slots=True)
+class Rep:
+    """A sales rep and their habits."""
+
+    rep_id: str
+    team_id: str
+    response_median: float  # seconds from lead-created to the first attempt
+    call_share: float  # the rest is mostly email: call-heavy vs email-heavy reps
+    connect_skill: float  # chance a cold call is answered (before the source's reach)
+    persistence: int  # attempts on an unreachable lead before giving up
+    close_skill: float  # multiplies the odds of moving a deal forward
+    load: float  # relative share of the leads routed to the rep
+    channel_cum: tuple[float, ...]  # cumulative weights over _CHANNELS
+
+    @classmethod
+    def draw(cls, rng: random.Random, index: int, response_median: float) -> Rep:
+        call = rng.uniform(0.2, 0.8)
+        rest = 1.0 - call
+        weights = (call, rest * 0.8, rest * 0.1, rest * 0.07, rest * 0.03)
+        return cls(
+            rep_id=f"rep-{index + 1:02d}",
+            team_id=("team-north", "team-south")[index % 2],
+            response_median=response_median,
+            call_share=call,
+            connect_skill=rng.uniform(0.18, 0.45),
+            persistence=rng.randint(2, 6),
+            close_skill=rng.uniform(0.75, 1.35),
+            load=rng.uniform(0.6, 1.4),
+            channel_cum=tuple(_cumulative(weights)),
+        )
+
+
+def _cumulative(weights: Sequence[float]) -> list[float]:
+    out, total = [], 0.0
+    for w in weights:
+        total += w
+        out.append(total)
+    return out
+
+
+def _make_reps(rng: random.Random, count: int) -> tuple[Rep, ...]:
+    """``count`` reps whose median response spreads from a minute to two hours."""
+    if count < 1:
+        raise ValueError("reps must be >= 1")
+    spread = [60.0 * 120.0 ** (i / (count - 1)) if count > 1 else 600.0 for i in range(count)]
+    rng.shuffle(spread)  # the fast rep is not always rep-01
+    return tuple(Rep.draw(rng, i, median) for i, median in enumerate(spread))
+
+
+@lru_cache(maxsize=4096)
+def _date(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
+
+
+def rfc3339(ts: float) -> str:
+    """Epoch seconds as RFC 3339 UTC with milliseconds: ``2024-05-06T09:30:00.250+00:00``."""
+    ms = int(ts * 1000.0)
+    secs, frac = divmod(ms, 1000)
+    day, sod = divmod(secs, 86400)
+    hours, rest = divmod(sod, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{_date(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{frac:03d}+00:00"
+
+
+def _wait(rng: random.Random, median: float, sigma: float, low: float, high: float) -> float:
+    """A lognormal wait, clipped: waits in sales are skewed, with a long but bounded tail."""
+    return min(high, max(low, median * math.exp(sigma * rng.gauss(0.0, 1.0))))
+
+
+class _Lead:
+    """What the arrival draws fix about a lead; the rest of its life is drawn later."""
+
+    __slots__ = (
+        "contacted",
+        "created",
+        "delay",
+        "estimate",
+        "existing",
+        "idx",
+        "lead_id",
+        "rep",
+        "source",
+    )
+
+    def __init__(
+        self, idx: int, lead_id: str, created: float, rep: Rep, source: Source, existing: bool
+    ) -> None:
+        self.idx, self.lead_id, self.created = idx, lead_id, created
+        self.rep, self.source, self.existing = rep, source, existing
+        self.contacted, self.delay, self.estimate = True, 0.0, 0.0
+
+
+class _Timeline:
+    """One lead's events as they are drawn, numbered for their event ids."""
+
+    __slots__ = ("events", "lead", "n")
+
+    def __init__(self, lead: _Lead, n: int) -> None:
+        self.lead, self.n, self.events = lead, n, []
+
+    def add(self, ts: float, kind: str, extra: dict[str, Any] | None) -> None:
+        self.events.append((ts, self.n, kind, extra))
+        self.n += 1
+
+
+class _Model:
+    """The lead life cycle: who gets the lead, how fast, how far it goes, what it is worth."""
+
+    def __init__(self, settings: Settings, reps: tuple[Rep, ...], pace: float = 1.0) -> None:
+        self.reps = reps
+        self.pace = pace
+        self.rep_cum = _cumulative([r.load for r in reps])
+        self.source_cum = _cumulative([s.share for s in SOURCES])
+        self.open = [s for s in settings.stages if s not in settings.closed_stages]
+        self.won, self.lost = settings.won_stage, settings.lost_stage
+        self.default_p = {s: settings.default_probability(s) for s in self.open}
+        self.loss_cum = [self._loss_weights(i) for i in range(len(self.open))]
+
+    def _loss_weights(self, i: int) -> list[float]:
+        f = i / max(1, len(self.open) - 1)
+        return _cumulative(
+            [e * (1 - f) + lt * f for e, lt in zip(_EARLY_LOSS, _LATE_LOSS, strict=True)]
+        )
+
+    @property
+    def post_bound(self) -> float:
+        """No event of a lead comes later than this after its first contact attempt."""
+        pipeline = CAP * (sum(REACH_GAPS) + GIVE_UP + DWELL * len(self.open)) + 2 * HOUR
+        pipeline = max(pipeline, CAP * 3 * DAY)  # the clean-up of never-contacted leads
+        return pipeline / self.pace + 2 * OPEN_CAP + CLICK_CAP
+
+    # Arrival: cheap draws only, so that pre-filling the pipeline skips old leads fast.
+
+    def arrive(self, ar: random.Random, idx: int, lead_id: str, created: float) -> _Lead:
+        rep = self.reps[bisect(self.rep_cum, ar.random() * self.rep_cum[-1])]
+        source = SOURCES[min(len(SOURCES) - 1, bisect(self.source_cum, ar.random()))]
+        lead = _Lead(idx, lead_id, created, rep, source, ar.random() < EXISTING_SHARE)
+        lead.contacted = ar.random() >= NEVER_CONTACTED
+        # Referrals and customers get called back first; the rep's habit dominates.
+        hurry = (0.6 if lead.existing else 1.0) * (0.7 if source.name == "referral" else 1.0)
+        median = rep.response_median * hurry
+        lead.delay = _wait(ar, median, RESPONSE_SIGMA, RESPONSE_MIN, RESPONSE_CAP)
+        return lead
+
+    def first(self, ar: random.Random, lead: _Lead) -> list[_Raw]:
+        """lead-created and the first stage, drawn at arrival."""
+        src = lead.source
+        scale = 0.6 if lead.existing else 1.0  # upsells are smaller than new logos
+        lead.estimate = round(_wait(ar, src.median_value * scale, 0.6, 300.0, 1e6), -1)
+        created: dict[str, Any] = {"source": src.name}
+        if lead.existing or ar.random() < 0.7:  # false is the default: leave it out sometimes
+            created["existing_customer"] = lead.existing
+        if ar.random() < 0.65:
+            created["estimated_value"] = lead.estimate
+        stage = {"from_stage": None, "to_stage": self.open[0]}
+        return [
+            (lead.created, 0, LEAD_CREATED, created),
+            (lead.created + ar.uniform(0.2, 3.0), 1, STAGE_CHANGED, stage),
+        ]
+
+    # The rest of the life: drawn when the first contact is due.
+
+    def rest(self, rng: random.Random, lead: _Lead) -> list[_Raw]:
+        tl = _Timeline(lead, 2)
+        if not lead.contacted:
+            if rng.random() < CLEANED_UP:
+                gap = _wait(
+                    rng, 3 * DAY / self.pace, 0.4, DAY / self.pace, CAP * 3 * DAY / self.pace
+                )
+                self._close_lost(tl, lead.created + gap, self.open[0], "no_response")
+            return tl.events
+        reached = self._reach(rng, tl)
+        if reached is not None:
+            self._pipeline(rng, tl, reached)
+        return tl.events
+
+    def _reach(self, rng: random.Random, tl: _Timeline) -> float | None:
+        """Attempts until the first conversation (its time) or giving up (None)."""
+        lead, rep, pace = tl.lead, tl.lead.rep, self.pace
+        # Speed to lead: a lead called back within minutes still remembers filling the form.
+        speed = 1.35 if lead.delay <= 300 else 1.1 if lead.delay <= HOUR else 0.75
+        boost = speed * lead.source.reach * (1.4 if lead.existing else 1.0)
+        ts = lead.created + lead.delay
+        for attempt in range(rep.persistence):
+            channel = _CHANNELS[bisect(rep.channel_cum, rng.random() * rep.channel_cum[-1])]
+            base = rep.connect_skill if channel == "call" else _COLD_CONNECT[channel]
+            connected = rng.random() < min(0.95, base * boost)
+            self._attempt(rng, tl, ts, channel, connected, warm=False)
+            if connected:
+                return ts
+            if attempt + 1 < rep.persistence:
+                gap = REACH_GAPS[min(attempt, len(REACH_GAPS) - 1)]
+                ts += _wait(rng, gap / pace, 0.5, 60.0, CAP * gap / pace)
+        ts += _wait(rng, GIVE_UP / pace, 0.5, 60.0, CAP * GIVE_UP / pace)
+        self._close_lost(tl, ts, self.open[0], "no_response")
+        return None
+
+    def _pipeline(self, rng: random.Random, tl: _Timeline, ts: float) -> None:
+        """From the first conversation: stage by stage until won or lost."""
+        lead, stages = tl.lead, self.open
+        quality = lead.source.quality * lead.rep.close_skill * (2.5 if lead.existing else 1.0)
+        odds = ADVANCE / (1 - ADVANCE) * quality
+        advance = odds / (1 + odds)
+        i, value = 0, None
+        if len(stages) > 1:
+            ts += rng.uniform(30.0, 900.0)  # the conversation, then the CRM update
+            tl.add(ts, STAGE_CHANGED, {"from_stage": stages[0], "to_stage": stages[1]})
+            i = 1
+        while True:
+            dwell = _wait(rng, DWELL / self.pace, 0.8, 60.0, CAP * DWELL / self.pace)
+            self._touches(rng, tl, ts, dwell, i)
+            ts += dwell
+            if rng.random() >= advance:
+                self._close_lost(tl, ts, stages[i], self._loss_reason(rng, i))
+                return
+            if i + 1 == len(stages):
+                self._close_won(rng, tl, ts, stages[i], value)
+                return
+            i += 1
+            value = self._enter(rng, tl, ts, stages[i - 1], stages[i], value, i)
+
+    def _enter(
+        self,
+        rng: random.Random,
+        tl: _Timeline,
+        ts: float,
+        before: str,
+        stage: str,
+        value: float | None,
+        i: int,
+    ) -> float | None:
+        """Move forward; from the third stage on, reps start to put a value on the deal."""
+        move: dict[str, Any] = {"from_stage": before, "to_stage": stage}
+        if i >= 2 and rng.random() < (0.7 if value is None else 0.3):
+            base = tl.lead.estimate if value is None else value
+            value = round(_wait(rng, base, 0.2, 100.0, 5e6), -2)
+            move["deal_value"] = value
+        if rng.random() < 0.3:
+            guess = self.default_p[stage] + rng.gauss(0.0, 0.12)
+            move["win_probability"] = round(min(0.99, max(0.01, guess)), 2)
+        tl.add(ts, STAGE_CHANGED, move)
+        return value
+
+    def _close_won(
+        self, rng: random.Random, tl: _Timeline, ts: float, before: str, value: float | None
+    ) -> None:
+        move: dict[str, Any] = {"from_stage": before, "to_stage": self.won}
+        if rng.random() < 0.85:  # else the last value given stands (or there is none)
+            base = tl.lead.estimate if value is None else value
+            move["deal_value"] = round(base * rng.uniform(0.85, 1.05), -1)
+        if rng.random() < 0.1:
+            move["win_probability"] = 1.0
+        tl.add(ts, STAGE_CHANGED, move)
+
+    def _close_lost(self, tl: _Timeline, ts: float, before: str, reason: str) -> None:
+        move: dict[str, Any] = {"from_stage": before, "to_stage": self.lost, "lost_reason": reason}
+        tl.add(ts, STAGE_CHANGED, move)
+
+    def _loss_reason(self, rng: random.Random, i: int) -> str:
+        cum = self.loss_cum[i]
+        return LOST_REASONS[min(len(LOST_REASONS) - 1, bisect(cum, rng.random() * cum[-1]))]
+
+    def _touches(self, rng: random.Random, tl: _Timeline, ts: float, dwell: float, i: int) -> None:
+        """Follow-ups while the deal sits in a stage: calls, emails and, later on, meetings."""
+        rep, count = tl.lead.rep, bisect((0.25, 0.6, 0.85), rng.random())
+        for at in sorted(rng.random() for _ in range(count)):
+            if i >= 2 and rng.random() < 0.3:
+                channel = "meeting"
+            else:
+                channel = _CHANNELS[bisect(rep.channel_cum, rng.random() * rep.channel_cum[-1])]
+            chance = 0.9 if channel == "meeting" else _WARM_CONNECT[channel]
+            connected = rng.random() < min(0.95, chance * tl.lead.source.reach)
+            self._attempt(rng, tl, ts + at * dwell, channel, connected, warm=True)
+
+    def attempt_later(self, rng: random.Random, tl: _Timeline, ts: float) -> None:
+        """One more follow-up (history pads a lead with these to reach its event count)."""
+        rep = tl.lead.rep
+        channel = _CHANNELS[bisect(rep.channel_cum, rng.random() * rep.channel_cum[-1])]
+        connected = rng.random() < _WARM_CONNECT[channel] * tl.lead.source.reach
+        self._attempt(rng, tl, ts, channel, connected, warm=True)
+
+    def _attempt(
+        self,
+        rng: random.Random,
+        tl: _Timeline,
+        ts: float,
+        channel: str,
+        connected: bool,
+        warm: bool,
+    ) -> None:
+        attempt: dict[str, Any] = {"channel": channel, "connected": connected}
+        if channel != "email":
+            tl.add(ts, CONTACT_ATTEMPTED, attempt)
+            return
+        message_id = f"{tl.lead.lead_id}.m{tl.n}"
+        attempt["message_id"] = message_id
+        tl.add(ts, CONTACT_ATTEMPTED, attempt)
+        self._opens(rng, tl, ts, message_id, connected, warm)
+
+    def _opens(
+        self,
+        rng: random.Random,
+        tl: _Timeline,
+        sent: float,
+        message_id: str,
+        replied: bool,
+        warm: bool,
+    ) -> None:
+        """Opens (and clicks) of one email, always after the send; a reply implies an open."""
+        chance = (WARM_OPEN if warm else COLD_OPEN) * tl.lead.source.reach
+        if not replied and rng.random() >= chance:
+            return
+        opened: dict[str, Any] = {"message_id": message_id}
+        if rng.random() < 0.5:  # some mail trackers know the sender, some do not
+            opened["rep_id"], opened["team_id"] = tl.lead.rep.rep_id, tl.lead.rep.team_id
+        first = sent + _wait(rng, OPEN_MEDIAN, 1.4, 4.0, OPEN_CAP)
+        tl.add(first, EMAIL_OPENED, opened if rng.random() < 0.5 else {**opened, "clicked": False})
+        if rng.random() < (WARM_CLICK if warm else COLD_CLICK):
+            click = first + _wait(rng, CLICK_MEDIAN, 1.0, 2.0, CLICK_CAP)
+            tl.add(click, EMAIL_OPENED, {**opened, "clicked": True})
+        if rng.random() < REOPEN:
+            tl.add(first + _wait(rng, REOPEN_MEDIAN, 1.2, 60.0, OPEN_CAP), EMAIL_OPENED, opened)
+
+
+def _event(ts: float, n: int, kind: str, lead: _Lead, extra: dict[str, Any] | None) -> SimEvent:
+    """The contract's JSON object of one raw event."""
+    lead_id = lead.lead_id
+    event: dict[str, Any] = {
+        "event_id": f"{lead_id}.{n}",
+        "occurred_at": rfc3339(ts),
+        "lead_id": lead_id,
+    }
+    if kind != EMAIL_OPENED:  # the tracker of an open may not know the rep: in extra if so
+        event["rep_id"] = lead.rep.rep_id
+        event["team_id"] = lead.rep.team_id
+    if extra:
+        event.update(extra)
+    return kind, event
+
+
+def _calibrate(model: _Model, seed: int, samples: int = 2000) -> tuple[float, float]:
+    """Mean events per lead and mean pipeline seconds at pace 1, from a sample of leads."""
+    rng = random.Random(seed ^ 0x5EED_CA11)
+    pace, model.pace = model.pace, 1.0
+    events = span = 0.0
+    for idx in range(samples):
+        lead = model.arrive(rng, idx, "calibration", 0.0)
+        model.first(rng, lead)
+        rest = model.rest(rng, lead)
+        events += 2 + len(rest)
+        if rest:
+            span += max(r[0] for r in rest) - lead.delay
+    model.pace = pace
+    return events / samples, span / samples
+
+
+class _Scrambler:
+    """Delays each event by up to ``window`` seconds and re-sends a few: arrival order."""
+
+    def __init__(self, seed: int, window: float, duplicates: float) -> None:
+        self._rng = random.Random(seed ^ 0x5C4A_B1E)
+        self._window, self._duplicates = window, duplicates
+        self._buffer: list[tuple[float, int, str, dict[str, Any]]] = []
+        self._seq = 0
+
+    def put(self, ts: float, kind: str, event: dict[str, Any]) -> None:
+        rng, window = self._rng, self._window
+        heapq.heappush(self._buffer, (ts + rng.random() * window, self._seq, kind, event))
+        if rng.random() < self._duplicates:  # the same event again: same event_id
+            again = (ts + rng.random() * window, self._seq + 1, kind, dict(event))
+            heapq.heappush(self._buffer, again)
+        self._seq += 2
+
+    def take(self, until: float) -> list[SimEvent]:
+        out, buffer = [], self._buffer
+        while buffer and buffer[0][0] < until:
+            _, _, kind, event = heapq.heappop(buffer)
+            out.append((kind, event))
+        return out
+
+
+def _tag(*parts: object) -> str:
+    """A short run tag in every id: two runs of the same seed at other times do not collide."""
+    return f"{zlib.crc32(repr(parts).encode()):08x}"
+
+
+class SalesTeam:
+    """A sales team working a stream of leads; ``events_between`` walks it forward in time.
+
+    Everything is drawn from ``seed`` (and ``start``, which names the run in every id), so the
+    same arguments give the same events however the time is cut into windows. Leads arrive as
+    a Poisson process sized so that the team emits ``rate`` events per second on average. The
+    pipeline is pre-filled as if the team had been working before ``start``: the rate holds
+    from the first window (up to ``WARM_LEADS`` pre-filled leads, enough below ~100 events/s).
+
+    Response times and email opens run in real time (the SLA means seconds). Later pipeline
+    waits (follow-ups, days in a stage) are divided by ``pace``; by default pace grows with the
+    rate so that about ``IN_FLIGHT`` deals are open at once (1, realistic days, at low rates).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        reps: int = 8,
+        seed: int = 0,
+        start: float | None = None,
+        *,
+        rate: float = 10.0,
+        pace: float | None = None,
+        scramble: bool = False,
+        scramble_window: float = 60.0,
+        duplicate_ratio: float = 0.02,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be > 0 events per second")
+        self.start = time.time() if start is None else float(start)
+        self.seed, self.rate = seed, rate
+        self.reps = _make_reps(random.Random(seed), reps)
+        self._model = _Model(settings, self.reps)
+        self.events_per_lead, pipeline_seconds = _calibrate(self._model, seed)
+        self.lead_rate = rate / self.events_per_lead
+        self.pace = (
+            pace if pace is not None else max(1.0, self.lead_rate * pipeline_seconds / IN_FLIGHT)
+        )
+        if self.pace <= 0:
+            raise ValueError("pace must be > 0")
+        self._model.pace = self.pace
+        self._tag = _tag(seed, self.start)
+        self._arrivals = random.Random(seed + 1)
+        self._lives = random.Random()  # reseeded per lead: a life does not depend on windows
+        self._heap: list[tuple[float, int, int, str, _Lead, Any]] = []
+        self._scrambler = _Scrambler(seed, scramble_window, duplicate_ratio) if scramble else None
+        warmup = min(RESPONSE_CAP + self._model.post_bound, WARM_LEADS / self.lead_rate)
+        self._next_idx = 0
+        self._next_arrival = self.start - warmup + self._arrivals.expovariate(self.lead_rate)
+        self._cursor = self.start
+        self._drain(self.start)  # pre-fill: everything before start is history, not emitted
+
+    @classmethod
+    def for_rate(
+        cls,
+        settings: Settings,
+        events_per_second: float,
+        reps: int = 8,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> SalesTeam:
+        """A team emitting ``events_per_second`` on average."""
+        return cls(settings, reps, seed, rate=events_per_second, **kwargs)
+
+    def events_between(self, t0: float, t1: float) -> list[SimEvent]:
+        """The events with ``t0 <= occurred_at < t1`` (with ``scramble``: arriving then).
+
+        Sorted by ``occurred_at`` unless scrambled. Windows are taken forward in time: each
+        event is returned once, and what falls before ``start`` or an earlier ``t1`` is gone.
+        """
+        raw = self._drain(t1, max(t0, self._cursor))
+        self._cursor = max(self._cursor, t1)
+        if self._scrambler is None:
+            return [_event(ts, n, kind, lead, extra) for ts, n, kind, lead, extra in raw]
+        for ts, n, kind, lead, extra in raw:
+            self._scrambler.put(ts, *_event(ts, n, kind, lead, extra))
+        return self._scrambler.take(t1)
+
+    def _drain(
+        self, t1: float, t0: float | None = None
+    ) -> list[tuple[float, int, str, _Lead, dict[str, Any] | None]]:
+        """Pop every raw event before ``t1``, keeping those at or after ``t0``."""
+        self._arrive_until(t1)
+        heap, out = self._heap, []
+        while heap and heap[0][0] < t1:
+            ts, idx, n, kind, lead, extra = heapq.heappop(heap)
+            if kind is _TRIGGER:
+                self._lives.seed((self.seed << 40) + idx)
+                self._push(lead, self._model.rest(self._lives, lead))
+            elif t0 is not None and ts >= t0:
+                out.append((ts, n, kind, lead, extra))
+        return out
+
+    def _arrive_until(self, t1: float) -> None:
+        model, ar, horizon = self._model, self._arrivals, self._model.post_bound
+        while self._next_arrival < t1:
+            created, idx = self._next_arrival, self._next_idx
+            self._next_arrival += ar.expovariate(self.lead_rate)
+            self._next_idx += 1
+            lead = model.arrive(ar, idx, f"lead-{self._tag}-{idx:07d}", created)
+            if created + lead.delay + horizon < self.start:
+                continue  # pre-fill: this lead's whole life is over before start
+            self._push(lead, model.first(ar, lead))
+            due = created + (lead.delay if lead.contacted else 0.0)
+            heapq.heappush(self._heap, (due, idx, -1, _TRIGGER, lead, None))
+
+    def _push(self, lead: _Lead, raws: list[_Raw]) -> None:
+        heap, idx = self._heap, lead.idx
+        for ts, n, kind, extra in raws:
+            heapq.heappush(heap, (ts, idx, n, kind, lead, extra))
+
+
+def history(
+    settings: Settings,
+    n_events: int,
+    leads: int,
+    span_seconds: float,
+    *,
+    reps: int = 8,
+    seed: int = 0,
+    end: float | None = None,
+    scramble: bool = False,
+) -> Iterator[SimEvent]:
+    """Exactly ``n_events`` events of ``leads`` leads created over ``span_seconds`` up to ``end``.
+
+    For backfills and benchmarks: no heap and no real-time pacing, ~10^5-10^6 events/s. Leads
+    created near ``end`` are cut short by it. To hit the count exactly, leads get extra
+    follow-ups (too few events) or random events other than lead-created are left out (too
+    many). Sorted by ``occurred_at`` (or arrival order when ``scramble``); the dicts are built
+    lazily as the iterator is consumed.
+    """
+    if n_events < 0 or leads < 1 or span_seconds <= 0:
+        raise ValueError("need n_events >= 0, leads >= 1 and span_seconds > 0")
+    end = time.time() if end is None else float(end)
+    rng = random.Random(seed)
+    model = _Model(settings, _make_reps(rng, reps))
+    _, pipeline_seconds = _calibrate(model, seed, samples=300)
+    model.pace = max(1.0, pipeline_seconds / (span_seconds / 4))  # most lives fit in the span
+    raw, timelines = _history_raw(model, rng, leads, span_seconds, end, _tag(seed, end))
+    raw = _exact_count(model, rng, raw, timelines, n_events, end)
+    raw.sort(key=lambda r: (r[0], r[3].idx, r[1]))
+    if not scramble:
+        return (_event(*r) for r in raw)
+    return _scrambled(raw, seed)
+
+
+def _history_raw(
+    model: _Model, rng: random.Random, leads: int, span: float, end: float, tag: str
+) -> tuple[list[tuple[float, int, str, _Lead, Any]], list[_Timeline]]:
+    created = sorted(end - span * rng.random() for _ in range(leads))
+    raw: list[tuple[float, int, str, _Lead, Any]] = []
+    timelines = []
+    for idx, ts in enumerate(created):
+        lead = model.arrive(rng, idx, f"lead-{tag}-{idx:07d}", ts)
+        tl = _Timeline(lead, 2)
+        tl.events = model.first(rng, lead) + model.rest(rng, lead)
+        tl.n = len(tl.events)  # first() numbers 0-1, rest() from 2 on
+        timelines.append(tl)
+        raw.extend((t, n, kind, lead, extra) for t, n, kind, extra in tl.events if t <= end)
+    return raw, timelines
+
+
+def _exact_count(
+    model: _Model,
+    rng: random.Random,
+    raw: list[tuple[float, int, str, _Lead, Any]],
+    timelines: list[_Timeline],
+    n_events: int,
+    end: float,
+) -> list[tuple[float, int, str, _Lead, Any]]:
+    """Pad with follow-ups or leave events out until there are exactly ``n_events``."""
+    # Follow-ups go to leads already worked before the end, after their first attempt.
+    worked = [tl for tl in timelines if tl.lead.contacted and _first_attempt(tl.lead) < end]
+    while len(raw) < n_events:
+        tl = rng.choice(worked or timelines)
+        lead, before = tl.lead, len(tl.events)
+        model.attempt_later(rng, tl, rng.uniform(min(_first_attempt(lead), end), end))
+        raw.extend((t, n, kind, lead, x) for t, n, kind, x in tl.events[before:] if t <= end)
+    surplus = len(raw) - n_events
+    if surplus <= 0:
+        return raw
+    # Leave out random events, lead-created last: a lead should keep its first event.
+    others = [i for i, r in enumerate(raw) if r[2] != LEAD_CREATED]
+    if len(others) >= surplus:
+        drop = set(rng.sample(others, surplus))
+    else:
+        created = [i for i, r in enumerate(raw) if r[2] == LEAD_CREATED]
+        drop = set(others) | set(rng.sample(created, surplus - len(others)))
+    return [r for i, r in enumerate(raw) if i not in drop]
+
+
+def _first_attempt(lead: _Lead) -> float:
+    return lead.created + lead.delay
+
+
+def _scrambled(raw: list[tuple[float, int, str, _Lead, Any]], seed: int) -> Iterator[SimEvent]:
+    scrambler = _Scrambler(seed, 60.0, 0.02)
+    for ts, n, kind, lead, extra in raw:
+        scrambler.put(ts, *_event(ts, n, kind, lead, extra))
+    yield from scrambler.take(math.inf)
