@@ -9,7 +9,7 @@ summaries every worker publishes for it (see ``partials.py``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -23,6 +23,8 @@ __all__ = [
     "MetricSpec",
     "Sample",
     "Summary",
+    "count_samples",
+    "owner_key_of",
     "owner_keys",
     "quantile",
     "split_samples",
@@ -239,22 +241,49 @@ _SPLIT_LIVE = (
 
 # Which owner keys a family's series feeds: label position that names the owner.
 _OWNED_BY = {
+    "created": "rep",
     "first_contact": "rep",
     "first_contact_in_sla": "rep",
     "attempt": "rep",
     "connect": "rep",
+    "won": "rep",
+    "won_value": "rep",
+    "lost": "rep",
     "email_sent": "rep",
     "email_opened": "rep",
     "email_clicked": "rep",
+    "awaiting": "rep",
     "awaiting_since": "rep",
+    "awaiting_risk": "rep",
+    "awaiting_due": "rep",
+    "pipeline_value": "rep",
+    "forecast_value": "rep",
+    "stage_entry": "stage",
     "stage_exit": "stage",
     "stage_forward": "stage",
     "won_src": "source",
     "lost_src": "source",
 }
 _GLOBAL = frozenset({"won_src", "won_existing", "won_value", "active"})
-_LIVE_OWNED = frozenset({"awaiting_since"})
+_LIVE_OWNED = frozenset(
+    {
+        "awaiting",
+        "awaiting_since",
+        "awaiting_risk",
+        "awaiting_due",
+        "pipeline_value",
+        "forecast_value",
+    }
+)
 SUMMARY_FAMILIES = tuple(sorted(set(_OWNED_BY) | _GLOBAL))
+
+
+def owner_key_of(labels: dict[str, str]) -> str:
+    """The aggregation key that owns a series: its rep, else its stage, else its source."""
+    for kind in ("rep", "stage", "source"):
+        if kind in labels:
+            return f"{kind}:{labels[kind]}"
+    return "global"
 
 
 def owner_keys(family: str, labels: tuple[str, ...]) -> list[str]:
@@ -319,22 +348,35 @@ def _rounded(value: float) -> float:
 # --- split metrics: this worker's partitions ---------------------------------------------
 
 
+AccsFor = Callable[[str, "WindowBounds | None"], dict[tuple[str, ...], Acc]]
+
+
 def split_samples(
     parts: Iterable[PartitionAggregates], clock: WindowClock, now: float, cap: int
 ) -> Iterator[Sample]:
+    """Counts and sums of this worker's own partitions (``sum by`` adds the workers up)."""
     parts = list(parts)
-    for bounds in clock.all_bounds(now):
-        for metric, family, use_total in _SPLIT_WINDOWED:
-            merged: dict[tuple[str, ...], Acc] = {}
-            for part in parts:
-                _merge_into(merged, part.window_accs(family, bounds))
-            yield from _emit(metric, _fold(merged, cap), bounds, use_total)
-    for metric, family, use_total in _SPLIT_LIVE:
-        merged = {}
+
+    def accs(family: str, bounds: WindowBounds | None) -> dict[tuple[str, ...], Acc]:
+        merged: dict[tuple[str, ...], Acc] = {}
         for part in parts:
-            _merge_into(merged, part.live_accs(family))
-        yield from _emit(metric, _fold(merged, cap), None, use_total)
-    yield from _sla_counts(parts, now, cap)
+            pairs = part.live_accs(family) if bounds is None else part.window_accs(family, bounds)
+            _merge_into(merged, pairs)
+        return merged
+
+    yield from count_samples(accs, clock.all_bounds(now), now, cap)
+
+
+def count_samples(
+    accs: AccsFor, all_bounds: Iterable[WindowBounds], now: float, cap: int
+) -> Iterator[Sample]:
+    """The count and sum metrics of the catalogue, from accumulators however gathered."""
+    for bounds in all_bounds:
+        for metric, family, use_total in _SPLIT_WINDOWED:
+            yield from _emit(metric, _fold(accs(family, bounds), cap), bounds, use_total)
+    for metric, family, use_total in _SPLIT_LIVE:
+        yield from _emit(metric, _fold(accs(family, None), cap), None, use_total)
+    yield from _sla_counts(accs("awaiting_risk", None), accs("awaiting_due", None), now)
 
 
 def _emit(
@@ -348,13 +390,10 @@ def _emit(
         yield Sample(metric, dict(zip(names, labels, strict=True)), bounds, value)
 
 
-def _sla_counts(parts: list[PartitionAggregates], now: float, cap: int) -> Iterator[Sample]:
+def _sla_counts(
+    risk: dict[tuple[str, ...], Acc], due: dict[tuple[str, ...], Acc], now: float
+) -> Iterator[Sample]:
     """At-risk and over-SLA counts: deadlines are facts, "now" decides which have passed."""
-    risk: dict[tuple[str, ...], Acc] = {}
-    due: dict[tuple[str, ...], Acc] = {}
-    for part in parts:
-        _merge_into(risk, part.live_accs("awaiting_risk"))
-        _merge_into(due, part.live_accs("awaiting_due"))
     for labels in set(risk) | set(due):
         passed_risk = _passed(risk.get(labels), now)
         passed_due = _passed(due.get(labels), now)
@@ -456,11 +495,13 @@ def whole_samples(
     clock: WindowClock,
     now: float,
     owned_reps: Iterable[str] = (),
+    with_counts: bool = False,
 ) -> Iterator[Sample]:
     """Whole metrics of the owner keys this worker owns (``owned``: key -> partial summaries).
 
     ``owned_reps``: reps with a daily target whose key this worker owns (it exports their
-    target ratio even before any attempt).
+    target ratio even before any attempt). ``with_counts``: the counts and sums too, whole
+    (for subscribers, who see one value per series, not one per worker).
     """
     bounds = {b.name: b for b in clock.all_bounds(now)}
     grouped: dict[str, list[Summary]] = {"rep": [], "stage": [], "source": [], "global": []}
@@ -468,6 +509,8 @@ def whole_samples(
         grouped[key.split(":", 1)[0]].extend(parts)
     by_kind = {kind: merge_summaries(parts) for kind, parts in grouped.items()}
     cap = settings.label_cap
+    if with_counts:
+        yield from _owned_counts(by_kind, bounds, now, cap)
     rep = _Whole(by_kind["rep"], bounds, cap)
     yield from rep.distribution(
         "first_contact", "sales_response_time_seconds", "sales_response_time_avg_seconds"
@@ -486,6 +529,21 @@ def whole_samples(
     source = _Whole(by_kind["source"], bounds, cap)
     yield from _win_ratio(source)
     yield from _global(_Whole(by_kind["global"], bounds, cap))
+
+
+def _owned_counts(
+    by_kind: dict[str, Summary], bounds: dict[str, WindowBounds], now: float, cap: int
+) -> Iterator[Sample]:
+    def accs(family: str, window: WindowBounds | None) -> dict[tuple[str, ...], Acc]:
+        summary = by_kind[_OWNED_BY[family]]
+        name = LIVE if window is None else window.name
+        return {
+            labels: per_window[name]
+            for labels, per_window in summary.get(family, {}).items()
+            if name in per_window
+        }
+
+    yield from count_samples(accs, bounds.values(), now, cap)
 
 
 def _oldest(rep: _Whole, now: float) -> Iterator[Sample]:
