@@ -5,11 +5,13 @@ from __future__ import annotations
 import faust
 
 from streamproc.config import Settings
+from streamproc.transport import install as install_transport
 
 __all__ = ["create_app"]
 
 
 def create_app(settings: Settings) -> faust.App:
+    install_transport()
     host = settings.web_host if settings.web_host not in ("0.0.0.0", "::") else "127.0.0.1"
     return faust.App(
         settings.app_id,

@@ -85,6 +85,11 @@ class PartialsPublisher:
     def _message(self, owner_key: str, partition: int, raw: bytes) -> tuple[bytes, bytes, int]:
         return message_key(owner_key, partition), raw, owner_partition(owner_key, self.partitions)
 
+    def forget(self) -> None:
+        """Send every summary again on the next round."""
+        for sent in self._sent.values():
+            sent.clear()
+
     def keep_only(self, partitions: Iterable[int]) -> None:
         """A partition that moved away is the new owner's to publish (it starts afresh)."""
         keep = set(partitions)

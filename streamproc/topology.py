@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Awaitable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import EventT, RecordMetadata
 from prometheus_client import CollectorRegistry
 
 from streamproc.app import create_app
@@ -26,6 +27,8 @@ __all__ = ["Topology", "build_topology"]
 
 log = logging.getLogger(__name__)
 PRUNE_SECONDS = 60.0
+END_MARKER = b"\x00streamproc-end-marker"
+FULL_PUBLISH_SECONDS = 30.0
 
 
 class Topology:
@@ -54,6 +57,7 @@ class Topology:
             self.names.dead_letter, key_serializer="raw", value_serializer="raw"
         )
         self.ready = False
+        self._last_full_publish = 0.0
         self._wire()
 
     def _table(self, name: str) -> faust.Table:
@@ -95,12 +99,34 @@ class Topology:
         now = time.time()
         result = self.engine.process(raw, now)
         self._count(result, raw)
-        for lead in result.changed:
-            self.leads_table.send_changelog(lead.partition, lead.lead_id.encode(), lead.dumps())
-        for item in result.dead_letters:
-            await self._dead_letter(item)
+        # Await delivery before returning: only then are the events acked, so an offset can
+        # never be committed ahead of the state it produced (Faust's own buffer flush may give
+        # up after 0.1 s and commit anyway).
+        changelog = self.leads_table.changelog_topic
+        pending = [
+            await changelog.send(
+                key=lead.lead_id.encode(), value=lead.dumps(), partition=lead.partition
+            )
+            for lead in result.changed
+        ]
+        pending += [await self._dead_letter(item) for item in result.dead_letters]
+        await asyncio.gather(*pending)
+        await self._end_marker({lead.partition for lead in result.changed})
 
-    async def _dead_letter(self, item: DeadLetterItem) -> None:
+    async def _end_marker(self, partitions: set[int]) -> None:
+        """A one-record batch after each write burst, so that recovery reads the whole burst.
+
+        tansu answers "latest offset" with the base offset of the last record batch plus one,
+        so a recovering worker stops before the rest of a multi-record batch. A trailing
+        single-record batch (a tombstone for a key no lead has) makes that answer exact.
+        """
+        changelog = self.leads_table.changelog_topic
+        markers = [
+            await changelog.send(key=END_MARKER, value=None, partition=p) for p in partitions
+        ]
+        await asyncio.gather(*markers)
+
+    async def _dead_letter(self, item: DeadLetterItem) -> Awaitable[RecordMetadata]:
         msg = item.message
         letter = DeadLetter.from_raw(
             reason=item.reason,
@@ -111,9 +137,11 @@ class Topology:
             timestamp_ms=msg.timestamp_ms,
             value=msg.value,
         )
-        await self.dead_letter_topic.send(key=msg.key, value=letter.model_dump_json().encode())
         log.warning(
             "dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, item.reason
+        )
+        return await self.dead_letter_topic.send(
+            key=msg.key, value=letter.model_dump_json().encode()
         )
 
     def _count(self, result: BatchResult, raw: list[RawMessage]) -> None:
@@ -139,6 +167,11 @@ class Topology:
         if self.app.rebalancing or not self.ready:
             return
         now = time.time()
+        if now - self._last_full_publish > FULL_PUBLISH_SECONDS:
+            # Re-send everything now and then: a new owner whose recovery missed the tail of
+            # the partials changelog is healed within this period.
+            self.publisher.forget()
+            self._last_full_publish = now
         for partition, part in list(self.engine.partitions.items()):
             current = summaries(part, self.engine.clock, now)
             for key, value, target in self.publisher.changes(partition, current):
@@ -192,10 +225,11 @@ class Topology:
 
 def decode_recovered(store: MutableMapping[Any, Any]) -> None:
     """Recovery fills the store with changelog bytes: turn them into lead states once."""
-    for key in [k for k, v in store.items() if isinstance(v, bytes)]:
+    for key in [k for k, v in store.items() if not isinstance(v, LeadState)]:
         raw = store.pop(key)
-        lead = LeadState.loads(raw)
-        store[lead.lead_id] = lead
+        if raw:  # tombstones (end markers, evicted leads) leave nothing behind
+            lead = LeadState.loads(raw)
+            store[lead.lead_id] = lead
 
 
 def build_topology(settings: Settings, registry: CollectorRegistry | None = None) -> Topology:

@@ -1,0 +1,84 @@
+"""The truth a distributed run must reach: one in-process engine over all events, once each."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from streamproc.config import Settings
+from streamproc.engine import Engine, RawMessage
+from streamproc.events import EventKind
+from streamproc.kpis import Summary, split_samples, summaries, whole_samples
+
+SeriesKey = tuple[str, frozenset[tuple[str, str]]]
+NOW_DEPENDENT = {"sales_oldest_awaiting_contact_seconds"}
+
+
+class Truth:
+    """Feeds events (any order, any repeats) to a single engine; reads the KPIs at any time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = Engine(settings, {})
+        self._offset = 0
+
+    def feed(self, events: Iterable[tuple[str, dict[str, Any]]], now: float) -> None:
+        batch = []
+        for kind, event in events:
+            key = event["lead_id"].encode()
+            self._offset += 1
+            batch.append(
+                RawMessage(
+                    EventKind(kind),
+                    self.settings.topic(kind),
+                    0,
+                    self._offset,
+                    key,
+                    orjson.dumps(event),
+                    None,
+                )
+            )
+        self.engine.process(batch, now)
+
+    def kpis(self, now: float) -> dict[SeriesKey, float]:
+        engine = self.engine
+        owned: dict[str, list[Summary]] = {}
+        for part in engine.partitions.values():
+            for key, summary in summaries(part, engine.clock, now).items():
+                owned.setdefault(key, []).append(summary)
+        cap = self.settings.label_cap
+        samples = list(split_samples(engine.partitions.values(), engine.clock, now, cap))
+        reps = list(self.settings.activity_targets)
+        samples += whole_samples(owned, self.settings, engine.clock, now, reps)
+        out: dict[SeriesKey, float] = {}
+        for s in samples:
+            labels = dict(s.labels)
+            if s.window is not None:
+                labels["window"] = s.window.name
+            out[(s.metric, frozenset(labels.items()))] = s.value
+        return out
+
+
+def differences(
+    got: dict[SeriesKey, float], want: dict[SeriesKey, float], tolerance: float = 1e-6
+) -> dict[str, Any]:
+    """What differs between scraped KPIs and the truth (empty when they agree)."""
+    got = {k: v for k, v in got.items() if k[0].startswith("sales_") and k[0] not in NOW_DEPENDENT}
+    want = {k: v for k, v in want.items() if k[0] not in NOW_DEPENDENT}
+    out: dict[str, Any] = {}
+    missing = set(want) - set(got)
+    extra = set(got) - set(want)
+    wrong = {
+        k: (got[k], want[k])
+        for k in set(got) & set(want)
+        if abs(got[k] - want[k]) > tolerance * max(1.0, abs(want[k]))
+    }
+    if missing:
+        out["missing"] = sorted(missing, key=str)[:10]
+    if extra:
+        out["extra"] = sorted(extra, key=str)[:10]
+    if wrong:
+        out["wrong (got, want)"] = dict(list(wrong.items())[:10])
+    return out

@@ -1,0 +1,250 @@
+"""MetricTopicsSink: coalescing, finals on window end, live gauges, schema, send failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jsonschema
+import orjson
+import pytest
+
+from streamproc.config import Settings
+from streamproc.kpis import Sample
+from streamproc.outputs import series_key
+from streamproc.sinks import Backoff
+from streamproc.sinks.metric_topics import MetricTopicsSink
+from streamproc.windows import WindowBounds, WindowClock
+
+SCHEMA = Path(__file__).parents[2] / "schemas" / "metric-message.schema.json"
+T0 = 1_700_000_010.0  # 10 s into a minute: a burst does not cross a 1h-window edge
+CLOCK = WindowClock(ZoneInfo("UTC"))
+
+
+class FakeSend:
+    """Collects records like a producer; can fail or hang on demand."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, dict[str, Any]]] = []
+        self.fail = False
+        self.hang = False
+        self.calls = 0
+
+    async def __call__(self, topic: str, key: bytes, value: bytes) -> None:
+        self.calls += 1
+        if self.hang:
+            await asyncio.Event().wait()
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.records.append((topic, key, orjson.loads(value)))
+
+    def of(self, key: str) -> list[dict[str, Any]]:
+        return [msg for _, k, msg in self.records if k == key.encode()]
+
+
+def ratio(value: float, now: float = T0, rep: str = "r1") -> Sample:
+    labels = {"rep": rep, "channel": "call"}
+    return Sample("sales_connect_ratio", labels, CLOCK.bounds("1h", now), value)
+
+
+def forecast(value: float, rep: str = "r1") -> Sample:
+    return Sample("sales_forecast_value", {"rep": rep}, None, value)
+
+
+def key_of(sample: Sample) -> str:
+    labels = dict(sample.labels)
+    if sample.window is not None:
+        labels["window"] = sample.window.name
+    return series_key(sample.metric, labels)
+
+
+async def wait_until(check: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def send() -> FakeSend:
+    return FakeSend()
+
+
+@pytest.fixture
+async def make_sink(send: FakeSend) -> AsyncIterator[Callable[..., MetricTopicsSink]]:
+    sinks: list[MetricTopicsSink] = []
+
+    def make(interval: float = 1.0, **kwargs: Any) -> MetricTopicsSink:
+        settings = Settings(_env_file=None, publish_interval_seconds=interval)
+        sink = MetricTopicsSink(settings, send, backoff=Backoff(0.02, 0.1), **kwargs)
+        sinks.append(sink)
+        return sink
+
+    yield make
+    for sink in sinks:
+        await sink.stop()
+
+
+async def test_burst_is_coalesced_to_the_latest_value(make_sink, send: FakeSend) -> None:
+    sink = make_sink(interval=1.0)
+    await sink.start()
+    started = time.monotonic()
+    for i in range(100):
+        await sink.publish([ratio(i / 100), forecast(float(i))], T0)
+        await asyncio.sleep(0.005)
+    assert time.monotonic() - started < 1.0
+    await asyncio.sleep(1.2)  # past the interval: the latest value of the burst goes out
+
+    for sample in (ratio(0.99), forecast(99.0)):
+        messages = send.of(key_of(sample))
+        assert 1 <= len(messages) <= 2
+        assert messages[-1]["value"] == sample.value
+        assert not any(m["final"] for m in messages)
+
+
+async def test_unchanged_value_is_not_republished(make_sink, send: FakeSend) -> None:
+    sink = make_sink(interval=0.02)
+    await sink.start()
+    for _ in range(5):
+        await sink.publish([forecast(5.0)], T0)
+        await asyncio.sleep(0.05)
+    assert len(send.of(key_of(forecast(5.0)))) == 1
+
+
+async def test_window_end_publishes_final_with_old_last_value(make_sink, send: FakeSend) -> None:
+    sink = make_sink(interval=0.02)
+    await sink.start()
+    key = key_of(ratio(0.0))
+    for value in (0.25, 0.5):
+        await sink.publish([ratio(value)], T0)
+        await wait_until(lambda v=value: any(m["value"] == v for m in send.of(key)))
+    later = T0 + 60  # the next minute: the 1h window moved on
+    await sink.publish([ratio(0.75, later)], later)
+    await wait_until(lambda: len(send.of(key)) == 4)
+
+    final, new = send.of(key)[2:]
+    old_bounds, new_bounds = CLOCK.bounds("1h", T0), CLOCK.bounds("1h", later)
+    assert final["final"] is True
+    assert final["value"] == 0.5
+    assert final["window_start"] == _rfc(old_bounds.start)
+    assert final["window_end"] == _rfc(old_bounds.end)
+    assert new["final"] is False
+    assert new["value"] == 0.75
+    assert new["window_start"] == _rfc(new_bounds.start)
+
+
+async def test_vanished_series_final_only_once_window_ended(make_sink, send: FakeSend) -> None:
+    sink = make_sink(interval=0.02)
+    await sink.start()
+    gone, ended = ratio(0.5, rep="r1"), ratio(0.5, rep="r2")
+    await sink.publish([gone, ended], T0)
+    await wait_until(lambda: len(send.records) == 2)
+    # r1 vanishes mid-window (a denominator dropped to 0): no message, no tombstone.
+    await sink.publish([ended], T0 + 1)
+    await asyncio.sleep(0.1)
+    assert len(send.records) == 2
+    # r2 vanishes because its window is over: its last value goes out as final.
+    end = _bounds(ended).end
+    await sink.publish([], end)
+    await wait_until(lambda: len(send.records) == 3)
+    topic, key, message = send.records[-1]
+    assert key == key_of(ended).encode()
+    assert message["final"] is True and message["value"] == 0.5
+    assert topic == "sales.metrics.activity"
+
+
+async def test_live_gauge_has_null_window(make_sink, send: FakeSend) -> None:
+    sink = make_sink(interval=0.02)
+    await sink.start()
+    await sink.publish([forecast(10.0)], T0)
+    await wait_until(lambda: len(send.records) == 1)
+    await sink.publish([forecast(12.5)], T0 + 1)
+    await wait_until(lambda: len(send.records) == 2)
+
+    topic, key, message = send.records[-1]
+    assert topic == "sales.metrics.pipeline"
+    assert key == b'sales_forecast_value{rep="r1"}'
+    assert message["window"] is None
+    assert message["window_start"] is None and message["window_end"] is None
+    assert message["labels"] == {"rep": "r1"}
+    assert message["value"] == 12.5 and message["final"] is False
+
+
+async def test_messages_validate_against_schema(make_sink, send: FakeSend) -> None:
+    sink = make_sink(interval=0.02)
+    await sink.start()
+    await sink.publish([ratio(0.5), forecast(3.0)], T0)
+    await wait_until(lambda: len(send.records) == 2)
+    await sink.publish([ratio(0.6, T0 + 60), forecast(4.0)], T0 + 60)
+    await wait_until(lambda: len(send.records) == 5)
+    assert sum(m["final"] for _, _, m in send.records) == 1
+
+    schema = json.loads(SCHEMA.read_text())
+    validator = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    for _, _, message in send.records:
+        validator.validate(message)
+        assert message["emitted_at"].endswith("Z")
+
+
+async def test_send_failure_never_raises_and_recovers(
+    make_sink, send: FakeSend, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = make_sink(interval=0.02)
+    await sink.start()
+    send.fail = True
+    for value in (1.0, 2.0, 3.0):
+        await sink.publish([forecast(value)], T0)
+        await asyncio.sleep(0.1)
+    await wait_until(lambda: sink.status["kafka"] == "down")
+    assert send.calls >= 3  # retried
+    assert send.records == []
+
+    send.fail = False
+    await wait_until(lambda: len(send.records) == 1)
+    assert send.records[0][2]["value"] == 3.0  # retried with the latest value only
+    assert sink.status["kafka"] == "up"
+    warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(warnings) == 1  # logged once per outage
+
+
+async def test_hanging_send_does_not_slow_publish(make_sink, send: FakeSend) -> None:
+    sink = make_sink(interval=0.02, send_timeout=0.1, stop_timeout=0.2)
+    await sink.start()
+    send.hang = True
+    for value in range(20):
+        started = time.perf_counter()
+        await sink.publish([forecast(float(value))], T0)
+        assert time.perf_counter() - started < 0.01
+        await asyncio.sleep(0.01)
+    await wait_until(lambda: sink.status["kafka"] == "down")
+
+
+async def test_stop_flushes_a_value_held_back_by_the_interval(make_sink, send: FakeSend) -> None:
+    sink = make_sink(interval=30.0)
+    await sink.start()
+    await sink.publish([forecast(1.0)], T0)
+    await wait_until(lambda: len(send.records) == 1)
+    await sink.publish([forecast(2.0)], T0 + 1)
+    await asyncio.sleep(0.05)
+    assert len(send.records) == 1  # held back: within the interval
+    await sink.stop()
+    assert [m["value"] for _, _, m in send.records] == [1.0, 2.0]
+
+
+def _bounds(sample: Sample) -> WindowBounds:
+    assert sample.window is not None
+    return sample.window
+
+
+def _rfc(epoch: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
