@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -18,20 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.broker import spawn_child
 from streamproc.config import Settings
+from streamproc.env import settings_env
 
 SeriesKey = tuple[str, frozenset[tuple[str, str]]]
-
-
-def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment a ``streamproc`` process needs to see exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            continue
-        text = value if isinstance(value, str) else json.dumps(value)
-        env[f"STREAMPROC_{name.upper()}"] = text
-    env.update(extra)
-    return env
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
