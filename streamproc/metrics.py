@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from streamproc.kpis import CATALOGUE, SPECS, Sample
+from streamproc.kpis import CATALOGUE, Sample
 
 __all__ = ["KpiCollector", "ProcessorMetrics"]
 
@@ -58,18 +58,18 @@ class KpiCollector(Collector):
     def __init__(self, samples: Callable[[float], Iterable[Sample]]) -> None:
         self._samples = samples
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        families: dict[str, GaugeMetricFamily] = {}
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
         for spec in CATALOGUE:
-            labels = ["window", *spec.labels] if spec.windowed else list(spec.labels)
-            families[spec.name] = GaugeMetricFamily(spec.name, spec.help, labels=labels)
+            # Quantile series are typed summary: a gauge may not carry a "quantile" label.
+            kind = "summary" if "quantile" in spec.labels else "gauge"
+            families[spec.name] = Metric(spec.name, spec.help, kind)
         for sample in self._samples(time.time()):
-            spec = SPECS[sample.metric]
-            values = [sample.labels[name] for name in spec.labels]
-            if spec.windowed:
-                values.insert(0, sample.window.name if sample.window else "")
-            families[sample.metric].add_metric(values, sample.value)
+            labels = dict(sample.labels)
+            if sample.window is not None:
+                labels["window"] = sample.window.name
+            families[sample.metric].add_sample(sample.metric, labels, sample.value)
         yield from families.values()
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
+    def describe(self) -> Iterator[Metric]:
         return iter(())

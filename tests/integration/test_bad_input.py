@@ -1,0 +1,144 @@
+"""Hostile input among valid events: dead-lettered with a reason, counted, and harmless."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamproc.simulate import rfc3339
+
+from .harness import combined, parse_samples, series, wait_until
+
+pytestmark = pytest.mark.integration
+
+KINDS = ["lead-created", "contact-attempted", "stage-changed", "email-opened"]
+
+
+def _valid(kind: str, lead: str, rep: str, n: int) -> dict[str, Any]:
+    base = {"event_id": f"{lead}-{n}", "occurred_at": rfc3339(time.time() - 60), "lead_id": lead}
+    extra = {
+        "lead-created": {"rep_id": rep, "source": "fuzz"},
+        "contact-attempted": {"rep_id": rep, "channel": "call", "connected": True},
+        "stage-changed": {"rep_id": rep, "from_stage": None, "to_stage": "qualified"},
+        "email-opened": {"message_id": "m1"},
+    }[kind]
+    return base | extra
+
+
+def _deep(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+HOSTILE = st.one_of(
+    st.binary(max_size=200).map(lambda b: (None, b)),  # not JSON, invalid UTF-8, anything
+    st.sampled_from([b"null", b"[]", b"42", b'"text"', b"{}"]).map(lambda b: (None, b)),
+    st.just((None, _deep(5000))),  # deep nesting
+    st.builds(
+        lambda kind, bad: (kind, bad),
+        st.sampled_from(KINDS),
+        st.sampled_from(["wrong_types", "long_id", "future", "key_mismatch", "naive_time"]),
+    ),
+)
+
+
+def _hostile(kind: str | None, spec: Any, lead: str, n: int) -> tuple[str, bytes, bytes]:
+    kind = kind or "lead-created"
+    if isinstance(spec, bytes):
+        return kind, lead.encode(), spec
+    event = _valid(kind, lead, "fuzz-rep", n)
+    key = lead.encode()
+    if spec == "wrong_types":
+        event["occurred_at"] = 12345
+        event["lead_id"] = ["not", "a", "string"]
+    elif spec == "long_id":
+        event["event_id"] = "x" * 129
+    elif spec == "future":
+        event["occurred_at"] = rfc3339(time.time() + 3600)
+    elif spec == "key_mismatch":
+        key = b"someone-else"
+    elif spec == "naive_time":
+        event["occurred_at"] = "2026-01-01T10:00:00"
+    return kind, key, orjson.dumps(event)
+
+
+def _dead_letters(settings_, count_at_least: int) -> list[dict[str, Any]]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings_.broker_hosts,
+            "group.id": "dlq-reader",
+            "enable.auto.commit": False,
+        }
+    )
+    topic = settings_.topic("dead-letter")
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings_.partitions)])
+    letters: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is None:
+            if len(letters) >= count_at_least:
+                break
+            continue
+        if not msg.error():
+            letters.append(orjson.loads(msg.value()))
+    consumer.close()
+    return letters
+
+
+def test_hostile_messages_are_dead_lettered_and_valid_ones_counted_exactly(
+    settings_factory, make_topics, worker_factory, kafka_producer
+) -> None:
+    config = settings_factory(partitions=2)
+    make_topics(config)
+    worker = worker_factory(config)
+    producer = kafka_producer()
+    sent = {"valid_leads": 0, "bad": 0}
+    run = uuid.uuid4().hex[:6]
+
+    @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(HOSTILE, min_size=1, max_size=12), st.integers(1, 6))
+    def throw(hostile: list[tuple[str | None, Any]], valid: int) -> None:
+        for i in range(valid):
+            lead = f"ok-{run}-{sent['valid_leads']}"
+            sent["valid_leads"] += 1
+            event = _valid("lead-created", lead, "fuzz-rep", i)
+            producer.produce(
+                config.topic("lead-created"), key=lead.encode(), value=orjson.dumps(event)
+            )
+        for i, (kind, spec) in enumerate(hostile):
+            topic_kind, key, value = _hostile(kind, spec, f"bad-{run}-{sent['bad']}", i)
+            producer.produce(config.topic(topic_kind), key=key, value=value)
+            sent["bad"] += 1
+        producer.flush(10)
+
+    throw()
+    created = series("sales_leads_created", window="1h", rep="fuzz-rep", source="fuzz")
+
+    def settled() -> bool:
+        samples = worker.samples()
+        invalid = sum(
+            v
+            for (n, labels), v in samples.items()
+            if n == "streamproc_events_total" and ("outcome", "invalid") in labels
+        )
+        return samples.get(created) == sent["valid_leads"] and invalid == sent["bad"]
+
+    wait_until(settled, timeout=60, interval=0.5)
+    assert worker.get("/healthz")[0] == 200
+    assert worker.ready()
+    letters = _dead_letters(config, sent["bad"])
+    assert len(letters) == sent["bad"]
+    for letter in letters:
+        assert letter["reason"] and "\n" not in letter["reason"]
+        assert letter["topic"].startswith(config.topic_prefix)
+        assert letter["partition"] >= 0 and letter["offset"] >= 0
+    total, _ = combined([worker])
+    assert total[created] == sent["valid_leads"]
+    assert parse_samples(worker.metrics_text())  # still scrapes

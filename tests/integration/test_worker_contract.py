@@ -1,0 +1,87 @@
+"""The worker's outside: /metrics lints clean, probes answer, bad topics and settings stop it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from streamproc.env import settings_env
+from tests.scenario import Scenario
+
+from .harness import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool missing: the README's test command installs Debian's prometheus")
+    return path
+
+
+def test_metrics_pass_promtool_check_metrics(
+    settings_factory, make_topics, worker_factory, kafka_producer
+) -> None:
+    settings = settings_factory(activity_targets={"r1": 10})
+    make_topics(settings)
+    worker = worker_factory(settings)
+    producer = kafka_producer()
+    for topic, key, value in Scenario().messages(settings.topic_prefix):
+        producer.produce(topic, key=key, value=value)
+    producer.flush(10)
+    wait_until(lambda: "sales_stage_conversion_ratio{" in worker.metrics_text(), timeout=30)
+    text = worker.metrics_text()
+    result = subprocess.run(
+        [_promtool(), "check", "metrics"],
+        input=text.encode(),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert worker.get("/healthz")[0] == 200
+    status, body = worker.get("/readyz")
+    assert status == 200 and orjson.loads(body)["ready"] is True
+
+
+def _run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamproc", "worker"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_worker_refuses_missing_topics_naming_them(settings_factory) -> None:
+    settings = settings_factory()
+    result = _run_worker(settings_env(settings))
+    assert result.returncode == 2
+    err = result.stderr.decode().strip().splitlines()[-1]
+    assert settings.topic("lead-created") in err and settings.topic("email-opened") in err
+
+
+def test_worker_refuses_topics_not_co_partitioned(settings_factory, make_topics) -> None:
+    settings = settings_factory(partitions=4)
+    make_topics(settings)
+    other = settings.model_copy(update={"partitions": 2})
+    result = _run_worker(settings_env(other))
+    assert result.returncode == 2
+    assert "partitions" in result.stderr.decode().strip().splitlines()[-1]
+
+
+def test_bad_setting_stops_start_up_with_one_line(settings_factory) -> None:
+    env = settings_env(settings_factory())
+    env["STREAMPROC_TIMEZONE"] = "Mars/Olympus"
+    result = _run_worker(env)
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert lines == [
+        "streamproc: bad setting STREAMPROC_TIMEZONE: unknown time zone 'Mars/Olympus'"
+    ]
