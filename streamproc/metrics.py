@@ -7,12 +7,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from streamproc.kpis import CATALOGUE, Sample
 
-__all__ = ["KpiCollector", "ProcessorMetrics"]
+__all__ = ["KpiCollector", "LagCollector", "ProcessorMetrics"]
 
 DELAY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
@@ -70,6 +70,26 @@ class KpiCollector(Collector):
                 labels["window"] = sample.window.name
             families[sample.metric].add_sample(sample.metric, labels, sample.value)
         yield from families.values()
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class LagCollector(Collector):
+    """``streamproc_consumer_lag_messages``: end of each owned input partition minus committed."""
+
+    def __init__(self, lags: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+        self._lags = lags
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "streamproc_consumer_lag_messages",
+            "Messages of owned input partitions not yet committed",
+            labels=["topic", "partition"],
+        )
+        for topic, partition, lag in self._lags():
+            family.add_metric([topic, str(partition)], float(lag))
+        yield family
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

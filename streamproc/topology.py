@@ -18,7 +18,7 @@ from streamproc.engine import BatchResult, DeadLetterItem, Engine, RawMessage
 from streamproc.events import EventKind
 from streamproc.kpis import Sample, Summary, split_samples, summaries, whole_samples
 from streamproc.lead import LeadState
-from streamproc.metrics import KpiCollector, ProcessorMetrics
+from streamproc.metrics import KpiCollector, LagCollector, ProcessorMetrics
 from streamproc.outputs import DeadLetter
 from streamproc.partials import PartialsPublisher, PartialsView, owner_partition
 from streamproc.topics import topic_names
@@ -41,6 +41,7 @@ class Topology:
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.metrics = ProcessorMetrics.create(self.registry)
         self.registry.register(KpiCollector(self.samples))
+        self.registry.register(LagCollector(self.consumer_lag))
         self.kinds = {self.names.inputs[k]: EventKind(k) for k in self.names.inputs}
         self.leads_table = self._table("leads")
         self.partials_table = self._table("partials")
@@ -203,6 +204,19 @@ class Topology:
         log.info("recovered partitions %s: %d leads derived", sorted(active), built)
 
     # --- reading ---------------------------------------------------------------------------
+
+    def consumer_lag(self) -> Iterator[tuple[str, int, int]]:
+        consumer = self.app.consumer
+        committed = getattr(consumer, "_committed_offset", {})
+        for tp in self.app.assignor.assigned_actives():
+            if tp.topic not in self.kinds:
+                continue
+            try:
+                end = consumer.highwater(tp)
+            except Exception:  # noqa: S112 - not fetched yet: no sample rather than a guess
+                continue
+            if end is not None:
+                yield tp.topic, tp.partition, max(0, end - (committed.get(tp) or 0))
 
     def owned_summaries(self) -> dict[str, list[Summary]]:
         owned = self._active([self.names.partials])

@@ -19,6 +19,7 @@ Who calls what:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -29,7 +30,9 @@ from prometheus_client import Gauge
 
 from streamproc.kpis import Sample
 
-__all__ = ["Backoff", "Outage", "Sink", "rfc3339"]
+__all__ = ["Backoff", "Outage", "Sink", "rfc3339", "stop_task"]
+
+log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
@@ -48,6 +51,24 @@ class Sink(Protocol):
 def rfc3339(epoch: float) -> str:
     """Epoch seconds as RFC 3339 UTC with a ``Z``, millisecond precision."""
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+async def stop_task(task: asyncio.Task[Any], attempts: int = 50) -> None:
+    """Cancel a background task and wait until it is done.
+
+    Cancels again while it runs: a cancellation that lands as an awaited future completes
+    can be lost inside library code, and a task left running would outlive its sink.
+    """
+    for _ in range(attempts):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=0.1)
+        if done:
+            break
+    else:
+        log.warning("background task %s did not stop", task.get_name())
+        return
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
 
 class Backoff:

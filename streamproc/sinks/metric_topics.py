@@ -15,7 +15,7 @@ from typing import Any
 from streamproc.config import Settings
 from streamproc.kpis import SPECS, Sample
 from streamproc.outputs import MetricMessage, series_key
-from streamproc.sinks import Backoff, Outage
+from streamproc.sinks import Backoff, Outage, stop_task
 from streamproc.topics import topic_names
 from streamproc.windows import WindowBounds
 
@@ -126,14 +126,15 @@ class MetricTopicsSink:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
         try:
             # The interval no longer matters: the next owner starts from nothing.
-            await asyncio.wait_for(self._cycle(force=True), self._stop_timeout)
+            async with asyncio.timeout(self._stop_timeout):
+                await self._cycle(force=True)
         except TimeoutError:
             log.warning("metric topics: last flush did not finish within %gs", self._stop_timeout)
+        except Exception:
+            log.exception("metric topics: last flush failed")
 
     # --- background task ---------------------------------------------------------------
 
@@ -153,7 +154,8 @@ class MetricTopicsSink:
 
     async def _wait(self, at_most: float | None) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), at_most)
+            async with asyncio.timeout(at_most):
+                await self._wake.wait()
         self._wake.clear()
 
     async def _cycle(self, force: bool = False) -> float | None:
@@ -209,7 +211,8 @@ class MetricTopicsSink:
         if record is not None:
             topic = self._topics[SPECS[value.metric].family]
             try:
-                await asyncio.wait_for(self._send(topic, *record), self._send_timeout)
+                async with asyncio.timeout(self._send_timeout):
+                    await self._send(topic, *record)
             except Exception as exc:  # any producer error: the next cycle retries
                 self._outage.failed(exc)
                 return False

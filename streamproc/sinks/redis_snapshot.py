@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from streamproc.config import Settings
 from streamproc.kpis import SPECS, Sample
 from streamproc.outputs import series_key
-from streamproc.sinks import Backoff, Outage, rfc3339
+from streamproc.sinks import Backoff, Outage, rfc3339, stop_task
 
 __all__ = ["KEY_PREFIX", "Owns", "RedisSnapshotSink", "canonical_labels"]
 
@@ -169,18 +169,16 @@ class RedisSnapshotSink:
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         client, self._client = self._client, None
         if client is None:
             return
         if not self._outage.down:
             try:
-                await asyncio.wait_for(self._cycle(client), self._stop_timeout)
-            except (*_ERRORS, TimeoutError) as exc:
-                log.warning("Redis snapshot: last flush failed: %s", exc)
+                async with asyncio.timeout(self._stop_timeout):
+                    await self._cycle(client)
+            except Exception as exc:  # shutting down: report, never raise
+                log.warning("Redis snapshot: last flush failed: %r", exc)
         await client.aclose()
 
     # --- background tasks ---------------------------------------------------------------
@@ -210,7 +208,8 @@ class RedisSnapshotSink:
 
     async def _wait(self, at_most: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), at_most)
+            async with asyncio.timeout(at_most):
+                await self._wake.wait()
         self._wake.clear()
 
     async def _cycle(self, client: aioredis.Redis) -> None:
