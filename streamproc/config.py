@@ -11,6 +11,7 @@ import pydantic_settings
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from streamproc.business_hours import BusinessHours
 from streamproc.exceptions import SettingsError
 
 __all__ = ["DEFAULT_STAGES", "DEFAULT_STAGE_PROBABILITIES", "Settings", "load_settings"]
@@ -80,6 +81,15 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_STAGE_PROBABILITIES)
     )
     """STREAMPROC_STAGE_PROBABILITIES: JSON, default win probability per stage."""
+    business_hours: dict[str, BusinessHours] = Field(default_factory=dict)
+    """STREAMPROC_BUSINESS_HOURS: JSON per team (``"*"``: every team), e.g. ``{"*": {"days":
+    "mon-fri", "open": "09:00", "close": "17:00", "timezone": "Europe/Paris", "holidays":
+    ["2026-12-25"]}}``; the SLA clock then runs only while the team is open."""
+    alert_backfill_horizon_seconds: float = Field(default=900.0, ge=0)
+    """STREAMPROC_ALERT_BACKFILL_HORIZON_SECONDS: a breach already older than this when its
+    lead is first seen (a replay, a consumer catching up) is counted, not alerted."""
+    alert_check_interval_seconds: float = Field(default=0.5, gt=0, le=1)
+    """STREAMPROC_ALERT_CHECK_INTERVAL_SECONDS: how often the SLA watch looks for due alerts."""
     activity_targets: dict[str, float] = Field(default_factory=dict)
     """STREAMPROC_ACTIVITY_TARGETS: JSON ``{"rep-1": 60}``, daily contact attempts per rep."""
     label_cap: int = Field(default=500, ge=2)

@@ -110,7 +110,7 @@ class Engine:
                 continue
             lead = self.leads.get(event.lead_id)
             if lead is None:
-                lead = LeadState(event.lead_id, msg.partition)
+                lead = LeadState(event.lead_id, msg.partition, first_seen=now)
                 self.leads[event.lead_id] = lead
                 before[event.lead_id] = []
             elif lead.has(event.event_id):

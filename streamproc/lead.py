@@ -61,6 +61,8 @@ class LeadState:
     attempts: list[Attempt] = field(default_factory=list)
     stages: list[StageMove] = field(default_factory=list)
     opens: list[Open] = field(default_factory=list)
+    first_seen: float = 0.0  # wall clock when this worker group first saw the lead
+    alerts: set[str] = field(default_factory=set)  # alert ids already published
     ids: set[str] = field(default_factory=set)
 
     # --- applying events -----------------------------------------------------------------
@@ -130,6 +132,8 @@ class LeadState:
                 "a": [tuple(x) for x in self.attempts],
                 "s": [tuple(x) for x in self.stages],
                 "o": [tuple(x) for x in self.opens],
+                "f": self.first_seen,
+                "x": sorted(self.alerts),
             }
         )
 
@@ -143,6 +147,8 @@ class LeadState:
             attempts=[Attempt(*row) for row in data["a"]],
             stages=[StageMove(*row) for row in data["s"]],
             opens=[Open(*row) for row in data["o"]],
+            first_seen=data.get("f", 0.0),
+            alerts=set(data.get("x", ())),
         )
         for group in (state.created, state.attempts, state.stages, state.opens):
             state.ids.update(item.event_id for item in group)

@@ -5,21 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 import faust
 from faust.types import EventT, RecordMetadata
 from prometheus_client import CollectorRegistry
 
+from streamproc.alerts import AlertWatch
 from streamproc.app import create_app
+from streamproc.business_hours import SlaClock
 from streamproc.config import Settings
 from streamproc.engine import BatchResult, DeadLetterItem, Engine, RawMessage
 from streamproc.events import EventKind
+from streamproc.facts import FactDeriver
 from streamproc.kpis import Sample, Summary, split_samples, summaries, whole_samples
 from streamproc.lead import LeadState
 from streamproc.metrics import KpiCollector, LagCollector, ProcessorMetrics
-from streamproc.outputs import DeadLetter
+from streamproc.outputs import Alert, DeadLetter
 from streamproc.partials import PartialsPublisher, PartialsView, owner_partition
 from streamproc.topics import topic_names
 
@@ -45,7 +48,12 @@ class Topology:
         self.kinds = {self.names.inputs[k]: EventKind(k) for k in self.names.inputs}
         self.leads_table = self._table("leads")
         self.partials_table = self._table("partials")
-        self.engine = Engine(settings, self.leads_table.data.data)  # type: ignore[attr-defined]
+        self.sla_clock = SlaClock(settings.business_hours)
+        deriver = FactDeriver(settings, due=self.sla_clock.due)
+        self.engine = Engine(settings, self.leads_table.data.data, deriver)  # type: ignore[attr-defined]
+        self.watch = AlertWatch(settings, self.sla_clock)
+        # Called with each published alert (the Redis channel); failures are logged, not fatal.
+        self.alert_hooks: list[Callable[[Alert], Awaitable[None]]] = []
         self.publisher = PartialsPublisher(settings.partitions)
         self.view = PartialsView(settings.partitions)
         self.events_topic = self.app.topic(
@@ -56,6 +64,9 @@ class Topology:
         )
         self.dead_letter_topic = self.app.topic(
             self.names.dead_letter, key_serializer="raw", value_serializer="raw"
+        )
+        self.alerts_topic = self.app.topic(
+            self.names.alerts, key_serializer="raw", value_serializer="raw"
         )
         self.ready = False
         self._last_full_publish = 0.0
@@ -75,6 +86,7 @@ class Topology:
         app.agent(self.partials_topic, name="kpi-partials", concurrency=1)(self._consume_partials)
         app.timer(s.publish_interval_seconds, name="publish-partials")(self._publish_partials)
         app.timer(PRUNE_SECONDS, name="prune-windows")(self._prune)
+        app.timer(s.alert_check_interval_seconds, name="sla-watch")(self._check_alerts)
         self.leads_table.on_recover(self._on_recovered)
         app.on_partitions_assigned.connect(self._on_assigned)
 
@@ -100,19 +112,24 @@ class Topology:
         now = time.time()
         result = self.engine.process(raw, now)
         self._count(result, raw)
-        # Await delivery before returning: only then are the events acked, so an offset can
-        # never be committed ahead of the state it produced (Faust's own buffer flush may give
-        # up after 0.1 s and commit anyway).
+        dead = [await self._dead_letter(item) for item in result.dead_letters]
+        await self._write_leads(result.changed)
+        await asyncio.gather(*dead)
+        await self._resolve_and_schedule(result.changed, now)
+
+    async def _write_leads(self, leads: list[LeadState]) -> None:
+        """Changelog the leads and await delivery: only then is the batch acked, so an offset
+        is never committed ahead of the state it produced (Faust's own buffer flush may give
+        up after 0.1 s and commit anyway)."""
         changelog = self.leads_table.changelog_topic
         pending = [
             await changelog.send(
                 key=lead.lead_id.encode(), value=lead.dumps(), partition=lead.partition
             )
-            for lead in result.changed
+            for lead in leads
         ]
-        pending += [await self._dead_letter(item) for item in result.dead_letters]
         await asyncio.gather(*pending)
-        await self._end_marker({lead.partition for lead in result.changed})
+        await self._end_marker({lead.partition for lead in leads})
 
     async def _end_marker(self, partitions: set[int]) -> None:
         """A one-record batch after each write burst, so that recovery reads the whole burst.
@@ -178,6 +195,50 @@ class Topology:
             for key, value, target in self.publisher.changes(partition, current):
                 await self.partials_topic.send(key=key, value=value, partition=target)
 
+    async def _check_alerts(self) -> None:
+        if self.app.rebalancing or not self.ready:
+            return
+        due = self.watch.due(self.engine.leads, time.time())
+        if due:
+            await self._publish_alerts(due)
+
+    async def _resolve_and_schedule(self, leads: list[LeadState], now: float) -> None:
+        resolved = []
+        for lead in leads:
+            self.watch.schedule(lead)
+            alert = self.watch.resolution(lead, now)
+            if alert is not None:
+                resolved.append((lead, alert))
+        if resolved:
+            await self._publish_alerts(resolved)
+
+    async def _publish_alerts(self, items: list[tuple[LeadState, Alert]]) -> None:
+        """Publish, then remember in the lead (changelogged): a crash in between repeats an
+        alert with the same id, which a subscriber can drop; nothing is ever skipped."""
+        pending = [
+            await self.alerts_topic.send(
+                key=lead.lead_id.encode(), value=alert.model_dump_json().encode()
+            )
+            for lead, alert in items
+        ]
+        await asyncio.gather(*pending)
+        for lead, alert in items:
+            lead.alerts.add(alert.alert_id)
+            self.metrics.alerts.labels(alert.kind).inc()
+            log.info("alert %s level %d for lead %s", alert.kind, alert.level, lead.lead_id)
+        await self._write_leads([lead for lead, _ in items])
+        for _, alert in items:
+            await self._alert_hooks(alert)
+        # A first contact may have been applied while this was in flight.
+        await self._resolve_and_schedule([lead for lead, _ in items], time.time())
+
+    async def _alert_hooks(self, alert: Alert) -> None:
+        for hook in self.alert_hooks:
+            try:
+                await hook(alert)
+            except Exception as exc:  # a side channel must never stop the alerts topic
+                log.warning("alert hook failed: %r", exc)
+
     async def _prune(self) -> None:
         self.engine.prune(time.time())
 
@@ -200,6 +261,7 @@ class Topology:
         active = self._active(self.kinds)
         self.engine.keep_only(active)
         built = self.engine.rebuild(active, time.time())
+        self.watch.schedule_all(self.engine.leads.values())
         self.ready = True
         log.info("recovered partitions %s: %d leads derived", sorted(active), built)
 
