@@ -1,0 +1,181 @@
+"""Live SLA alerts on a real broker: on time, once, escalated, resolved, and not on replays."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from streamproc.net import free_port
+from streamproc.simulate import rfc3339
+
+from .harness import series, wait_until
+
+pytestmark = pytest.mark.integration
+SLA = 4.0
+
+
+class AlertReader:
+    """Reads ``sales.alerts`` from the start; remembers each alert with its arrival time."""
+
+    def __init__(self, settings: Any) -> None:
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.broker_hosts,
+                "group.id": "alert-reader",
+                "enable.auto.commit": False,
+            }
+        )
+        topic = settings.topic("alerts")
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
+        self.alerts: list[tuple[float, dict[str, Any]]] = []
+
+    def poll(self, seconds: float = 0.3) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            msg = self.consumer.poll(0.05)
+            if msg is not None and not msg.error():
+                self.alerts.append((time.time(), orjson.loads(msg.value())))
+        return [a for _, a in self.alerts]
+
+    def find(self, lead: str, kind: str, level: int) -> list[tuple[float, dict[str, Any]]]:
+        return [
+            (t, a)
+            for t, a in self.alerts
+            if a["lead_id"] == lead and a["kind"] == kind and a["level"] == level
+        ]
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _created(producer, settings, lead: str, at: float, rep: str = "r1") -> None:  # type: ignore[no-untyped-def]
+    event = {
+        "event_id": f"{lead}-c",
+        "occurred_at": rfc3339(at),
+        "lead_id": lead,
+        "rep_id": rep,
+        "source": "web",
+    }
+    producer.produce(settings.topic("lead-created"), key=lead.encode(), value=orjson.dumps(event))
+    producer.flush(5)
+
+
+def _contact(producer, settings, lead: str, at: float) -> None:  # type: ignore[no-untyped-def]
+    event = {
+        "event_id": f"{lead}-a",
+        "occurred_at": rfc3339(at),
+        "lead_id": lead,
+        "rep_id": "r1",
+        "channel": "call",
+        "connected": True,
+    }
+    producer.produce(
+        settings.topic("contact-attempted"), key=lead.encode(), value=orjson.dumps(event)
+    )
+    producer.flush(5)
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def test_breach_on_time_escalation_and_resolution(
+    settings_factory, make_topics, worker_factory, kafka_producer
+) -> None:
+    settings = settings_factory(response_sla_seconds=SLA)
+    make_topics(settings)
+    worker = worker_factory(settings)
+    reader = AlertReader(settings)
+    producer = kafka_producer()
+    created = time.time()
+    _created(producer, settings, "L1", created)
+    wait_until(
+        lambda: reader.poll() and reader.find("L1", "response_sla_breached", 2), timeout=3 * SLA + 5
+    )
+    [(arrived1, first)] = reader.find("L1", "response_sla_breached", 1)
+    [(arrived2, second)] = reader.find("L1", "response_sla_breached", 2)
+    assert 0 <= arrived1 - (created + SLA) <= 2.0  # within 2 s of the SLA, no other event
+    assert 0 <= arrived2 - (created + 2 * SLA) <= 2.0
+    assert first["rep_id"] == "r1" and first["sla_seconds"] == SLA
+    assert second["waited_seconds"] >= 2 * SLA
+    assert _ts(first["lead_created_at"]) == pytest.approx(created, abs=0.01)
+    _contact(producer, settings, "L1", time.time())
+    wait_until(lambda: reader.poll() and reader.find("L1", "response_sla_resolved", 2), timeout=10)
+    reader.poll(1.5)
+    ids = [a["alert_id"] for _, a in reader.alerts]
+    assert len(ids) == len(set(ids)) == 3
+    samples = worker.samples()
+    assert samples[series("streamproc_alerts_total", kind="response_sla_breached")] == 2
+    assert samples[series("streamproc_alerts_total", kind="response_sla_resolved")] == 1
+    reader.close()
+
+
+def test_sigkill_between_breach_and_escalation_each_alert_once(
+    settings_factory, make_topics, worker_factory, kafka_producer
+) -> None:
+    sla = 6.0
+    settings = settings_factory(response_sla_seconds=sla, partitions=2)
+    make_topics(settings)
+    first = worker_factory(settings, name="first")
+    reader = AlertReader(settings)
+    producer = kafka_producer()
+    _created(producer, settings, "K1", time.time())
+    _created(producer, settings, "K2", time.time())
+    wait_until(
+        lambda: (
+            reader.poll()
+            and len(reader.find("K1", "response_sla_breached", 1))
+            + len(reader.find("K2", "response_sla_breached", 1))
+            == 2
+        ),
+        timeout=sla + 5,
+    )
+    first.kill()
+    worker_factory(
+        settings.model_copy(update={"web_port": free_port()}), name="second", ready=False
+    ).wait_ready(60)
+    wait_until(
+        lambda: (
+            reader.poll()
+            and len(reader.find("K1", "response_sla_breached", 2))
+            + len(reader.find("K2", "response_sla_breached", 2))
+            == 2
+        ),
+        timeout=60,
+    )
+    reader.poll(3)
+    ids = [a["alert_id"] for _, a in reader.alerts]
+    assert len(ids) == 4 and len(set(ids)) == 4, ids
+    reader.close()
+
+
+def test_replay_of_an_hour_old_history_raises_no_alert_but_counts(
+    settings_factory, make_topics, worker_factory, kafka_producer
+) -> None:
+    settings = settings_factory(response_sla_seconds=300)
+    make_topics(settings)
+    worker = worker_factory(settings)
+    reader = AlertReader(settings)
+    producer = kafka_producer()
+    hour_ago = time.time() - 3600
+    for i in range(5):
+        _created(producer, settings, f"old-{i}", hour_ago + i, rep="r9")
+    over = series("sales_leads_awaiting_contact_over_sla", rep="r9")
+    wait_until(lambda: worker.samples().get(over) == 5, timeout=20)
+    time.sleep(2)  # two more rounds of the SLA watch
+    assert reader.poll(1) == []
+    oldest = worker.samples().get(series("sales_oldest_awaiting_contact_seconds", rep="r9"))
+    wait_until(
+        lambda: (
+            worker.samples().get(series("sales_oldest_awaiting_contact_seconds", rep="r9"), 0)
+            >= 3600
+        ),
+        timeout=10,
+    )
+    assert oldest is None or oldest >= 3600 or oldest == 0
+    reader.close()
