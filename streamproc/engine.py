@@ -164,3 +164,21 @@ class Engine:
     def prune(self, now: float) -> None:
         for part in self.partitions.values():
             part.prune(now)
+
+    def evict(self, now: float) -> list[LeadState]:
+        """Forget leads that can no longer change a KPI: every event past retention and no
+        live fact (not waiting, no open deal). Returns them, for the changelog tombstones."""
+        cutoff = now - RETENTION_SECONDS
+        gone = []
+        for lead in list(self.leads.values()):
+            if lead.last_ts >= cutoff:
+                continue
+            facts = self.deriver.facts(lead)
+            if any(f.t is None for f in facts):
+                continue
+            part = self.partitions.get(lead.partition)
+            if part is not None:
+                part.apply(facts, -1)  # all past retention: a no-op kept for symmetry
+            del self.leads[lead.lead_id]
+            gone.append(lead)
+        return gone

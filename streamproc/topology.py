@@ -240,7 +240,22 @@ class Topology:
                 log.warning("alert hook failed: %r", exc)
 
     async def _prune(self) -> None:
-        self.engine.prune(time.time())
+        now = time.time()
+        self.engine.prune(now)
+        if self.app.rebalancing or not self.ready:
+            return
+        gone = self.engine.evict(now)
+        if gone:
+            changelog = self.leads_table.changelog_topic
+            pending = [
+                await changelog.send(
+                    key=lead.lead_id.encode(), value=None, partition=lead.partition
+                )
+                for lead in gone
+            ]
+            await asyncio.gather(*pending)
+            await self._end_marker({lead.partition for lead in gone})
+            log.info("evicted %d leads past retention", len(gone))
 
     # --- rebalances ------------------------------------------------------------------------
 

@@ -95,3 +95,29 @@ def test_any_order_batching_and_duplicates_give_the_same_kpis(
     assert scrambled.keys() == in_order.keys()
     for key, value in in_order.items():
         assert scrambled[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_eviction_keeps_live_leads_and_forgets_finished_ones() -> None:
+    engine = Engine(SETTINGS, {})
+    engine.process(_messages(list(range(len(SCENARIO.events)))), SCENARIO.now)
+    before = _kpis_of(engine, SCENARIO.now)
+    later = SCENARIO.now + 9 * 86400  # every event past the 7-day retention
+    engine.prune(later)
+    gone = {lead.lead_id for lead in engine.evict(later)}
+    # closed deals (L3 won, L4 won, L5 lost), contacted leads (L8, L9) go; waiting leads
+    # (L6, L7, L10) and open deals (L1, L2) stay: their live gauges still count them
+    assert gone == {"L3", "L4", "L5", "L8", "L9"}
+    assert set(engine.leads) == {"L1", "L2", "L6", "L7", "L10"}
+    live = ("sales_open_pipeline_value", "sales_forecast_value", "sales_leads_awaiting_contact")
+    after = _kpis_of(engine, later)
+    assert {k: v for k, v in after.items() if k[0] in live} == {
+        k: v for k, v in before.items() if k[0] in live
+    }
+
+
+def _kpis_of(engine: Engine, now: float) -> dict[tuple[str, tuple], float]:  # type: ignore[type-arg]
+    return {
+        (s.metric, tuple(sorted(s.labels.items()))): s.value
+        for s in split_samples(engine.partitions.values(), engine.clock, now, 500)
+        if s.window is None
+    }
