@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import faust
 
 from streamproc.config import Settings
@@ -12,7 +14,9 @@ __all__ = ["create_app"]
 
 def create_app(settings: Settings) -> faust.App:
     install_transport()
-    host = settings.web_host if settings.web_host not in ("0.0.0.0", "::") else "127.0.0.1"
+    # Other workers call this URL (/kpis fan-out): a wildcard bind is reached by host name.
+    wildcard = settings.web_host in ("0.0.0.0", "::")
+    host = socket.gethostname() if wildcard else settings.web_host
     return faust.App(
         settings.app_id,
         broker=settings.broker_url,

@@ -299,19 +299,36 @@ class Topology:
         owned = self._active([self.names.partials])
         return self.view.owned(self.partials_table.data.data, owned)  # type: ignore[attr-defined]
 
+    def owned_samples(self, now: float) -> list[Sample]:
+        """Every series this worker owns, whole (counts too): for /kpis, topics and Redis."""
+        return list(
+            whole_samples(
+                self.owned_summaries(),
+                self.settings,
+                self.engine.clock,
+                now,
+                self._owned_target_reps(),
+                with_counts=True,
+            )
+        )
+
+    def _owned_target_reps(self) -> list[str]:
+        owned = self._active([self.names.partials])
+        partitions = self.settings.partitions
+        return [
+            rep
+            for rep in self.settings.activity_targets
+            if owner_partition(f"rep:{rep}", partitions) in owned
+        ]
+
     def samples(self, now: float) -> Iterator[Sample]:
         engine = self.engine
         yield from split_samples(
             engine.partitions.values(), engine.clock, now, self.settings.label_cap
         )
-        owned = self.owned_summaries()
-        partials_owned = self._active([self.names.partials])
-        target_reps = [
-            rep
-            for rep in self.settings.activity_targets
-            if owner_partition(f"rep:{rep}", self.settings.partitions) in partials_owned
-        ]
-        yield from whole_samples(owned, self.settings, engine.clock, now, target_reps)
+        yield from whole_samples(
+            self.owned_summaries(), self.settings, engine.clock, now, self._owned_target_reps()
+        )
 
 
 def decode_recovered(store: MutableMapping[Any, Any]) -> None:

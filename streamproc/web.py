@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streamproc.kpis import Sample
+
+PEER_TIMEOUT_SECONDS = 3.0
 
 if TYPE_CHECKING:
     from streamproc.topology import Topology
@@ -34,22 +41,65 @@ def register_routes(topology: Topology) -> None:
 
     @app.page("/kpis")
     async def kpis(web: View, request: Request) -> Response:
-        wanted = dict(request.query)
-        out = []
-        for sample in topology.samples(time.time()):
-            row = _row(sample)
-            if all(str(row.get(k, row["labels"].get(k))) == v for k, v in wanted.items()):
-                out.append(row)
-        return web.json({"kpis": out})
+        query = dict(request.query)
+        local = query.pop("local", None) is not None
+        rows = [
+            row for row in map(kpi_row, topology.owned_samples(time.time())) if matches(row, query)
+        ]
+        if local:
+            return web.json({"kpis": rows})
+        body = await fan_out(topology, rows, query)
+        return web.json(body)
 
 
-def _row(sample: Any) -> dict[str, Any]:
+def kpi_row(sample: Sample) -> dict[str, Any]:
     bounds = sample.window
     return {
         "metric": sample.metric,
         "labels": sample.labels,
         "window": bounds.name if bounds else None,
-        "window_start": bounds.start if bounds else None,
-        "window_end": bounds.end if bounds else None,
+        "window_start": _iso(bounds.start) if bounds else None,
+        "window_end": _iso(bounds.end) if bounds else None,
         "value": sample.value,
     }
+
+
+def matches(row: dict[str, Any], query: dict[str, str]) -> bool:
+    """``metric``, ``window`` and any label must equal the query's value."""
+    for key, wanted in query.items():
+        value = row[key] if key in ("metric", "window") else row["labels"].get(key)
+        if value != wanted:
+            return False
+    return True
+
+
+async def fan_out(
+    topology: Topology, rows: list[dict[str, Any]], query: dict[str, str]
+) -> dict[str, Any]:
+    """Every series is owned by exactly one worker: ask the others for theirs and merge."""
+    own = str(topology.app.conf.canonical_url).rstrip("/")
+    peers = sorted({str(url).rstrip("/") for url in topology.app.router.tables_metadata()} - {own})
+    errors: list[str] = []
+    results = await asyncio.gather(
+        *(_peer(topology, url, query) for url in peers), return_exceptions=True
+    )
+    for url, result in zip(peers, results, strict=True):
+        if isinstance(result, BaseException):
+            errors.append(f"{url}: {result!r}")
+        else:
+            rows.extend(result)
+    rows.sort(key=lambda r: (r["metric"], sorted(r["labels"].items()), r["window"] or ""))
+    return {"kpis": rows, "workers": 1 + len(peers), "complete": not errors, "errors": errors}
+
+
+async def _peer(topology: Topology, url: str, query: dict[str, str]) -> list[dict[str, Any]]:
+    params = {**query, "local": "1"}
+    timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_SECONDS)
+    async with topology.app.http_client.get(f"{url}/kpis", params=params, timeout=timeout) as r:
+        r.raise_for_status()
+        body = await r.json()
+    return list(body["kpis"])
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()

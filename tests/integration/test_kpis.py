@@ -6,6 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
+import orjson
 import pytest
 from confluent_kafka import Producer
 
@@ -115,5 +116,12 @@ def test_two_workers_split_counts_and_export_each_whole_series_once(
         if k[0].startswith("sales_") and n > 1 and any(w in k[0] for w in whole)
     ]
     assert not twice, f"whole series exported by both workers: {twice}"
+    # one URL answers for all: each worker's /kpis returns every rep's forecast
+    for worker in workers:
+        status, body = worker.get("/kpis?metric=sales_forecast_value")
+        answer = orjson.loads(body)
+        assert status == 200 and answer["complete"] and answer["workers"] == 2
+        got = {row["labels"]["rep"]: row["value"] for row in answer["kpis"]}
+        assert got == {"r1": 31947.0, "r3": 500.0}
     # the work really is shared: each worker exports some KPI series
     assert all(select(parse_samples(w.metrics_text()), "sales_leads_created") for w in workers)
