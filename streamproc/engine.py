@@ -98,9 +98,10 @@ class Engine:
 
     def process(self, batch: Iterable[RawMessage], now: float) -> BatchResult:
         result = BatchResult()
-        before: dict[str, list[Fact]] = {}  # touched lead -> its facts before this batch
-        touched: dict[str, LeadState] = {}
+        before: dict[str, list[Fact]] = {}  # re-derived lead -> its facts before this batch
+        changed: dict[str, LeadState] = {}
         late_before = now - RETENTION_SECONDS
+        deriver = self.deriver
         for msg in batch:
             try:
                 event = self.parser.parse(msg.kind, msg.key, msg.value, now)
@@ -108,25 +109,28 @@ class Engine:
                 result.dead_letters.append(DeadLetterItem(msg, exc.reason))
                 result.count(msg.topic, "invalid")
                 continue
-            lead = self.leads.get(event.lead_id)
+            lead_id = event.lead_id
+            lead = self.leads.get(lead_id)
             if lead is None:
-                lead = LeadState(event.lead_id, msg.partition, first_seen=now)
-                self.leads[event.lead_id] = lead
-                before[event.lead_id] = []
+                lead = self.leads[lead_id] = LeadState(lead_id, msg.partition, first_seen=now)
+                before[lead_id] = []
             elif lead.has(event.event_id):
                 result.count(msg.topic, "duplicate")
                 continue
-            elif event.lead_id not in before:
-                before[event.lead_id] = self.deriver.facts(lead)
-            lead.add(to_item(event))
-            touched[event.lead_id] = lead
+            item = to_item(event)
+            if lead_id not in before and deriver.affects(lead, item):
+                before[lead_id] = deriver.facts(lead)
+            lead.add(item)
+            self.aggregates(lead.partition, now).apply(deriver.event_facts(item), 1)
+            changed[lead_id] = lead
             result.count(msg.topic, "late" if event.ts < late_before else "processed")
-        for lead_id, lead in touched.items():
-            retract, add = fact_diff(before[lead_id], self.deriver.facts(lead))
+        for lead_id, old in before.items():
+            lead = changed[lead_id]
+            retract, add = fact_diff(old, deriver.facts(lead))
             part = self.aggregates(lead.partition, now)
             part.apply(retract, -1)
             part.apply(add, 1)
-            result.changed.append(lead)
+        result.changed.extend(changed.values())
         return result
 
     # --- partitions ----------------------------------------------------------------------
@@ -145,7 +149,7 @@ class Engine:
         built = 0
         for lead in self.leads.values():
             if lead.partition in wanted:
-                self.aggregates(lead.partition, now).apply(self.deriver.facts(lead), 1)
+                self.aggregates(lead.partition, now).apply(self.deriver.all_facts(lead), 1)
                 built += 1
         for p in wanted:
             self.aggregates(p, now)
@@ -173,8 +177,8 @@ class Engine:
         for lead in list(self.leads.values()):
             if lead.last_ts >= cutoff:
                 continue
-            facts = self.deriver.facts(lead)
-            if any(f.t is None for f in facts):
+            facts = self.deriver.all_facts(lead)
+            if any(f[2] is None for f in facts):
                 continue
             part = self.partitions.get(lead.partition)
             if part is not None:

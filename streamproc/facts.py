@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from streamproc.config import Settings
-from streamproc.lead import LeadState, StageMove
+from streamproc.lead import Attempt, Created, LeadState, Open, StageMove
 
 __all__ = ["Fact", "FactDeriver", "due_wall_clock"]
 
@@ -43,51 +43,81 @@ class FactDeriver:
         self._won = settings.won_stage
         self._lost = settings.lost_stage
 
+    @staticmethod
+    def event_facts(item: Created | Attempt | StageMove | Open) -> list[Fact]:
+        """Facts of one event alone: they never change when other events of the lead arrive,
+        so they are added once, not re-derived (most of the facts, and the cheap path)."""
+        if isinstance(item, Attempt):
+            labels = (item.rep, item.channel)
+            out = [("attempt", labels, item.ts, 1.0), ("active", (item.rep,), item.ts, 1.0)]
+            if item.connected:
+                out.append(("connect", labels, item.ts, 1.0))
+            return out  # type: ignore[return-value]
+        if isinstance(item, StageMove):
+            return [
+                ("active", (item.rep,), item.ts, 1.0),  # type: ignore[list-item]
+                ("stage_entry", (item.to_stage,), item.ts, 1.0),  # type: ignore[list-item]
+            ]
+        if isinstance(item, Created):
+            return [("active", (item.rep,), item.ts, 1.0)]  # type: ignore[list-item]
+        return []
+
+    @staticmethod
+    def affects(lead: LeadState, item: Created | Attempt | StageMove | Open) -> bool:
+        """Whether applying ``item`` can change ``facts(lead)`` (False: skip re-deriving).
+
+        A later, non-email attempt changes neither the first contact nor the emails, and an
+        open of an email not sent (yet) joins nothing: the two most common events."""
+        if isinstance(item, Attempt):
+            if item.channel == "email":
+                return True
+            first = lead.first_attempt()
+            return first is None or item < first
+        if isinstance(item, Open):
+            return any(a.message_id == item.message_id for a in lead.attempts)
+        return True
+
     def facts(self, lead: LeadState) -> list[Fact]:
+        """Facts that depend on several events of the lead: re-derived when it changes."""
         out: list[Fact] = []
         source = lead.source
-        self._activity(lead, out)
         self._speed_to_lead(lead, source, out)
         self._pipeline(lead, source, out)
         self._email(lead, out)
         return out
 
-    # --- families ----------------------------------------------------------------------
+    def all_facts(self, lead: LeadState) -> list[Fact]:
+        out = self.facts(lead)
+        for group in (lead.created, lead.attempts, lead.stages):
+            for item in group:
+                out.extend(self.event_facts(item))
+        return out
 
-    def _activity(self, lead: LeadState, out: list[Fact]) -> None:
-        for a in lead.attempts:
-            out.append(Fact("attempt", (a.rep, a.channel), a.ts, 1.0))
-            if a.connected:
-                out.append(Fact("connect", (a.rep, a.channel), a.ts, 1.0))
-            out.append(Fact("active", (a.rep,), a.ts, 1.0))
-        for c in lead.created:
-            out.append(Fact("active", (c.rep,), c.ts, 1.0))
-        for s in lead.stages:
-            out.append(Fact("active", (s.rep,), s.ts, 1.0))
+    # --- families ----------------------------------------------------------------------
 
     def _speed_to_lead(self, lead: LeadState, source: str, out: list[Fact]) -> None:
         creation = lead.creation
         if creation is None:
             return
-        out.append(Fact("created", (creation.rep, source), creation.ts, 1.0))
+        out.append(("created", (creation.rep, source), creation.ts, 1.0))
         sla = self.settings.sla_for(source)
         first = lead.first_attempt()
         if first is not None:
             response = max(0.0, first.ts - creation.ts)
-            out.append(Fact("first_contact", (first.rep,), first.ts, response))
+            out.append(("first_contact", (first.rep,), first.ts, response))
             if response <= sla:
-                out.append(Fact("first_contact_in_sla", (first.rep,), first.ts, 1.0))
+                out.append(("first_contact_in_sla", (first.rep,), first.ts, 1.0))
             return
         history = lead.stages
         if history and max(history).to_stage in (self._won, self._lost):
             return  # closed without contact: nobody is waiting on it any more
         owner = creation.rep
         team = creation.team
-        out.append(Fact("awaiting", (owner, source), None, 1.0))
-        out.append(Fact("awaiting_since", (owner,), None, creation.ts))
+        out.append(("awaiting", (owner, source), None, 1.0))
+        out.append(("awaiting_since", (owner,), None, creation.ts))
         risk = self.settings.at_risk_fraction
-        out.append(Fact("awaiting_risk", (owner,), None, self.due(creation.ts, sla, team, risk)))
-        out.append(Fact("awaiting_due", (owner,), None, self.due(creation.ts, sla, team, 1.0)))
+        out.append(("awaiting_risk", (owner,), None, self.due(creation.ts, sla, team, risk)))
+        out.append(("awaiting_due", (owner,), None, self.due(creation.ts, sla, team, 1.0)))
 
     def _pipeline(self, lead: LeadState, source: str, out: list[Fact]) -> None:
         history = lead.stage_history()
@@ -96,19 +126,18 @@ class FactDeriver:
         existing = bool(lead.creation and lead.creation.existing)
         value = self._deal_value(lead, history)
         for i, move in enumerate(history):
-            out.append(Fact("stage_entry", (move.to_stage,), move.ts, 1.0))
             if i + 1 < len(history):
                 self._stage_exit(move, history[i + 1], out)
             if move.to_stage == self._won:
-                out.append(Fact("won", (move.rep, source), move.ts, 1.0))
-                out.append(Fact("won_src", (source,), move.ts, 1.0))
-                out.append(Fact("won_value", (move.rep,), move.ts, value))
+                out.append(("won", (move.rep, source), move.ts, 1.0))
+                out.append(("won_src", (source,), move.ts, 1.0))
+                out.append(("won_value", (move.rep,), move.ts, value))
                 if existing:
-                    out.append(Fact("won_existing", (), move.ts, 1.0))
+                    out.append(("won_existing", (), move.ts, 1.0))
             elif move.to_stage == self._lost:
                 reason = move.lost_reason or "unknown"
-                out.append(Fact("lost", (move.rep, reason), move.ts, 1.0))
-                out.append(Fact("lost_src", (source,), move.ts, 1.0))
+                out.append(("lost", (move.rep, reason), move.ts, 1.0))
+                out.append(("lost_src", (source,), move.ts, 1.0))
         current = history[-1]
         if current.to_stage in (self._won, self._lost):
             return
@@ -116,16 +145,16 @@ class FactDeriver:
         if probability is None:
             probability = self.settings.default_probability(current.to_stage)
         owner = lead.owner
-        out.append(Fact("pipeline_value", (owner, current.to_stage), None, value))
-        out.append(Fact("forecast_value", (owner,), None, value * probability))
+        out.append(("pipeline_value", (owner, current.to_stage), None, value))
+        out.append(("forecast_value", (owner,), None, value * probability))
 
     def _stage_exit(self, move: StageMove, nxt: StageMove, out: list[Fact]) -> None:
         stage = move.to_stage
-        out.append(Fact("stage_exit", (stage,), nxt.ts, nxt.ts - move.ts))
+        out.append(("stage_exit", (stage,), nxt.ts, nxt.ts - move.ts))
         target = nxt.to_stage
         forward = target != self._lost and self._rank.get(target, -1) > self._rank.get(stage, -1)
         if forward:
-            out.append(Fact("stage_forward", (stage,), nxt.ts, 1.0))
+            out.append(("stage_forward", (stage,), nxt.ts, 1.0))
 
     @staticmethod
     def _deal_value(lead: LeadState, history: list[StageMove]) -> float:
@@ -148,8 +177,8 @@ class FactDeriver:
             if o.clicked:
                 clicked.add(o.message_id)
         for a in sends:
-            out.append(Fact("email_sent", (a.rep,), a.ts, 1.0))
+            out.append(("email_sent", (a.rep,), a.ts, 1.0))
             if a.message_id in opened:
-                out.append(Fact("email_opened", (a.rep,), a.ts, 1.0))
+                out.append(("email_opened", (a.rep,), a.ts, 1.0))
             if a.message_id in clicked:
-                out.append(Fact("email_clicked", (a.rep,), a.ts, 1.0))
+                out.append(("email_clicked", (a.rep,), a.ts, 1.0))
