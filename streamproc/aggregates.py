@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from streamproc.facts import Fact
-from streamproc.windows import WindowBounds, WindowClock
+from streamproc.windows import HOUR, MINUTE, WindowBounds, WindowClock
 
 __all__ = ["DIST_FAMILIES", "Acc", "PartitionAggregates", "fact_diff"]
 
@@ -85,6 +85,15 @@ def fact_diff(old: Iterable[Fact], new: Iterable[Fact]) -> tuple[list[Fact], lis
     return retract, add
 
 
+def _bump(level: dict[int, Acc], key: int, value: float, sign: int, dist: bool) -> None:
+    acc = level.get(key)
+    if acc is None:
+        acc = level[key] = Acc(dist)
+    acc.add(value, sign)
+    if acc.count == 0:
+        del level[key]
+
+
 class _Series:
     """The buckets of one (family, labels) at the three levels."""
 
@@ -95,14 +104,6 @@ class _Series:
         self.m: dict[int, Acc] = {}
         self.h: dict[int, Acc] = {}
         self.d: dict[int, Acc] = {}
-
-    def bump(self, level: dict[int, Acc], key: int, value: float, sign: int) -> None:
-        acc = level.get(key)
-        if acc is None:
-            acc = level[key] = Acc(self.dist)
-        acc.add(value, sign)
-        if acc.count == 0:
-            del level[key]
 
     def window(self, bounds: WindowBounds) -> Acc | None:
         level = self.m if bounds.level == "m" else self.h if bounds.level == "h" else self.d
@@ -129,26 +130,29 @@ class PartitionAggregates:
         self.wm_minute, self.wm_hour, self.wm_day = clock.watermarks(now)
 
     def apply(self, facts: Iterable[Fact], sign: int) -> None:
-        clock = self.clock
+        # The hot path of the engine: locals and inlined bucket keys on purpose.
+        day = self.clock.day
+        windowed = self.windowed
+        wm_minute, wm_hour, wm_day = self.wm_minute, self.wm_hour, self.wm_day
         for family, labels, t, value in facts:
             if t is None:
                 self._live(family, labels, value, sign)
                 continue
-            if t < self.wm_hour and t < self.wm_day:
+            if t < wm_hour and t < wm_day:
                 continue  # past retention: in the lead state, not in any window
-            per_family = self.windowed.get(family)
+            per_family = windowed.get(family)
             if per_family is None:
-                per_family = self.windowed[family] = {}
+                per_family = windowed[family] = {}
             series = per_family.get(labels)
             if series is None:
                 series = per_family[labels] = _Series(family in DIST_FAMILIES)
-            if t >= self.wm_minute:
-                series.bump(series.m, clock.minute(t), value, sign)
-            if t >= self.wm_hour:
-                series.bump(series.h, clock.hour(t), value, sign)
-            if t >= self.wm_day:
-                series.bump(series.d, clock.day(t), value, sign)
-            if series.empty():
+            if t >= wm_minute:
+                _bump(series.m, int(t // MINUTE), value, sign, series.dist)
+            if t >= wm_hour:
+                _bump(series.h, int(t // HOUR), value, sign, series.dist)
+            if t >= wm_day:
+                _bump(series.d, day(t), value, sign, series.dist)
+            if sign < 0 and series.empty():
                 del per_family[labels]
 
     def _live(self, family: str, labels: tuple[str, ...], value: float, sign: int) -> None:

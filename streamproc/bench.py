@@ -1,0 +1,1113 @@
+"""``streamproc bench``: throughput, latency, alert delay and memory of the worker, measured.
+
+One run starts an embedded broker, pre-produces a realistic history from the simulator, and
+lets each contender read it from the start of the topics, one after the other, on the same
+data: the raw aiokafka loop (the stack's limit), a Faust agent doing nothing (Faust's
+per-event ceiling), a naive Faust app (a table ``+= 1`` per event), then the KPI topology
+with two workers and with one. The one-worker run then carries a steady load for the
+latency and alert measurements, and its peak RSS is read from ``/proc``.
+
+How each figure is taken is written next to the code that takes it and in
+``docs/performance.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+import orjson
+
+from streamproc.broker import EmbeddedBroker, spawn_child
+from streamproc.config import Settings
+from streamproc.env import settings_env
+from streamproc.exceptions import StreamprocError
+from streamproc.net import free_port
+from streamproc.progress import Progress
+from streamproc.simulate import SalesTeam, history, rfc3339
+from streamproc.topics import create_topics, topic_names
+
+__all__ = [
+    "BenchError",
+    "BenchOptions",
+    "Throughput",
+    "run_backfill_bench",
+    "run_bench",
+]
+
+DAY = 86400.0
+MIB = 1024 * 1024
+MARKER_REP = "bench-marker"
+SLA_SOURCE = "bench-sla"
+_EVENTS_TOTAL = re.compile(rb"^streamproc_events_total\{[^}]*\} (\S+)$", re.M)
+_DELAY_BUCKET = re.compile(rb'^streamproc_event_delay_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
+_LEADS_CREATED = re.compile(rb"^sales_leads_created\{([^}]*)\} (\S+)$", re.M)
+CONTENDERS = ("raw", "plain", "naive", "kpi2", "kpi1")
+GOALS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "events_per_s >= 2.5x naive": lambda r: (
+        r["events_per_s"] / r["naive_faust_events_per_s"] >= 2.5
+    ),
+    "events_per_s >= 0.8x plain Faust": lambda r: (
+        r["events_per_s"] / r["plain_faust_events_per_s"] >= 0.8
+    ),
+    "2 workers >= 1.7x 1 worker": lambda r: r["events_per_s_2_workers"] / r["events_per_s"] >= 1.7,
+    "p99 <= 250 ms at 1,000 events/s": lambda r: r["p99_latency_ms"] <= 250,
+    "alert <= 1 s": lambda r: r["alert_latency_ms"] <= 1000,
+    "RSS <= 300 MB": lambda r: r["rss_mb"] <= 300,
+}
+"""The issue's goals, checked on the JSON figures (a missing figure: not checked)."""
+
+
+class BenchError(StreamprocError):
+    """A contender could not run (did not start, crashed): the message says which and why."""
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What one bench run does; ``quick()`` is the ``--quick`` preset."""
+
+    events: int = 1_000_000
+    leads: int | None = None
+    """Leads in the history; default: one per 10 events."""
+    reps: int = 100
+    span_days: float = 7.0
+    """The history covers this many days up to now (7: everything is in the 7d window)."""
+    seed: int = 0
+    time_bound: float = 300.0
+    """Seconds a throughput contender may run once ready; then its count so far is used."""
+    start_timeout: float = 120.0
+    latency_seconds: float = 60.0
+    latency_rate: float = 1000.0
+    marker_interval: float = 0.2
+    """One marker event per this many seconds during the latency run."""
+    poll_interval: float = 0.005
+    alert_sla: float = 2.0
+    """The SLA (seconds) of the probe leads' source, set as an override for that source."""
+    alert_probes: int = 10
+    alert_wait: float = 10.0
+    """Seconds to wait for the last probe's alert after its due time."""
+    contenders: tuple[str, ...] = CONTENDERS
+    profile: Path | None = None
+    """Write a py-spy profile of the one-worker throughput run here (a directory)."""
+    workdir: Path | None = None
+    keep_workdir: bool = False
+    quick: bool = False
+
+    @classmethod
+    def quick_preset(cls, **overrides: Any) -> BenchOptions:
+        values: dict[str, Any] = {
+            "events": 200_000,
+            "time_bound": 20.0,
+            "start_timeout": 60.0,
+            "latency_seconds": 15.0,
+            "alert_probes": 4,
+            "alert_wait": 6.0,
+            "quick": True,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def lead_count(self) -> int:
+        return self.leads if self.leads is not None else max(1, self.events // 10)
+
+
+@dataclass
+class Throughput:
+    """One contender's run: events counted while measuring, over how long, and whether the
+    whole history was read (``reached``) or the time bound cut it short."""
+
+    name: str
+    events: int
+    seconds: float
+    reached: bool
+    startup_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def _stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 8.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def proc_memory(pid: int) -> dict[str, float]:
+    """``VmHWM`` (peak resident set) and ``VmRSS`` of a process, in MiB, from /proc."""
+    out: dict[str, float] = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmHWM", "VmRSS"):
+            out[name] = int(value.split()[0]) * 1024 / MIB
+    return out
+
+
+class WorkerHandle:
+    """One ``streamproc worker`` subprocess, configured through ``STREAMPROC_*`` variables."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> WorkerHandle:
+        self._log = self.log_path.open("ab")
+        argv = [sys.executable, "-m", "streamproc", "worker"]
+        self.proc = spawn_child(argv, self._log, settings_env(self.settings))
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        url = f"http://127.0.0.1:{self.settings.web_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - localhost
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except OSError:
+            return 0, b""
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise BenchError(f"worker exited with {self.proc.returncode}; log tail:\n{tail}")
+
+    def ready(self) -> bool:
+        self.check_alive()
+        return self.get("/readyz", timeout=2.0)[0] == 200
+
+    def metrics(self) -> bytes:
+        status, body = self.get("/metrics")
+        if status != 200:
+            self.check_alive()
+            raise BenchError(f"/metrics answered {status}")
+        return body
+
+    def memory(self) -> dict[str, float]:
+        return proc_memory(self.pid) if self.proc is not None else {}
+
+    def stop(self) -> None:
+        _stop_process(self.proc)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def events_total(metrics: bytes) -> float:
+    """``streamproc_events_total`` summed over topics and outcomes."""
+    return sum(float(m.group(1)) for m in _EVENTS_TOTAL.finditer(metrics))
+
+
+def delay_buckets(metrics: bytes) -> dict[float, float]:
+    """The cumulative buckets of ``streamproc_event_delay_seconds``: upper bound -> count."""
+    return {float(m.group(1)): float(m.group(2)) for m in _DELAY_BUCKET.finditer(metrics)}
+
+
+def marker_count(metrics: bytes, rep: str = MARKER_REP) -> float:
+    """The 1h ``sales_leads_created`` of the marker rep (0 before its first marker)."""
+    wanted = f'rep="{rep}"'.encode()
+    for m in _LEADS_CREATED.finditer(metrics):
+        labels = m.group(1)
+        if wanted in labels and b'window="1h"' in labels:
+            return float(m.group(2))
+    return 0.0
+
+
+def histogram_quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
+    """Prometheus' ``histogram_quantile`` over the increase between two bucket snapshots."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    rank = q * counts[-1]
+    lower, below = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = count - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, count
+    return lower
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), like the KPIs."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+class _Run:
+    """State of one bench run: the broker, the base settings, the work directory."""
+
+    def __init__(self, settings: Settings, options: BenchOptions, out: TextIO) -> None:
+        self.options = options
+        self.out = out
+        self.tag = f"{os.getpid():x}{int(time.time()) % 100000:x}"
+        if options.workdir is not None:
+            options.workdir.mkdir(parents=True, exist_ok=True)
+            self.workdir = options.workdir
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix="streamproc-bench-"))
+        self.broker = EmbeddedBroker(free_port(), log_path=self.workdir / "broker.log")
+        self.base = settings
+        self.settings = settings
+        self.durations: dict[str, float] = {}
+
+    def log(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def start(self) -> None:
+        self.broker.start()
+        self.settings = self.base.model_copy(
+            update={
+                "broker_url": self.broker.url,
+                "topic_prefix": f"bench-{self.tag}.",
+                "app_id": f"bench-{self.tag}",
+                "redis_url": None,  # hermetic: the bench measures the worker, not a Redis
+                "data_dir": self.workdir / "data",
+                "sla_source_overrides": {
+                    **self.base.sla_source_overrides,
+                    SLA_SOURCE: self.options.alert_sla,
+                },
+            }
+        )
+        asyncio.run(create_topics(self.settings))
+
+    def close(self) -> None:
+        self.broker.stop()
+        if self.options.workdir is None and not self.options.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def worker_settings(self, app: str) -> Settings:
+        return self.settings.model_copy(
+            update={
+                "app_id": f"{self.settings.app_id}-{app}",
+                "web_port": free_port(),
+                "data_dir": self.workdir / "data" / app,
+            }
+        )
+
+    @property
+    def input_topics(self) -> list[str]:
+        return list(topic_names(self.settings).inputs.values())
+
+
+async def _produce_history(settings: Settings, options: BenchOptions, stream: TextIO) -> int:
+    from streamproc.producer import EventProducer
+
+    events = history(
+        settings,
+        options.events,
+        options.lead_count,
+        options.span_days * DAY,
+        reps=options.reps,
+        seed=options.seed,
+    )
+    bar = Progress(options.events, stream=stream, label="produce")
+    async with EventProducer(settings, linger_ms=20, client_id="streamproc-bench") as producer:
+        for i, (kind, event) in enumerate(events, 1):
+            await producer.send(kind, event)
+            if i % 2000 == 0:
+                bar.update(2000)
+                await asyncio.sleep(0)
+        await producer.flush()
+        await asyncio.sleep(0.05)
+        failed = producer.failed
+    bar.close()
+    if failed:
+        raise BenchError(f"{failed} events of the history were not delivered")
+    return options.events
+
+
+def _wait_ready(workers: Sequence[WorkerHandle], timeout: float) -> float:
+    """Poll ``/readyz`` of every worker; the monotonic time all answered 200 together."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(w.ready() for w in workers):
+            return time.monotonic()
+        time.sleep(0.1)
+    raise BenchError(f"workers not ready within {timeout:g}s; logs: {workers[0].log_path.parent}")
+
+
+def _sample_count(workers: Sequence[WorkerHandle]) -> tuple[float, float]:
+    """(monotonic time of the sample, events counted by all workers)."""
+    t0 = time.monotonic()
+    total = sum(events_total(w.metrics()) for w in workers)
+    return (t0 + time.monotonic()) / 2, total
+
+
+def _measure_kpi(
+    run: _Run,
+    name: str,
+    count: int,
+    profile: Path | None = None,
+    on_ready: Callable[[list[WorkerHandle]], None] | None = None,
+) -> tuple[Throughput, list[WorkerHandle]]:
+    """Throughput of ``count`` KPI workers, from all ready until the history is counted.
+
+    Events/s = (events counted at the end - at ready) / (end - ready). The end is where the
+    count crosses N, interpolated between the two ``/metrics`` samples around it (sampled
+    every 0.25 s), or the time bound. The workers are returned still running.
+    """
+    opts = run.options
+    settings = run.worker_settings(name)
+    workers = []
+    for i in range(count):
+        own = settings.model_copy(
+            update={"web_port": free_port(), "data_dir": settings.data_dir / f"w{i}"}
+        )
+        workers.append(WorkerHandle(own, run.workdir / f"{name}-w{i}.log").start())
+    spawned = time.monotonic()
+    try:
+        ready_at = _wait_ready(workers, opts.start_timeout)
+        t_prev, c_prev = _sample_count(workers)
+        ready_count = c_prev
+        spy = _start_profiler(workers[0].pid, profile) if profile is not None else None
+        if on_ready is not None:
+            on_ready(workers)
+        reached = False
+        end, end_count = t_prev, c_prev
+        while True:
+            time.sleep(0.25)
+            t, c = _sample_count(workers)
+            if c >= opts.events:
+                share = (opts.events - c_prev) / (c - c_prev) if c > c_prev else 1.0
+                end, end_count, reached = t_prev + share * (t - t_prev), opts.events, True
+                break
+            t_prev, c_prev = t, c
+            if t - ready_at >= opts.time_bound:
+                end, end_count = t, c
+                break
+        if spy is not None:
+            _stop_profiler(spy)
+    except BaseException:
+        for w in workers:
+            w.stop()
+        raise
+    result = Throughput(
+        name,
+        int(end_count - ready_count),
+        max(1e-9, end - ready_at),
+        reached,
+        ready_at - spawned,
+        {"counted_before_ready": int(ready_count)},
+    )
+    return result, workers
+
+
+def _contender_script(name: str) -> Path:
+    here = Path(__file__).resolve().parent.parent / "benchmarks" / name
+    if not here.exists():
+        raise BenchError(f"{here} not found: run the bench from a source checkout")
+    return here
+
+
+def _measure_contender(run: _Run, name: str, script: str) -> Throughput:
+    """A contender process from ``benchmarks/``, timed by itself: from its first event to the
+    N-th (or its count when the time bound is reached). The process is stopped after."""
+    opts = run.options
+    status = run.workdir / f"{name}.status.json"
+    argv = [
+        sys.executable,
+        str(_contender_script(script)),
+        "--broker",
+        run.broker.bootstrap_servers,
+        "--topics",
+        ",".join(run.input_topics),
+        "--partitions",
+        str(run.settings.partitions),
+        "--app-id",
+        f"{run.settings.app_id}-{name}",
+        "--expect",
+        str(opts.events),
+        "--status",
+        str(status),
+        "--datadir",
+        str(run.workdir / "data" / name),
+    ]
+    log_path = run.workdir / f"{name}.log"
+    with log_path.open("ab") as log:
+        proc = spawn_child(argv, log, dict(os.environ))
+        spawned = time.time()
+        try:
+            data = _follow_status(proc, status, opts, log_path)
+        finally:
+            _stop_process(proc, timeout=5.0)
+    first, done = data["first_at"], data["done_at"]
+    if done is not None:
+        return Throughput(name, opts.events - 1, done - first, True, first - spawned)
+    # Bounded: the rate of what was counted between the first event and the last status.
+    return Throughput(name, data["count"] - 1, data["last_at"] - first, False, first - spawned)
+
+
+def _follow_status(
+    proc: subprocess.Popen[bytes], status: Path, opts: BenchOptions, log_path: Path
+) -> dict[str, Any]:
+    deadline = time.time() + opts.start_timeout
+    while True:
+        time.sleep(0.1)
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise BenchError(f"{log_path.stem} exited with {proc.returncode}:\n{tail}")
+        try:
+            data: dict[str, Any] = json.loads(status.read_text())
+        except (OSError, ValueError):
+            data = {}
+        first = data.get("first_at")
+        if first is None:
+            if time.time() > deadline:
+                raise BenchError(f"{log_path.stem} read nothing within {opts.start_timeout:g}s")
+            continue
+        if data.get("done_at") is not None or time.time() - first >= opts.time_bound:
+            # One more read: the final status may be a fraction of a second newer.
+            time.sleep(0.3 if data.get("done_at") is None else 0)
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads(status.read_text())
+            return data
+
+
+# --- profiling -------------------------------------------------------------------------------
+
+
+def _py_spy() -> str | None:
+    local = Path(sys.executable).parent / "py-spy"
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+def _start_profiler(pid: int, directory: Path) -> subprocess.Popen[bytes] | None:
+    binary = _py_spy()
+    if binary is None:
+        sys.stderr.write("bench: py-spy not found (pip install py-spy): no profile\n")
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    argv = [binary, "record", "--pid", str(pid), "--rate", "100", "--nonblocking"]
+    argv += ["--format", "raw", "--output", str(directory / "worker.folded")]
+    log = (directory / "py-spy.log").open("ab")
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _stop_profiler(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+_FRAME_LINE = re.compile(r":\d+\)$")
+
+
+def top_functions(folded: Path, limit: int = 20) -> dict[str, list[tuple[str, float]]]:
+    """Self and inclusive shares of samples per function, from py-spy's ``raw`` output."""
+    self_counts: Counter[str] = Counter()
+    total_counts: Counter[str] = Counter()
+    samples = 0
+    for line in folded.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        count = int(n)
+        frames = [_FRAME_LINE.sub(")", f) for f in stack.split(";")]
+        samples += count
+        self_counts[frames[-1]] += count
+        for frame in set(frames):
+            total_counts[frame] += count
+    if not samples:
+        return {"self": [], "total": []}
+    return {
+        "self": [(f, c / samples) for f, c in self_counts.most_common(limit)],
+        "total": [(f, c / samples) for f, c in total_counts.most_common(limit * 3)],
+        "samples": [("samples", float(samples))],
+    }
+
+
+# --- latency and alerts ----------------------------------------------------------------------
+
+
+@dataclass
+class Latency:
+    samples: list[float]
+    """Per marker: seconds from its record timestamp to the first /metrics showing it."""
+    resolution: float
+    """Mean half-width of the interval each sample is known to lie in."""
+    histogram_p50: float
+    histogram_p99: float
+    sent: int
+    rate: float
+    lost: int = 0
+    alert_samples: list[float] = field(default_factory=list)
+    alert_probes: int = 0
+
+
+class _Scraper:
+    """GETs a worker's /metrics on the event loop (aiohttp: no thread, no GIL hand-offs)."""
+
+    def __init__(self, port: int) -> None:
+        import aiohttp
+
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+
+    async def get(self) -> tuple[float, float, bytes]:
+        """(time sent, time answered, body), epoch seconds."""
+        sent = time.time()
+        async with self.session.get(self.url) as resp:
+            body = await resp.read()
+        return sent, time.time(), body
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def _marker_event(tag: str, k: int, now: float, rep: str, source: str) -> dict[str, Any]:
+    return {
+        "event_id": f"{rep}-{tag}-{k}",
+        "occurred_at": rfc3339(now),
+        "lead_id": f"{rep}-{tag}-{k}",
+        "rep_id": rep,
+        "source": source,
+    }
+
+
+async def _steady_load(
+    settings: Settings, producer: Any, opts: BenchOptions, stop: asyncio.Event
+) -> int:
+    """A simulated team at ``latency_rate`` events/s, sent as their event time passes."""
+    team = await asyncio.to_thread(
+        SalesTeam.for_rate,
+        settings,
+        opts.latency_rate,
+        opts.reps,
+        opts.seed + 1,
+        start=time.time(),
+    )
+    cursor, sent = time.time(), 0
+    while not stop.is_set():
+        now = time.time()
+        for kind, event in team.events_between(cursor, now):
+            await producer.send(kind, event)
+            sent += 1
+        cursor = now
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.01)
+    return sent
+
+
+async def _markers(
+    scraper: _Scraper, producer: Any, settings: Settings, opts: BenchOptions, tag: str, end: float
+) -> tuple[list[float], list[float], int]:
+    """Send a marker lead-created every ``marker_interval``; poll /metrics until it shows.
+
+    One marker at a time: marker k is sent only once k-1 has shown, so the k-th increase of
+    the marker rep's count is marker k. Its effect lies between the last scrape without it
+    and the first with it; the sample is the middle of the two scrapes' midpoints.
+    """
+    topic = settings.topic("lead-created")
+    _, _, body = await scraper.get()
+    base = marker_count(body)
+    samples: list[float] = []
+    widths: list[float] = []
+    lost = 0
+    k = 0
+    next_at = time.time() + opts.marker_interval
+    while next_at < end:
+        await asyncio.sleep(max(0.0, next_at - time.time()))
+        next_at += opts.marker_interval
+        k += 1
+        event = _marker_event(tag, k, time.time(), MARKER_REP, MARKER_REP)
+        delivery = await producer.send_raw(topic, event["lead_id"], orjson.dumps(event))
+        previous = time.time()  # the marker cannot show before it is sent
+        seen = None
+        while seen is None:
+            sent, answered, body = await scraper.get()
+            middle = (sent + answered) / 2
+            if marker_count(body) >= base + k:
+                seen = ((previous + middle) / 2, (middle - previous) / 2)
+                break
+            previous = middle
+            if answered - previous > 10.0:
+                break
+            await asyncio.sleep(opts.poll_interval)
+        metadata = await delivery
+        if seen is None:
+            lost += 1
+            base = marker_count((await scraper.get())[2]) - k  # resynchronise
+            continue
+        samples.append(seen[0] - metadata.timestamp / 1000)
+        widths.append(seen[1])
+    return samples, widths, lost
+
+
+async def _alert_probes(
+    producer: Any, settings: Settings, opts: BenchOptions, tag: str, end: float
+) -> dict[str, float]:
+    """Leads of the short-SLA source, never contacted: lead id -> when their SLA is due."""
+    topic = settings.topic("lead-created")
+    due: dict[str, float] = {}
+    gap = max(0.2, (end - time.time() - opts.alert_sla) / max(1, opts.alert_probes))
+    for i in range(opts.alert_probes):
+        now = time.time()
+        event = _marker_event(tag, i, now, SLA_SOURCE, SLA_SOURCE)
+        # The SLA runs from occurred_at, written with millisecond precision.
+        due[event["lead_id"]] = int(now * 1000) / 1000 + opts.alert_sla
+        await producer.send_raw(topic, event["lead_id"], orjson.dumps(event))
+        await asyncio.sleep(gap)
+    return due
+
+
+async def _alerts_consumer(settings: Settings) -> Any:
+    from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+
+    topic = settings.topic("alerts")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.broker_hosts,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="streamproc-bench-alerts",
+    )
+    await consumer.start()
+    partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        await consumer.position(tp)  # resolve "end" now, before the probes are sent
+    return consumer
+
+
+async def _collect_alerts(consumer: Any, due: dict[str, float], until: float) -> list[float]:
+    """Alert delay per probe: the breach alert's record timestamp minus the SLA due time."""
+    delays: dict[str, float] = {}
+    while time.time() < until and (not due or len(delays) < len(due)):
+        batches = await consumer.getmany(timeout_ms=200)
+        for records in batches.values():
+            for record in records:
+                try:
+                    alert = orjson.loads(record.value)
+                except orjson.JSONDecodeError:
+                    continue
+                lead = alert.get("lead_id") if isinstance(alert, dict) else None
+                if (
+                    lead in due
+                    and lead not in delays
+                    and alert.get("kind") == "response_sla_breached"
+                    and alert.get("level", 1) == 1
+                ):
+                    delays[lead] = record.timestamp / 1000 - due[lead]
+    return list(delays.values())
+
+
+async def _latency_run(worker: WorkerHandle, opts: BenchOptions, tag: str) -> Latency:
+    """Steady load + markers + alert probes against a caught-up worker, all at once."""
+    from streamproc.producer import EventProducer
+
+    settings = worker.settings
+    scraper = _Scraper(settings.web_port)
+    alerts = await _alerts_consumer(settings)
+    try:
+        async with EventProducer(settings, linger_ms=5, client_id="bench-latency") as producer:
+            stop = asyncio.Event()
+            load = asyncio.create_task(_steady_load(settings, producer, opts, stop))
+            await asyncio.sleep(1.0)  # the team's pipeline is drawn and flowing
+            _, _, body = await scraper.get()
+            buckets_before = delay_buckets(body)
+            started = time.time()
+            end = started + opts.latency_seconds
+            probes = asyncio.create_task(_alert_probes(producer, settings, opts, tag, end))
+            samples, widths, lost = await _markers(scraper, producer, settings, opts, tag, end)
+            stop.set()
+            sent = await load
+            due = await probes
+            _, _, body = await scraper.get()
+            buckets_after = delay_buckets(body)
+            elapsed = time.time() - started
+            last_due = max(due.values(), default=time.time())
+            alert_delays = await _collect_alerts(alerts, due, last_due + opts.alert_wait)
+    finally:
+        await alerts.stop()
+        await scraper.close()
+    return Latency(
+        samples=samples,
+        resolution=statistics.fmean(widths) if widths else float("nan"),
+        histogram_p50=histogram_quantile(0.5, buckets_before, buckets_after),
+        histogram_p99=histogram_quantile(0.99, buckets_before, buckets_after),
+        sent=sent,
+        rate=sent / elapsed if elapsed > 0 else 0.0,
+        lost=lost,
+        alert_samples=alert_delays,
+        alert_probes=len(due),
+    )
+
+
+# --- the bench -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def phase(run: _Run, name: str) -> Iterator[None]:
+    """Time a step of the run into ``run.durations``."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        run.durations[name] = round(time.monotonic() - started, 1)
+
+
+def run_bench(
+    settings: Settings,
+    options: BenchOptions,
+    out: TextIO | None = None,
+) -> dict[str, Any]:
+    """Run the whole bench; print the table to ``out`` (default stdout); return the figures."""
+    out = out if out is not None else sys.stdout
+    run = _Run(settings, options, out)
+    wall = time.monotonic()
+    results: dict[str, Throughput] = {}
+    latency: Latency | None = None
+    memory: dict[str, float] = {}
+    profile: dict[str, Any] | None = None
+    try:
+        with phase(run, "setup"):
+            run.start()
+        run.log(
+            f"bench: {options.events:,} events, {options.lead_count:,} leads, {options.reps} "
+            f"reps over {options.span_days:g} days, {run.settings.partitions} partitions; "
+            f"work dir {run.workdir}"
+        )
+        with phase(run, "produce"):
+            asyncio.run(_produce_history(run.settings, options, sys.stderr))
+        scripts = {"raw": "raw_consumer.py", "plain": "plain_faust.py", "naive": "naive_faust.py"}
+        for name in ("raw", "plain", "naive"):
+            if name in options.contenders:
+                with phase(run, name):
+                    results[name] = _measure_contender(run, name, scripts[name])
+                run.log(_row(results[name]))
+        if "kpi2" in options.contenders:
+            with phase(run, "kpi2"):
+                results["kpi2"], workers = _measure_kpi(run, "kpi2", 2)
+                memory["2 workers"] = max(w.memory().get("VmHWM", 0.0) for w in workers)
+                for w in workers:
+                    w.stop()
+            run.log(_row(results["kpi2"]))
+        if "kpi1" in options.contenders:
+            with phase(run, "kpi1"):
+                results["kpi1"], workers = _measure_kpi(run, "kpi1", 1, profile=options.profile)
+            run.log(_row(results["kpi1"]))
+            worker = workers[0]
+            try:
+                with phase(run, "latency"):
+                    latency = asyncio.run(_latency_run(worker, options, run.tag))
+                memory.update(worker.memory())
+            finally:
+                worker.stop()
+            if options.profile is not None and (options.profile / "worker.folded").exists():
+                profile = top_functions(options.profile / "worker.folded")
+    finally:
+        run.close()
+    run.durations["total"] = round(time.monotonic() - wall, 1)
+    figures = _figures(run, results, latency, memory, profile)
+    _print_table(run, results, latency, memory, figures, profile)
+    out.write(json.dumps(figures, separators=(",", ":")) + "\n")
+    out.flush()
+    return figures
+
+
+def _row(t: Throughput) -> str:
+    label = _LABELS.get(t.name, t.name)
+    bound = "" if t.reached else "  (time bound: count so far)"
+    return f"  {label:<44} {t.events:>10,} {t.seconds:>8.1f}s {t.rate:>11,.0f}/s{bound}"
+
+
+_LABELS = {
+    "raw": "raw aiokafka getmany + orjson.loads",
+    "plain": "Faust agent doing nothing (raw values)",
+    "naive": "naive Faust app (table += 1, json)",
+    "kpi2": "KPI topology, 2 workers",
+    "kpi1": "KPI topology, 1 worker",
+}
+
+
+def _ms(seconds: float | None) -> float | None:
+    if seconds is None or seconds != seconds:  # None or NaN
+        return None
+    return round(seconds * 1000, 1)
+
+
+def _rate(results: dict[str, Throughput], name: str) -> float | None:
+    return round(results[name].rate, 1) if name in results else None
+
+
+def _figures(
+    run: _Run,
+    results: dict[str, Throughput],
+    latency: Latency | None,
+    memory: dict[str, float],
+    profile: dict[str, Any] | None,
+) -> dict[str, Any]:
+    opts = run.options
+    figures: dict[str, Any] = {
+        "events_per_s": _rate(results, "kpi1"),
+        "events_per_s_2_workers": _rate(results, "kpi2"),
+        "naive_faust_events_per_s": _rate(results, "naive"),
+        "plain_faust_events_per_s": _rate(results, "plain"),
+        "raw_consumer_events_per_s": _rate(results, "raw"),
+        "p50_latency_ms": None,
+        "p99_latency_ms": None,
+        "alert_latency_ms": None,
+        "rss_mb": round(memory["VmHWM"], 1) if "VmHWM" in memory else None,
+        "n_events": opts.events,
+        "leads": opts.lead_count,
+        "reps": opts.reps,
+        "partitions": run.settings.partitions,
+        "quick": opts.quick,
+        "cpus": os.cpu_count(),
+        "reached": {name: t.reached for name, t in results.items()},
+        "measured_seconds": {name: round(t.seconds, 2) for name, t in results.items()},
+        "startup_seconds": {name: round(t.startup_seconds, 1) for name, t in results.items()},
+        "durations": run.durations,
+    }
+    if latency is not None:
+        figures.update(
+            {
+                "p50_latency_ms": _ms(quantile(latency.samples, 0.5)),
+                "p99_latency_ms": _ms(quantile(latency.samples, 0.99)),
+                "max_latency_ms": _ms(max(latency.samples, default=float("nan"))),
+                "latency_markers": len(latency.samples),
+                "latency_markers_lost": latency.lost,
+                "latency_resolution_ms": _ms(latency.resolution),
+                "latency_load_events_per_s": round(latency.rate, 1),
+                "histogram_p50_latency_ms": _ms(latency.histogram_p50),
+                "histogram_p99_latency_ms": _ms(latency.histogram_p99),
+                "alert_latency_ms": _ms(max(latency.alert_samples))
+                if latency.alert_samples
+                else None,
+                "alert_latency_p50_ms": _ms(quantile(latency.alert_samples, 0.5))
+                if latency.alert_samples
+                else None,
+                "alert_probes": latency.alert_probes,
+                "alerts_seen": len(latency.alert_samples),
+            }
+        )
+    if "VmRSS" in memory:
+        figures["rss_end_mb"] = round(memory["VmRSS"], 1)
+    if "2 workers" in memory:
+        figures["rss_mb_2_workers_max"] = round(memory["2 workers"], 1)
+    figures["goals"] = _goals(figures)
+    if profile is not None:
+        figures["profile_top_self"] = [[f, round(s, 4)] for f, s in profile["self"][:10]]
+    return figures
+
+
+def _goals(figures: dict[str, Any]) -> dict[str, bool | None]:
+    out: dict[str, bool | None] = {}
+    for name, check in GOALS.items():
+        try:
+            out[name] = bool(check(figures))
+        except (TypeError, ZeroDivisionError, KeyError):
+            out[name] = None  # a figure is missing (n/a)
+    return out
+
+
+def _print_table(
+    run: _Run,
+    results: dict[str, Throughput],
+    latency: Latency | None,
+    memory: dict[str, float],
+    figures: dict[str, Any],
+    profile: dict[str, Any] | None,
+) -> None:
+    w = run.log
+    opts = run.options
+    w("")
+    w(
+        f"streamproc bench ({'quick' if opts.quick else 'full'}): {opts.events:,} events "
+        f"({opts.lead_count:,} leads, {opts.reps} reps, {opts.span_days:g} days), "
+        f"{run.settings.partitions} partitions, {os.cpu_count()} CPUs, "
+        f"load average at the end {os.getloadavg()[0]:.2f}"
+    )
+    w(
+        f"  {'throughput, reading the history from the start':<44} {'events':>10} {'time':>9} "
+        f"{'rate':>13}"
+    )
+    for name in ("kpi1", "kpi2", "naive", "plain", "raw"):
+        if name in results:
+            w(_row(results[name]))
+    if "kpi1" in results:
+        kpi = results["kpi1"].rate
+        for name, label in (
+            ("kpi2", "2 workers / 1"),
+            ("naive", "1 worker / naive"),
+            ("plain", "1 worker / plain agent"),
+        ):
+            if name in results and results[name].rate:
+                ratio = results[name].rate / kpi if name == "kpi2" else kpi / results[name].rate
+                w(f"  {'ratio ' + label:<44} {ratio:>34.2f}x")
+    if latency is not None:
+        w(
+            f"  latency at {latency.rate:,.0f} events/s (append -> /metrics): "
+            f"p50 {figures['p50_latency_ms']} ms, p99 {figures['p99_latency_ms']} ms, "
+            f"max {figures['max_latency_ms']} ms over {len(latency.samples)} markers "
+            f"(resolution +-{figures['latency_resolution_ms']} ms; {latency.lost} lost)"
+        )
+        w(
+            f"  worker's delay histogram over the same run: p50 "
+            f"{figures['histogram_p50_latency_ms']} ms, p99 {figures['histogram_p99_latency_ms']}"
+            " ms (bucket interpolation)"
+        )
+        if latency.alert_samples:
+            w(
+                f"  SLA breach -> alert: max {figures['alert_latency_ms']} ms, p50 "
+                f"{figures['alert_latency_p50_ms']} ms ({len(latency.alert_samples)} of "
+                f"{latency.alert_probes} probes alerted)"
+            )
+        else:
+            w(f"  SLA breach -> alert: n/a (no alert for {latency.alert_probes} probe leads)")
+    if memory:
+        w(
+            f"  worker peak RSS (VmHWM): {figures['rss_mb']} MiB after the history and the "
+            f"latency run (now {figures.get('rss_end_mb')} MiB)"
+        )
+    if profile is not None:
+        w("  profile of the 1-worker run (py-spy, share of samples, self time):")
+        for frame, share in profile["self"][:12]:
+            w(f"    {share * 100:5.1f}%  {frame}")
+    w("  goals: " + ", ".join(f"{k}: {_verdict(v)}" for k, v in figures["goals"].items()))
+    w(f"  durations (s): {run.durations}")
+
+
+def _verdict(value: bool | None) -> str:
+    return "n/a" if value is None else "met" if value else "NOT met"
+
+
+# --- backfill --------------------------------------------------------------------------------
+
+
+def write_history_jsonl(settings: Settings, options: BenchOptions, path: Path) -> int:
+    """The simulator's history as replay input, wrapped form (``{"type", "event"}``)."""
+    events = history(
+        settings,
+        options.events,
+        options.lead_count,
+        options.span_days * DAY,
+        reps=options.reps,
+        seed=options.seed,
+    )
+    count = 0
+    with path.open("wb") as handle:
+        for kind, event in events:
+            handle.write(orjson.dumps({"type": kind, "event": event}) + b"\n")
+            count += 1
+    return count
+
+
+def run_backfill_bench(
+    settings: Settings, options: BenchOptions, out: TextIO | None = None
+) -> dict[str, Any]:
+    """A backfill end to end: ``streamproc replay`` of N events into a running worker.
+
+    The worker is started and ready first; the clock starts when the replay process starts.
+    Replay time is the replay process's run time; catch-up is from its end until the worker's
+    ``streamproc_events_total`` reaches N.
+    """
+    out = out if out is not None else sys.stdout
+    run = _Run(settings, options, out)
+    wall = time.monotonic()
+    worker: WorkerHandle | None = None
+    try:
+        run.start()
+        source = run.workdir / "history.jsonl"
+        with phase(run, "write_file"):
+            write_history_jsonl(run.settings, options, source)
+        size = source.stat().st_size
+        run.log(f"backfill: {options.events:,} events, {size / MIB:.0f} MiB of JSON Lines")
+        settings_w = run.worker_settings("backfill")
+        worker = WorkerHandle(settings_w, run.workdir / "backfill-worker.log").start()
+        _wait_ready([worker], options.start_timeout)
+        started = time.monotonic()
+        argv = [sys.executable, "-m", "streamproc", "replay", str(source)]
+        replay_proc = subprocess.run(argv, env=settings_env(run.settings), check=False)
+        replayed = time.monotonic()
+        if replay_proc.returncode != 0:
+            raise BenchError(f"replay exited with {replay_proc.returncode}")
+        count = 0.0
+        deadline = replayed + options.time_bound
+        while time.monotonic() < deadline:
+            count = events_total(worker.metrics())
+            if count >= options.events:
+                break
+            time.sleep(0.1)
+        done = time.monotonic()
+        memory = worker.memory()
+    finally:
+        if worker is not None:
+            worker.stop()
+        run.close()
+    total = done - started
+    figures = {
+        "backfill_events": options.events,
+        "backfill_counted": int(count),
+        "replay_seconds": round(replayed - started, 1),
+        "replay_events_per_s": round(options.events / (replayed - started), 1),
+        "catch_up_seconds": round(done - replayed, 1),
+        "end_to_end_seconds": round(total, 1),
+        "end_to_end_events_per_s": round(count / total, 1),
+        "reached": count >= options.events,
+        "file_mib": round(size / MIB, 1),
+        "rss_mb": round(memory.get("VmHWM", 0.0), 1),
+        "total_seconds": round(time.monotonic() - wall, 1),
+    }
+    out.write(
+        f"backfill of {options.events:,} events: replay {figures['replay_seconds']}s "
+        f"({figures['replay_events_per_s']:,.0f}/s), worker caught up "
+        f"{figures['catch_up_seconds']}s later: {figures['end_to_end_seconds']}s end to end "
+        f"({figures['end_to_end_events_per_s']:,.0f}/s); worker peak RSS {figures['rss_mb']} MiB\n"
+    )
+    out.write(json.dumps(figures, separators=(",", ":")) + "\n")
+    out.flush()
+    return figures
