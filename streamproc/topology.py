@@ -19,11 +19,21 @@ from streamproc.config import Settings
 from streamproc.engine import BatchResult, DeadLetterItem, Engine, RawMessage
 from streamproc.events import EventKind
 from streamproc.facts import FactDeriver
-from streamproc.kpis import Sample, Summary, split_samples, summaries, whole_samples
+from streamproc.kpis import (
+    Sample,
+    Summary,
+    owner_key_of,
+    split_samples,
+    summaries,
+    whole_samples,
+)
 from streamproc.lead import LeadState
 from streamproc.metrics import KpiCollector, LagCollector, ProcessorMetrics
 from streamproc.outputs import Alert, DeadLetter
 from streamproc.partials import PartialsPublisher, PartialsView, owner_partition
+from streamproc.sinks import Sink
+from streamproc.sinks.metric_topics import MetricTopicsSink
+from streamproc.sinks.redis_snapshot import RedisSnapshotSink
 from streamproc.topics import topic_names
 
 __all__ = ["Topology", "build_topology"]
@@ -32,6 +42,7 @@ log = logging.getLogger(__name__)
 PRUNE_SECONDS = 60.0
 END_MARKER = b"\x00streamproc-end-marker"
 FULL_PUBLISH_SECONDS = 30.0
+REDIS_ALERT_CHANNEL = "streamproc:alerts"
 
 
 class Topology:
@@ -68,6 +79,13 @@ class Topology:
         self.alerts_topic = self.app.topic(
             self.names.alerts, key_serializer="raw", value_serializer="raw"
         )
+        self.metric_topics = {
+            name: self.app.topic(name, key_serializer="raw", value_serializer="raw")
+            for name in self.names.metrics.values()
+        }
+        self.redis = RedisSnapshotSink(settings, self._owns, self.metrics.redis_up)
+        self.sinks: list[Sink] = [MetricTopicsSink(settings, self._send_metric), self.redis]
+        self.alert_hooks.append(self._alert_to_redis)
         self.ready = False
         self._last_full_publish = 0.0
         self._wire()
@@ -89,6 +107,8 @@ class Topology:
         app.timer(s.alert_check_interval_seconds, name="sla-watch")(self._check_alerts)
         self.leads_table.on_recover(self._on_recovered)
         app.on_partitions_assigned.connect(self._on_assigned)
+        app.task(self._start_sinks)
+        app.on_before_shutdown.connect(self._stop_sinks)
 
     async def _consume_events(self, stream: faust.StreamT) -> None:
         s = self.settings
@@ -194,6 +214,29 @@ class Topology:
             current = summaries(part, self.engine.clock, now)
             for key, value, target in self.publisher.changes(partition, current):
                 await self.partials_topic.send(key=key, value=value, partition=target)
+        owned = self.owned_samples(now)
+        for sink in self.sinks:
+            await sink.publish(owned, now)  # returns at once: sinks work in the background
+
+    # --- sinks -----------------------------------------------------------------------------
+
+    async def _start_sinks(self) -> None:
+        for sink in self.sinks:
+            await sink.start()
+
+    async def _stop_sinks(self, app: faust.App | None = None, **_: object) -> None:
+        for sink in self.sinks:
+            await sink.stop()
+
+    async def _send_metric(self, topic: str, key: bytes, value: bytes) -> None:
+        await (await self.metric_topics[topic].send(key=key, value=value))
+
+    def _owns(self, labels: dict[str, str]) -> bool:
+        key = owner_key_of(labels)
+        return owner_partition(key, self.settings.partitions) in self._active([self.names.partials])
+
+    async def _alert_to_redis(self, alert: Alert) -> None:
+        await self.redis.publish_alert(REDIS_ALERT_CHANNEL, alert.model_dump_json().encode())
 
     async def _check_alerts(self) -> None:
         if self.app.rebalancing or not self.ready:

@@ -36,7 +36,12 @@ def register_routes(topology: Topology) -> None:
     @app.page("/readyz")
     async def readyz(web: View, request: Request) -> Response:
         ready = topology.ready and not app.rebalancing
-        body: dict[str, Any] = {"ready": ready, "rebalancing": bool(app.rebalancing)}
+        body: dict[str, Any] = {
+            "ready": ready,
+            "rebalancing": bool(app.rebalancing),
+            # Redis and the metric topics degrade without stopping the KPIs: details only.
+            "sinks": [sink.status for sink in topology.sinks],
+        }
         return web.json(body, status=200 if ready else 503)
 
     @app.page("/kpis")
