@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Iterable, Iterator
 
 import faust
 from faust.types import EventT, RecordMetadata
 from prometheus_client import CollectorRegistry
 
+from streamproc.alerting import AlertPublisher
 from streamproc.alerts import AlertWatch
 from streamproc.app import create_app
 from streamproc.business_hours import SlaClock
@@ -27,7 +27,7 @@ from streamproc.kpis import (
     summaries,
     whole_samples,
 )
-from streamproc.lead import LeadState
+from streamproc.lead_log import LeadLog, decode_recovered
 from streamproc.metrics import KpiCollector, LagCollector, ProcessorMetrics
 from streamproc.outputs import Alert, DeadLetter
 from streamproc.partials import PartialsPublisher, PartialsView, owner_partition
@@ -40,7 +40,6 @@ __all__ = ["Topology", "build_topology"]
 
 log = logging.getLogger(__name__)
 PRUNE_SECONDS = 60.0
-END_MARKER = b"\x00streamproc-end-marker"
 FULL_PUBLISH_SECONDS = 30.0
 REDIS_ALERT_CHANNEL = "streamproc:alerts"
 
@@ -62,9 +61,6 @@ class Topology:
         self.sla_clock = SlaClock(settings.business_hours)
         deriver = FactDeriver(settings, due=self.sla_clock.due)
         self.engine = Engine(settings, self.leads_table.data.data, deriver)  # type: ignore[attr-defined]
-        self.watch = AlertWatch(settings, self.sla_clock)
-        # Called with each published alert (the Redis channel); failures are logged, not fatal.
-        self.alert_hooks: list[Callable[[Alert], Awaitable[None]]] = []
         self.publisher = PartialsPublisher(settings.partitions)
         self.view = PartialsView(settings.partitions)
         self.events_topic = self.app.topic(
@@ -83,9 +79,16 @@ class Topology:
             name: self.app.topic(name, key_serializer="raw", value_serializer="raw")
             for name in self.names.metrics.values()
         }
+        self.lead_log = LeadLog(self.leads_table)
+        self.alerts = AlertPublisher(
+            AlertWatch(settings, self.sla_clock),
+            self.alerts_topic,
+            self.lead_log,
+            self.metrics.alerts,
+        )
         self.redis = RedisSnapshotSink(settings, self._owns, self.metrics.redis_up)
         self.sinks: list[Sink] = [MetricTopicsSink(settings, self._send_metric), self.redis]
-        self.alert_hooks.append(self._alert_to_redis)
+        self.alerts.hooks.append(self._alert_to_redis)
         self.ready = False
         self._last_full_publish = 0.0
         self._wire()
@@ -133,36 +136,9 @@ class Topology:
         result = self.engine.process(raw, now)
         self._count(result, raw)
         dead = [await self._dead_letter(item) for item in result.dead_letters]
-        await self._write_leads(result.changed)
+        await self.lead_log.write(result.changed)
         await asyncio.gather(*dead)
-        await self._resolve_and_schedule(result.changed, now)
-
-    async def _write_leads(self, leads: list[LeadState]) -> None:
-        """Changelog the leads and await delivery: only then is the batch acked, so an offset
-        is never committed ahead of the state it produced (Faust's own buffer flush may give
-        up after 0.1 s and commit anyway)."""
-        changelog = self.leads_table.changelog_topic
-        pending = [
-            await changelog.send(
-                key=lead.lead_id.encode(), value=lead.dumps(), partition=lead.partition
-            )
-            for lead in leads
-        ]
-        await asyncio.gather(*pending)
-        await self._end_marker({lead.partition for lead in leads})
-
-    async def _end_marker(self, partitions: set[int]) -> None:
-        """A one-record batch after each write burst, so that recovery reads the whole burst.
-
-        tansu answers "latest offset" with the base offset of the last record batch plus one,
-        so a recovering worker stops before the rest of a multi-record batch. A trailing
-        single-record batch (a tombstone for a key no lead has) makes that answer exact.
-        """
-        changelog = self.leads_table.changelog_topic
-        markers = [
-            await changelog.send(key=END_MARKER, value=None, partition=p) for p in partitions
-        ]
-        await asyncio.gather(*markers)
+        await self.alerts.after_change(result.changed, now)
 
     async def _dead_letter(self, item: DeadLetterItem) -> Awaitable[RecordMetadata]:
         msg = item.message
@@ -239,48 +215,8 @@ class Topology:
         await self.redis.publish_alert(REDIS_ALERT_CHANNEL, alert.model_dump_json().encode())
 
     async def _check_alerts(self) -> None:
-        if self.app.rebalancing or not self.ready:
-            return
-        due = self.watch.due(self.engine.leads, time.time())
-        if due:
-            await self._publish_alerts(due)
-
-    async def _resolve_and_schedule(self, leads: list[LeadState], now: float) -> None:
-        resolved = []
-        for lead in leads:
-            self.watch.schedule(lead)
-            alert = self.watch.resolution(lead, now)
-            if alert is not None:
-                resolved.append((lead, alert))
-        if resolved:
-            await self._publish_alerts(resolved)
-
-    async def _publish_alerts(self, items: list[tuple[LeadState, Alert]]) -> None:
-        """Publish, then remember in the lead (changelogged): a crash in between repeats an
-        alert with the same id, which a subscriber can drop; nothing is ever skipped."""
-        pending = [
-            await self.alerts_topic.send(
-                key=lead.lead_id.encode(), value=alert.model_dump_json().encode()
-            )
-            for lead, alert in items
-        ]
-        await asyncio.gather(*pending)
-        for lead, alert in items:
-            lead.alerts.add(alert.alert_id)
-            self.metrics.alerts.labels(alert.kind).inc()
-            log.info("alert %s level %d for lead %s", alert.kind, alert.level, lead.lead_id)
-        await self._write_leads([lead for lead, _ in items])
-        for _, alert in items:
-            await self._alert_hooks(alert)
-        # A first contact may have been applied while this was in flight.
-        await self._resolve_and_schedule([lead for lead, _ in items], time.time())
-
-    async def _alert_hooks(self, alert: Alert) -> None:
-        for hook in self.alert_hooks:
-            try:
-                await hook(alert)
-            except Exception as exc:  # a side channel must never stop the alerts topic
-                log.warning("alert hook failed: %r", exc)
+        if not self.app.rebalancing and self.ready:
+            await self.alerts.publish_due(self.engine.leads, time.time())
 
     async def _prune(self) -> None:
         now = time.time()
@@ -289,15 +225,7 @@ class Topology:
             return
         gone = self.engine.evict(now)
         if gone:
-            changelog = self.leads_table.changelog_topic
-            pending = [
-                await changelog.send(
-                    key=lead.lead_id.encode(), value=None, partition=lead.partition
-                )
-                for lead in gone
-            ]
-            await asyncio.gather(*pending)
-            await self._end_marker({lead.partition for lead in gone})
+            await self.lead_log.forget(gone)
             log.info("evicted %d leads past retention", len(gone))
 
     # --- rebalances ------------------------------------------------------------------------
@@ -319,7 +247,7 @@ class Topology:
         active = self._active(self.kinds)
         self.engine.keep_only(active)
         built = self.engine.rebuild(active, time.time())
-        self.watch.schedule_all(self.engine.leads.values())
+        self.alerts.watch.schedule_all(self.engine.leads.values())
         self.ready = True
         log.info("recovered partitions %s: %d leads derived", sorted(active), built)
 
@@ -372,15 +300,6 @@ class Topology:
         yield from whole_samples(
             self.owned_summaries(), self.settings, engine.clock, now, self._owned_target_reps()
         )
-
-
-def decode_recovered(store: MutableMapping[Any, Any]) -> None:
-    """Recovery fills the store with changelog bytes: turn them into lead states once."""
-    for key in [k for k, v in store.items() if not isinstance(v, LeadState)]:
-        raw = store.pop(key)
-        if raw:  # tombstones (end markers, evicted leads) leave nothing behind
-            lead = LeadState.loads(raw)
-            store[lead.lead_id] = lead
 
 
 def build_topology(settings: Settings, registry: CollectorRegistry | None = None) -> Topology:
