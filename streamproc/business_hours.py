@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["BusinessHours", "SlaClock"]
+__all__ = ["BusinessHours", "SlaClock", "check_zone"]
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_DAYS_AHEAD = 800  # a calendar with no open day in two years is a configuration error
@@ -50,15 +50,20 @@ class BusinessHours(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
+        return check_zone(value)
 
     def model_post_init(self, _: object) -> None:
         if self.close <= self.open:
             raise ValueError("close must be after open")
+
+
+def check_zone(value: str) -> str:
+    """The IANA zone name, or a ValueError naming it."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r}") from exc
+    return value
 
 
 def _day(name: str) -> int:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.broker import spawn_child
@@ -139,3 +141,38 @@ def series(name: str, **labels: str) -> SeriesKey:
 
 def select(samples: dict[SeriesKey, float], prefix: str) -> dict[SeriesKey, float]:
     return {k: v for k, v in samples.items() if k[0].startswith(prefix)}
+
+
+class TopicReader:
+    """Reads a topic from the start with an external client (assign: no group join wait)."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.broker_hosts,
+                "group.id": "test-reader",
+                "enable.auto.commit": False,
+            }
+        )
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
+        # (arrival time, key, decoded JSON value)
+        self.records: list[tuple[float, str | None, Any]] = []
+
+    def poll(self, seconds: float = 0.5) -> list[tuple[float, str | None, Any]]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            msg = self.consumer.poll(0.05)
+            if msg is not None and not msg.error():
+                key = msg.key().decode() if msg.key() is not None else None
+                self.records.append((time.time(), key, orjson.loads(msg.value())))
+        return self.records
+
+    def values(self) -> list[Any]:
+        return [value for _, _, value in self.records]
+
+    def latest(self) -> dict[str | None, Any]:
+        """The latest value per key: what a compacted topic keeps."""
+        return {key: value for _, key, value in self.records}
+
+    def close(self) -> None:
+        self.consumer.close()

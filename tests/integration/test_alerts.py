@@ -8,49 +8,28 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from streamproc.net import free_port
 from streamproc.simulate import rfc3339
 
-from .harness import series, wait_until
+from .harness import TopicReader, series, wait_until
 
 pytestmark = pytest.mark.integration
 SLA = 4.0
 
 
-class AlertReader:
-    """Reads ``sales.alerts`` from the start; remembers each alert with its arrival time."""
+class AlertReader(TopicReader):
+    """``sales.alerts`` from the start, with each alert's arrival time."""
 
     def __init__(self, settings: Any) -> None:
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.broker_hosts,
-                "group.id": "alert-reader",
-                "enable.auto.commit": False,
-            }
-        )
-        topic = settings.topic("alerts")
-        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
-        self.alerts: list[tuple[float, dict[str, Any]]] = []
-
-    def poll(self, seconds: float = 0.3) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            msg = self.consumer.poll(0.05)
-            if msg is not None and not msg.error():
-                self.alerts.append((time.time(), orjson.loads(msg.value())))
-        return [a for _, a in self.alerts]
+        super().__init__(settings, settings.topic("alerts"))
 
     def find(self, lead: str, kind: str, level: int) -> list[tuple[float, dict[str, Any]]]:
         return [
             (t, a)
-            for t, a in self.alerts
+            for t, _, a in self.records
             if a["lead_id"] == lead and a["kind"] == kind and a["level"] == level
         ]
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 def _created(producer, settings, lead: str, at: float, rep: str = "r1") -> None:  # type: ignore[no-untyped-def]
@@ -107,7 +86,7 @@ def test_breach_on_time_escalation_and_resolution(
     _contact(producer, settings, "L1", time.time())
     wait_until(lambda: reader.poll() and reader.find("L1", "response_sla_resolved", 2), timeout=10)
     reader.poll(1.5)
-    ids = [a["alert_id"] for _, a in reader.alerts]
+    ids = [a["alert_id"] for a in reader.values()]
     assert len(ids) == len(set(ids)) == 3
     samples = worker.samples()
     assert samples[series("streamproc_alerts_total", kind="response_sla_breached")] == 2
@@ -149,7 +128,7 @@ def test_sigkill_between_breach_and_escalation_each_alert_once(
         timeout=60,
     )
     reader.poll(3)
-    ids = [a["alert_id"] for _, a in reader.alerts]
+    ids = [a["alert_id"] for a in reader.values()]
     assert len(ids) == 4 and len(set(ids)) == 4, ids
     reader.close()
 
@@ -168,7 +147,7 @@ def test_replay_of_an_hour_old_history_raises_no_alert_but_counts(
     over = series("sales_leads_awaiting_contact_over_sla", rep="r9")
     wait_until(lambda: worker.samples().get(over) == 5, timeout=20)
     time.sleep(2)  # two more rounds of the SLA watch
-    assert reader.poll(1) == []
+    assert reader.values() == [] and reader.poll(1) == []
     oldest = worker.samples().get(series("sales_oldest_awaiting_contact_seconds", rep="r9"))
     wait_until(
         lambda: (

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamproc.simulate import rfc3339
 
-from .harness import combined, parse_samples, series, wait_until
+from .harness import TopicReader, combined, parse_samples, series, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -68,28 +68,13 @@ def _hostile(kind: str | None, spec: Any, lead: str, n: int) -> tuple[str, bytes
     return kind, key, orjson.dumps(event)
 
 
-def _dead_letters(settings_, count_at_least: int) -> list[dict[str, Any]]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings_.broker_hosts,
-            "group.id": "dlq-reader",
-            "enable.auto.commit": False,
-        }
-    )
-    topic = settings_.topic("dead-letter")
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings_.partitions)])
-    letters: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is None:
-            if len(letters) >= count_at_least:
-                break
-            continue
-        if not msg.error():
-            letters.append(orjson.loads(msg.value()))
-    consumer.close()
-    return letters
+def _dead_letters(settings_: Any, count_at_least: int) -> list[dict[str, Any]]:
+    reader = TopicReader(settings_, settings_.topic("dead-letter"))
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: len(reader.poll()) >= count_at_least, timeout=30)
+    reader.poll(1)  # and nothing more than that
+    reader.close()
+    return reader.values()
 
 
 def test_hostile_messages_are_dead_lettered_and_valid_ones_counted_exactly(

@@ -4,43 +4,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any
 
 import orjson
 import pytest
 import redis
-from confluent_kafka import Consumer, TopicPartition
 
 from streamproc.simulate import rfc3339
 from tests.scenario import Scenario, noon_zone
 
-from .harness import series, wait_until
+from .harness import TopicReader, series, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-class TopicReader:
-    def __init__(self, settings: Any, topic: str) -> None:
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.broker_hosts,
-                "group.id": "subscriber",
-                "enable.auto.commit": False,
-            }
-        )
-        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
-        self.messages: list[tuple[str, dict[str, Any]]] = []
-
-    def poll(self, seconds: float = 0.5) -> list[tuple[str, dict[str, Any]]]:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            msg = self.consumer.poll(0.05)
-            if msg is not None and not msg.error():
-                self.messages.append((msg.key().decode(), orjson.loads(msg.value())))
-        return self.messages
-
-    def latest(self) -> dict[str, dict[str, Any]]:
-        return dict(self.messages)
 
 
 def _produce_scenario(producer, settings, scenario: Scenario) -> None:  # type: ignore[no-untyped-def]
@@ -71,13 +45,13 @@ def test_pipeline_subscriber_sees_the_forecast_of_metrics_and_finals(
     samples = worker.samples()
     for rep, value in forecasts().items():
         assert samples[series("sales_forecast_value", rep=rep)] == value
-    sample = next(m for m in reader.latest().values() if m["metric"] == "sales_stage_entries")
+    sample = next(m for m in reader.values() if m["metric"] == "sales_stage_entries")
     assert (
         sample["window"] in ("1h", "today", "7d") and sample["window_start"] and not sample["final"]
     )
     # the 1h window moves on every minute: its series get a last message with final: true
-    wait_until(lambda: any(m["final"] for _, m in reader.poll()), timeout=75, interval=0.5)
-    final = next(m for _, m in reader.messages if m["final"])
+    wait_until(lambda: any(m["final"] for _, _, m in reader.poll()), timeout=75, interval=0.5)
+    final = next(m for m in reader.values() if m["final"])
     assert final["window"] == "1h"
 
 
@@ -114,7 +88,7 @@ def test_a_burst_is_coalesced_to_one_message_per_series_per_second(
 
     wait_until(done, timeout=60)
     burst_seconds = time.monotonic() - start
-    per_series = Counter(k for k, m in reader.messages if not m["final"])
+    per_series = Counter(k for _, k, m in reader.records if not m["final"])
     assert 1 <= per_series[key] <= burst_seconds + 1, (per_series[key], burst_seconds)
 
 
