@@ -20,27 +20,35 @@ class LeadLog:
 
     def __init__(self, table: faust.Table) -> None:
         self.table = table
+        # The batch handler and the alert timer both write: a send can wait inside the
+        # producer, so without this an older snapshot could be appended after a newer one.
+        self._enqueue = asyncio.Lock()
 
     async def write(self, leads: Iterable[LeadState]) -> None:
         """Changelog the leads and await delivery: the batch is acked only after this, so an
         offset is never committed ahead of the state it produced (Faust's own buffer flush
         may give up after 0.1 s and commit anyway)."""
-        await self._send([(lead, lead.dumps()) for lead in leads])
+        await self._send(list(leads), tombstone=False)
 
     async def forget(self, leads: Iterable[LeadState]) -> None:
         """Tombstones: the next owner recovers nothing for these leads."""
-        await self._send([(lead, None) for lead in leads])
+        await self._send(list(leads), tombstone=True)
 
-    async def _send(self, records: list[tuple[LeadState, bytes | None]]) -> None:
-        if not records:
+    async def _send(self, leads: list[LeadState], tombstone: bool) -> None:
+        if not leads:
             return
         changelog = self.table.changelog_topic
-        pending = [
-            await changelog.send(key=lead.lead_id.encode(), value=value, partition=lead.partition)
-            for lead, value in records
-        ]
+        async with self._enqueue:  # snapshot and append in one order
+            pending = [
+                await changelog.send(
+                    key=lead.lead_id.encode(),
+                    value=None if tombstone else lead.dumps(),
+                    partition=lead.partition,
+                )
+                for lead in leads
+            ]
         await asyncio.gather(*pending)
-        await self._end_marker({lead.partition for lead, _ in records})
+        await self._end_marker({lead.partition for lead in leads})
 
     async def _end_marker(self, partitions: set[int]) -> None:
         """A one-record batch after each write burst, so that recovery reads the whole burst.

@@ -119,6 +119,9 @@ class Topology:
             await self.handle_batch(batch)
 
     async def handle_batch(self, batch: list[EventT]) -> None:
+        batch = self._current(batch)
+        if not batch:
+            return
         kinds = self.kinds
         raw = [
             RawMessage(
@@ -139,6 +142,26 @@ class Topology:
         await self.lead_log.write(result.changed)
         await asyncio.gather(*dead)
         await self.alerts.after_change(result.changed, now)
+
+    def _current(self, batch: list[EventT]) -> list[EventT]:
+        """Events this worker may apply now; the others are left unacked, to be read again.
+
+        ``take_events`` can yield events fetched before a rebalance after the reassignment
+        has already dropped their partition's leads (or while its recovery runs): applied
+        then, they would start a lead afresh and changelog a state older than the truth.
+        """
+        app = self.app
+        generation = app.consumer_generation_id
+        active = app.assignor.assigned_actives() if self.ready else set()
+        current = []
+        for event in batch:
+            message = event.message
+            if message.generation_id == generation and message.tp in active:
+                current.append(event)
+            else:  # untracked: take_events' ack becomes a no-op (see transport.ExactConsumer)
+                message.tracked = False
+                app.consumer.unacked.discard(message)
+        return current
 
     async def _dead_letter(self, item: DeadLetterItem) -> Awaitable[RecordMetadata]:
         msg = item.message
