@@ -38,12 +38,32 @@ class ExactConsumer(driver.Consumer):
     def _new_offset(self, tp: TP) -> int | None:
         acked = self._acked[tp]
         committed = self._committed_offset[tp]
-        if acked and committed is not None:
-            self._fill_gaps(tp, acked)
-            acked.sort()
-            if acked[0] > committed:
-                return None  # the next message to commit is not processed yet
+        if not acked:
+            return None
+        if committed is None:
+            # Unknown start (never committed, not yet sought): a hole at the head cannot be
+            # told from a start; perform_seek fills in the log's first offset.
+            return None
+        self._fill_gaps(tp, acked)
+        acked.sort()
+        if acked[0] > committed:
+            return None  # the next message to commit is not processed yet
         return super()._new_offset(tp)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        # A partition the group never committed starts at the log's first offset: that is
+        # the "committed" offset the head-of-queue guard above compares with.
+        acking = self.app.topics.acking_topics
+        unknown = [
+            tp
+            for tp in self.assignment()
+            if tp.topic in acking and self._committed_offset.get(tp) is None
+        ]
+        if unknown:
+            for tp, offset in (await self.earliest_offsets(*unknown)).items():
+                if self._committed_offset.get(tp) is None:
+                    self._committed_offset[tp] = offset
 
     def _fill_gaps(self, tp: TP, acked: list[int]) -> None:
         """Offsets the broker never delivered (compaction, markers) count as done."""

@@ -45,6 +45,16 @@ def test_metrics_pass_promtool_check_metrics(
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert worker.get("/healthz")[0] == 200
+
+    def lag() -> float:
+        return sum(
+            v
+            for (name, _), v in worker.samples().items()
+            if name == "streamproc_consumer_lag_messages"
+        )
+
+    # offsets get committed (a never-committed partition starts at the log's first offset)
+    wait_until(lambda: lag() == 0, timeout=30)
     status, body = worker.get("/readyz")
     assert status == 200 and orjson.loads(body)["ready"] is True
 
