@@ -71,6 +71,43 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc.replay import run_replay
+
+    return run_replay(
+        settings,
+        args.file,
+        progress=not args.no_progress,
+        dry_run=args.dry_run,
+        create=args.create_topics,
+    )
+
+
+def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc.bench import CONTENDERS, BenchOptions, run_backfill_bench, run_bench
+
+    given = {
+        "events": args.events,
+        "leads": args.leads,
+        "reps": args.reps,
+        "time_bound": args.time_bound,
+        "latency_seconds": args.latency_seconds,
+        "latency_rate": args.latency_rate,
+        "alert_probes": args.alert_probes,
+        "alert_wait": args.alert_wait,
+        "profile": Path(args.profile) if args.profile else None,
+        "workdir": Path(args.workdir) if args.workdir else None,
+        "contenders": tuple(args.only.split(",")) if args.only else CONTENDERS,
+    }
+    overrides = {k: v for k, v in given.items() if v is not None}
+    options = BenchOptions.quick_preset(**overrides) if args.quick else BenchOptions(**overrides)
+    if args.backfill:
+        run_backfill_bench(settings, options)
+    else:
+        run_bench(settings, options)
+    return 0
+
+
 def _cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     from streamproc.schemas import write_schemas
 
@@ -103,6 +140,29 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
     simulate.set_defaults(run=_cmd_simulate)
+    replay = sub.add_parser("replay", help="produce historical events from JSON Lines (backfill)")
+    replay.add_argument("file", help='JSON Lines, one event a line ("-": stdin)')
+    replay.add_argument("--dry-run", action="store_true", help="validate only, send nothing")
+    replay.add_argument("--create-topics", action="store_true", help="create missing topics")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    replay.set_defaults(run=_cmd_replay)
+    bench = sub.add_parser("bench", help="the benchmark (embedded broker, all contenders)")
+    bench.add_argument("--quick", action="store_true", help="200,000 events, ~3 minutes")
+    bench.add_argument("--events", type=int, help="history size (default 1,000,000)")
+    bench.add_argument("--leads", type=int, help="leads in the history (default events/10)")
+    bench.add_argument("--reps", type=int, help="reps in the history (default 100)")
+    bench.add_argument("--time-bound", type=float, help="seconds per throughput contender")
+    bench.add_argument("--latency-seconds", type=float, help="length of the latency run")
+    bench.add_argument("--latency-rate", type=float, help="events/s of the latency run")
+    bench.add_argument("--alert-probes", type=int, help="short-SLA leads for the alert delay")
+    bench.add_argument("--alert-wait", type=float, help="seconds to wait for the last alert")
+    bench.add_argument("--only", help="contenders, comma-separated: raw,plain,naive,kpi2,kpi1")
+    bench.add_argument("--profile", help="py-spy profile of the 1-worker run into this dir")
+    bench.add_argument("--workdir", help="keep logs and data here (default: a temp dir)")
+    bench.add_argument(
+        "--backfill", action="store_true", help="bench `streamproc replay` into a worker instead"
+    )
+    bench.set_defaults(run=_cmd_bench)
     schemas = sub.add_parser("schemas", help="write the JSON Schemas")
     schemas.add_argument("--out", default="schemas")
     schemas.set_defaults(run=_cmd_schemas)

@@ -35,7 +35,8 @@ class Progress:
 
     On a terminal the bar is redrawn in place at most every ``interval`` seconds; elsewhere
     (a log file, CI) a plain line is written every ``log_every`` seconds instead. ``note``
-    writes a line above the bar without garbling it. ``enabled=False`` writes nothing.
+    writes a line above the bar without garbling it; notes are written even when the bar
+    is disabled (``enabled=False``), which draws nothing.
     """
 
     def __init__(
@@ -91,12 +92,10 @@ class Progress:
 
     def note(self, line: str) -> None:
         """Write one line above the bar (a warning, a bad input line)."""
-        if not self.enabled:
-            return
         if self._drawn and self._tty:
             self.stream.write("\r\x1b[2K")
         self.stream.write(line.rstrip("\n") + "\n")
-        if self._tty and self._drawn:
+        if self._tty and self._drawn and self.enabled:
             self._draw()
         else:
             self.stream.flush()

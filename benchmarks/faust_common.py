@@ -1,0 +1,31 @@
+"""The Faust app the two Faust contenders share: defaults, except what tansu needs to join."""
+
+from __future__ import annotations
+
+import argparse
+
+import faust
+
+__all__ = ["make_app", "run"]
+
+
+def make_app(args: argparse.Namespace) -> faust.App:
+    return faust.App(
+        args.app_id,
+        broker=f"kafka://{args.broker}",
+        store="memory://",
+        datadir=args.datadir,
+        topic_partitions=args.partitions,
+        # Faust's defaults otherwise; with its 60 s session timeouts the first join on the
+        # embedded broker takes ~30 s (stack-measured.md), the streamproc worker sets these too.
+        broker_session_timeout=10,
+        broker_heartbeat_interval=1,
+        broker_rebalance_timeout=5,
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        web_enabled=False,
+    )
+
+
+def run(app: faust.App) -> None:
+    faust.Worker(app, loglevel="WARNING").execute_from_commandline()

@@ -1,0 +1,39 @@
+"""The naive Faust app of the tutorial kind: one changelogged table, ``+= 1`` per event, json.
+
+Counts events per lead (``counts[event["lead_id"]] += 1``) with Faust's default JSON value
+serializer: every event is decoded into a dict and every update is a changelog write.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import Status, parse_args
+from faust_common import make_app, run
+
+args = parse_args(__doc__ or "")
+status = Status(args.status, args.expect)
+app = make_app(args)
+events = app.topic(*args.topics, value_serializer="json")
+counts = app.Table("counts", default=int, partitions=args.partitions)
+
+
+@app.agent(events)
+async def count_per_lead(stream):  # type: ignore[no-untyped-def]
+    async for event in stream:
+        if status.first_at is None:
+            status.begin()
+        counts[event["lead_id"]] += 1
+        status.add()
+
+
+@app.timer(0.25)
+async def report() -> None:
+    status.write()
+
+
+if __name__ == "__main__":
+    run(app)

@@ -1,0 +1,56 @@
+"""The stack's physical limit: a raw aiokafka ``getmany`` loop that JSON-decodes every value.
+
+No consumer group (partitions assigned directly, read from the beginning), no commits, no
+per-event framework: the socket, aiokafka's record decoding and orjson, nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import Status, parse_args
+
+
+async def main() -> None:
+    args = parse_args(__doc__ or "")
+    status = Status(args.status, args.expect)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=args.broker,
+        client_id=args.app_id,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(t, p) for t in args.topics for p in range(args.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        loads = orjson.loads
+        next_write = 0.0
+        while True:
+            batches = await consumer.getmany(timeout_ms=200)
+            if batches:
+                status.begin()
+            for records in batches.values():
+                for record in records:
+                    loads(record.value)
+                status.add(len(records))
+            now = time.monotonic()
+            if now >= next_write:
+                status.write()
+                next_write = now + 0.25
+    finally:
+        await consumer.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

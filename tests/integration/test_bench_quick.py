@@ -1,0 +1,52 @@
+"""A tiny ``streamproc bench``: every contender runs and the JSON line has every figure."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+KEYS = {
+    "events_per_s",
+    "events_per_s_2_workers",
+    "naive_faust_events_per_s",
+    "plain_faust_events_per_s",
+    "raw_consumer_events_per_s",
+    "p50_latency_ms",
+    "p99_latency_ms",
+    "alert_latency_ms",
+    "rss_mb",
+    "n_events",
+    "durations",
+}
+
+
+def test_tiny_bench_prints_all_figures(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+    argv = [sys.executable, "-m", "streamproc", "bench", "--events", "5000", "--leads", "500"]
+    argv += ["--reps", "8", "--time-bound", "8", "--latency-seconds", "4", "--latency-rate", "200"]
+    argv += ["--alert-probes", "2", "--alert-wait", "3", "--workdir", str(tmp_path / "bench")]
+    started = time.monotonic()
+    done = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures.keys() >= KEYS
+    assert figures["n_events"] == 5000
+    for key in KEYS - {"alert_latency_ms", "n_events", "durations"}:
+        assert isinstance(figures[key], float | int) and figures[key] > 0, (key, figures)
+    # Alerts are measured when the worker publishes them; a delay is never negative.
+    assert figures["alert_latency_ms"] is None or figures["alert_latency_ms"] > 0
+    assert figures["latency_markers"] > 0
+    assert set(figures["reached"]) == {"raw", "plain", "naive", "kpi2", "kpi1"}
+    assert "KPI topology, 1 worker" in done.stdout  # the table came before the JSON line
+    assert elapsed < 90, f"the tiny bench took {elapsed:.0f}s"
