@@ -42,7 +42,8 @@ class AlertPublisher:
     async def after_change(self, leads: Iterable[LeadState], now: float) -> None:
         """Schedule the deadlines of changed leads; resolve breached ones now contacted."""
         resolved = []
-        for lead in leads:
+        # One lead can come twice (both breach levels in one publication): resolve it once.
+        for lead in {lead.lead_id: lead for lead in leads}.values():
             self.watch.schedule(lead)
             alert = self.watch.resolution(lead, now)
             if alert is not None:
