@@ -41,6 +41,8 @@ class DeadLetterItem(NamedTuple):
 class BatchResult:
     changed: list[LeadState] = field(default_factory=list)
     dead_letters: list[DeadLetterItem] = field(default_factory=list)
+    # (topic, partition) -> highest offset dead-lettered in this batch (made durable with it)
+    dead_marks: dict[tuple[str, int], int] = field(default_factory=dict)
     # (topic, outcome) -> count
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -93,6 +95,8 @@ class Engine:
         self.deriver = deriver or FactDeriver(settings)
         self.clock = WindowClock(settings.zone)
         self.partitions: dict[int, PartitionAggregates] = {}
+        # (topic, partition) -> highest offset already dead-lettered (durable: see LeadLog)
+        self.dead_marks: dict[tuple[str, int], int] = {}
 
     # --- batches -------------------------------------------------------------------------
 
@@ -106,8 +110,8 @@ class Engine:
             try:
                 event = self.parser.parse(msg.kind, msg.key, msg.value, now)
             except InvalidEvent as exc:
-                result.dead_letters.append(DeadLetterItem(msg, exc.reason))
                 result.count(msg.topic, "invalid")
+                self._dead_letter(msg, exc.reason, result)
                 continue
             lead_id = event.lead_id
             lead = self.leads.get(lead_id)
@@ -132,6 +136,15 @@ class Engine:
             part.apply(add, 1)
         result.changed.extend(changed.values())
         return result
+
+    def _dead_letter(self, msg: RawMessage, reason: str, result: BatchResult) -> None:
+        """Once per message: a replay after a crash does not dead-letter it again."""
+        key = (msg.topic, msg.partition)
+        if msg.offset <= self.dead_marks.get(key, -1):
+            return
+        self.dead_marks[key] = msg.offset
+        result.dead_marks[key] = msg.offset
+        result.dead_letters.append(DeadLetterItem(msg, reason))
 
     # --- partitions ----------------------------------------------------------------------
 
@@ -160,6 +173,8 @@ class Engine:
         keep = set(partitions)
         for p in [p for p in self.partitions if p not in keep]:
             del self.partitions[p]
+        for key in [k for k in self.dead_marks if k[1] not in keep]:
+            del self.dead_marks[key]
         gone = [lid for lid, lead in self.leads.items() if lead.partition not in keep]
         for lead_id in gone:
             del self.leads[lead_id]

@@ -13,6 +13,7 @@ from streamproc.lead import LeadState
 __all__ = ["END_MARKER", "LeadLog", "decode_recovered"]
 
 END_MARKER = b"\x00streamproc-end-marker"
+DEAD_MARK = b"\x00dead-lettered\x00"  # + "topic:partition" -> highest offset dead-lettered
 
 
 class LeadLog:
@@ -24,31 +25,42 @@ class LeadLog:
         # producer, so without this an older snapshot could be appended after a newer one.
         self._enqueue = asyncio.Lock()
 
-    async def write(self, leads: Iterable[LeadState]) -> None:
+    async def write(
+        self, leads: Iterable[LeadState], dead_marks: dict[tuple[str, int], int] | None = None
+    ) -> None:
         """Changelog the leads and await delivery: the batch is acked only after this, so an
         offset is never committed ahead of the state it produced (Faust's own buffer flush
-        may give up after 0.1 s and commit anyway)."""
-        await self._send(list(leads), tombstone=False)
+        may give up after 0.1 s and commit anyway). ``dead_marks``: offsets already
+        dead-lettered, kept in the same partition as the leads of their source partition."""
+        extra = [
+            (DEAD_MARK + f"{topic}:{partition}".encode(), str(offset).encode(), partition)
+            for (topic, partition), offset in (dead_marks or {}).items()
+        ]
+        await self._send(list(leads), tombstone=False, extra=extra)
 
     async def forget(self, leads: Iterable[LeadState]) -> None:
         """Tombstones: the next owner recovers nothing for these leads."""
         await self._send(list(leads), tombstone=True)
 
-    async def _send(self, leads: list[LeadState], tombstone: bool) -> None:
-        if not leads:
+    async def _send(
+        self,
+        leads: list[LeadState],
+        tombstone: bool,
+        extra: list[tuple[bytes, bytes, int]] | None = None,
+    ) -> None:
+        records = [(lead.lead_id.encode(), lead, lead.partition) for lead in leads] + [
+            (key, value, partition) for key, value, partition in extra or []
+        ]
+        if not records:
             return
         changelog = self.table.changelog_topic
         async with self._enqueue:  # snapshot and append in one order
             pending = [
-                await changelog.send(
-                    key=lead.lead_id.encode(),
-                    value=None if tombstone else lead.dumps(),
-                    partition=lead.partition,
-                )
-                for lead in leads
+                await changelog.send(key=key, value=_value(item, tombstone), partition=partition)
+                for key, item, partition in records
             ]
         await asyncio.gather(*pending)
-        await self._end_marker({lead.partition for lead in leads})
+        await self._end_marker({partition for _, _, partition in records})
 
     async def _end_marker(self, partitions: set[int]) -> None:
         """A one-record batch after each write burst, so that recovery reads the whole burst.
@@ -64,10 +76,25 @@ class LeadLog:
         await asyncio.gather(*markers)
 
 
-def decode_recovered(store: MutableMapping[Any, Any]) -> None:
-    """Recovery fills the store with changelog bytes: turn them into lead states once."""
+def _value(item: LeadState | bytes, tombstone: bool) -> bytes | None:
+    if isinstance(item, LeadState):
+        return None if tombstone else item.dumps()
+    return item
+
+
+def decode_recovered(store: MutableMapping[Any, Any]) -> dict[tuple[str, int], int]:
+    """Recovery fills the store with changelog bytes: turn them into lead states once.
+
+    Returns the dead-letter marks found, keyed by (source topic, partition)."""
+    marks: dict[tuple[str, int], int] = {}
     for key in [k for k, v in store.items() if not isinstance(v, LeadState)]:
         raw = store.pop(key)
-        if raw:  # tombstones (end markers, evicted leads) leave nothing behind
-            lead = LeadState.loads(raw)
-            store[lead.lead_id] = lead
+        if not raw:  # tombstones (end markers, evicted leads) leave nothing behind
+            continue
+        if isinstance(key, bytes) and key.startswith(DEAD_MARK):
+            topic, _, partition = key[len(DEAD_MARK) :].decode().rpartition(":")
+            marks[(topic, int(partition))] = int(raw)
+            continue
+        lead = LeadState.loads(raw)
+        store[lead.lead_id] = lead
+    return marks

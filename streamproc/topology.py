@@ -138,9 +138,10 @@ class Topology:
         now = time.time()
         result = self.engine.process(raw, now)
         self._count(result, raw)
+        # Dead letters delivered first: only then is their mark (with the leads) made durable.
         dead = [await self._dead_letter(item) for item in result.dead_letters]
-        await self.lead_log.write(result.changed)
         await asyncio.gather(*dead)
+        await self.lead_log.write(result.changed, result.dead_marks)
         await self.alerts.after_change(result.changed, now)
 
     def _current(self, batch: list[EventT]) -> list[EventT]:
@@ -266,7 +267,7 @@ class Topology:
         log.info("assigned lead partitions %s (dropped %d leads)", sorted(active), len(dropped))
 
     async def _on_recovered(self) -> None:
-        decode_recovered(self.engine.leads)
+        self.engine.dead_marks.update(decode_recovered(self.engine.leads))
         active = self._active(self.kinds)
         self.engine.keep_only(active)
         built = self.engine.rebuild(active, time.time())
