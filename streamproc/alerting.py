@@ -33,6 +33,9 @@ class AlertPublisher:
         self.counter = counter
         # Called with each published alert (the Redis channel); failures are logged only.
         self.hooks: list[AlertHook] = []
+        # Ids being published: a lead changing meanwhile reschedules its deadline, and the
+        # next round must not publish the same alert again before it is remembered.
+        self._in_flight: set[str] = set()
 
     async def publish_due(self, leads: Mapping[str, LeadState], now: float) -> None:
         due = self.watch.due(leads, now)
@@ -54,6 +57,19 @@ class AlertPublisher:
     async def _publish(self, items: list[tuple[LeadState, Alert]]) -> None:
         """Publish, then remember in the lead (changelogged): a crash in between repeats an
         alert with the same id, which a subscriber can drop; nothing is ever skipped."""
+        items = [(lead, a) for lead, a in items if a.alert_id not in self._in_flight]
+        ids = {alert.alert_id for _, alert in items}
+        self._in_flight |= ids
+        try:
+            await self._send_and_remember(items)
+        finally:
+            self._in_flight -= ids
+        for _, alert in items:
+            await self._run_hooks(alert)
+        # A first contact may have been applied while this was in flight.
+        await self.after_change([lead for lead, _ in items], time.time())
+
+    async def _send_and_remember(self, items: list[tuple[LeadState, Alert]]) -> None:
         pending = [
             await self.topic.send(key=lead.lead_id.encode(), value=alert.model_dump_json().encode())
             for lead, alert in items
@@ -64,10 +80,6 @@ class AlertPublisher:
             self.counter.labels(alert.kind).inc()
             log.info("alert %s level %d for lead %s", alert.kind, alert.level, lead.lead_id)
         await self.lead_log.write([lead for lead, _ in items])
-        for _, alert in items:
-            await self._run_hooks(alert)
-        # A first contact may have been applied while this was in flight.
-        await self.after_change([lead for lead, _ in items], time.time())
 
     async def _run_hooks(self, alert: Alert) -> None:
         for hook in self.hooks:

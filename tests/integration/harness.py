@@ -176,3 +176,12 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def vm_rss_kib(pid: int) -> int:
+    """Resident set size of a process (``VmRSS`` in ``/proc/<pid>/status``), in KiB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise ValueError(f"no VmRSS for pid {pid}")
