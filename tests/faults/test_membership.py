@@ -30,13 +30,14 @@ def test_sigkill_mid_stream_then_a_replacement(
 ) -> None:
     settings = fault_settings(settings_factory)
     make_topics(settings)
-    stream = Stream(settings, 12_000, seed=21)
+    # 5 % invalid: the uncommitted tail replayed after the kill holds some of them.
+    stream = Stream(settings, 10_000, invalid=500, seed=21)
     first = worker_factory(settings, name="first", ready=False)
     second = worker_factory(
         settings.model_copy(update={"web_port": free_port()}), name="second", ready=False
     )
     wait_settled([first, second], settings.partitions)
-    feed = Feed(kafka_producer(), stream.messages, rate=500).start()
+    feed = Feed(kafka_producer(), stream.messages, rate=600).start()
 
     feed.wait_for(0.3)
     first.kill()  # SIGKILL: no commit, no changelog flush, no leave-group
@@ -49,7 +50,7 @@ def test_sigkill_mid_stream_then_a_replacement(
     feed.join()
     live = [second, third]
     figures["settled_s"] = wait_settled(live, settings.partitions, timeout=90)
-    verify(stream, live, figures)
+    verify(stream, live, figures, crashed=True)
 
 
 def test_join_and_leave_three_times_hands_every_series_over(
@@ -111,9 +112,9 @@ def test_sigterm_under_load_exits_in_time_and_a_new_worker_recovers(
 ) -> None:
     settings = fault_settings(settings_factory)
     make_topics(settings)
-    stream = Stream(settings, 10_000, seed=33)
+    stream = Stream(settings, 8_000, seed=33)
     only = worker_factory(settings, name="only")
-    feed = Feed(kafka_producer(), stream.messages, rate=800).start()
+    feed = Feed(kafka_producer(), stream.messages, rate=1_000).start()
     feed.wait_for(0.4)
     seen = events_total([only])  # what it had handled a moment before the signal
     figures["sigterm_at"] = f"{feed.mid_stream()}/{feed.total}"

@@ -18,7 +18,7 @@ from .support import Feed, Stream, events_total, fault_settings, verify, wait_se
 
 pytestmark = pytest.mark.fault
 
-OUTAGE_SECONDS = 6.0
+OUTAGE_SECONDS = 5.0
 KEYS = "streamproc:kpi:*"
 
 
@@ -39,7 +39,7 @@ def test_redis_stopped_and_restarted_mid_stream(
     server = redis_server_factory()
     settings = fault_settings(settings_factory, redis_url=server.url)
     make_topics(settings)
-    stream = Stream(settings, 10_000, seed=41)
+    stream = Stream(settings, 8_000, seed=41)
     workers = [
         worker_factory(settings, name="a", ready=False),
         worker_factory(
@@ -48,7 +48,7 @@ def test_redis_stopped_and_restarted_mid_stream(
     ]
     wait_settled(workers, settings.partitions)
     client = redis.Redis.from_url(server.url)
-    feed = Feed(kafka_producer(), stream.messages, rate=500).start()
+    feed = Feed(kafka_producer(), stream.messages, rate=600).start()
     # The snapshot sink is wired in the worker: its hashes appear once KPIs exist.
     wait_until(lambda: client.keys(KEYS), timeout=30)
 

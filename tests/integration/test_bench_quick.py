@@ -30,6 +30,8 @@ KEYS = {
 
 def test_tiny_bench_prints_all_figures(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+    # The contenders live in benchmarks/ of the source tree, next to the package.
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     argv = [sys.executable, "-m", "streamproc", "bench", "--events", "5000", "--leads", "500"]
     argv += ["--reps", "8", "--time-bound", "8", "--latency-seconds", "4", "--latency-rate", "200"]
     argv += ["--alert-probes", "2", "--alert-wait", "3", "--workdir", str(tmp_path / "bench")]
