@@ -258,7 +258,7 @@ class Feed:
     def mid_stream(self) -> int:
         """Where the stream is now; asserts that it is neither before the start nor over."""
         position = self.produced
-        assert 0 < position, f"nothing produced yet: {position}/{self.total}"
+        assert position > 0, f"nothing produced yet: {position}/{self.total}"
         if self.held:
             self.stalls += 1  # reached the held-back tail before this fault: not flowing
         return position
