@@ -179,7 +179,7 @@ class ConsistencyCrash(RuntimeError):
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # timing-dependent: it does not reproduce on every run
     raises=ConsistencyCrash,
     reason="a worker that keeps a partials-changelog partition across two rebalances dies: "
     "Faust's recovery check compares the offset it read with tansu's stale highwater "
