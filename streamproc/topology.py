@@ -15,6 +15,7 @@ from streamproc.alerting import AlertPublisher
 from streamproc.alerts import AlertWatch
 from streamproc.app import create_app
 from streamproc.business_hours import SlaClock
+from streamproc.changelog import ChangelogWriter
 from streamproc.config import Settings
 from streamproc.engine import BatchResult, DeadLetterItem, Engine, RawMessage
 from streamproc.events import EventKind
@@ -80,6 +81,7 @@ class Topology:
             for name in self.names.metrics.values()
         }
         self.lead_log = LeadLog(self.leads_table)
+        self.partials_log = ChangelogWriter(self.partials_table)
         self.alerts = AlertPublisher(
             AlertWatch(settings, self.sla_clock),
             self.alerts_topic,
@@ -192,12 +194,20 @@ class Topology:
                 observe(max(0.0, done - msg.timestamp_ms / 1000))
 
     async def _consume_partials(self, stream: faust.StreamT) -> None:
-        table = self.partials_table
-        async for event in stream.events():
-            if event.value:
-                table[event.key] = event.value
-            elif event.key in table:
-                del table[event.key]
+        # Stored and changelogged by us rather than by ``table[key] = value``: Faust would
+        # end the changelog with multi-record batches (see streamproc.changelog).
+        store = self.partials_table.data.data  # type: ignore[attr-defined]
+        s = self.settings
+        async for batch in stream.take_events(s.batch_size, within=s.batch_seconds):
+            latest = {(ev.key, ev.message.partition): ev.value or None for ev in batch}
+            for (key, _), value in latest.items():
+                if value is None:
+                    store.pop(key, None)
+                else:
+                    store[key] = value
+            await self.partials_log.write(
+                (key, value, partition) for (key, partition), value in latest.items()
+            )
 
     # --- timers ----------------------------------------------------------------------------
 

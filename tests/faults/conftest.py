@@ -45,6 +45,7 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     for worker in workers:
         worker.stop(timeout=10)  # closes the log; the process has exited by now
 
+
 _FIGURES: list[dict[str, Any]] = []
 
 

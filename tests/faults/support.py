@@ -258,7 +258,9 @@ class Feed:
     def mid_stream(self) -> int:
         """Where the stream is now; asserts that it is neither before the start nor over."""
         position = self.produced
-        assert position > 0, f"nothing produced yet: {position}/{self.total}"
+        # With ``hold_back`` the stream cannot end before the scenario releases its tail,
+        # however slow or busy the machine: a fault is always injected mid-stream.
+        assert 0 < position < self.total, f"not mid-stream: {position}/{self.total}"
         if self.held:
             self.stalls += 1  # reached the held-back tail before this fault: not flowing
         return position

@@ -17,10 +17,10 @@ import pytest
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streamproc.net import free_port
 from streamproc.transport import ExactConsumer
+from tests.integration.harness import wait_until
 
-from .support import Feed, Stream, fault_settings, terminate, wait_settled
+from .support import Feed, Stream, events_total, fault_settings
 
 pytestmark = pytest.mark.fault
 
@@ -174,52 +174,43 @@ async def test_a_resolution_is_published_once_when_the_batch_handler_and_the_tim
     assert kinds.count("response_sla_resolved/1") == 1, f"published more than once: {kinds}"
 
 
-class ConsistencyCrash(RuntimeError):
-    """A worker exited with Faust's recovery ConsistencyError."""
-
-
-@pytest.mark.xfail(
-    strict=False,  # timing-dependent: it does not reproduce on every run
-    raises=ConsistencyCrash,
-    reason="a worker that keeps a partials-changelog partition across two rebalances dies: "
-    "Faust's recovery check compares the offset it read with tansu's stale highwater "
-    "(ConsistencyError; the partials changelog has no one-record end marker)",
-)
-def test_workers_survive_quick_successive_rebalances(
+def test_every_changelog_ends_where_the_broker_says_it_ends(
     settings_factory, make_topics, worker_factory, kafka_producer, figures
 ) -> None:
-    """Two workers hold the KPIs of a short stream; a third joins and, once the group has
-    settled, leaves again; three times. Seen in the join/leave scenario and here in every
-    run so far (4 of 4, at the 1st to 3rd round): a worker exits with ``ConsistencyError:
-    The persisted offset for changelog topic partition <app>-partials-changelog[2] is
-    higher than the last offset in that topic (highwater) (86 > 85)``."""
+    """Regression: a worker exited with ``ConsistencyError: The persisted offset for
+    changelog topic partition <app>-partials-changelog[2] is higher than the last offset
+    in that topic (highwater) (86 > 85)`` after keeping a partition across two rebalances
+    (join/leave scenario; quick join/leave rounds, 5 of 5 runs). Cause: tansu answers
+    "latest offset" with the base offset of the last record batch + 1, and Faust wrote the
+    partials changelog in multi-record batches. Every changelog now ends each write burst
+    with a one-record marker (``streamproc.changelog``): the broker's answer is exact."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from .support import read_topic
+
     settings = fault_settings(settings_factory)
     make_topics(settings)
-    stream = Stream(settings, 4_000, seed=71)
-
-    def start(name: str):  # type: ignore[no-untyped-def]
-        return worker_factory(
-            settings.model_copy(update={"web_port": free_port()}), name=name, ready=False
-        )
-
-    live = [start("w1"), start("w2")]
-    everyone = list(live)
-    wait_settled(live, settings.partitions)
+    worker = worker_factory(settings, name="only")
+    stream = Stream(settings, 4_000, seed=72)
     Feed(kafka_producer(), stream.messages, rate=4_000).start().join()
-    time.sleep(2)  # the last partial summaries are published and changelogged
-    rounds = 0
+    wait_until(lambda: events_total([worker]).get("processed", 0) >= 3_900, 60)
+    time.sleep(3)  # the last partial summaries are published and changelogged
+    stale: dict[str, list[tuple[int, int, int]]] = {}
+    written: dict[str, int] = {}
+    probe = Consumer({"bootstrap.servers": settings.broker_hosts, "group.id": "hw-probe"})
     try:
-        for i in range(3):
-            guest = start(f"guest-{i}")
-            everyone.append(guest)
-            wait_settled([*live, guest], settings.partitions)  # raises if a worker died
-            terminate(guest)
-            wait_settled(live, settings.partitions)
-            rounds += 1
-    except RuntimeError:  # "worker w1 exited with 1: <log tail>"
-        crashed = [w.name for w in everyone if "ConsistencyError" in w.log()]
-        if crashed:
-            figures["rounds_survived"] = rounds
-            raise ConsistencyCrash(f"{crashed} exited with ConsistencyError") from None
-        raise
-    figures["rounds_survived"] = rounds
+        for table in ("leads", "partials"):
+            topic = f"{settings.app_id}-{table}-changelog"
+            ends: dict[int, int] = {}
+            for msg in read_topic(settings, topic, idle=1.0):
+                ends[msg.partition()] = max(ends.get(msg.partition(), 0), msg.offset() + 1)
+            written[table] = len(ends)
+            for partition, end in sorted(ends.items()):
+                _, high = probe.get_watermark_offsets(TopicPartition(topic, partition), 10)
+                if high != end:
+                    stale.setdefault(table, []).append((partition, high, end))
+    finally:
+        probe.close()
+    figures["stale_latest_offsets"] = stale  # table -> (partition, broker says, real end)
+    assert written == {"leads": 4, "partials": 4}, f"partitions written: {written}"
+    assert not stale, f"changelog partitions whose latest offset is stale: {stale}"

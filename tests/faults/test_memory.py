@@ -10,7 +10,7 @@ event processed (buffers, offsets, dedup sets, alert schedules, label sets, ...)
   test measures that state in-process (the same events through the same engine, traced with
   tracemalloc) and allows twice that (pymalloc arenas, fragmentation, dict resizes) plus a
   fixed 24 MiB (fetch and stream buffers, producer batches, allocator noise).
-- Soak (``soak``, ``SOAK_MINUTES`` (30) at ``SOAK_RATE`` (500) events/s): the same team,
+- Soak (``soak``, ``SOAK_MINUTES`` (30), ~500 events/s (``SOAK_RATE`` 600 asked)): the same team,
   but its clock runs ``SOAK_LAG_SECONDS`` (7 days minus 5 minutes) behind, so each lead
   leaves the 7-day retention 5 minutes after its last event and is evicted: the retained
   population is in steady state after warm-up, and RSS must be flat (slope of the second
@@ -152,7 +152,7 @@ def test_rss_growth_after_warm_up_is_the_state_of_new_leads_only(
     settings = fault_settings(settings_factory)
     make_topics(settings)
     worker = worker_factory(settings, name="steady")
-    traffic = Traffic(settings, kafka_producer(), rate=330).start()
+    traffic = Traffic(settings, kafka_producer(), rate=360).start()  # ~300/s measured
     warm_up, duration = 20.0, 60.0
     start = time.time()
     try:
@@ -165,6 +165,7 @@ def test_rss_growth_after_warm_up_is_the_state_of_new_leads_only(
     state_growth = at_end - at_warm
     bound = 2 * state_growth + 24 * MIB
     figures["events"] = traffic.count
+    figures["events_per_s"] = round(traffic.count / (SOAK_MINUTES * 60), 1)
     figures["rate"] = round(traffic.count / duration, 1)
     figures["rss_mib"] = [(t, round(kib / 1024, 1)) for t, kib, _ in samples]
     figures["growth_after_warm_up_mib"] = round(growth / MIB, 1)
@@ -177,7 +178,9 @@ def test_rss_growth_after_warm_up_is_the_state_of_new_leads_only(
 
 
 SOAK_MINUTES = float(os.environ.get("SOAK_MINUTES", "30"))
-SOAK_RATE = float(os.environ.get("SOAK_RATE", "500"))
+# The simulated team emits ~0.83 of the rate it is asked for (its pre-fill is capped):
+# 600 asked is ~500 events/s sent; the figures report the rate measured.
+SOAK_RATE = float(os.environ.get("SOAK_RATE", "600"))
 SOAK_LAG_SECONDS = float(os.environ.get("SOAK_LAG_SECONDS", str(7 * 86400 - 300)))
 SOAK_MAX_SLOPE = float(os.environ.get("SOAK_MAX_SLOPE_MIB_PER_MIN", "1.0"))
 
@@ -200,6 +203,7 @@ def test_soak_rss_is_flat_after_warm_up(
     slope = _slope([(t / 60, kib / 1024) for t, kib, _ in half])  # MiB per minute
     figures["minutes"] = SOAK_MINUTES
     figures["events"] = traffic.count
+    figures["events_per_s"] = round(traffic.count / (SOAK_MINUTES * 60), 1)
     figures["rss_mib"] = [(t, round(kib / 1024, 1)) for t, kib, _ in samples]
     figures["second_half_slope_mib_per_min"] = round(slope, 3)
     assert slope <= SOAK_MAX_SLOPE, f"RSS still grows {slope:.2f} MiB/min in the second half"

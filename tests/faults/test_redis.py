@@ -48,7 +48,7 @@ def test_redis_stopped_and_restarted_mid_stream(
     ]
     wait_settled(workers, settings.partitions)
     client = redis.Redis.from_url(server.url)
-    feed = Feed(kafka_producer(), stream.messages, rate=600).start()
+    feed = Feed(kafka_producer(), stream.messages, rate=600, hold_back=2_000).start()
     # The snapshot sink is wired in the worker: its hashes appear once KPIs exist.
     wait_until(lambda: client.keys(KEYS), timeout=30)
 
@@ -70,6 +70,7 @@ def test_redis_stopped_and_restarted_mid_stream(
     server.start()  # same port, empty: no persistence
     restarted = time.monotonic()
     figures["redis_restarted_at"] = f"{feed.mid_stream()}/{feed.total}"
+    feed.release()
 
     feed.join()
     wait_settled(workers, settings.partitions)

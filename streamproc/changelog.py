@@ -1,0 +1,67 @@
+"""Table changelogs written by the worker itself: awaited, and ending where tansu says.
+
+tansu answers "latest offset" with the base offset of the last record batch plus one, so
+a recovering worker stops before the rest of a multi-record batch, or (keeping a partition
+across two rebalances) finds it has read past that answer and dies of Faust's
+``ConsistencyError``. A one-record batch after each write burst makes the answer exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Protocol
+
+import faust
+
+__all__ = ["END_MARKER", "ChangelogWriter", "Record", "Snapshot"]
+
+# A tombstone for a key no table holds: recovery deletes nothing.
+END_MARKER = b"\x00streamproc-end-marker"
+
+
+class Snapshot(Protocol):
+    """A value serialized only when its turn to be appended comes (see ``write``)."""
+
+    def dumps(self) -> bytes: ...
+
+
+# key, value (None: tombstone), partition
+Record = tuple[bytes, "bytes | Snapshot | None", int]
+
+
+class ChangelogWriter:
+    """Appends records to one table's changelog, in order, and awaits their delivery."""
+
+    def __init__(self, table: faust.Table) -> None:
+        self.table = table
+        # Several tasks write (batch handler, timers): a send can wait inside the producer,
+        # so without this an older value could be appended after a newer one.
+        self._enqueue = asyncio.Lock()
+
+    async def write(self, records: Iterable[Record]) -> None:
+        """Append the records, await them, then end each partition written with a marker.
+
+        Callers ack their input only after this returns, so no committed offset outruns
+        the state it produced (Faust's own buffer flush may give up after 0.1 s)."""
+        records = list(records)
+        if not records:
+            return
+        changelog = self.table.changelog_topic
+        async with self._enqueue:  # snapshot and append in one order
+            pending = [
+                await changelog.send(key=key, value=_serialized(value), partition=partition)
+                for key, value, partition in records
+            ]
+        await asyncio.gather(*pending)
+        markers = [
+            await changelog.send(key=END_MARKER, value=None, partition=p)
+            for p in {partition for _, _, partition in records}
+        ]
+        await asyncio.gather(*markers)
+
+
+def _serialized(value: bytes | Snapshot | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return value.dumps()
