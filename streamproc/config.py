@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     """STREAMPROC_ALERT_CHECK_INTERVAL_SECONDS: how often the SLA watch looks for due alerts."""
     activity_targets: dict[str, float] = Field(default_factory=dict)
     """STREAMPROC_ACTIVITY_TARGETS: JSON ``{"rep-1": 60}``, daily contact attempts per rep."""
+    open_lead_retention_days: float = Field(default=90.0, ge=7)
+    """STREAMPROC_OPEN_LEAD_RETENTION_DAYS: a lead still waiting for its first contact or with
+    an open deal is forgotten after this many days without an event (it leaves the live
+    gauges); other leads go once their last event is past the 7-day windows."""
     label_cap: int = Field(default=500, ge=2)
     """STREAMPROC_LABEL_CAP: distinct values per label before the rest fold into ``other``."""
     publish_interval_seconds: float = Field(default=1.0, gt=0)

@@ -186,18 +186,20 @@ class Engine:
 
     def evict(self, now: float) -> list[LeadState]:
         """Forget leads that can no longer change a KPI: every event past retention and no
-        live fact (not waiting, no open deal). Returns them, for the changelog tombstones."""
+        live fact (not waiting, no open deal), or live but silent for the open-lead
+        retention (stale: it leaves the live gauges). Returns them, for the changelog."""
         cutoff = now - RETENTION_SECONDS
+        stale = now - self.settings.open_lead_retention_days * 86400
         gone = []
         for lead in list(self.leads.values()):
             if lead.last_ts >= cutoff:
                 continue
             facts = self.deriver.all_facts(lead)
-            if any(f[2] is None for f in facts):
+            if lead.last_ts >= stale and any(f[2] is None for f in facts):
                 continue
             part = self.partitions.get(lead.partition)
             if part is not None:
-                part.apply(facts, -1)  # all past retention: a no-op kept for symmetry
+                part.apply(facts, -1)  # its live facts; the windowed ones are past retention
             del self.leads[lead.lead_id]
             gone.append(lead)
         return gone

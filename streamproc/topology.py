@@ -92,6 +92,9 @@ class Topology:
         self.sinks: list[Sink] = [MetricTopicsSink(settings, self._send_metric), self.redis]
         self.alerts.hooks.append(self._alert_to_redis)
         self.ready = False
+        # Held by whatever changes lead state and changelogs it (batches, alert and prune
+        # timers) until the changelog has it; a rebalance waits for it (``_on_revoked``).
+        self._state_lock = asyncio.Lock()
         self._last_full_publish = 0.0
         self._wire()
 
@@ -111,6 +114,7 @@ class Topology:
         app.timer(PRUNE_SECONDS, name="prune-windows")(self._prune)
         app.timer(s.alert_check_interval_seconds, name="sla-watch")(self._check_alerts)
         self.leads_table.on_recover(self._on_recovered)
+        app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.task(self._start_sinks)
         app.on_before_shutdown.connect(self._stop_sinks)
@@ -121,6 +125,10 @@ class Topology:
             await self.handle_batch(batch)
 
     async def handle_batch(self, batch: list[EventT]) -> None:
+        async with self._state_lock:
+            await self._apply(batch)
+
+    async def _apply(self, batch: list[EventT]) -> None:
         batch = self._current(batch)
         if not batch:
             return
@@ -249,24 +257,34 @@ class Topology:
         await self.redis.publish_alert(REDIS_ALERT_CHANNEL, alert.model_dump_json().encode())
 
     async def _check_alerts(self) -> None:
-        if not self.app.rebalancing and self.ready:
-            await self.alerts.publish_due(self.engine.leads, time.time())
+        async with self._state_lock:
+            if not self.app.rebalancing and self.ready:
+                await self.alerts.publish_due(self.engine.leads, time.time())
 
     async def _prune(self) -> None:
         now = time.time()
         self.engine.prune(now)
         if self.app.rebalancing or not self.ready:
             return
-        gone = self.engine.evict(now)
-        if gone:
-            await self.lead_log.forget(gone)
-            log.info("evicted %d leads past retention", len(gone))
+        async with self._state_lock:
+            gone = self.engine.evict(now) if self.ready else []
+            if gone:
+                await self.lead_log.forget(gone)
+                log.info("evicted %d leads past retention", len(gone))
 
     # --- rebalances ------------------------------------------------------------------------
 
     def _active(self, topics: Iterable[str]) -> set[int]:
         wanted = set(topics)
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in wanted}
+
+    async def _on_revoked(self, app: faust.App, revoked: object = None, **_: object) -> None:
+        # No batch straddles a reassignment: the one in hand is applied and changelogged
+        # before any partition moves or is recovered again (recovery would otherwise read
+        # the changelog without it and replace the leads it changed with older states,
+        # while its offsets still get committed). Later batches wait for the recovery.
+        async with self._state_lock:
+            self.ready = False
 
     async def _on_assigned(self, app: faust.App, assigned: object = None, **_: object) -> None:
         # Series of partitions that moved away leave now, before the new owner shows them.

@@ -3,7 +3,8 @@
 Faust's stream skips messages fetched under an older consumer generation (or while flow
 control is paused during a rebalance) and still acks them, so their offsets can be committed
 although nothing applied them: lost events. Here a skipped message is simply not acked; the
-consumer seeks back to the committed offset after the rebalance and reads it again.
+consumer seeks back to the committed offset (the log's first offset if there is none) after
+the rebalance and reads it again.
 
 That leaves holes in the acked offsets, and Faust's commit only refuses to pass a hole of
 two or more messages at the head (``min(acked) - committed > 1``): a single unacked message
@@ -53,7 +54,10 @@ class ExactConsumer(driver.Consumer):
     async def perform_seek(self) -> None:
         await super().perform_seek()
         # A partition the group never committed starts at the log's first offset: that is
-        # the "committed" offset the head-of-queue guard above compares with.
+        # the "committed" offset the head-of-queue guard above compares with, and where it
+        # is read again from. Faust seeks only partitions with a committed offset, so the
+        # messages of such a partition skipped while the worker was not ready (fetched
+        # before a rebalance, or during recovery) would never be read again.
         acking = self.app.topics.acking_topics
         unknown = [
             tp
@@ -61,9 +65,13 @@ class ExactConsumer(driver.Consumer):
             if tp.topic in acking and self._committed_offset.get(tp) is None
         ]
         if unknown:
-            for tp, offset in (await self.earliest_offsets(*unknown)).items():
-                if self._committed_offset.get(tp) is None:
-                    self._committed_offset[tp] = offset
+            starts = {
+                tp: offset
+                for tp, offset in (await self.earliest_offsets(*unknown)).items()
+                if self._committed_offset.get(tp) is None
+            }
+            self._committed_offset.update(starts)
+            await self.seek_wait(starts)  # on the consumer's thread, as Faust's recovery does
 
     def _fill_gaps(self, tp: TP, acked: list[int]) -> None:
         """Offsets the broker never delivered (compaction, markers) count as done."""

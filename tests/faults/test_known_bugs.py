@@ -57,6 +57,38 @@ def test_a_hole_at_the_head_of_a_never_committed_partition_is_not_committed_past
     assert consumer._new_offset(tp) is None, "would commit 39: offsets 0-15 are lost"
 
 
+async def test_a_never_committed_partition_is_read_again_from_its_start_after_a_rebalance() -> None:
+    """Seen in the join/leave and SIGKILL scenarios after the guard above: email-opened[3]
+    offsets 0-15 and 26-40 never applied, the group's committed offset still none at the end.
+    The worker leaves messages fetched while it is not ready unacked, to read them again
+    after the seek that ends each rebalance; Faust seeks only partitions with a committed
+    offset, so a never-committed partition kept its fetch position past them."""
+    tp, other = TP("sales.email-opened", 3), TP("sales.email-opened", 1)
+    consumer = _consumer(committed=None)
+    consumer._committed_offset[other] = 7
+    consumer._read_offset = defaultdict(lambda: None)
+    consumer.app = type("App", (), {})()
+    consumer.app.topics = type("Topics", (), {"acking_topics": {tp.topic}})()
+    consumer.assignment = lambda: {tp, other}
+    seeks: list[dict[TP, int]] = []
+
+    async def seek_to_committed() -> dict[TP, int]:
+        return {other: 7}  # Faust's own seek covers the committed partition only
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, 0)
+
+    async def seek_wait(partitions: dict[TP, int]) -> None:
+        seeks.append(dict(partitions))
+
+    consumer.seek_to_committed = seek_to_committed
+    consumer.earliest_offsets = earliest_offsets
+    consumer.seek_wait = seek_wait
+    await consumer.perform_seek()
+    assert seeks == [{tp: 0}], f"the never-committed partition was not sought back: {seeks}"
+    assert consumer._committed_offset[tp] == 0
+
+
 async def test_each_alert_id_is_published_once_when_a_contact_races_both_breach_levels() -> None:
     """Seen in the connection-cut scenario (14 alert ids twice, identical payloads at adjacent
     offsets, the worker logging the same resolution twice within 3 ms) and after a SIGKILL:

@@ -115,6 +115,24 @@ def test_eviction_keeps_live_leads_and_forgets_finished_ones() -> None:
     }
 
 
+def test_open_leads_silent_past_their_retention_leave_the_live_gauges() -> None:
+    settings = SETTINGS.model_copy(update={"open_lead_retention_days": 30.0})
+    engine = Engine(settings, {})
+    engine.process(_messages(list(range(len(SCENARIO.events)))), SCENARIO.now)
+    live = ("sales_open_pipeline_value", "sales_forecast_value", "sales_leads_awaiting_contact")
+    assert any(k[0] in live for k in _kpis_of(engine, SCENARIO.now))
+    still = SCENARIO.now + 21 * 86400  # past the windows, within 30 days of every last event
+    engine.prune(still)
+    engine.evict(still)
+    assert set(engine.leads) == {"L1", "L2", "L6", "L7", "L10"}
+    later = SCENARIO.now + 31 * 86400
+    engine.prune(later)
+    gone = {lead.lead_id for lead in engine.evict(later)}
+    assert gone == {"L1", "L2", "L6", "L7", "L10"}
+    assert not engine.leads
+    assert not [k for k in _kpis_of(engine, later) if k[0] in live], "live facts left behind"
+
+
 def _kpis_of(engine: Engine, now: float) -> dict[tuple[str, tuple], float]:  # type: ignore[type-arg]
     return {
         (s.metric, tuple(sorted(s.labels.items()))): s.value
