@@ -125,8 +125,14 @@ class Topology:
             await self.handle_batch(batch)
 
     async def handle_batch(self, batch: list[EventT]) -> None:
-        async with self._state_lock:
-            await self._apply(batch)
+        try:
+            async with self._state_lock:
+                await self._apply(batch)
+        except BaseException:
+            # take_events acks a batch even when its handling failed or was cancelled (a
+            # shutdown cancels changelog writes in flight): the batch must be read again.
+            self._leave_unacked(batch)
+            raise
 
     async def _apply(self, batch: list[EventT]) -> None:
         batch = self._current(batch)
@@ -169,10 +175,17 @@ class Topology:
             message = event.message
             if message.generation_id == generation and message.tp in active:
                 current.append(event)
-            else:  # untracked: take_events' ack becomes a no-op (see transport.ExactConsumer)
-                message.tracked = False
-                app.consumer.unacked.discard(message)
+            else:
+                self._leave_unacked([event])
         return current
+
+    def _leave_unacked(self, events: Iterable[EventT]) -> None:
+        """Untracked, take_events' ack becomes a no-op (see transport.ExactConsumer): the
+        offsets are not committed and the events are read again after the next seek."""
+        unacked = self.app.consumer.unacked
+        for event in events:
+            event.message.tracked = False
+            unacked.discard(event.message)
 
     async def _dead_letter(self, item: DeadLetterItem) -> Awaitable[RecordMetadata]:
         msg = item.message

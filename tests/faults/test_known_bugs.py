@@ -89,6 +89,36 @@ async def test_a_never_committed_partition_is_read_again_from_its_start_after_a_
     assert consumer._committed_offset[tp] == 0
 
 
+async def test_a_batch_whose_handling_is_cancelled_is_not_acked(tmp_path) -> None:
+    """Seen in the SIGTERM-under-load scenario (3 Dec, machine under load): lead-created[3]
+    offsets 166-178 never applied, committed 208. A shutdown cancelled the batch's changelog
+    write ("Topic._on_published ... Future cancelled" in the log), and Faust's take_events
+    acks a batch in a ``finally``, whatever became of its handling; the shutdown committed
+    the acks. A batch whose handling fails is now left untracked (its ack a no-op)."""
+    from faust.types import Message
+
+    from streamproc.config import Settings
+    from streamproc.topology import Topology
+
+    topology = Topology(Settings(_env_file=None, data_dir=tmp_path))
+    messages = [
+        Message("sales.lead-created", 3, offset, time.time(), 0, None, b"k", b"{}", None)
+        for offset in range(166, 179)
+    ]
+    unacked = topology.app.consumer.unacked
+    unacked.update(messages)
+    batch = [type("Event", (), {"message": m})() for m in messages]
+
+    async def cancelled(_: object) -> None:
+        raise asyncio.CancelledError  # the changelog write in flight at shutdown
+
+    topology._apply = cancelled  # type: ignore[method-assign]
+    with pytest.raises(asyncio.CancelledError):
+        await topology.handle_batch(batch)  # type: ignore[arg-type]
+    assert not any(m.tracked for m in messages), "take_events would ack them"
+    assert not unacked & set(messages)
+
+
 async def test_each_alert_id_is_published_once_when_a_contact_races_both_breach_levels() -> None:
     """Seen in the connection-cut scenario (14 alert ids twice, identical payloads at adjacent
     offsets, the worker logging the same resolution twice within 3 ms) and after a SIGKILL:
