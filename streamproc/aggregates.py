@@ -6,7 +6,7 @@ after a rebalance and never written to Kafka itself, so it cannot double count.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from streamproc.facts import Fact
 from streamproc.windows import HOUR, MINUTE, WindowBounds, WindowClock
@@ -17,6 +17,9 @@ __all__ = ["DIST_FAMILIES", "Acc", "PartitionAggregates", "fact_diff"]
 DIST_FAMILIES = frozenset(
     {"first_contact", "stage_exit", "awaiting_since", "awaiting_risk", "awaiting_due"}
 )
+# A window that moved over more buckets than this since the last look (a long pause):
+# every series counts as changed rather than each being checked.
+MAX_MOVED_KEYS = 48
 
 
 class Acc:
@@ -56,7 +59,9 @@ class Acc:
         return out
 
     def to_wire(self) -> list:  # type: ignore[type-arg]
-        values = [[v, n] for v, n in self.values.items()] if self.values is not None else None
+        # (value, n) tuples: orjson writes them as the same [v, n] arrays as lists, and
+        # building them is the C-level dict iteration, not a Python loop.
+        values = list(self.values.items()) if self.values is not None else None
         return [self.count, self.total, values]
 
     @classmethod
@@ -64,7 +69,9 @@ class Acc:
         acc = cls(dist=row[2] is not None)
         acc.count, acc.total = row[0], row[1]
         if row[2] is not None:
-            acc.values = {float(v): int(n) for v, n in row[2]}
+            # Values are written as JSON floats (``1.0``) and counts as integers, so they
+            # read back as float and int; dict() pairs them up without a Python loop.
+            acc.values = dict(row[2])
         return acc
 
 
@@ -94,25 +101,76 @@ def _bump(level: dict[int, Acc], key: int, value: float, sign: int, dist: bool) 
         del level[key]
 
 
-class _Series:
-    """The buckets of one (family, labels) at the three levels."""
+def _add_cached(cached: _Cached, key: int, value: float, sign: int) -> None:
+    """A fact bumped into bucket ``key``: into the cached window too if the key is in it."""
+    if cached.first_key <= key <= cached.last_key:
+        acc = cached.acc
+        acc.add(value, sign)
+        if acc.count == 0:
+            # Every bucket of the range is gone (they are deleted at 0): so is the window,
+            # float dust of the retractions included, as a fresh merge would say.
+            acc.total = 0.0
 
-    __slots__ = ("d", "dist", "h", "m")
+
+class _Cached:
+    """A window's merged accumulator and the bucket range it was merged over."""
+
+    __slots__ = ("acc", "first_key", "last_key")
+
+    def __init__(self, first_key: int, last_key: int, acc: Acc) -> None:
+        self.first_key = first_key
+        self.last_key = last_key
+        self.acc = acc
+
+
+class _Series:
+    """The buckets of one (family, labels) at the three levels, and the merged windows.
+
+    ``cm`` / ``ch``: the ``1h`` / ``7d`` window merged over its minute / hour buckets. It is
+    kept equal to that merge: a fact bumped into a bucket of its range is added to it too,
+    and it is merged afresh only when the window's range moves (every minute / hour) or a
+    prune dropped buckets. ``today`` is one day bucket: it needs no merge.
+    """
+
+    __slots__ = ("ch", "cm", "d", "dist", "h", "m")
 
     def __init__(self, dist: bool) -> None:
         self.dist = dist
         self.m: dict[int, Acc] = {}
         self.h: dict[int, Acc] = {}
         self.d: dict[int, Acc] = {}
+        self.cm: _Cached | None = None
+        self.ch: _Cached | None = None
 
     def window(self, bounds: WindowBounds) -> Acc | None:
+        """The window's accumulator, or None when no bucket of it holds anything.
+
+        The result is live (the cache, or the day bucket itself): read it, do not keep or
+        change it; the next ``apply`` changes it.
+        """
+        level = bounds.level
+        lo, hi = bounds.first_key, bounds.last_key
+        if level == "d" and lo == hi:
+            return self.d.get(lo)
+        cached = self.cm if level == "m" else self.ch if level == "h" else None
+        if cached is None or cached.first_key != lo or cached.last_key != hi:
+            cached = _Cached(lo, hi, self.merge(bounds))
+            if level == "m":
+                self.cm = cached
+            elif level == "h":
+                self.ch = cached
+            else:
+                return cached.acc if cached.acc.count else None
+        acc = cached.acc
+        return acc if acc.count else None
+
+    def merge(self, bounds: WindowBounds) -> Acc:
+        """The window merged afresh from its buckets (an empty Acc when none)."""
         level = self.m if bounds.level == "m" else self.h if bounds.level == "h" else self.d
         lo, hi = bounds.first_key, bounds.last_key
-        out: Acc | None = None
+        out = Acc(self.dist)
         for key, acc in level.items():
             if lo <= key <= hi:
-                if out is None:
-                    out = Acc(self.dist)
                 out.merge(acc)
         return out
 
@@ -128,18 +186,24 @@ class PartitionAggregates:
         self.windowed: dict[str, dict[tuple[str, ...], _Series]] = {}
         self.live: dict[str, dict[tuple[str, ...], Acc]] = {}
         self.wm_minute, self.wm_hour, self.wm_day = clock.watermarks(now)
+        # (family, labels) whose accumulators facts changed since ``take_touched``
+        self.touched: set[tuple[str, tuple[str, ...]]] = set()
+        self._taken_at: tuple[WindowBounds, ...] | None = None  # bounds of the last take
 
     def apply(self, facts: Iterable[Fact], sign: int) -> None:
         # The hot path of the engine: locals and inlined bucket keys on purpose.
         day = self.clock.day
         windowed = self.windowed
         wm_minute, wm_hour, wm_day = self.wm_minute, self.wm_hour, self.wm_day
+        touch = self.touched.add
         for family, labels, t, value in facts:
             if t is None:
                 self._live(family, labels, value, sign)
+                touch((family, labels))
                 continue
             if t < wm_hour and t < wm_day:
                 continue  # past retention: in the lead state, not in any window
+            touch((family, labels))
             per_family = windowed.get(family)
             if per_family is None:
                 per_family = windowed[family] = {}
@@ -147,9 +211,15 @@ class PartitionAggregates:
             if series is None:
                 series = per_family[labels] = _Series(family in DIST_FAMILIES)
             if t >= wm_minute:
-                _bump(series.m, int(t // MINUTE), value, sign, series.dist)
+                key = int(t // MINUTE)
+                _bump(series.m, key, value, sign, series.dist)
+                if series.cm is not None:
+                    _add_cached(series.cm, key, value, sign)
             if t >= wm_hour:
-                _bump(series.h, int(t // HOUR), value, sign, series.dist)
+                key = int(t // HOUR)
+                _bump(series.h, key, value, sign, series.dist)
+                if series.ch is not None:
+                    _add_cached(series.ch, key, value, sign)
             if t >= wm_day:
                 _bump(series.d, day(t), value, sign, series.dist)
             if sign < 0 and series.empty():
@@ -181,8 +251,50 @@ class PartitionAggregates:
                 for level, first in ((series.m, first_m), (series.h, first_h), (series.d, first_d)):
                     for key in [k for k in level if k < first]:
                         del level[key]
+                # A cached window over dropped buckets no longer equals their merge.
+                if series.cm is not None and series.cm.first_key < first_m:
+                    series.cm = None
+                if series.ch is not None and series.ch.first_key < first_h:
+                    series.ch = None
                 if series.empty():
                     del per_family[labels]
+
+    def take_touched(
+        self, all_bounds: Sequence[WindowBounds]
+    ) -> set[tuple[str, tuple[str, ...]]] | None:
+        """(family, labels) whose window or live accumulators may differ from what they were
+        at the last call (None: any may, e.g. at the first call), and start afresh.
+
+        Facts applied since touch theirs; a window that moved (``all_bounds`` vs those of the
+        last call) changes the series holding a bucket that left it or entered it.
+        """
+        touched, self.touched = self.touched, set()
+        before, self._taken_at = self._taken_at, tuple(all_bounds)
+        if before is None or len(before) != len(all_bounds):
+            return None
+        moved: list[tuple[str, list[int]]] = []
+        for old, new in zip(before, all_bounds, strict=True):
+            if old.level != new.level:
+                return None
+            if (old.first_key, old.last_key) == (new.first_key, new.last_key):
+                continue
+            keys = set(range(old.first_key, old.last_key + 1)) ^ set(
+                range(new.first_key, new.last_key + 1)
+            )
+            if len(keys) > MAX_MOVED_KEYS:
+                return None  # a long pause: not worth sorting out
+            moved.append((new.level, sorted(keys)))
+        if moved:
+            for family, per_labels in self.windowed.items():
+                for labels, series in per_labels.items():
+                    for level, keys in moved:
+                        buckets = series.d
+                        if level != "d":
+                            buckets = series.m if level == "m" else series.h
+                        if any(key in buckets for key in keys):
+                            touched.add((family, labels))
+                            break
+        return touched
 
     def window_accs(
         self, family: str, bounds: WindowBounds

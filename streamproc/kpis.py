@@ -9,7 +9,7 @@ summaries every worker publishes for it (see ``partials.py``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -26,6 +26,7 @@ __all__ = [
     "count_samples",
     "owner_key_of",
     "owner_keys",
+    "owner_keys_of",
     "quantile",
     "split_samples",
     "summaries",
@@ -276,6 +277,7 @@ _LIVE_OWNED = frozenset(
     }
 )
 SUMMARY_FAMILIES = tuple(sorted(set(_OWNED_BY) | _GLOBAL))
+_SUMMARY_SET = frozenset(SUMMARY_FAMILIES)
 
 
 def owner_key_of(labels: dict[str, str]) -> str:
@@ -413,23 +415,50 @@ def _passed(acc: Acc | None, now: float) -> int:
 # --- partial summaries and whole metrics -------------------------------------------------
 
 
-def summaries(part: PartitionAggregates, clock: WindowClock, now: float) -> dict[str, Summary]:
-    """What this partition contributes to each owner key, for the whole metrics."""
+def summaries(
+    part: PartitionAggregates,
+    clock: WindowClock,
+    now: float,
+    keys: Collection[str] | None = None,
+) -> dict[str, Summary]:
+    """What this partition contributes to each owner key (only ``keys`` when given).
+
+    The accumulators in it are live (see ``_Series.window``): encode or copy them before
+    the next batch is applied.
+    """
     out: dict[str, Summary] = {}
     all_bounds = clock.all_bounds(now)
     for family in SUMMARY_FAMILIES:
         if family in _LIVE_OWNED:
             for labels, acc in part.live_accs(family):
                 for key in owner_keys(family, labels):
-                    out.setdefault(key, {}).setdefault(family, {}).setdefault(labels, {})[LIVE] = (
-                        acc
-                    )
+                    if keys is None or key in keys:
+                        per_labels = out.setdefault(key, {}).setdefault(family, {})
+                        per_labels.setdefault(labels, {})[LIVE] = acc
             continue
-        for bounds in all_bounds:
-            for labels, acc in part.window_accs(family, bounds):
-                for key in owner_keys(family, labels):
+        per_family = part.windowed.get(family)
+        if not per_family:
+            continue
+        for labels, series in per_family.items():
+            wanted = [k for k in owner_keys(family, labels) if keys is None or k in keys]
+            if not wanted:
+                continue
+            for bounds in all_bounds:
+                acc = series.window(bounds)
+                if acc is None or not (acc.count or acc.total):
+                    continue
+                for key in wanted:
                     per_labels = out.setdefault(key, {}).setdefault(family, {})
                     per_labels.setdefault(labels, {})[bounds.name] = acc
+    return out
+
+
+def owner_keys_of(touched: Iterable[tuple[str, tuple[str, ...]]]) -> set[str]:
+    """The owner keys whose summaries (family, labels) pairs feed."""
+    out: set[str] = set()
+    for family, labels in touched:
+        if family in _SUMMARY_SET:
+            out.update(owner_keys(family, labels))
     return out
 
 

@@ -12,12 +12,13 @@ source partition, so re-publishing after a crash or a rebalance never double cou
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 
 import orjson
 
-from streamproc.aggregates import Acc
-from streamproc.kpis import Summary
+from streamproc.aggregates import Acc, PartitionAggregates
+from streamproc.kpis import Summary, owner_keys_of, summaries
+from streamproc.windows import WindowClock
 
 __all__ = ["PartialsPublisher", "PartialsView", "decode", "encode", "owner_partition"]
 
@@ -69,26 +70,76 @@ class PartialsPublisher:
         self._sent: dict[int, dict[str, bytes]] = {}
 
     def changes(
-        self, partition: int, current: Mapping[str, Summary]
+        self,
+        partition: int,
+        current: Mapping[str, Summary],
+        keys: Collection[str] | None = None,
+        force: bool = False,
     ) -> Iterator[tuple[bytes, bytes, int]]:
-        """(message key, value, target partition); an empty value retracts a summary."""
-        sent = self._sent.setdefault(partition, {})
+        """(message key, value, target partition); an empty value retracts a summary.
+
+        ``keys``: the owner keys ``current`` was computed for (None: all of them); a key in
+        it and not in ``current`` is retracted, a key not in it is left as it was sent.
+        ``force``: send every summary in ``current``, changed or not.
+        """
         for owner_key, summary in current.items():
-            raw = encode(summary)
-            if sent.get(owner_key) != raw:
-                sent[owner_key] = raw
-                yield self._message(owner_key, partition, raw)
-        for owner_key in [k for k in sent if k not in current]:
+            message = self.change(partition, owner_key, summary, force)
+            if message is not None:
+                yield message
+        yield from self.retractions(partition, current, keys)
+
+    def change(
+        self, partition: int, owner_key: str, summary: Summary, force: bool = False
+    ) -> tuple[bytes, bytes, int] | None:
+        """The message for this summary, or None when it is what was sent last."""
+        sent = self._sent.setdefault(partition, {})
+        raw = encode(summary)
+        if not force and sent.get(owner_key) == raw:
+            return None
+        sent[owner_key] = raw
+        return self._message(owner_key, partition, raw)
+
+    def retractions(
+        self, partition: int, current: Mapping[str, Summary], keys: Collection[str] | None
+    ) -> list[tuple[bytes, bytes, int]]:
+        """Retract what was sent for the keys (all when None) that ``current`` no longer has."""
+        sent = self._sent.setdefault(partition, {})
+        gone = [k for k in (sent if keys is None else keys) if k in sent and k not in current]
+        for owner_key in gone:
             del sent[owner_key]
-            yield self._message(owner_key, partition, b"")
+        return [self._message(owner_key, partition, b"") for owner_key in gone]
 
     def _message(self, owner_key: str, partition: int, raw: bytes) -> tuple[bytes, bytes, int]:
         return message_key(owner_key, partition), raw, owner_partition(owner_key, self.partitions)
 
-    def forget(self) -> None:
-        """Send every summary again on the next round."""
-        for sent in self._sent.values():
-            sent.clear()
+    def round(
+        self,
+        parts: Mapping[int, PartitionAggregates],
+        clock: WindowClock,
+        now: float,
+        full: bool = False,
+    ) -> Iterator[tuple[bytes, bytes, int] | None]:
+        """One publication: a message per summary that changed since it was last sent.
+
+        Only the owner keys whose accumulators may have changed are recomputed (see
+        ``PartitionAggregates.take_touched``); ``full``: every key, and every summary sent
+        again, changed or not. Between keys it yields None: there the caller may let the
+        event loop run (a batch applied meanwhile is published by the next round). A
+        partition that left ``parts`` meanwhile is not published further. A round not run
+        to its end loses the changes it took: the next one must be full.
+        """
+        all_bounds = clock.all_bounds(now)
+        for partition, part in list(parts.items()):
+            touched = part.take_touched(all_bounds)
+            keys = None if full or touched is None else owner_keys_of(touched)
+            current = summaries(part, clock, now, keys) if keys is None or keys else {}
+            for owner_key, summary in current.items():
+                if parts.get(partition) is not part:
+                    break  # moved away while the loop ran: the new owner publishes it
+                yield self.change(partition, owner_key, summary, force=full)
+            else:
+                yield from self.retractions(partition, current, keys)
+            yield None
 
     def keep_only(self, partitions: Iterable[int]) -> None:
         """A partition that moved away is the new owner's to publish (it starts afresh)."""

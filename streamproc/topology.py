@@ -25,7 +25,6 @@ from streamproc.kpis import (
     Summary,
     owner_key_of,
     split_samples,
-    summaries,
     whole_samples,
 )
 from streamproc.lead_log import LeadLog, decode_recovered
@@ -42,6 +41,9 @@ __all__ = ["Topology", "build_topology"]
 log = logging.getLogger(__name__)
 PRUNE_SECONDS = 60.0
 FULL_PUBLISH_SECONDS = 30.0
+_END = object()
+PUBLISH_SHARE = 0.25  # at most this share of the event loop goes to publish rounds
+SLICE_SECONDS = 0.01  # the longest stretch of a publish round without yielding the loop
 REDIS_ALERT_CHANNEL = "streamproc:alerts"
 
 
@@ -96,6 +98,8 @@ class Topology:
         # timers) until the changelog has it; a rebalance waits for it (``_on_revoked``).
         self._state_lock = asyncio.Lock()
         self._last_full_publish = 0.0
+        self._next_publish = 0.0  # monotonic: no publish round before
+        self._full_publish_due = False
         self._wire()
 
     def _table(self, name: str) -> faust.Table:
@@ -235,19 +239,39 @@ class Topology:
     async def _publish_partials(self) -> None:
         if self.app.rebalancing or not self.ready:
             return
+        if time.monotonic() < self._next_publish:
+            return  # the last round was long: its share of the loop is used up (see below)
+        started = time.monotonic()
         now = time.time()
-        if now - self._last_full_publish > FULL_PUBLISH_SECONDS:
-            # Re-send everything now and then: a new owner whose recovery missed the tail of
-            # the partials changelog is healed within this period.
-            self.publisher.forget()
+        # Re-send everything now and then: a new owner whose recovery missed the tail of the
+        # partials changelog is healed within this period.
+        full = self._full_publish_due or now - self._last_full_publish > FULL_PUBLISH_SECONDS
+        if full:
             self._last_full_publish = now
-        for partition, part in list(self.engine.partitions.items()):
-            current = summaries(part, self.engine.clock, now)
-            for key, value, target in self.publisher.changes(partition, current):
+        # Until this round has run to its end, the changes it took are not published.
+        self._full_publish_due = True
+        busy = _Stretches()
+        messages = self.publisher.round(self.engine.partitions, self.engine.clock, now, full)
+        while True:
+            with busy:
+                message = next(messages, _END)
+            if message is _END:
+                break
+            if message is not None:
+                key, value, target = message  # type: ignore[misc]
                 await self.partials_topic.send(key=key, value=value, partition=target)
-        owned = self.owned_samples(now)
+            await busy.pause()
+            if self.app.rebalancing or not self.ready:
+                return
+        self._full_publish_due = False
+        with busy:
+            owned = self.owned_samples(now)
         for sink in self.sinks:
             await sink.publish(owned, now)  # returns at once: sinks work in the background
+        # Under a backlog a round may take long; the next one waits until this one's work is
+        # at most PUBLISH_SHARE of the time since it started, so that events and the SLA
+        # timer get the rest.
+        self._next_publish = started + busy.total / PUBLISH_SHARE
 
     # --- sinks -----------------------------------------------------------------------------
 
@@ -365,6 +389,29 @@ class Topology:
         yield from whole_samples(
             self.owned_summaries(), self.settings, engine.clock, now, self._owned_target_reps()
         )
+
+
+class _Stretches:
+    """Times the synchronous stretches of a task (``with``) and yields the loop between them
+    once they add up to ``SLICE_SECONDS`` (``pause``), so events and alerts run in between."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._since_pause = 0.0
+        self._entered = 0.0
+
+    def __enter__(self) -> None:
+        self._entered = time.perf_counter()
+
+    def __exit__(self, *_: object) -> None:
+        spent = time.perf_counter() - self._entered
+        self.total += spent
+        self._since_pause += spent
+
+    async def pause(self) -> None:
+        if self._since_pause >= SLICE_SECONDS:
+            self._since_pause = 0.0
+            await asyncio.sleep(0)
 
 
 def build_topology(settings: Settings, registry: CollectorRegistry | None = None) -> Topology:

@@ -1,0 +1,183 @@
+"""Publication of partial summaries: only what changed is recomputed and sent, and what the
+owners end up with is what a full recomputation would send."""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamproc import partials
+from streamproc.aggregates import PartitionAggregates
+from streamproc.config import Settings
+from streamproc.engine import Engine, RawMessage
+from streamproc.events import EventKind
+from streamproc.facts import Fact
+from streamproc.kpis import Summary, summaries
+from streamproc.partials import (
+    PartialsPublisher,
+    decode,
+    encode,
+    message_key,
+    owner_of,
+)
+from streamproc.windows import HOUR, MINUTE, WindowClock
+from tests.scenario import Scenario, noon_zone
+
+SCENARIO = Scenario()
+SETTINGS = Settings(_env_file=None, timezone=noon_zone(SCENARIO.now), partitions=4)
+NOW = SCENARIO.now + 1
+
+
+def _messages() -> list[RawMessage]:
+    out = []
+    for offset, (kind, event) in enumerate(SCENARIO.events):
+        key = event["lead_id"].encode()
+        partition = zlib.crc32(key) % 4
+        value = orjson.dumps(event)
+        out.append(
+            RawMessage(EventKind(kind), "sales." + kind, partition, offset, key, value, None)
+        )
+    return out
+
+
+def _run_round(
+    publisher: PartialsPublisher,
+    parts: dict[int, PartitionAggregates],
+    clock: WindowClock,
+    now: float,
+    table: dict[bytes, bytes],
+    full: bool = False,
+) -> list[tuple[bytes, bytes]]:
+    sent = []
+    for message in publisher.round(parts, clock, now, full):
+        if message is None:
+            continue
+        key, value, _ = message
+        sent.append((key, value))
+        if value:
+            table[key] = value
+        else:
+            table.pop(key, None)
+    return sent
+
+
+def _fresh(parts: dict[int, PartitionAggregates], clock: WindowClock, now: float) -> dict:  # type: ignore[type-arg]
+    return {
+        message_key(owner_key, partition): encode(summary)
+        for partition, part in parts.items()
+        for owner_key, summary in summaries(part, clock, now).items()
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    order=st.permutations(list(range(len(SCENARIO.events)))),
+    cuts=st.lists(st.integers(0, len(SCENARIO.events)), max_size=8),
+    waits=st.lists(
+        st.sampled_from([0, 1, 30, MINUTE, 59 * MINUTE, HOUR, 5 * HOUR, 20 * HOUR]), max_size=12
+    ),
+    prune=st.booleans(),
+)
+def test_rounds_leave_the_owners_what_a_full_recomputation_gives(
+    order: list[int], cuts: list[int], waits: list[int], prune: bool
+) -> None:
+    messages = _messages()
+    engine = Engine(SETTINGS, {})
+    publisher = PartialsPublisher(4)
+    table: dict[bytes, bytes] = {}
+    now = NOW
+    edges = sorted({0, len(order), *cuts})
+    steps = [order[a:b] for a, b in itertools.pairwise(edges)]
+    for i in range(max(len(steps), len(waits))):
+        if i < len(steps):
+            engine.process([messages[k] for k in steps[i]], now)
+        if i < len(waits):
+            now += waits[i]
+        if prune:
+            engine.prune(now)
+        _run_round(publisher, engine.partitions, engine.clock, now, table)
+        assert table == _fresh(engine.partitions, engine.clock, now)
+
+
+def _part(*facts: Fact) -> PartitionAggregates:
+    part = PartitionAggregates(WindowClock(SETTINGS.zone), NOW)
+    part.apply(facts, 1)
+    return part
+
+
+def test_only_changed_owner_keys_are_recomputed_and_sent_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    part = _part(
+        Fact("attempt", ("r1", "call"), NOW - 100, 1.0),
+        Fact("attempt", ("r2", "call"), NOW - 100, 1.0),
+        Fact("stage_entry", ("won",), NOW - 100, 1.0),
+    )
+    parts = {0: part}
+    clock = part.clock
+    publisher = PartialsPublisher(4)
+    table: dict[bytes, bytes] = {}
+    first = _run_round(publisher, parts, clock, NOW, table)
+    assert {owner_of(k) for k, _ in first} == {"rep:r1", "rep:r2", "stage:won"}
+    assert _run_round(publisher, parts, clock, NOW + 1, table) == []
+    encoded: list[Summary] = []
+    monkeypatch.setattr(partials, "encode", lambda s: encoded.append(s) or encode(s))
+    part.apply([Fact("attempt", ("r2", "email"), NOW - 50, 1.0)], 1)
+    again = _run_round(publisher, parts, clock, NOW + 2, table)
+    assert [owner_of(k) for k, _ in again] == ["rep:r2"]
+    assert [list(s["attempt"]) for s in encoded] == [[("r2", "call"), ("r2", "email")]]
+    assert table == _fresh(parts, clock, NOW + 2)
+    # a fact that leaves the summary as it was sends nothing
+    part.apply([Fact("attempt", ("r2", "email"), NOW - 50, 1.0)], -1)
+    part.apply([Fact("attempt", ("r2", "email"), NOW - 50, 1.0)], 1)
+    assert _run_round(publisher, parts, clock, NOW + 3, table) == []
+
+
+def test_a_window_rolling_over_a_bucket_republishes_its_keys() -> None:
+    part = _part(
+        Fact("attempt", ("r1", "call"), NOW - 59 * MINUTE, 1.0),
+        Fact("attempt", ("r2", "call"), NOW - 2 * HOUR, 1.0),
+    )
+    parts = {0: part}
+    publisher = PartialsPublisher(4)
+    table: dict[bytes, bytes] = {}
+    _run_round(publisher, parts, part.clock, NOW, table)
+    key = message_key("rep:r1", 0)
+    assert "1h" in decode(table[key])["attempt"][("r1", "call")]
+    later = NOW + 2 * MINUTE  # no new fact: only time moved
+    sent = _run_round(publisher, parts, part.clock, later, table)
+    assert [owner_of(k) for k, _ in sent] == ["rep:r1"]
+    assert "1h" not in decode(table[key])["attempt"][("r1", "call")]
+    assert table == _fresh(parts, part.clock, later)
+
+
+def test_a_full_round_sends_everything_and_retracts_what_went() -> None:
+    fact = Fact("attempt", ("r1", "call"), NOW - 100, 1.0)
+    part = _part(fact, Fact("attempt", ("r2", "call"), NOW - 100, 1.0))
+    parts = {0: part}
+    publisher = PartialsPublisher(4)
+    table: dict[bytes, bytes] = {}
+    _run_round(publisher, parts, part.clock, NOW, table)
+    part.apply([fact], -1)  # r1 has nothing left on this partition
+    sent = _run_round(publisher, parts, part.clock, NOW, table, full=True)
+    assert sorted(sent) == sorted([(message_key("rep:r1", 0), b""), *table.items()])
+    assert list(table) == [message_key("rep:r2", 0)]
+
+
+def test_a_partition_that_moves_away_mid_round_is_not_published_further() -> None:
+    parts = {
+        0: _part(*(Fact("attempt", (f"r{i}", "call"), NOW - 100, 1.0) for i in range(5))),
+        1: _part(Fact("attempt", ("r9", "call"), NOW - 100, 1.0)),
+    }
+    clock = parts[0].clock
+    publisher = PartialsPublisher(4)
+    round_ = publisher.round(parts, clock, NOW)
+    assert next(round_) is not None
+    del parts[0]  # a rebalance took it while the loop ran other work
+    rest = [m for m in round_ if m is not None]
+    assert [owner_of(k) for k, _, _ in rest] == ["rep:r9"]
