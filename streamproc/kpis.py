@@ -9,7 +9,7 @@ summaries every worker publishes for it (see ``partials.py``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -24,6 +24,7 @@ __all__ = [
     "Sample",
     "Summary",
     "count_samples",
+    "merged_whole_samples",
     "owner_key_of",
     "owner_keys",
     "owner_keys_of",
@@ -333,13 +334,20 @@ def _fold(accs: dict[tuple[str, ...], Acc], cap: int) -> dict[tuple[str, ...], A
 
 
 def _merge_into(
-    into: dict[tuple[str, ...], Acc], pairs: Iterable[tuple[tuple[str, ...], Acc]]
+    into: dict[tuple[str, ...], Acc],
+    pairs: Iterable[tuple[tuple[str, ...], Acc]],
+    values: bool = True,
 ) -> None:
+    """Merge ``pairs`` into ``into`` by labels; ``values=False``: counts and totals only."""
     for labels, acc in pairs:
         target = into.get(labels)
         if target is None:
-            target = into[labels] = Acc(acc.values is not None)
-        target.merge(acc)
+            target = into[labels] = Acc(values and acc.values is not None)
+        if values:
+            target.merge(acc)
+        else:
+            target.count += acc.count
+            target.total += acc.total
 
 
 def _rounded(value: float) -> float:
@@ -362,8 +370,10 @@ def split_samples(
     def accs(family: str, bounds: WindowBounds | None) -> dict[tuple[str, ...], Acc]:
         merged: dict[tuple[str, ...], Acc] = {}
         for part in parts:
-            pairs = part.live_accs(family) if bounds is None else part.window_accs(family, bounds)
-            _merge_into(merged, pairs)
+            if bounds is None:  # live: the SLA deadlines are counted from the values
+                _merge_into(merged, part.live_accs(family))
+            else:  # windowed: the split metrics are counts and sums, no value is read
+                _merge_into(merged, part.window_accs(family, bounds), values=False)
         return merged
 
     yield from count_samples(accs, clock.all_bounds(now), now, cap)
@@ -519,7 +529,7 @@ class _Whole:
 
 
 def whole_samples(
-    owned: dict[str, list[Summary]],
+    owned: Mapping[str, Sequence[Summary]],
     settings: Settings,
     clock: WindowClock,
     now: float,
@@ -532,11 +542,31 @@ def whole_samples(
     target ratio even before any attempt). ``with_counts``: the counts and sums too, whole
     (for subscribers, who see one value per series, not one per worker).
     """
+    merged = {key: merge_summaries(parts) for key, parts in owned.items()}
+    return merged_whole_samples(merged, settings, clock, now, owned_reps, with_counts)
+
+
+def merged_whole_samples(
+    merged: Mapping[str, Summary],
+    settings: Settings,
+    clock: WindowClock,
+    now: float,
+    owned_reps: Iterable[str] = (),
+    with_counts: bool = False,
+) -> Iterator[Sample]:
+    """``whole_samples`` from summaries already merged per owner key (read, not changed)."""
     bounds = {b.name: b for b in clock.all_bounds(now)}
-    grouped: dict[str, list[Summary]] = {"rep": [], "stage": [], "source": [], "global": []}
-    for key, parts in owned.items():
-        grouped[key.split(":", 1)[0]].extend(parts)
-    by_kind = {kind: merge_summaries(parts) for kind, parts in grouped.items()}
+    # Within a kind, keys own disjoint series (a rep key holds that rep's labels only), so
+    # the kind's summary is their union: no accumulator is merged again.
+    by_kind: dict[str, Summary] = {"rep": {}, "stage": {}, "source": {}, "global": {}}
+    for key, summary in merged.items():
+        into = by_kind[key.split(":", 1)[0]]
+        for family, per_labels in summary.items():
+            target = into.get(family)
+            if target is None:
+                into[family] = dict(per_labels)
+            else:
+                target.update(per_labels)
     cap = settings.label_cap
     if with_counts:
         yield from _owned_counts(by_kind, bounds, now, cap)

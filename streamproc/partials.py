@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 import orjson
 
 from streamproc.aggregates import Acc, PartitionAggregates
-from streamproc.kpis import Summary, owner_keys_of, summaries
+from streamproc.kpis import Summary, merge_summaries, owner_keys_of, summaries
 from streamproc.windows import WindowClock
 
 __all__ = ["PartialsPublisher", "PartialsView", "decode", "encode", "owner_partition"]
@@ -154,11 +154,36 @@ class PartialsView:
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
         self._decoded: dict[bytes, tuple[bytes, Summary]] = {}
+        # owner key -> (the raw partials it was merged from, the merged summary)
+        self._merged: dict[str, tuple[tuple[bytes, ...], Summary]] = {}
 
     def owned(
         self, table: Mapping[bytes, bytes], owned_partitions: set[int]
     ) -> dict[str, list[Summary]]:
-        out: dict[str, list[Summary]] = {}
+        parts = self._owned(table, owned_partitions)
+        return {key: [summary for _, summary in rows] for key, rows in parts.items()}
+
+    def merged(
+        self, table: Mapping[bytes, bytes], owned_partitions: set[int]
+    ) -> dict[str, Summary]:
+        """Per owned key, its partials merged. A key whose partials are the same as at the
+        last call keeps its merged summary (so: read it, do not change it)."""
+        out: dict[str, Summary] = {}
+        for owner_key, rows in self._owned(table, owned_partitions).items():
+            sources = tuple(raw for raw, _ in rows)
+            cached = self._merged.get(owner_key)
+            if cached is None or cached[0] != sources:
+                merged = merge_summaries(summary for _, summary in rows)
+                cached = self._merged[owner_key] = (sources, merged)
+            out[owner_key] = cached[1]
+        for owner_key in [k for k in self._merged if k not in out]:
+            del self._merged[owner_key]
+        return out
+
+    def _owned(
+        self, table: Mapping[bytes, bytes], owned_partitions: set[int]
+    ) -> dict[str, list[tuple[bytes, Summary]]]:
+        out: dict[str, list[tuple[bytes, Summary]]] = {}
         seen: set[bytes] = set()
         for key, raw in list(table.items()):
             if not raw:
@@ -168,9 +193,10 @@ class PartialsView:
                 continue
             seen.add(key)
             cached = self._decoded.get(key)
-            if cached is None or cached[0] is not raw:
+            # equal bytes (a full round re-sends them) need no decoding again
+            if cached is None or cached[0] != raw:
                 cached = self._decoded[key] = (raw, decode(raw))
-            out.setdefault(owner_key, []).append(cached[1])
+            out.setdefault(owner_key, []).append(cached)
         for key in [k for k in self._decoded if k not in seen]:
             del self._decoded[key]
         return out

@@ -23,9 +23,9 @@ from streamproc.facts import FactDeriver
 from streamproc.kpis import (
     Sample,
     Summary,
+    merged_whole_samples,
     owner_key_of,
     split_samples,
-    whole_samples,
 )
 from streamproc.lead_log import LeadLog, decode_recovered
 from streamproc.metrics import KpiCollector, LagCollector, ProcessorMetrics
@@ -355,14 +355,15 @@ class Topology:
             if end is not None:
                 yield tp.topic, tp.partition, max(0, end - (committed.get(tp) or 0))
 
-    def owned_summaries(self) -> dict[str, list[Summary]]:
+    def owned_summaries(self) -> dict[str, Summary]:
+        """Per owner key this worker owns, its partial summaries merged (cached per key)."""
         owned = self._active([self.names.partials])
-        return self.view.owned(self.partials_table.data.data, owned)  # type: ignore[attr-defined]
+        return self.view.merged(self.partials_table.data.data, owned)  # type: ignore[attr-defined]
 
     def owned_samples(self, now: float) -> list[Sample]:
         """Every series this worker owns, whole (counts too): for /kpis, topics and Redis."""
         return list(
-            whole_samples(
+            merged_whole_samples(
                 self.owned_summaries(),
                 self.settings,
                 self.engine.clock,
@@ -386,7 +387,7 @@ class Topology:
         yield from split_samples(
             engine.partitions.values(), engine.clock, now, self.settings.label_cap
         )
-        yield from whole_samples(
+        yield from merged_whole_samples(
             self.owned_summaries(), self.settings, engine.clock, now, self._owned_target_reps()
         )
 

@@ -17,9 +17,10 @@ from streamproc.config import Settings
 from streamproc.engine import Engine, RawMessage
 from streamproc.events import EventKind
 from streamproc.facts import Fact
-from streamproc.kpis import Summary, summaries
+from streamproc.kpis import Summary, merge_summaries, summaries
 from streamproc.partials import (
     PartialsPublisher,
+    PartialsView,
     decode,
     encode,
     message_key,
@@ -181,3 +182,31 @@ def test_a_partition_that_moves_away_mid_round_is_not_published_further() -> Non
     del parts[0]  # a rebalance took it while the loop ran other work
     rest = [m for m in round_ if m is not None]
     assert [owner_of(k) for k, _, _ in rest] == ["rep:r9"]
+
+
+def test_the_owner_view_merges_again_only_keys_whose_partials_changed() -> None:
+    parts = {
+        0: _part(Fact("attempt", ("r1", "call"), NOW - 100, 1.0)),
+        1: _part(
+            Fact("attempt", ("r1", "call"), NOW - 50, 1.0),
+            Fact("attempt", ("r2", "sms"), NOW - 50, 1.0),
+        ),
+    }
+    clock = parts[0].clock
+    publisher = PartialsPublisher(4)
+    table: dict[bytes, bytes] = {}
+    _run_round(publisher, parts, clock, NOW, table)
+    view = PartialsView(1)
+    first = view.merged(table, {0})
+    owned = view.owned(table, {0})
+    assert {k: encode(s) for k, s in first.items()} == {
+        k: encode(merge_summaries(s)) for k, s in owned.items()
+    }
+    assert first["rep:r1"]["attempt"][("r1", "call")]["today"].count == 2
+    parts[1].apply([Fact("attempt", ("r2", "sms"), NOW - 40, 1.0)], 1)
+    _run_round(publisher, parts, clock, NOW + 1, table)
+    second = view.merged(table, {0})
+    assert second["rep:r1"] is first["rep:r1"]  # its partials did not change
+    assert second["rep:r2"]["attempt"][("r2", "sms")]["today"].count == 2
+    del table[message_key("rep:r2", 1)]
+    assert "rep:r2" not in view.merged(table, {0})  # its only partial was retracted
