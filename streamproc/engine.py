@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
+from sys import intern
 from typing import NamedTuple
 
 from streamproc.aggregates import PartitionAggregates, fact_diff
@@ -52,32 +53,39 @@ class BatchResult:
 
 
 def to_item(event: object) -> Created | Attempt | StageMove | Open:
-    """The compact, order-free record the lead state keeps of a validated event."""
+    """The compact, order-free record the lead state keeps of a validated event.
+
+    Labels (rep, channel, source, team, stage, reason) are interned: a few hundred distinct
+    values repeated over millions of kept events would otherwise each be a string of their own.
+    """
     ts = event.ts  # type: ignore[attr-defined]
     eid = event.event_id  # type: ignore[attr-defined]
     if isinstance(event, ContactAttempted):
-        return Attempt(ts, eid, event.rep_id, event.channel, event.connected, event.message_id)
+        return Attempt(
+            ts, eid, intern(event.rep_id), intern(event.channel), event.connected, event.message_id
+        )
     if isinstance(event, EmailOpened):
         return Open(ts, eid, event.message_id, event.clicked)
     if isinstance(event, LeadCreated):
         return Created(
             ts,
             eid,
-            event.rep_id,
-            event.source,
-            event.team_id,
+            intern(event.rep_id),
+            intern(event.source),
+            intern(event.team_id),
             event.existing_customer,
             event.estimated_value,
         )
+    reason = event.lost_reason  # type: ignore[attr-defined]
     return StageMove(
         ts,
         eid,
-        event.rep_id,
-        event.to_stage,
+        intern(event.rep_id),  # type: ignore[attr-defined]
+        intern(event.to_stage),  # type: ignore[attr-defined]
         event.deal_value,  # type: ignore[attr-defined]
-        event.win_probability,
-        event.lost_reason,
-    )  # type: ignore[attr-defined]
+        event.win_probability,  # type: ignore[attr-defined]
+        None if reason is None else intern(reason),
+    )
 
 
 class Engine:
@@ -124,7 +132,7 @@ class Engine:
             item = to_item(event)
             if lead_id not in before and deriver.affects(lead, item):
                 before[lead_id] = deriver.facts(lead)
-            lead.add(item)
+            lead.append(item)  # new: ``has`` said so
             self.aggregates(lead.partition, now).apply(deriver.event_facts(item), 1)
             changed[lead_id] = lead
             result.count(msg.topic, "late" if event.ts < late_before else "processed")

@@ -63,18 +63,34 @@ class LeadState:
     opens: list[Open] = field(default_factory=list)
     first_seen: float = 0.0  # wall clock when this worker group first saw the lead
     alerts: set[str] = field(default_factory=set)  # alert ids already published
-    ids: set[str] = field(default_factory=set)
 
     # --- applying events -----------------------------------------------------------------
 
+    @property
+    def ids(self) -> set[str]:
+        return {item.event_id for group in self._groups() for item in group}
+
     def has(self, event_id: str) -> bool:
-        return event_id in self.ids
+        # A scan, not a set of ids: a lead has a few dozen events at most, and a set per
+        # lead would hold a second entry for each of them in memory.
+        for group in self._groups():
+            for item in group:
+                if item.event_id == event_id:
+                    return True
+        return False
+
+    def _groups(self) -> tuple[list[Any], ...]:
+        return (self.created, self.attempts, self.stages, self.opens)
 
     def add(self, item: Created | Attempt | StageMove | Open) -> bool:
         """Apply one event; False (and nothing changes) when its id was applied before."""
-        if item.event_id in self.ids:
+        if self.has(item.event_id):
             return False
-        self.ids.add(item.event_id)
+        self.append(item)
+        return True
+
+    def append(self, item: Created | Attempt | StageMove | Open) -> None:
+        """Apply one event known to be new (``has`` said so)."""
         if isinstance(item, Attempt):
             self.attempts.append(item)
         elif isinstance(item, StageMove):
@@ -83,7 +99,6 @@ class LeadState:
             self.opens.append(item)
         else:
             self.created.append(item)
-        return True
 
     # --- derived views (order-independent) -----------------------------------------------
 
@@ -150,6 +165,4 @@ class LeadState:
             first_seen=data.get("f", 0.0),
             alerts=set(data.get("x", ())),
         )
-        for group in (state.created, state.attempts, state.stages, state.opens):
-            state.ids.update(item.event_id for item in group)
         return state
