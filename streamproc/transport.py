@@ -17,9 +17,7 @@ events are replayed by the partition's next owner (replays are harmless, only wa
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import Any
 
 from faust.transport.drivers import TRANSPORTS
@@ -29,7 +27,6 @@ from faust.types import TP, Message
 __all__ = ["ExactConsumer", "ExactTransport", "install"]
 
 log = logging.getLogger(__name__)
-HEAL_AFTER_SECONDS = 10.0  # a hole at the head of a partition's acked offsets this old
 
 
 class ExactConsumer(driver.Consumer):
@@ -50,34 +47,9 @@ class ExactConsumer(driver.Consumer):
             return None
         self._fill_gaps(tp, acked)
         acked.sort()
-        holes = self._holes()
         if acked[0] > committed:
-            self._heal(tp, committed, acked[0], holes)
             return None  # the next message to commit is not processed yet
-        holes.pop(tp, None)
         return super()._new_offset(tp)
-
-    def _holes(self) -> dict[TP, float]:
-        """Since when each partition's next message to commit has been missing."""
-        return self.__dict__.setdefault("_hole_since", {})  # type: ignore[no-any-return]
-
-    def _heal(self, tp: TP, committed: int, first_acked: int, holes: dict[TP, float]) -> None:
-        """Messages skipped (left unacked) are read again after the seek that ends the next
-        rebalance. Should one be skipped outside a rebalance, or stay missing after it,
-        read the partition again from the committed offset rather than stall its commits;
-        what is read twice is dropped as a duplicate."""
-        now = time.monotonic()
-        since = holes.setdefault(tp, now)
-        if now - since < HEAL_AFTER_SECONDS or self.app.rebalancing:
-            return
-        holes[tp] = now  # at most once per period
-        log.warning(
-            "%s[%d]: offsets %d-%d skipped and not read again for %.0f s: reading from %d again",
-            *(tp.topic, tp.partition, committed, first_acked - 1, now - since, committed),
-        )
-        task = asyncio.ensure_future(self.seek_wait({tp: committed}))
-        self.__dict__.setdefault("_heal_tasks", set()).add(task)
-        task.add_done_callback(self.__dict__["_heal_tasks"].discard)
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
@@ -114,8 +86,6 @@ class ExactConsumer(driver.Consumer):
             gaps.chop(0, max(filled[-1], top + 1))
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        for tp in revoked:
-            self._holes().pop(tp, None)
         try:
             await self.commit(revoked)
         except Exception as exc:  # a failed early commit only means a longer replay
