@@ -55,7 +55,7 @@ def test_sigkill_mid_stream_then_a_replacement(
 
 
 @pytest.mark.xfail(
-    strict=False,  # 1 failure in the last 7 runs
+    strict=False,  # 1 failure in the last 6 runs
     reason="open bug 9 (docs/reliability.md): rarely, a batch-worth of messages per topic is "
     "skipped across a rebalance and committed past",
 )
