@@ -156,34 +156,32 @@ class PartialsView:
         self._decoded: dict[bytes, tuple[bytes, Summary]] = {}
         # owner key -> (the raw partials it was merged from, the merged summary)
         self._merged: dict[str, tuple[tuple[bytes, ...], Summary]] = {}
+        self._rows: dict[str, list[tuple[bytes, Summary]]] = {}
 
     def owned(
         self, table: Mapping[bytes, bytes], owned_partitions: set[int]
     ) -> dict[str, list[Summary]]:
-        parts = self._owned(table, owned_partitions)
-        return {key: [summary for _, summary in rows] for key, rows in parts.items()}
+        """Per owned key, its partial summaries (decoded once per distinct bytes)."""
+        for _ in self.refresh(table, owned_partitions, merge=False):
+            pass
+        return {key: [summary for _, summary in rows] for key, rows in self._rows.items()}
 
     def merged(
         self, table: Mapping[bytes, bytes], owned_partitions: set[int]
     ) -> dict[str, Summary]:
         """Per owned key, its partials merged. A key whose partials are the same as at the
         last call keeps its merged summary (so: read it, do not change it)."""
-        out: dict[str, Summary] = {}
-        for owner_key, rows in self._owned(table, owned_partitions).items():
-            sources = tuple(raw for raw, _ in rows)
-            cached = self._merged.get(owner_key)
-            if cached is None or cached[0] != sources:
-                merged = merge_summaries(summary for _, summary in rows)
-                cached = self._merged[owner_key] = (sources, merged)
-            out[owner_key] = cached[1]
-        for owner_key in [k for k in self._merged if k not in out]:
-            del self._merged[owner_key]
-        return out
+        for _ in self.refresh(table, owned_partitions):
+            pass
+        return {key: self._merged[key][1] for key in self._rows}
 
-    def _owned(
-        self, table: Mapping[bytes, bytes], owned_partitions: set[int]
-    ) -> dict[str, list[tuple[bytes, Summary]]]:
-        out: dict[str, list[tuple[bytes, Summary]]] = {}
+    def refresh(
+        self, table: Mapping[bytes, bytes], owned_partitions: set[int], merge: bool = True
+    ) -> Iterator[None]:
+        """Decode (and merge) what changed, yielding None after each partial decoded and
+        each key merged: there the caller may let the event loop run. Then ``merged`` or
+        ``owned`` with the same table answer from the cache."""
+        rows: dict[str, list[tuple[bytes, Summary]]] = {}
         seen: set[bytes] = set()
         for key, raw in list(table.items()):
             if not raw:
@@ -196,7 +194,19 @@ class PartialsView:
             # equal bytes (a full round re-sends them) need no decoding again
             if cached is None or cached[0] != raw:
                 cached = self._decoded[key] = (raw, decode(raw))
-            out.setdefault(owner_key, []).append(cached)
+                yield None
+            rows.setdefault(owner_key, []).append(cached)
         for key in [k for k in self._decoded if k not in seen]:
             del self._decoded[key]
-        return out
+        self._rows = rows
+        if not merge:
+            return
+        for owner_key, parts in rows.items():
+            sources = tuple(raw for raw, _ in parts)
+            merged = self._merged.get(owner_key)
+            if merged is None or merged[0] != sources:
+                summary = merge_summaries(s for _, s in parts)
+                self._merged[owner_key] = (sources, summary)
+                yield None
+        for owner_key in [k for k in self._merged if k not in rows]:
+            del self._merged[owner_key]

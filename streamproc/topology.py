@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Iterable, Iterator
+from typing import TypeVar
 
 import faust
 from faust.types import EventT, RecordMetadata
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 PRUNE_SECONDS = 60.0
 FULL_PUBLISH_SECONDS = 30.0
 _END = object()
+_T = TypeVar("_T")
 PUBLISH_SHARE = 0.25  # at most this share of the event loop goes to publish rounds
 SLICE_SECONDS = 0.01  # the longest stretch of a publish round without yielding the loop
 REDIS_ALERT_CHANNEL = "streamproc:alerts"
@@ -264,8 +266,10 @@ class Topology:
             if self.app.rebalancing or not self.ready:
                 return
         self._full_publish_due = False
-        with busy:
-            owned = self.owned_samples(now)
+        # The owner side, sliced too: decoding and merging what changed, then the samples.
+        table = self.partials_table.data.data  # type: ignore[attr-defined]
+        await busy.drain(self.view.refresh(table, self._active([self.names.partials])))
+        owned = await busy.drain(self._owned_samples(now))
         for sink in self.sinks:
             await sink.publish(owned, now)  # returns at once: sinks work in the background
         # Under a backlog a round may take long; the next one waits until this one's work is
@@ -362,15 +366,16 @@ class Topology:
 
     def owned_samples(self, now: float) -> list[Sample]:
         """Every series this worker owns, whole (counts too): for /kpis, topics and Redis."""
-        return list(
-            merged_whole_samples(
-                self.owned_summaries(),
-                self.settings,
-                self.engine.clock,
-                now,
-                self._owned_target_reps(),
-                with_counts=True,
-            )
+        return list(self._owned_samples(now))
+
+    def _owned_samples(self, now: float) -> Iterator[Sample]:
+        return merged_whole_samples(
+            self.owned_summaries(),
+            self.settings,
+            self.engine.clock,
+            now,
+            self._owned_target_reps(),
+            with_counts=True,
         )
 
     def _owned_target_reps(self) -> list[str]:
@@ -413,6 +418,20 @@ class _Stretches:
         if self._since_pause >= SLICE_SECONDS:
             self._since_pause = 0.0
             await asyncio.sleep(0)
+
+    async def drain(self, items: Iterator[_T]) -> list[_T]:
+        """All of ``items``, the loop yielded whenever a stretch reaches ``SLICE_SECONDS``."""
+        out: list[_T] = []
+        while True:
+            with self:
+                end = time.perf_counter() + SLICE_SECONDS
+                for item in items:
+                    out.append(item)
+                    if time.perf_counter() >= end:
+                        break
+                else:
+                    return out
+            await self.pause()
 
 
 def build_topology(settings: Settings, registry: CollectorRegistry | None = None) -> Topology:

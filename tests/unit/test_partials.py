@@ -210,3 +210,17 @@ def test_the_owner_view_merges_again_only_keys_whose_partials_changed() -> None:
     assert second["rep:r2"]["attempt"][("r2", "sms")]["today"].count == 2
     del table[message_key("rep:r2", 1)]
     assert "rep:r2" not in view.merged(table, {0})  # its only partial was retracted
+
+
+def test_the_owner_view_refreshes_a_partial_or_a_key_at_a_time() -> None:
+    """Each decode and each merge is a point where the publish round lets events run."""
+    parts = {p: _part(Fact("attempt", (f"r{p}", "call"), NOW - 100, 1.0)) for p in range(3)}
+    parts[0].apply([Fact("attempt", ("r1", "call"), NOW - 90, 1.0)], 1)
+    publisher = PartialsPublisher(4)
+    table: dict[bytes, bytes] = {}
+    _run_round(publisher, parts, parts[0].clock, NOW, table)
+    view = PartialsView(1)
+    steps = list(view.refresh(table, {0}))
+    assert len(steps) == len(table) + 3  # 4 partials decoded, 3 keys (r0, r1, r2) merged
+    assert list(view.refresh(table, {0})) == []  # nothing changed: nothing to do
+    assert sorted(view.merged(table, {0})) == ["rep:r0", "rep:r1", "rep:r2"]
