@@ -11,18 +11,29 @@ two or more messages at the head (``min(acked) - committed > 1``): a single unac
 right after the committed offset would be committed past. ``_new_offset`` here commits only
 a run that starts exactly at the committed offset.
 
+The fetch loop is Faust's with one change: which message it hands to the streams is decided
+by ``delivery.DeliveryCursor``, which keeps the seeks in view (Faust's read offset does not:
+bug 9 in docs/reliability.md). Seeks are serialised so that a partition sought back by the
+loop never overtakes the rebalance's own seek.
+
 Also: commit what was acked before a revoke drops Faust's bookkeeping of it, so that fewer
 events are replayed by the partition's next owner (replays are harmless, only wasted work).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
+from mode import ServiceT
+
+from .delivery import DeliveryCursor, Verdict
 
 __all__ = ["ExactConsumer", "ExactTransport", "install"]
 
@@ -30,6 +41,11 @@ log = logging.getLogger(__name__)
 
 
 class ExactConsumer(driver.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cursor = DeliveryCursor()
+        self._seek_lock = asyncio.Lock()
+
     def ack(self, message: Message) -> bool:
         if not message.tracked:
             # Skipped by the stream before processing (stale generation, paused flow).
@@ -52,26 +68,58 @@ class ExactConsumer(driver.Consumer):
         return super()._new_offset(tp)
 
     async def perform_seek(self) -> None:
-        await super().perform_seek()
-        # A partition the group never committed starts at the log's first offset: that is
-        # the "committed" offset the head-of-queue guard above compares with, and where it
-        # is read again from. Faust seeks only partitions with a committed offset, so the
-        # messages of such a partition skipped while the worker was not ready (fetched
-        # before a rebalance, or during recovery) would never be read again.
-        acking = self.app.topics.acking_topics
-        unknown = [
-            tp
-            for tp in self.assignment()
-            if tp.topic in acking and self._committed_offset.get(tp) is None
-        ]
-        if unknown:
-            starts = {
-                tp: offset
-                for tp, offset in (await self.earliest_offsets(*unknown)).items()
-                if self._committed_offset.get(tp) is None
-            }
-            self._committed_offset.update(starts)
-            await self.seek_wait(starts)  # on the consumer's thread, as Faust's recovery does
+        async with self._seek_lock:
+            self._cursor.seeking()
+            await super().perform_seek()
+            # A partition the group never committed starts at the log's first offset: that
+            # is the "committed" offset the head-of-queue guard above compares with, and
+            # where it is read again from. Faust seeks only partitions with a committed
+            # offset, so the messages of such a partition skipped while the worker was not
+            # ready (fetched before a rebalance, or during recovery) would never be read
+            # again.
+            acking = self.app.topics.acking_topics
+            unknown = [
+                tp
+                for tp in self.assignment()
+                if tp.topic in acking and self._committed_offset.get(tp) is None
+            ]
+            if unknown:
+                starts = {
+                    tp: offset
+                    for tp, offset in (await self.earliest_offsets(*unknown)).items()
+                    if self._committed_offset.get(tp) is None
+                }
+                self._committed_offset.update(starts)
+                await self._seek_to(starts)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        self._cursor.seeking()
+        offsets = await super().seek_to_committed()
+        # aiokafka seeks only the partitions with a committed offset above 0.
+        self._cursor.sought({tp: o for tp, o in offsets.items() if o is not None and o > 0})
+        return offsets
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        async with self._seek_lock:
+            await self._seek_to(partitions)
+
+    async def _seek_to(self, partitions: Mapping[TP, int]) -> None:
+        """Seek (the caller holds the seek lock), on the consumer's thread as Faust's
+        recovery does."""
+        self._cursor.seeking()
+        await super().seek_wait(partitions)
+        self._cursor.sought(partitions)
+
+    async def _rewind(self, tp: TP, offset: int) -> None:
+        """Seek ``tp`` back to its next undelivered offset (``offset`` if none is known)."""
+        async with self._seek_lock:
+            target = self._cursor.next(tp)
+            if tp not in self.assignment():
+                return  # revoked: its next owner seeks it
+            try:
+                await self._seek_to({tp: offset if target is None else target})
+            except Exception as exc:  # a rebalance took it meanwhile: it is sought there
+                log.info("seeking %s back failed: %r", tp, exc)
 
     def _fill_gaps(self, tp: TP, acked: list[int]) -> None:
         """Offsets the broker never delivered (compaction, markers) count as done."""
@@ -90,7 +138,86 @@ class ExactConsumer(driver.Consumer):
             await self.commit(revoked)
         except Exception as exc:  # a failed early commit only means a longer replay
             log.warning("commit before revoke failed: %r", exc)
+        self._cursor.forget(revoked)
         await super().on_partitions_revoked(revoked)
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:
+        """Faust's fetch loop, with the cursor deciding what is delivered."""
+        stopped = self._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set  # type: ignore[attr-defined]
+        try:
+            while not (stopped() or fetcher_stopped()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                seeks_at_fetch = self._cursor.seeks  # before the fetch: conservative
+                batch = self.getmany(timeout=1.0)
+                await self.sleep(0)  # getmany can return at once, again and again
+                if not self.should_stop:
+                    await self._deliver_batch(batch, seeks_at_fetch)
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _deliver_batch(self, batch: Any, seeks_at_fetch: int) -> None:
+        cursor = self._cursor
+        sought_back: set[TP] = set()  # the rest of their records is read again
+        since_yield = 0
+        async for tp, message in batch:
+            since_yield += 1
+            if since_yield > 100:  # let health checks and timers run
+                await asyncio.sleep(0)
+                since_yield = 0
+            if tp in sought_back:
+                continue
+            offset = message.offset
+            verdict = cursor.judge(tp, offset, seeks_at_fetch)
+            if verdict is Verdict.REPEAT:
+                continue
+            if verdict is Verdict.STALE:
+                sought_back.add(tp)
+                await self._rewind(tp, offset)
+                continue
+            if verdict is Verdict.GAP:
+                self._add_real_gap(tp, message.topic, offset)
+            if not await self._deliver(tp, message):
+                sought_back.add(tp)
+                await self._rewind(tp, offset)
+
+    async def _deliver(self, tp: TP, message: Message) -> bool:
+        """Hand one message to the streams. False if a flow stop (a rebalance) cut the
+        delivery off: the message must be read again."""
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await self.commit()
+        seeks_before = self._cursor.seeks
+        delivery = self.callback(message)
+        outcome = await self.wait_first(delivery, self.suspend_flow.wait())
+        if delivery not in outcome.done:
+            return outcome.stopped  # a consumer that stops reads nothing again
+        self._cursor.delivered(tp, message.offset, seeks_before)
+        return True
+
+    def _add_real_gap(self, tp: TP, topic: str, offset: int) -> None:
+        """Offsets before ``offset`` that the log does not hold count as done. Faust's own
+        ``_add_gap`` also counts ``offset`` itself, before it is processed."""
+        start = self._cursor.next(tp)
+        if start is not None and self.app.topics.acks_enabled_for(topic):
+            log.debug("%s: offsets %d-%d are not in the log", tp, start, offset - 1)
+            gaps = self._gap[tp]
+            gaps.addi(start, offset)
+            gaps.merge_overlaps()
 
 
 class ExactTransport(driver.Transport):

@@ -14,9 +14,11 @@ from collections import defaultdict
 
 import orjson
 import pytest
+from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from intervaltree import IntervalTree
 
+from streamproc.delivery import DeliveryCursor
 from streamproc.transport import ExactConsumer
 from tests.integration.harness import wait_until
 
@@ -32,6 +34,8 @@ def _consumer(committed: int | None) -> ExactConsumer:
     consumer._acked_index = defaultdict(set)
     consumer._gap = defaultdict(IntervalTree)
     consumer._committed_offset = defaultdict(lambda: None)
+    consumer._cursor = DeliveryCursor()
+    consumer._seek_lock = asyncio.Lock()
     if committed is not None:
         consumer._committed_offset[TP("sales.email-opened", 3)] = committed
     return consumer
@@ -57,7 +61,9 @@ def test_a_hole_at_the_head_of_a_never_committed_partition_is_not_committed_past
     assert consumer._new_offset(tp) is None, "would commit 39: offsets 0-15 are lost"
 
 
-async def test_a_never_committed_partition_is_read_again_from_its_start_after_a_rebalance() -> None:
+async def test_a_never_committed_partition_is_read_again_from_its_start_after_a_rebalance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Seen in the join/leave and SIGKILL scenarios after the guard above: email-opened[3]
     offsets 0-15 and 26-40 never applied, the group's committed offset still none at the end.
     The worker leaves messages fetched while it is not ready unacked, to read them again
@@ -83,7 +89,7 @@ async def test_a_never_committed_partition_is_read_again_from_its_start_after_a_
 
     consumer.seek_to_committed = seek_to_committed
     consumer.earliest_offsets = earliest_offsets
-    consumer.seek_wait = seek_wait
+    monkeypatch.setattr(driver.Consumer, "seek_wait", lambda self, p: seek_wait(p))
     await consumer.perform_seek()
     assert seeks == [{tp: 0}], f"the never-committed partition was not sought back: {seeks}"
     assert consumer._committed_offset[tp] == 0
@@ -276,3 +282,148 @@ def test_every_changelog_ends_where_the_broker_says_it_ends(
     figures["stale_latest_offsets"] = stale  # table -> (partition, broker says, real end)
     assert written == {"leads": 4, "partials": 4}, f"partitions written: {written}"
     assert not stale, f"changelog partitions whose latest offset is stale: {stale}"
+
+
+# --- bug 9: the fetch loop's read offset ------------------------------------------------------
+
+BUG9_TP = TP("sales.lead-created", 0)
+
+
+class _OnePartition:
+    """One input partition through a rebalance, as the fetch loop sees it: aiokafka's fetch
+    position (fetches advance it, seeks set it), the group's generation and committed offset,
+    and the messages a worker applies: those whose delivery completes in the generation they
+    were fetched in (Faust's stream skips the others), except the ones ``held`` (delivered
+    before the rebalance but not taken by the worker yet)."""
+
+    def __init__(self, consumer: ExactConsumer, end: int, committed: int, held: set[int]) -> None:
+        self.consumer, self.end, self.committed, self.held = consumer, end, committed, held
+        self.position = committed
+        self.generation = 0
+        self.applied: set[int] = set()
+        self.fetcher = type("Fetcher", (), {"_stopped": asyncio.Event()})()
+        self.after_fetch: dict[int, object] = {}  # fetch number -> rebalance before yielding
+        self.during_delivery: dict[tuple[int, int], object] = {}  # (generation, offset) -> ...
+        self.fetches = 0
+
+    async def rebalance(self) -> None:
+        self.generation += 1
+        await self.consumer.perform_seek()
+
+    async def getmany(self, timeout: float):
+        from faust.types import Message
+
+        self.fetches += 1
+        records = range(self.position, min(self.position + 5, self.end))
+        self.position = records.stop
+        if self.fetches in self.after_fetch:
+            await self.rebalance()  # Faust's getmany reads the generation after the fetch
+        generation = self.generation
+        if not records or self.fetches > 20:
+            self.fetcher._stopped.set()
+        for offset in records:
+            if self.generation != generation:
+                return  # Faust's getmany stops when the generation changes
+            yield BUG9_TP, Message(
+                BUG9_TP.topic, 0, offset, 0.0, 0, None, b"k", b"v", None,
+                generation_id=generation,
+            )  # fmt: skip
+
+    async def deliver(self, message) -> None:
+        key = (message.generation_id, message.offset)
+        if key in self.during_delivery:
+            await self.rebalance()  # the delivery straddles the rebalance
+        if message.generation_id == self.generation and not (
+            message.generation_id == 0 and message.offset in self.held
+        ):
+            self.applied.add(message.offset)
+
+    async def seek_to_committed(self) -> dict[TP, int]:
+        if self.committed > 0:  # aiokafka seeks only an offset above 0
+            self.position = self.committed
+        return {BUG9_TP: self.committed}
+
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        self.position = partitions[BUG9_TP]
+        if self.position > 0:  # what Faust's _seek_wait does to its read offset
+            self.consumer._read_offset[BUG9_TP] = self.position
+        else:
+            self.consumer._read_offset.pop(BUG9_TP, None)
+
+
+def _bug9_partition(monkeypatch: pytest.MonkeyPatch, committed: int, held: set[int]):
+    import faust
+
+    from streamproc import transport
+
+    transport.install()
+    app = faust.App("bug9", broker="kafka://127.0.0.1:1")
+    consumer = app.consumer
+    partition = _OnePartition(consumer, end=15, committed=committed, held=held)
+    consumer.getmany = partition.getmany
+    consumer.callback = partition.deliver
+    consumer.assignment = lambda: {BUG9_TP}
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, 0)
+
+    consumer.earliest_offsets = earliest_offsets
+    monkeypatch.setattr(
+        driver.Consumer, "seek_to_committed", lambda self: partition.seek_to_committed()
+    )
+    monkeypatch.setattr(driver.Consumer, "seek_wait", lambda self, p: partition.seek_wait(p))
+    topics = type("Topics", (), {"acking_topics": {BUG9_TP.topic}})()
+    topics.acks_enabled_for = lambda topic: topic in topics.acking_topics
+    monkeypatch.setattr(app, "topics", topics)
+    return partition
+
+
+async def _drain(partition: _OnePartition, loop: str) -> None:
+    from faust.transport.consumer import Consumer as FaustConsumer
+
+    await partition.consumer.perform_seek()  # the assignment's seek
+    drain = ExactConsumer._drain_messages if loop == "ours" else FaustConsumer._drain_messages
+    await asyncio.wait_for(drain(partition.consumer, partition.fetcher), 10)
+
+
+@pytest.mark.parametrize("loop", ["ours", "faust"])
+async def test_a_delivery_straddling_a_rebalance_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch, loop: str
+) -> None:
+    """Bug 9, the straddle: offsets 0 and 1 are delivered but not applied yet when a rebalance
+    begins (the worker skips them: stale generation); the delivery of 2 completes after the
+    rebalance's seek back to 0. Faust's loop then sets its read offset to 2 and drops 0 and 1
+    when they are fetched again: lost, with the commit stuck below them (lead-created[0]
+    323-328 in the CI run of 3 Dec, 07:25). The cursor's next offset stays at the seek."""
+    partition = _bug9_partition(monkeypatch, committed=0, held={0, 1})
+    partition.during_delivery[(0, 2)] = "rebalance"
+    await _drain(partition, loop)
+    lost = set(range(partition.end)) - partition.applied
+    if loop == "faust":
+        assert lost == {0, 1}, "the scenario no longer shows the bug in Faust's own loop"
+    else:
+        assert not lost, f"offsets never applied: {sorted(lost)}"
+
+
+@pytest.mark.parametrize("loop", ["ours", "faust"])
+async def test_a_batch_fetched_before_a_seek_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch, loop: str
+) -> None:
+    """Bug 9, the stale batch: offsets 3-7 are delivered but not applied (the worker is not
+    ready), 8-12 are fetched, and a rebalance seeks back to the committed 3 before they are
+    delivered (Faust's getmany reads the generation after the fetch, so they pass as current).
+    Faust's loop counts 4-8 as a gap (done for the commit, 8 included before it is processed)
+    and drops 3-7 when they come again: lost, and committed past by Faust's own head-of-queue
+    check (``min(acked) - committed > 1`` lets 4 follow 3). The cursor sees a batch fetched
+    before a seek and seeks back to 3."""
+    partition = _bug9_partition(monkeypatch, committed=3, held=set(range(3, 8)))
+    partition.after_fetch[2] = "rebalance"
+    await _drain(partition, loop)
+    lost = set(range(3, partition.end)) - partition.applied
+    gap = sorted(o for interval in partition.consumer._gap[BUG9_TP] for o in range(*interval[:2]))
+    if loop == "faust":
+        assert lost == set(range(3, 8)), "the scenario no longer shows the bug in Faust's own loop"
+        assert gap == [4, 5, 6, 7, 8]
+    else:
+        assert not lost, f"offsets never applied: {sorted(lost)}"
+        assert not gap, f"offsets counted as done without being processed: {gap}"

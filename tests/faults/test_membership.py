@@ -54,11 +54,6 @@ def test_sigkill_mid_stream_then_a_replacement(
     verify(stream, live, figures, crashed=first)
 
 
-@pytest.mark.xfail(
-    strict=False,  # 1 failure in the last 6 runs
-    reason="open bug 9 (docs/reliability.md): rarely, a batch-worth of messages per topic is "
-    "skipped across a rebalance and committed past",
-)
 def test_join_and_leave_three_times_hands_every_series_over(
     settings_factory, make_topics, worker_factory, kafka_producer, figures
 ) -> None:

@@ -36,11 +36,6 @@ def _producer_thread(producer, settings, events, chunk: int, pause: float) -> th
     return thread
 
 
-@pytest.mark.xfail(
-    strict=False,  # passes alone (5 of 5 runs on 3 Dec); fails in some full-suite runs
-    reason="open bug 9 (docs/reliability.md): under load, a batch-worth of messages can be "
-    "skipped across a rebalance and committed past",
-)
 def test_join_and_sigkill_mid_stream_neither_lose_nor_double_count(
     settings_factory, make_topics, worker_factory, kafka_producer
 ) -> None:

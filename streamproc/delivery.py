@@ -1,0 +1,68 @@
+"""Which fetched message the consumer may hand to the streams: the next offset per partition.
+
+Faust's fetch loop keeps a per-partition "read offset" that a seek resets and each delivery
+sets, drops a message below it as already read, and counts a jump past it as a gap the
+commit treats as done. A fetch batch handed out before a seek but delivered after it (or a
+delivery that straddles the seek) sets that offset past the seek's target: the messages read
+again are dropped, and the jump is committed past. Events lost (bug 9 in
+docs/reliability.md). The cursor here keeps the same bookkeeping with the seeks in view:
+
+- a message at the next offset is delivered;
+- one below it was delivered since the last seek (or lies below the seek's target): skipped;
+- one past it is a real gap (compaction, transaction markers) only if no seek happened since
+  its batch was fetched; otherwise it is stale, and the partition is sought back to the next
+  offset so that it is read again in order;
+- a delivery moves the next offset only if no seek happened while it was under way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import Enum
+
+from faust.types import TP
+
+__all__ = ["DeliveryCursor", "Verdict"]
+
+
+class Verdict(Enum):
+    DELIVER = "deliver"
+    GAP = "gap"  # deliver; the offsets skipped before it were never in the log
+    REPEAT = "repeat"  # skip: already delivered since the last seek, or below its target
+    STALE = "stale"  # skip and seek back: fetched before a seek that moved the partition
+
+
+class DeliveryCursor:
+    """Next offset to deliver per partition, and a count of seeks to date the batches."""
+
+    def __init__(self) -> None:
+        self._next: dict[TP, int] = {}
+        #: Bumped before each seek: a batch fetched at an older count may predate it.
+        self.seeks = 0
+
+    def next(self, tp: TP) -> int | None:
+        return self._next.get(tp)
+
+    def seeking(self) -> None:
+        self.seeks += 1
+
+    def sought(self, positions: Mapping[TP, int]) -> None:
+        self._next.update(positions)
+
+    def forget(self, tps: Iterable[TP]) -> None:
+        for tp in tps:
+            self._next.pop(tp, None)
+
+    def judge(self, tp: TP, offset: int, seeks_at_fetch: int) -> Verdict:
+        expected = self._next.get(tp)
+        if expected is None or offset == expected:
+            return Verdict.DELIVER
+        if offset < expected:
+            return Verdict.REPEAT
+        return Verdict.GAP if self.seeks == seeks_at_fetch else Verdict.STALE
+
+    def delivered(self, tp: TP, offset: int, seeks_before: int) -> None:
+        """``seeks_before``: the count when the delivery began. A seek meanwhile set the
+        next offset to its target; the message is read again from there if it lies past."""
+        if self.seeks == seeks_before:
+            self._next[tp] = offset + 1

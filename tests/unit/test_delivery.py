@@ -1,0 +1,61 @@
+"""The delivery cursor: what the fetch loop hands to the streams around seeks."""
+
+from __future__ import annotations
+
+from faust.types import TP
+
+from streamproc.delivery import DeliveryCursor, Verdict
+
+TP0 = TP("sales.lead-created", 0)
+
+
+def _sought(offset: int) -> DeliveryCursor:
+    cursor = DeliveryCursor()
+    cursor.seeking()
+    cursor.sought({TP0: offset})
+    return cursor
+
+
+def test_an_unknown_partition_delivers_anything() -> None:
+    assert DeliveryCursor().judge(TP0, 42, seeks_at_fetch=0) is Verdict.DELIVER
+
+
+def test_messages_in_order_are_delivered_and_repeats_skipped() -> None:
+    cursor = _sought(10)
+    fetched_at = cursor.seeks
+    for offset in range(10, 13):
+        assert cursor.judge(TP0, offset, fetched_at) is Verdict.DELIVER
+        cursor.delivered(TP0, offset, seeks_before=cursor.seeks)
+    assert cursor.next(TP0) == 13
+    assert cursor.judge(TP0, 11, fetched_at) is Verdict.REPEAT
+    assert cursor.judge(TP0, 9, fetched_at) is Verdict.REPEAT  # below the seek's target
+
+
+def test_a_jump_in_a_batch_fetched_after_the_last_seek_is_a_gap_in_the_log() -> None:
+    cursor = _sought(10)
+    assert cursor.judge(TP0, 14, seeks_at_fetch=cursor.seeks) is Verdict.GAP
+
+
+def test_a_jump_in_a_batch_fetched_before_a_seek_is_stale() -> None:
+    cursor = _sought(20)
+    fetched_at = cursor.seeks
+    cursor.seeking()
+    cursor.sought({TP0: 10})  # a rebalance seeks back to the committed offset
+    assert cursor.judge(TP0, 25, fetched_at) is Verdict.STALE
+    assert cursor.judge(TP0, 10, fetched_at) is Verdict.DELIVER  # the same record either way
+    assert cursor.next(TP0) == 10
+
+
+def test_a_delivery_straddling_a_seek_leaves_the_seek_target() -> None:
+    cursor = _sought(10)
+    before = cursor.seeks
+    cursor.seeking()
+    cursor.sought({TP0: 8})
+    cursor.delivered(TP0, 12, seeks_before=before)
+    assert cursor.next(TP0) == 8, "8-11 would be skipped as already read"
+
+
+def test_a_revoked_partition_is_forgotten() -> None:
+    cursor = _sought(10)
+    cursor.forget([TP0])
+    assert cursor.next(TP0) is None
