@@ -13,7 +13,7 @@ __all__ = ["create_app"]
 
 
 def create_app(settings: Settings) -> faust.App:
-    install_transport()
+    install_transport(idempotent_producer=settings.producer_idempotence)
     # Other workers call this URL (/kpis fan-out): a wildcard bind is reached by host name.
     wildcard = settings.web_host in ("0.0.0.0", "::")
     host = socket.gethostname() if wildcard else settings.web_host

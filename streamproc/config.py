@@ -49,6 +49,9 @@ class Settings(BaseSettings):
 
     broker_url: str = "kafka://127.0.0.1:9092"
     """STREAMPROC_BROKER_URL: ``kafka://host:port`` (several: ``kafka://h1:p1;h2:p2``)."""
+    producer_idempotence: bool = False
+    """STREAMPROC_PRODUCER_IDEMPOTENCE: ``true`` on real Kafka: the broker drops a produce
+    request retried across a connection cut (no repeated alert). tansu does not support it."""
     redis_url: str | None = None
     """STREAMPROC_REDIS_URL: ``redis://host:port/db``; unset, the worker runs without Redis."""
     web_port: int = Field(default=6066, ge=1, le=65535)

@@ -35,7 +35,7 @@ from mode import ServiceT
 
 from .delivery import DeliveryCursor, Verdict
 
-__all__ = ["ExactConsumer", "ExactTransport", "install"]
+__all__ = ["ExactConsumer", "ExactTransport", "IdempotentExactTransport", "install"]
 
 log = logging.getLogger(__name__)
 
@@ -220,11 +220,25 @@ class ExactConsumer(driver.Consumer):
             gaps.merge_overlaps()
 
 
+class IdempotentProducer(driver.Producer):
+    """The broker drops a produce request the producer retried after a lost response (a
+    connection cut): no repeated alert or metric message from a retry. Real Kafka only:
+    tansu answers InitProducerId with an error."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
 class ExactTransport(driver.Transport):
     Consumer: Any = ExactConsumer
 
 
-def install() -> None:
+class IdempotentExactTransport(ExactTransport):
+    Producer: Any = IdempotentProducer
+
+
+def install(*, idempotent_producer: bool = False) -> None:
     """Make ``kafka://`` URLs use this transport (idempotent)."""
-    TRANSPORTS.aliases["kafka"] = f"{__name__}:ExactTransport"
-    TRANSPORTS.aliases["aiokafka"] = f"{__name__}:ExactTransport"
+    chosen = IdempotentExactTransport if idempotent_producer else ExactTransport
+    TRANSPORTS.aliases["kafka"] = f"{__name__}:{chosen.__name__}"
+    TRANSPORTS.aliases["aiokafka"] = f"{__name__}:{chosen.__name__}"

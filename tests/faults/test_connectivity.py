@@ -69,7 +69,7 @@ def test_broker_connection_cut_and_restored_while_events_flow(
         feed.release()
         feed.join()
         figures["settled_s"] = wait_settled(workers, direct.partitions, timeout=90)
-        verify(stream, workers, figures)
+        verify(stream, workers, figures, connection_cut=True)
         figures["worker_errors_logged"] = {w.name: w.log().count("[ERROR]") for w in workers}
     finally:
         stop_all(workers)  # while the proxy still runs: a cut-off worker is slow to leave

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.config import DEFAULT_STAGES, load_settings
+from streamproc.config import DEFAULT_STAGES, Settings, load_settings
 from streamproc.exceptions import SettingsError
 
 
@@ -85,3 +85,13 @@ def test_a_bad_value_gives_one_line_naming_the_variable(
     assert message.startswith(f"bad setting {name}: ")
     assert says in message
     assert "\n" not in message
+
+
+def test_producer_idempotence_is_asked_of_the_broker_when_set(tmp_path) -> None:
+    from streamproc.app import create_app
+
+    for wanted in (False, True):
+        settings = Settings(_env_file=None, data_dir=tmp_path, producer_idempotence=wanted)
+        extra = create_app(settings).producer._settings_extra()
+        assert extra.get("enable_idempotence", False) is wanted
+    create_app(Settings(_env_file=None, data_dir=tmp_path))  # back to the default transport
