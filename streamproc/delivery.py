@@ -9,9 +9,12 @@ docs/reliability.md). The cursor here keeps the same bookkeeping with the seeks 
 
 - a message at the next offset is delivered;
 - one below it was delivered since the last seek (or lies below the seek's target): skipped;
-- one past it is a real gap (compaction, transaction markers) only if no seek happened since
-  its batch was fetched; otherwise it is stale, and the partition is sought back to the next
-  offset so that it is read again in order;
+- one past it is stale if a seek happened since its batch was fetched: the partition is
+  sought back to the next offset and read again in order;
+- one past it in a batch fetched after the last seek is sought back too, once: it is a real
+  gap (compaction, transaction markers) only if the fetch from the next offset jumps to it
+  again. A position the consumer did not set (seen in the join/leave scenario: a fetch from
+  320 right after a seek to 126) is thus never committed past;
 - a delivery moves the next offset only if no seek happened while it was under way.
 """
 
@@ -30,6 +33,7 @@ class Verdict(Enum):
     GAP = "gap"  # deliver; the offsets skipped before it were never in the log
     REPEAT = "repeat"  # skip: already delivered since the last seek, or below its target
     STALE = "stale"  # skip and seek back: fetched before a seek that moved the partition
+    JUMP = "jump"  # skip and seek back, to check that the offsets jumped over are not there
 
 
 class DeliveryCursor:
@@ -37,6 +41,8 @@ class DeliveryCursor:
 
     def __init__(self) -> None:
         self._next: dict[TP, int] = {}
+        #: Jumps (next offset, offset jumped to) sought back to be checked.
+        self._checking: dict[TP, tuple[int, int]] = {}
         #: Bumped before each seek: a batch fetched at an older count may predate it.
         self.seeks = 0
 
@@ -52,6 +58,7 @@ class DeliveryCursor:
     def forget(self, tps: Iterable[TP]) -> None:
         for tp in tps:
             self._next.pop(tp, None)
+            self._checking.pop(tp, None)
 
     def judge(self, tp: TP, offset: int, seeks_at_fetch: int) -> Verdict:
         expected = self._next.get(tp)
@@ -59,7 +66,13 @@ class DeliveryCursor:
             return Verdict.DELIVER
         if offset < expected:
             return Verdict.REPEAT
-        return Verdict.GAP if self.seeks == seeks_at_fetch else Verdict.STALE
+        if self.seeks != seeks_at_fetch:
+            return Verdict.STALE
+        if self._checking.get(tp) == (expected, offset):
+            del self._checking[tp]
+            return Verdict.GAP
+        self._checking[tp] = (expected, offset)
+        return Verdict.JUMP
 
     def delivered(self, tp: TP, offset: int, seeks_before: int) -> None:
         """``seeks_before``: the count when the delivery began. A seek meanwhile set the

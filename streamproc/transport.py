@@ -185,7 +185,11 @@ class ExactConsumer(driver.Consumer):
             verdict = cursor.judge(tp, offset, seeks_at_fetch)
             if verdict is Verdict.REPEAT:
                 continue
-            if verdict is Verdict.STALE:
+            if verdict is Verdict.STALE or verdict is Verdict.JUMP:
+                if verdict is Verdict.JUMP:
+                    log.info(
+                        "%s: offset %d follows %s: reading it again", tp, offset, cursor.next(tp)
+                    )
                 sought_back.add(tp)
                 await self._rewind(tp, offset)
                 continue
@@ -214,7 +218,7 @@ class ExactConsumer(driver.Consumer):
         ``_add_gap`` also counts ``offset`` itself, before it is processed."""
         start = self._cursor.next(tp)
         if start is not None and self.app.topics.acks_enabled_for(topic):
-            log.debug("%s: offsets %d-%d are not in the log", tp, start, offset - 1)
+            log.info("%s: offsets %d-%d are not in the log", tp, start, offset - 1)
             gaps = self._gap[tp]
             gaps.addi(start, offset)
             gaps.merge_overlaps()

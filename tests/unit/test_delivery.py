@@ -31,9 +31,22 @@ def test_messages_in_order_are_delivered_and_repeats_skipped() -> None:
     assert cursor.judge(TP0, 9, fetched_at) is Verdict.REPEAT  # below the seek's target
 
 
-def test_a_jump_in_a_batch_fetched_after_the_last_seek_is_a_gap_in_the_log() -> None:
+def test_a_jump_is_a_gap_in_the_log_only_if_it_comes_again_after_seeking_back() -> None:
     cursor = _sought(10)
+    assert cursor.judge(TP0, 14, seeks_at_fetch=cursor.seeks) is Verdict.JUMP
+    cursor.seeking()  # the fetch loop seeks back to 10
+    cursor.sought({TP0: 10})
     assert cursor.judge(TP0, 14, seeks_at_fetch=cursor.seeks) is Verdict.GAP
+
+
+def test_a_jump_that_does_not_come_again_is_not_a_gap() -> None:
+    cursor = _sought(10)
+    assert cursor.judge(TP0, 320, seeks_at_fetch=cursor.seeks) is Verdict.JUMP
+    cursor.seeking()
+    cursor.sought({TP0: 10})
+    assert cursor.judge(TP0, 10, seeks_at_fetch=cursor.seeks) is Verdict.DELIVER
+    cursor.delivered(TP0, 10, seeks_before=cursor.seeks)
+    assert cursor.judge(TP0, 320, seeks_at_fetch=cursor.seeks) is Verdict.JUMP
 
 
 def test_a_jump_in_a_batch_fetched_before_a_seek_is_stale() -> None:
