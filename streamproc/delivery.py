@@ -53,7 +53,10 @@ class DeliveryCursor:
         self.seeks += 1
 
     def sought(self, positions: Mapping[TP, int]) -> None:
+        """The seek is done. Counted again: a delivery that began before this point must
+        not move the next offset past the target (it did, when only ``seeking`` counted)."""
         self._next.update(positions)
+        self.seeks += 1
 
     def forget(self, tps: Iterable[TP]) -> None:
         for tp in tps:

@@ -72,3 +72,15 @@ def test_a_revoked_partition_is_forgotten() -> None:
     cursor = _sought(10)
     cursor.forget([TP0])
     assert cursor.next(TP0) is None
+
+
+def test_a_delivery_that_began_between_the_seek_and_its_target_does_not_move_past_it() -> None:
+    """Seen in the join/leave scenario: a delivery began after the seek was announced and
+    completed after its target was set; it moved the next offset from 763 to 1511, and the
+    records read again from 763 were never delivered."""
+    cursor = _sought(700)
+    cursor.seeking()
+    before = cursor.seeks  # the delivery begins while the seek is under way
+    cursor.sought({TP0: 763})
+    cursor.delivered(TP0, 1510, seeks_before=before)
+    assert cursor.next(TP0) == 763
