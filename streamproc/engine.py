@@ -20,6 +20,8 @@ from streamproc.facts import Fact, FactDeriver
 from streamproc.lead import Attempt, Created, LeadState, Open, StageMove
 from streamproc.windows import RETENTION_SECONDS, WindowClock
 
+DeadMark = tuple[str, int, int]  # (source topic, partition, offset) of a dead-lettered message
+
 __all__ = ["BatchResult", "DeadLetterItem", "Engine", "RawMessage"]
 
 
@@ -42,8 +44,8 @@ class DeadLetterItem(NamedTuple):
 class BatchResult:
     changed: list[LeadState] = field(default_factory=list)
     dead_letters: list[DeadLetterItem] = field(default_factory=list)
-    # (topic, partition) -> highest offset dead-lettered in this batch (made durable with it)
-    dead_marks: dict[tuple[str, int], int] = field(default_factory=dict)
+    # Messages dead-lettered in this batch (made durable with it)
+    dead_marks: list[DeadMark] = field(default_factory=list)
     # (topic, outcome) -> count
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -104,7 +106,9 @@ class Engine:
         self.clock = WindowClock(settings.zone)
         self.partitions: dict[int, PartitionAggregates] = {}
         # (topic, partition) -> highest offset already dead-lettered (durable: see LeadLog)
-        self.dead_marks: dict[tuple[str, int], int] = {}
+        # One per message: after a seek back, messages can be applied out of offset order,
+        # so a per-partition "highest offset" would pass over one not dead-lettered yet.
+        self.dead_marks: set[DeadMark] = set()
 
     # --- batches -------------------------------------------------------------------------
 
@@ -147,11 +151,11 @@ class Engine:
 
     def _dead_letter(self, msg: RawMessage, reason: str, result: BatchResult) -> None:
         """Once per message: a replay after a crash does not dead-letter it again."""
-        key = (msg.topic, msg.partition)
-        if msg.offset <= self.dead_marks.get(key, -1):
+        mark = (msg.topic, msg.partition, msg.offset)
+        if mark in self.dead_marks:
             return
-        self.dead_marks[key] = msg.offset
-        result.dead_marks[key] = msg.offset
+        self.dead_marks.add(mark)
+        result.dead_marks.append(mark)
         result.dead_letters.append(DeadLetterItem(msg, reason))
 
     # --- partitions ----------------------------------------------------------------------
@@ -181,8 +185,7 @@ class Engine:
         keep = set(partitions)
         for p in [p for p in self.partitions if p not in keep]:
             del self.partitions[p]
-        for key in [k for k in self.dead_marks if k[1] not in keep]:
-            del self.dead_marks[key]
+        self.dead_marks = {mark for mark in self.dead_marks if mark[1] in keep}
         gone = [lid for lid, lead in self.leads.items() if lead.partition not in keep]
         for lead_id in gone:
             del self.leads[lead_id]

@@ -8,11 +8,12 @@ from typing import Any
 import faust
 
 from streamproc.changelog import END_MARKER, ChangelogWriter, Record
+from streamproc.engine import DeadMark
 from streamproc.lead import LeadState
 
 __all__ = ["END_MARKER", "LeadLog", "decode_recovered"]
 
-DEAD_MARK = b"\x00dead-lettered\x00"  # + "topic:partition" -> highest offset dead-lettered
+DEAD_MARK = b"\x00dead-lettered\x00"  # + "topic:partition:offset" -> b"1"
 
 
 class LeadLog:
@@ -21,18 +22,16 @@ class LeadLog:
     def __init__(self, table: faust.Table) -> None:
         self.writer = ChangelogWriter(table)
 
-    async def write(
-        self, leads: Iterable[LeadState], dead_marks: dict[tuple[str, int], int] | None = None
-    ) -> None:
+    async def write(self, leads: Iterable[LeadState], dead_marks: Iterable[DeadMark] = ()) -> None:
         """Changelog the leads and await delivery: the batch is acked only after this.
-        ``dead_marks``: offsets already dead-lettered, kept in the same partition as the
-        leads of their source partition."""
+        ``dead_marks``: messages dead-lettered, kept in the same partition as the leads of
+        their source partition."""
         # The leads themselves, not their bytes: each is serialized when its turn comes, so the
         # newest state is appended last whichever task wrote it.
         records: list[Record] = [(lead.lead_id.encode(), lead, lead.partition) for lead in leads]
         records += [
-            (DEAD_MARK + f"{topic}:{partition}".encode(), str(offset).encode(), partition)
-            for (topic, partition), offset in (dead_marks or {}).items()
+            (DEAD_MARK + f"{topic}:{partition}:{offset}".encode(), b"1", partition)
+            for topic, partition, offset in dead_marks
         ]
         await self.writer.write(records)
 
@@ -41,18 +40,18 @@ class LeadLog:
         await self.writer.write((lead.lead_id.encode(), None, lead.partition) for lead in leads)
 
 
-def decode_recovered(store: MutableMapping[Any, Any]) -> dict[tuple[str, int], int]:
+def decode_recovered(store: MutableMapping[Any, Any]) -> set[DeadMark]:
     """Recovery fills the store with changelog bytes: turn them into lead states once.
 
-    Returns the dead-letter marks found, keyed by (source topic, partition)."""
-    marks: dict[tuple[str, int], int] = {}
+    Returns the dead-letter marks found."""
+    marks: set[DeadMark] = set()
     for key in [k for k, v in store.items() if not isinstance(v, LeadState)]:
         raw = store.pop(key)
         if not raw:  # tombstones (end markers, evicted leads) leave nothing behind
             continue
         if isinstance(key, bytes) and key.startswith(DEAD_MARK):
-            topic, _, partition = key[len(DEAD_MARK) :].decode().rpartition(":")
-            marks[(topic, int(partition))] = int(raw)
+            topic, partition, offset = key[len(DEAD_MARK) :].decode().rsplit(":", 2)
+            marks.add((topic, int(partition), int(offset)))
             continue
         lead = LeadState.loads(raw)
         store[lead.lead_id] = lead

@@ -336,7 +336,7 @@ class Topology:
         log.info("assigned lead partitions %s (dropped %d leads)", sorted(active), len(dropped))
 
     async def _on_recovered(self) -> None:
-        self.engine.dead_marks.update(decode_recovered(self.engine.leads))
+        self.engine.dead_marks |= decode_recovered(self.engine.leads)
         active = self._active(self.kinds)
         self.engine.keep_only(active)
         built = self.engine.rebuild(active, time.time())
