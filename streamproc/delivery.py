@@ -43,7 +43,8 @@ class DeliveryCursor:
         self._next: dict[TP, int] = {}
         #: Jumps (next offset, offset jumped to) sought back to be checked.
         self._checking: dict[TP, tuple[int, int]] = {}
-        #: Bumped before each seek: a batch fetched at an older count may predate it.
+        #: Bumped when a seek starts and when it is done: a batch fetched, or a delivery
+        #: begun, at an older count may predate the seek's target.
         self.seeks = 0
 
     def next(self, tp: TP) -> int | None:

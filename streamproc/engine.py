@@ -22,7 +22,7 @@ from streamproc.windows import RETENTION_SECONDS, WindowClock
 
 DeadMark = tuple[str, int, int]  # (source topic, partition, offset) of a dead-lettered message
 
-__all__ = ["BatchResult", "DeadLetterItem", "Engine", "RawMessage"]
+__all__ = ["BatchResult", "DeadLetterItem", "DeadMark", "Engine", "RawMessage"]
 
 
 class RawMessage(NamedTuple):
@@ -105,9 +105,9 @@ class Engine:
         self.deriver = deriver or FactDeriver(settings)
         self.clock = WindowClock(settings.zone)
         self.partitions: dict[int, PartitionAggregates] = {}
-        # (topic, partition) -> highest offset already dead-lettered (durable: see LeadLog)
-        # One per message: after a seek back, messages can be applied out of offset order,
-        # so a per-partition "highest offset" would pass over one not dead-lettered yet.
+        # Messages already dead-lettered (durable: see LeadLog), one mark per message: after
+        # a seek back, messages can be applied out of offset order, so a per-partition
+        # "highest offset" would pass over one not dead-lettered yet.
         self.dead_marks: set[DeadMark] = set()
 
     # --- batches -------------------------------------------------------------------------

@@ -185,11 +185,9 @@ class ExactConsumer(driver.Consumer):
             verdict = cursor.judge(tp, offset, seeks_at_fetch)
             if verdict is Verdict.REPEAT:
                 continue
+            if verdict is Verdict.JUMP:
+                log.info("%s: offset %d follows %s: reading it again", tp, offset, cursor.next(tp))
             if verdict is Verdict.STALE or verdict is Verdict.JUMP:
-                if verdict is Verdict.JUMP:
-                    log.info(
-                        "%s: offset %d follows %s: reading it again", tp, offset, cursor.next(tp)
-                    )
                 sought_back.add(tp)
                 await self._rewind(tp, offset)
                 continue
@@ -242,7 +240,7 @@ class IdempotentExactTransport(ExactTransport):
 
 
 def install(*, idempotent_producer: bool = False) -> None:
-    """Make ``kafka://`` URLs use this transport (idempotent)."""
+    """Make ``kafka://`` URLs use this transport (calling it again only re-points them)."""
     chosen = IdempotentExactTransport if idempotent_producer else ExactTransport
     TRANSPORTS.aliases["kafka"] = f"{__name__}:{chosen.__name__}"
     TRANSPORTS.aliases["aiokafka"] = f"{__name__}:{chosen.__name__}"
