@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Iterable, Iterator
 from typing import TypeVar
 
 import faust
-from faust.types import EventT, RecordMetadata
+from faust.types import Message, RecordMetadata
 from prometheus_client import CollectorRegistry
 
 from streamproc.alerting import AlertPublisher
@@ -36,6 +36,7 @@ from streamproc.sinks import Sink
 from streamproc.sinks.metric_topics import MetricTopicsSink
 from streamproc.sinks.redis_snapshot import RedisSnapshotSink
 from streamproc.topics import topic_names
+from streamproc.transport import BatchRoute, route_batches
 
 __all__ = ["Topology", "build_topology"]
 
@@ -115,6 +116,7 @@ class Topology:
     def _wire(self) -> None:
         app, s = self.app, self.settings
         app.agent(self.events_topic, name="kpi-events", concurrency=1)(self._consume_events)
+        route_batches(app, BatchRoute(frozenset(self.kinds), self.handle_batch, s.batch_size))
         app.agent(self.partials_topic, name="kpi-partials", concurrency=1)(self._consume_partials)
         app.timer(s.publish_interval_seconds, name="publish-partials")(self._publish_partials)
         app.timer(PRUNE_SECONDS, name="prune-windows")(self._prune)
@@ -126,36 +128,43 @@ class Topology:
         app.on_before_shutdown.connect(self._stop_sinks)
 
     async def _consume_events(self, stream: faust.StreamT) -> None:
+        # Only if the consumer is not ours: ExactConsumer hands the event topics straight
+        # to handle_batch (route_batches in _wire), without Faust's per-event path.
         s = self.settings
         async for batch in stream.take_events(s.batch_size, within=s.batch_seconds):
-            await self.handle_batch(batch)
+            await self.handle_batch([event.message for event in batch])
 
-    async def handle_batch(self, batch: list[EventT]) -> None:
+    async def handle_batch(self, batch: list[Message]) -> None:
+        """Apply a batch of event messages, changelog the leads, then ack the messages."""
         try:
             async with self._state_lock:
-                await self._apply(batch)
+                applied = await self._apply(batch)
         except BaseException:
             # take_events acks a batch even when its handling failed or was cancelled (a
             # shutdown cancels changelog writes in flight): the batch must be read again.
             self._leave_unacked(batch)
             raise
+        ack = self.app.consumer.ack
+        for message in applied:
+            message.tracked = True
+            ack(message)
 
-    async def _apply(self, batch: list[EventT]) -> None:
+    async def _apply(self, batch: list[Message]) -> list[Message]:
         batch = self._current(batch)
         if not batch:
-            return
+            return batch
         kinds = self.kinds
         raw = [
             RawMessage(
-                kinds[ev.message.topic],
-                ev.message.topic,
-                ev.message.partition,
-                ev.message.offset,
-                ev.message.key,
-                ev.message.value,
-                ev.message.timestamp and int(ev.message.timestamp * 1000),
+                kinds[msg.topic],
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                msg.key,
+                msg.value,
+                msg.timestamp and int(msg.timestamp * 1000),
             )
-            for ev in batch
+            for msg in batch
         ]
         now = time.time()
         result = self.engine.process(raw, now)
@@ -165,8 +174,9 @@ class Topology:
         await asyncio.gather(*dead)
         await self.lead_log.write(result.changed, result.dead_marks)
         await self.alerts.after_change(result.changed, now)
+        return batch
 
-    def _current(self, batch: list[EventT]) -> list[EventT]:
+    def _current(self, batch: list[Message]) -> list[Message]:
         """Events this worker may apply now; the others are left unacked, to be read again.
 
         ``take_events`` can yield events fetched before a rebalance after the reassignment
@@ -177,21 +187,20 @@ class Topology:
         generation = app.consumer_generation_id
         active = app.assignor.assigned_actives() if self.ready else set()
         current = []
-        for event in batch:
-            message = event.message
+        for message in batch:
             if message.generation_id == generation and message.tp in active:
-                current.append(event)
+                current.append(message)
             else:
-                self._leave_unacked([event])
+                self._leave_unacked([message])
         return current
 
-    def _leave_unacked(self, events: Iterable[EventT]) -> None:
+    def _leave_unacked(self, messages: Iterable[Message]) -> None:
         """Untracked, take_events' ack becomes a no-op (see transport.ExactConsumer): the
         offsets are not committed and the events are read again after the next seek."""
         unacked = self.app.consumer.unacked
-        for event in events:
-            event.message.tracked = False
-            unacked.discard(event.message)
+        for message in messages:
+            message.tracked = False
+            unacked.discard(message)
 
     async def _dead_letter(self, item: DeadLetterItem) -> Awaitable[RecordMetadata]:
         msg = item.message

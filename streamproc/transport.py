@@ -18,13 +18,19 @@ loop never overtakes the rebalance's own seek.
 
 Also: commit what was acked before a revoke drops Faust's bookkeeping of it, so that fewer
 events are replayed by the partition's next owner (replays are harmless, only wasted work).
+
+Topics given a ``BatchRoute`` (``route_batches``) skip Faust's per-message path (conductor,
+channel queue, stream, sensors: most of a worker's time in the profile) and reach their
+handler a fetch at a time; the handler acks what it applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -35,9 +41,49 @@ from mode import ServiceT
 
 from .delivery import DeliveryCursor, Verdict
 
-__all__ = ["ExactConsumer", "ExactTransport", "IdempotentExactTransport", "install"]
+__all__ = [
+    "BatchRoute",
+    "ExactConsumer",
+    "ExactTransport",
+    "IdempotentExactTransport",
+    "install",
+    "route_batches",
+]
 
 log = logging.getLogger(__name__)
+RETRY_SECONDS = 1.0  # after a batch handler failed, before its messages are read again
+# Faust hard-codes 1,500 ms. tansu answers a fetch only when that wait is over (it does not
+# wake up on new data), so a steady trickle arrived up to 1.5 s late: p50 0.40 s, p99 0.77 s
+# at 1,000 events/s on one aiokafka consumer, against p50 0.035 s, p99 0.073 s with 100 ms.
+# Kafka answers as soon as data is there either way; 100 ms only adds idle polls.
+FETCH_MAX_WAIT_MS = 100
+
+
+@dataclass(frozen=True)
+class BatchRoute:
+    """Messages of ``topics`` go to ``handler`` in batches of at most ``size``, in offset
+    order per partition. The handler acks (``Consumer.ack``) the messages it applied; the
+    others are read again after the next seek. If it raises, the batch is read again."""
+
+    topics: frozenset[str]
+    handler: Callable[[list[Message]], Awaitable[None]]
+    size: int
+
+
+_routes: weakref.WeakKeyDictionary[Any, BatchRoute] = weakref.WeakKeyDictionary()
+
+
+def route_batches(app: Any, route: BatchRoute) -> None:
+    """Deliver ``route.topics`` to ``route.handler`` in batches (the app's consumer must be
+    an ``ExactConsumer``: ``install`` makes it so)."""
+    _routes[app] = route
+
+
+class _ConsumerThread(driver.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by its start()
+        return consumer
 
 
 class ExactConsumer(driver.Consumer):
@@ -45,6 +91,9 @@ class ExactConsumer(driver.Consumer):
         super().__init__(*args, **kwargs)
         self._cursor = DeliveryCursor()
         self._seek_lock = asyncio.Lock()
+
+    def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def ack(self, message: Message) -> bool:
         if not message.tracked:
@@ -173,6 +222,7 @@ class ExactConsumer(driver.Consumer):
     async def _deliver_batch(self, batch: Any, seeks_at_fetch: int) -> None:
         cursor = self._cursor
         sought_back: set[TP] = set()  # the rest of their records is read again
+        held = _Held(_routes.get(self.app))
         since_yield = 0
         async for tp, message in batch:
             since_yield += 1
@@ -188,14 +238,48 @@ class ExactConsumer(driver.Consumer):
             if verdict is Verdict.JUMP:
                 log.info("%s: offset %d follows %s: reading it again", tp, offset, cursor.next(tp))
             if verdict is Verdict.STALE or verdict is Verdict.JUMP:
+                sought_back |= await self._hand_over(held)  # no seek of ours while holding
                 sought_back.add(tp)
                 await self._rewind(tp, offset)
                 continue
             if verdict is Verdict.GAP:
                 self._add_real_gap(tp, message.topic, offset)
-            if not await self._deliver(tp, message):
+            if held.takes(message):
+                held.add(message, cursor.seeks)
+                cursor.delivered(tp, offset, cursor.seeks)  # judged as handed over
+                if held.full:
+                    sought_back |= await self._hand_over(held)
+            elif not await self._deliver(tp, message):
+                sought_back |= await self._hand_over(held)
                 sought_back.add(tp)
                 await self._rewind(tp, offset)
+        await self._hand_over(held)
+
+    async def _hand_over(self, held: _Held) -> set[TP]:
+        """Hand the held messages to their route's handler. Returns the partitions sought
+        back to be read again (a rebalance under way, or the handler failed)."""
+        messages, seeks_at_hold = held.take()
+        if not messages:
+            return set()
+        if self.flow_active:
+            try:
+                await held.route.handler(messages)  # type: ignore[union-attr]
+                return set()
+            except Exception as exc:
+                log.exception("batch handler failed, reading the batch again: %r", exc)
+                await self.sleep(RETRY_SECONDS)
+        firsts: dict[TP, int] = {}
+        for message in messages:
+            firsts.setdefault(message.tp, message.offset)
+        async with self._seek_lock:
+            # A seek since then went to the committed offsets, at or before these messages
+            # (they are not acked): they are read again from there.
+            if self._cursor.seeks != seeks_at_hold:
+                return set(firsts)
+            for tp, offset in firsts.items():
+                if tp in self.assignment():
+                    await self._seek_to({tp: offset})
+        return set(firsts)
 
     async def _deliver(self, tp: TP, message: Message) -> bool:
         """Hand one message to the streams. False if a flow stop (a rebalance) cut the
@@ -220,6 +304,32 @@ class ExactConsumer(driver.Consumer):
             gaps = self._gap[tp]
             gaps.addi(start, offset)
             gaps.merge_overlaps()
+
+
+class _Held:
+    """Messages of a batch route held for their handler, and the seek count when the first
+    was held."""
+
+    def __init__(self, route: BatchRoute | None) -> None:
+        self.route = route
+        self._messages: list[Message] = []
+        self._seeks = 0
+
+    def takes(self, message: Message) -> bool:
+        return self.route is not None and message.topic in self.route.topics
+
+    def add(self, message: Message, seeks: int) -> None:
+        if not self._messages:
+            self._seeks = seeks
+        self._messages.append(message)
+
+    @property
+    def full(self) -> bool:
+        return self.route is not None and len(self._messages) >= self.route.size
+
+    def take(self) -> tuple[list[Message], int]:
+        messages, self._messages = self._messages, []
+        return messages, self._seeks
 
 
 class IdempotentProducer(driver.Producer):

@@ -8,6 +8,7 @@ import logging
 import faust
 
 from streamproc.config import Settings
+from streamproc.heap import freeze_after_full_collections
 from streamproc.topics import check_topics, wait_for_broker
 from streamproc.topology import build_topology
 
@@ -26,6 +27,7 @@ async def preflight(settings: Settings, broker_wait: float = BROKER_WAIT_SECONDS
 def run_worker(settings: Settings) -> None:
     """Block running one worker until SIGTERM/SIGINT (Faust's worker stops gracefully)."""
     asyncio.run(preflight(settings))
+    freeze_after_full_collections()
     asyncio.set_event_loop(asyncio.new_event_loop())
     topology = build_topology(settings)
     worker = faust.Worker(topology.app, loglevel=settings.log_level.upper())

@@ -113,14 +113,13 @@ async def test_a_batch_whose_handling_is_cancelled_is_not_acked(tmp_path) -> Non
     ]
     unacked = topology.app.consumer.unacked
     unacked.update(messages)
-    batch = [type("Event", (), {"message": m})() for m in messages]
 
     async def cancelled(_: object) -> None:
         raise asyncio.CancelledError  # the changelog write in flight at shutdown
 
     topology._apply = cancelled  # type: ignore[method-assign]
     with pytest.raises(asyncio.CancelledError):
-        await topology.handle_batch(batch)  # type: ignore[arg-type]
+        await topology.handle_batch(messages)
     assert not any(m.tracked for m in messages), "take_events would ack them"
     assert not unacked & set(messages)
 
@@ -338,6 +337,12 @@ class _OnePartition:
         ):
             self.applied.add(message.offset)
 
+    async def deliver_batch(self, messages) -> None:
+        """The batch route's handler: the messages one after the other, as the worker's
+        batch handler applies them (it acks only those of the current generation)."""
+        for message in messages:
+            await self.deliver(message)
+
     async def seek_to_committed(self) -> dict[TP, int]:
         if self.committed > 0:  # aiokafka seeks only an offset above 0
             self.position = self.committed
@@ -378,15 +383,25 @@ def _bug9_partition(monkeypatch: pytest.MonkeyPatch, committed: int, held: set[i
     return partition
 
 
+LOOPS = ["ours", "ours-batched", "faust"]
+
+
 async def _drain(partition: _OnePartition, loop: str) -> None:
+    """Run the fetch loop to the end of the partition: Faust's, or ours delivering message
+    by message (``ours``) or through a batch route of 3 (``ours-batched``)."""
     from faust.transport.consumer import Consumer as FaustConsumer
 
+    from streamproc.transport import BatchRoute, route_batches
+
+    if loop == "ours-batched":
+        route = BatchRoute(frozenset({BUG9_TP.topic}), partition.deliver_batch, 3)
+        route_batches(partition.consumer.app, route)
     await partition.consumer.perform_seek()  # the assignment's seek
-    drain = ExactConsumer._drain_messages if loop == "ours" else FaustConsumer._drain_messages
+    drain = FaustConsumer._drain_messages if loop == "faust" else ExactConsumer._drain_messages
     await asyncio.wait_for(drain(partition.consumer, partition.fetcher), 10)
 
 
-@pytest.mark.parametrize("loop", ["ours", "faust"])
+@pytest.mark.parametrize("loop", LOOPS)
 async def test_a_delivery_straddling_a_rebalance_loses_nothing(
     monkeypatch: pytest.MonkeyPatch, loop: str
 ) -> None:
@@ -405,7 +420,7 @@ async def test_a_delivery_straddling_a_rebalance_loses_nothing(
         assert not lost, f"offsets never applied: {sorted(lost)}"
 
 
-@pytest.mark.parametrize("loop", ["ours", "faust"])
+@pytest.mark.parametrize("loop", LOOPS)
 async def test_a_batch_fetched_before_a_seek_loses_nothing(
     monkeypatch: pytest.MonkeyPatch, loop: str
 ) -> None:
@@ -429,7 +444,7 @@ async def test_a_batch_fetched_before_a_seek_loses_nothing(
         assert not gap, f"offsets counted as done without being processed: {gap}"
 
 
-@pytest.mark.parametrize("loop", ["ours", "faust"])
+@pytest.mark.parametrize("loop", LOOPS)
 async def test_a_fetch_from_a_position_the_consumer_did_not_set_loses_nothing(
     monkeypatch: pytest.MonkeyPatch, loop: str
 ) -> None:
@@ -458,3 +473,28 @@ async def test_a_fetch_from_a_position_the_consumer_did_not_set_loses_nothing(
     else:
         assert not lost, f"offsets never applied: {sorted(lost)}"
         assert not gap, f"offsets counted as done without being processed: {gap}"
+
+
+async def test_a_batch_whose_handler_fails_is_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch route's handler that raises (e.g. a changelog write that timed out while the
+    broker was away) has applied nothing for sure: its batch is sought back and read again,
+    not skipped until the next rebalance."""
+    from streamproc import transport
+
+    monkeypatch.setattr(transport, "RETRY_SECONDS", 0.0)
+    partition = _bug9_partition(monkeypatch, committed=0, held=set())
+    calls: list[list[int]] = []
+
+    async def flaky(messages) -> None:
+        calls.append([m.offset for m in messages])
+        if len(calls) == 2:
+            raise ConnectionError("changelog write timed out")
+        await partition.deliver_batch(messages)
+
+    transport.route_batches(
+        partition.consumer.app, transport.BatchRoute(frozenset({BUG9_TP.topic}), flaky, 3)
+    )
+    await partition.consumer.perform_seek()
+    await asyncio.wait_for(ExactConsumer._drain_messages(partition.consumer, partition.fetcher), 10)
+    assert partition.applied == set(range(partition.end))
+    assert calls[2][0] == calls[1][0], f"the failed batch was not read again: {calls}"
