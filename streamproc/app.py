@@ -38,6 +38,10 @@ def create_app(settings: Settings) -> faust.App:
         # Commit often: less to replay after a crash (replays are idempotent anyway).
         broker_commit_interval=0.5,
         producer_linger=0.005,
+        # A changelog write is one batch per partition (streamproc.kafka_batch); aiokafka
+        # sends one batch per partition at a time, so Faust's 16 KiB would make a write of
+        # 2,000 leads (~1 KiB each) ~30 broker round trips one after the other.
+        producer_max_batch_size=512 * 1024,
         stream_buffer_maxsize=max(4096, settings.batch_size * 2),
         web_enabled=True,
         web_port=settings.web_port,

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import faust
 
+from streamproc.kafka_batch import send_in_batches
+
 __all__ = ["END_MARKER", "ChangelogWriter", "Record", "Snapshot"]
 
 # A tombstone for a key no table holds: recovery deletes nothing.
@@ -47,18 +49,13 @@ class ChangelogWriter:
         records = list(records)
         if not records:
             return
-        changelog = self.table.changelog_topic
+        app, topic = self.table.app, self.table.changelog_topic.get_topic_name()
         async with self._enqueue:  # snapshot and append in one order
-            pending = [
-                await changelog.send(key=key, value=_serialized(value), partition=partition)
-                for key, value, partition in records
-            ]
-        await asyncio.gather(*pending)
-        markers = [
-            await changelog.send(key=END_MARKER, value=None, partition=p)
-            for p in {partition for _, _, partition in records}
-        ]
-        await asyncio.gather(*markers)
+            serialized = [(key, _serialized(value), part) for key, value, part in records]
+            data = await send_in_batches(app, topic, serialized)
+        await asyncio.gather(*data)
+        markers = [(END_MARKER, None, p) for p in {part for _, _, part in records}]
+        await asyncio.gather(*await send_in_batches(app, topic, markers))
 
 
 def _serialized(value: bytes | Snapshot | None) -> bytes | None:

@@ -21,6 +21,7 @@ from streamproc.config import Settings
 from streamproc.engine import BatchResult, DeadLetterItem, Engine, RawMessage
 from streamproc.events import EventKind
 from streamproc.facts import FactDeriver
+from streamproc.kafka_batch import BatchRecord, send_in_batches
 from streamproc.kpis import (
     Sample,
     Summary,
@@ -263,17 +264,19 @@ class Topology:
         self._full_publish_due = True
         busy = _Stretches()
         messages = self.publisher.round(self.engine.partitions, self.engine.clock, now, full)
+        out: list[BatchRecord] = []
         while True:
             with busy:
                 message = next(messages, _END)
             if message is _END:
                 break
             if message is not None:
-                key, value, target = message  # type: ignore[misc]
-                await self.partials_topic.send(key=key, value=value, partition=target)
+                out.append(message)  # type: ignore[arg-type]
             await busy.pause()
             if self.app.rebalancing or not self.ready:
                 return
+        for sent in await send_in_batches(self.app, self.names.partials, out):
+            sent.add_done_callback(_log_failed_send)
         self._full_publish_due = False
         # The owner side, sliced too: decoding and merging what changed, then the samples.
         table = self.partials_table.data.data  # type: ignore[attr-defined]
@@ -441,6 +444,12 @@ class _Stretches:
                 else:
                     return out
             await self.pause()
+
+
+def _log_failed_send(sent: asyncio.Future[object]) -> None:
+    # A lost partial is re-sent by the next full round (FULL_PUBLISH_SECONDS).
+    if not sent.cancelled() and sent.exception() is not None:
+        log.warning("publishing partials failed: %r", sent.exception())
 
 
 def build_topology(settings: Settings, registry: CollectorRegistry | None = None) -> Topology:

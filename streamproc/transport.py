@@ -262,9 +262,16 @@ class ExactConsumer(driver.Consumer):
         if not messages:
             return set()
         if self.flow_active:
+            # Pending like a message a stream took: a rebalance or a shutdown waits for its
+            # ack (Faust's wait_empty), and the handler goes on to the end of the batch
+            # when the fetch loop is cancelled (a shutdown stops the fetcher first).
+            self._unacked_messages.update(messages)
+            handling = asyncio.ensure_future(held.route.handler(messages))  # type: ignore[union-attr]
             try:
-                await held.route.handler(messages)  # type: ignore[union-attr]
+                await asyncio.shield(handling)
                 return set()
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:
                 log.exception("batch handler failed, reading the batch again: %r", exc)
                 await self.sleep(RETRY_SECONDS)
