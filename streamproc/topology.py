@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import faust
 from faust.types import Message, RecordMetadata
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from streamproc.alerting import AlertPublisher
 from streamproc.alerts import AlertWatch
@@ -60,7 +60,7 @@ class Topology:
         self.app = create_app(settings)
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.metrics = ProcessorMetrics.create(self.registry)
-        self.registry.register(KpiCollector(self.samples))
+        self.registry.register(KpiCollector(self._scraped_samples))
         self.registry.register(LagCollector(self.consumer_lag))
         self.kinds = {self.names.inputs[k]: EventKind(k) for k in self.names.inputs}
         self.leads_table = self._table("leads")
@@ -104,6 +104,7 @@ class Topology:
         self._last_full_publish = 0.0
         self._next_publish = 0.0  # monotonic: no publish round before
         self._full_publish_due = False
+        self._prepared: list[Sample] | None = None  # the samples of the scrape being rendered
         self._wire()
 
     def _table(self, name: str) -> faust.Table:
@@ -398,6 +399,23 @@ class Topology:
             for rep in self.settings.activity_targets
             if owner_partition(f"rep:{rep}", partitions) in owned
         ]
+
+    async def render_metrics(self) -> bytes:
+        """The /metrics body. The KPI samples are computed in slices that let events run in
+        between: computed in one go, a scrape held the loop ~0.3 s at 20,000 leads (~1 s
+        at 100,000), and every event that came meanwhile waited (the p99 latency)."""
+        try:
+            samples = await _Stretches().drain(self.samples(time.time()))
+        except RuntimeError:  # a rebalance changed the state between slices: in one go
+            samples = list(self.samples(time.time()))
+        self._prepared = samples  # no await from here to the end: no other scrape sees it
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self._prepared = None
+
+    def _scraped_samples(self, now: float) -> Iterable[Sample]:
+        return self._prepared if self._prepared is not None else self.samples(now)
 
     def samples(self, now: float) -> Iterator[Sample]:
         engine = self.engine

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from streamproc.kpis import Sample
 
@@ -26,7 +26,7 @@ def register_routes(topology: Topology) -> None:
 
     @app.page("/metrics")
     async def metrics(web: View, request: Request) -> Response:
-        body = generate_latest(topology.registry)
+        body = await topology.render_metrics()
         return web.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/healthz")

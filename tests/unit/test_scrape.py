@@ -1,0 +1,50 @@
+"""/metrics renders the KPI samples in slices: a scrape does not hold events up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamproc.config import Settings
+from streamproc.kpis import Sample
+from streamproc.topology import SLICE_SECONDS, Topology
+
+
+def _slow_samples(n: int, each: float) -> Iterator[Sample]:
+    for i in range(n):
+        time.sleep(each)  # a costly merge, synchronous like the real ones
+        yield Sample("sales_leads_created", {"source": f"s{i}"}, None, float(i))
+
+
+async def test_a_scrape_lets_the_event_loop_run_while_it_computes(tmp_path: Path) -> None:
+    topology = Topology(Settings(_env_file=None, data_dir=tmp_path))
+    topology.samples = lambda now: _slow_samples(10, SLICE_SECONDS)  # type: ignore[method-assign]
+    ticks: list[float] = []
+
+    async def events() -> None:  # stands for the batch handler
+        while True:
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0)
+
+    ticking = asyncio.create_task(events())
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    body = await topology.render_metrics()
+    ended = time.perf_counter()
+    ticking.cancel()
+    during = [t for t in ticks if started < t < ended]
+    assert len(during) >= 4, f"the loop ran {len(during)} times in a {ended - started:.2f}s scrape"
+    longest = max(b - a for a, b in zip([started, *during], [*during, ended], strict=True))
+    assert longest < 6 * SLICE_SECONDS, f"the loop was held {longest:.3f}s"
+    values = {
+        s.labels["source"]: s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if s.name == "sales_leads_created"
+    }
+    assert values == {f"s{i}": float(i) for i in range(10)}
+    assert topology._prepared is None, "a later scrape would show these samples again"
