@@ -37,6 +37,10 @@ def create_app(settings: Settings) -> faust.App:
         broker_request_timeout=30,
         # Commit often: less to replay after a crash (replays are idempotent anyway).
         broker_commit_interval=0.5,
+        # aiokafka hands out everything it has prefetched in one getmany, each record then
+        # an object (~140k of them, ~50 MiB, when a worker catches up a backlog); bounded,
+        # the rest waits as the compact fetch response.
+        broker_max_poll_records=settings.batch_size,
         producer_linger=0.005,
         # A changelog write is one batch per partition (streamproc.kafka_batch); aiokafka
         # sends one batch per partition at a time, so Faust's 16 KiB would make a write of
