@@ -38,12 +38,13 @@ async def send_in_batches(
         by_partition.setdefault(partition, []).append((key, value))
     deliveries: list[asyncio.Future[Any]] = []
     for partition, items in by_partition.items():
-        batch = producer.create_batch()
+        batch, in_batch = producer.create_batch(), 0
         for key, value in items:
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
+            while batch.append(key=key, value=value, timestamp=None) is None:  # full
+                if not in_batch:
                     raise ValueError(f"a record of {len(value or b'')} bytes exceeds a batch")
+                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                batch, in_batch = producer.create_batch(), 0
+            in_batch += 1
         deliveries.append(await producer.send_batch(batch, topic, partition=partition))
     return deliveries
