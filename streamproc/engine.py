@@ -7,7 +7,7 @@ difference reaches the aggregates, so the cost per event stays small.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from sys import intern
 from typing import NamedTuple
@@ -20,6 +20,7 @@ from streamproc.facts import Fact, FactDeriver
 from streamproc.lead import Attempt, Created, LeadState, Open, StageMove
 from streamproc.windows import RETENTION_SECONDS, WindowClock
 
+SCAN_CHUNK = 2000  # leads scanned for eviction between two chances for the event loop
 DeadMark = tuple[str, int, int]  # (source topic, partition, offset) of a dead-lettered message
 
 __all__ = ["BatchResult", "DeadLetterItem", "DeadMark", "Engine", "RawMessage"]
@@ -195,15 +196,30 @@ class Engine:
         for part in self.partitions.values():
             part.prune(now)
 
-    def evict(self, now: float) -> list[LeadState]:
+    def eviction_candidates(self, now: float) -> Iterator[str | None]:
+        """Ids of the leads whose events are all past retention (``evict`` decides), with a
+        None after every ``SCAN_CHUNK`` leads scanned: there the caller may let the event
+        loop run (a scan of 100,000 leads takes ~0.4 s)."""
+        cutoff = now - RETENTION_SECONDS
+        for i, lead in enumerate(list(self.leads.values()), 1):
+            if lead.last_ts < cutoff:
+                yield lead.lead_id
+            if i % SCAN_CHUNK == 0:
+                yield None
+
+    def evict(self, now: float, candidates: Iterable[str | None] | None = None) -> list[LeadState]:
         """Forget leads that can no longer change a KPI: every event past retention and no
         live fact (not waiting, no open deal), or live but silent for the open-lead
-        retention (stale: it leaves the live gauges). Returns them, for the changelog."""
+        retention (stale: it leaves the live gauges). Returns them, for the changelog.
+        ``candidates``: the leads to look at (``eviction_candidates``), default all."""
         cutoff = now - RETENTION_SECONDS
         stale = now - self.settings.open_lead_retention_days * 86400
         gone = []
-        for lead in list(self.leads.values()):
-            if lead.last_ts >= cutoff:
+        if candidates is None:
+            candidates = list(self.leads)
+        for lead_id in candidates:
+            lead = self.leads.get(lead_id) if lead_id is not None else None
+            if lead is None or lead.last_ts >= cutoff:
                 continue
             facts = self.deriver.all_facts(lead)
             if lead.last_ts >= stale and any(f[2] is None for f in facts):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -12,14 +11,15 @@ from prometheus_client.registry import Collector
 
 from streamproc.kpis import CATALOGUE, Sample
 
-__all__ = ["KpiCollector", "LagCollector", "ProcessorMetrics"]
+__all__ = ["LagCollector", "ProcessorMetrics", "kpi_families"]
 
 DELAY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
 
 @dataclass(frozen=True, slots=True)
 class ProcessorMetrics:
-    """The processor's own metrics (the KPI gauges come from ``KpiCollector``)."""
+    """The processor's own metrics; the KPI gauges are ``kpi_families``, built at scrape
+    time from the in-memory aggregates."""
 
     registry: CollectorRegistry
     events: Counter
@@ -52,27 +52,19 @@ class ProcessorMetrics:
         )
 
 
-class KpiCollector(Collector):
-    """Builds the KPI gauges from in-memory aggregates at scrape time: nothing per event."""
-
-    def __init__(self, samples: Callable[[float], Iterable[Sample]]) -> None:
-        self._samples = samples
-
-    def collect(self) -> Iterator[Metric]:
-        families: dict[str, Metric] = {}
-        for spec in CATALOGUE:
-            # Quantile series are typed summary: a gauge may not carry a "quantile" label.
-            kind = "summary" if "quantile" in spec.labels else "gauge"
-            families[spec.name] = Metric(spec.name, spec.help, kind)
-        for sample in self._samples(time.time()):
-            labels = dict(sample.labels)
-            if sample.window is not None:
-                labels["window"] = sample.window.name
-            families[sample.metric].add_sample(sample.metric, labels, sample.value)
-        yield from families.values()
-
-    def describe(self) -> Iterator[Metric]:
-        return iter(())
+def kpi_families(samples: Iterable[Sample]) -> list[Metric]:
+    """One metric family per catalogue entry, with the samples given."""
+    families: dict[str, Metric] = {}
+    for spec in CATALOGUE:
+        # Quantile series are typed summary: a gauge may not carry a "quantile" label.
+        kind = "summary" if "quantile" in spec.labels else "gauge"
+        families[spec.name] = Metric(spec.name, spec.help, kind)
+    for sample in samples:
+        labels = dict(sample.labels)
+        if sample.window is not None:
+            labels["window"] = sample.window.name
+        families[sample.metric].add_sample(sample.metric, labels, sample.value)
+    return list(families.values())
 
 
 class LagCollector(Collector):

@@ -115,6 +115,26 @@ def test_eviction_keeps_live_leads_and_forgets_finished_ones() -> None:
     }
 
 
+def test_eviction_from_a_scan_in_slices_forgets_the_same_leads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker scans for candidates between events (outside the state lock), then
+    evicts those: the same leads go as with a scan of all, and a lead that got an event
+    after the scan stays."""
+    from streamproc import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "SCAN_CHUNK", 3)
+    engine = Engine(SETTINGS, {})
+    engine.process(_messages(list(range(len(SCENARIO.events)))), SCENARIO.now)
+    later = SCENARIO.now + 9 * 86400
+    scan = list(engine.eviction_candidates(later))
+    assert scan.count(None) == len(engine.leads) // 3, "no chance for the loop in the scan"
+    assert {c for c in scan if c is not None} >= {"L3", "L4", "L5", "L8", "L9"}
+    engine.leads["L9"].attempts.append(engine.leads["L9"].attempts[0]._replace(ts=later))
+    gone = {lead.lead_id for lead in engine.evict(later, scan)}
+    assert gone == {"L3", "L4", "L5", "L8"}
+
+
 def test_open_leads_silent_past_their_retention_leave_the_live_gauges() -> None:
     settings = SETTINGS.model_copy(update={"open_lead_retention_days": 30.0})
     engine = Engine(settings, {})

@@ -1,4 +1,4 @@
-"""/metrics renders the KPI samples in slices: a scrape does not hold events up."""
+"""A scrape shares the event loop with the events: it computes and formats in slices."""
 
 from __future__ import annotations
 
@@ -47,4 +47,10 @@ async def test_a_scrape_lets_the_event_loop_run_while_it_computes(tmp_path: Path
         if s.name == "sales_leads_created"
     }
     assert values == {f"s{i}": float(i) for i in range(10)}
-    assert topology._prepared is None, "a later scrape would show these samples again"
+    names = [family.name for family in text_string_to_metric_families(body.decode())]
+    assert len(names) == len(set(names)), "a family rendered twice"
+    assert "streamproc_events" in names, "the processor's own metrics are missing"
+    topology.samples = lambda now: _slow_samples(1, 0.0)  # type: ignore[method-assign]
+    again = (await topology.render_metrics()).decode()
+    assert 'sales_leads_created{source="s0"} 0.0' in again
+    assert 's1"' not in again, "a later scrape showed the earlier samples"
