@@ -106,9 +106,10 @@ class Settings(BaseSettings):
     max_future_seconds: float = Field(default=300.0, ge=0)
     """STREAMPROC_MAX_FUTURE_SECONDS: how far ahead of the clock ``occurred_at`` may be."""
     batch_size: int = Field(default=2000, ge=1)
-    """STREAMPROC_BATCH_SIZE: events taken from the stream per batch."""
+    """STREAMPROC_BATCH_SIZE: the most events applied (and records fetched) per batch."""
     batch_seconds: float = Field(default=0.05, gt=0)
-    """STREAMPROC_BATCH_SECONDS: the longest wait to fill a batch."""
+    """STREAMPROC_BATCH_SECONDS: the longest wait to fill a batch of the partials topic
+    (event batches are what one fetch brought)."""
     log_level: str = "info"
     """STREAMPROC_LOG_LEVEL: debug, info, warning or error."""
 
