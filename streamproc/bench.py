@@ -767,6 +767,8 @@ class Latency:
     """/metrics scrapes that showed every marker already written to the changelog."""
     violations: int
     """Scrapes that did not (the changelog would then not bound the effect on /metrics)."""
+    shortfalls: list[tuple[int, float, float]] = field(default_factory=list)
+    """Per scrape that did not: (markers written before it, markers shown, its seconds)."""
     alert_samples: list[float] = field(default_factory=list)
     alert_probes: int = 0
     foreign_cores: float = 0.0
@@ -889,13 +891,19 @@ async def _send_markers(
 
 
 async def _confirm_scrapes(
-    url: str, seen: dict[bytes, float], interval: float, stop: asyncio.Event
-) -> tuple[int, int]:
+    url: str,
+    seen: dict[bytes, float],
+    interval: float,
+    stop: asyncio.Event,
+    shortfalls: list[tuple[int, float, float]],
+) -> int:
     """Scrape /metrics every ``interval`` (a Prometheus' load): each scrape must show every
-    marker whose changelog write came before the scrape started. (confirmed, violated)."""
+    marker whose changelog write came before the scrape started. Returns how many did;
+    each that did not adds (markers written, markers shown, seconds the scrape took)
+    to ``shortfalls``."""
     import aiohttp
 
-    confirmed = violated = 0
+    confirmed = 0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         async with session.get(url) as resp:
             base = marker_count(await resp.read())
@@ -909,8 +917,8 @@ async def _confirm_scrapes(
             if shown >= written:
                 confirmed += 1
             else:
-                violated += 1
-    return confirmed, violated
+                shortfalls.append((written, shown, round(time.time() - started, 3)))
+    return confirmed
 
 
 async def _alert_probes(
@@ -979,6 +987,7 @@ async def _latency_run(
     )
     alerts = await _assigned_consumer(settings, settings.topic("alerts"), "bench-alerts")
     seen: dict[bytes, float] = {}
+    shortfalls: list[tuple[int, float, float]] = []
     arrived: dict[str, float] = {}
     try:
         async with EventProducer(settings, linger_ms=5, client_id="bench-latency") as producer:
@@ -999,7 +1008,7 @@ async def _latency_run(
             cpu = CpuWatch([os.getpid(), worker.pid, broker_pid])
             end = started + opts.latency_seconds
             scrapes = asyncio.create_task(
-                _confirm_scrapes(url, seen, opts.scrape_interval, stop_follow)
+                _confirm_scrapes(url, seen, opts.scrape_interval, stop_follow, shortfalls)
             )
             probes = asyncio.create_task(_alert_probes(producer, settings, opts, tag, end))
             sent_at = await _send_markers(producer, settings, opts, tag, end)
@@ -1015,7 +1024,7 @@ async def _latency_run(
                 await asyncio.sleep(0.05)
             stop_follow.set()
             await follow
-            confirmed, violated = await scrapes
+            confirmed = await scrapes
             due = await probes
             until = max(due.values(), default=time.time()) + opts.alert_wait
             while len(arrived) < len(due):
@@ -1040,7 +1049,8 @@ async def _latency_run(
         markers=len(sent_at),
         lost=sum(1 for key in sent_at if key not in seen),
         confirmations=confirmed,
-        violations=violated,
+        violations=len(shortfalls),
+        shortfalls=shortfalls,
         alert_samples=alert_delays,
         alert_probes=len(due),
         foreign_cores=foreign,
@@ -1206,6 +1216,7 @@ def _figures(
                 "latency_markers_lost": latency.lost,
                 "latency_scrape_checks": latency.confirmations,
                 "latency_scrape_violations": latency.violations,
+                "latency_scrape_shortfalls": latency.shortfalls,
                 "latency_load_events_per_s": round(latency.rate, 1),
                 "latency_foreign_cpu_cores": round(latency.foreign_cores, 2),
                 "histogram_p50_latency_ms": _ms(latency.histogram_p50),
