@@ -48,7 +48,10 @@ FULL_PUBLISH_SECONDS = 30.0
 _END = object()
 _T = TypeVar("_T")
 PUBLISH_SHARE = 0.25  # at most this share of the event loop goes to publish rounds
-SLICE_SECONDS = 0.01  # the longest stretch of a publish round without yielding the loop
+# The longest stretch of a publish round, scrape or prune without yielding the loop. 2 ms
+# rather than 10: 12,238 and 13,260 events/s over the 1,000,000-event history against
+# 10,479 - 11,528 (one worker; p99 latency unchanged within its noise).
+SLICE_SECONDS = 0.002
 REDIS_ALERT_CHANNEL = "streamproc:alerts"
 
 
