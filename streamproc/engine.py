@@ -193,8 +193,15 @@ class Engine:
         return gone
 
     def prune(self, now: float) -> None:
-        for part in self.partitions.values():
+        for _ in self.prune_in_steps(now):
+            pass
+
+    def prune_in_steps(self, now: float) -> Iterator[None]:
+        """Prune the partitions' windows one partition per step (between steps the caller
+        may let the event loop run)."""
+        for part in list(self.partitions.values()):
             part.prune(now)
+            yield None
 
     def eviction_candidates(self, now: float) -> Iterator[str | None]:
         """Ids of the leads whose events are all past retention (``evict`` decides), with a

@@ -323,10 +323,7 @@ class Topology:
         # batches every minute.
         now = time.time()
         busy = _Stretches()
-        for part in list(self.engine.partitions.values()):
-            with busy:
-                part.prune(now)
-            await busy.pause()
+        await busy.drain(self.engine.prune_in_steps(now))
         if self.app.rebalancing or not self.ready:
             return
         candidates = await busy.drain(self.engine.eviction_candidates(now))
