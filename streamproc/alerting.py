@@ -41,6 +41,8 @@ class AlertPublisher:
         due = self.watch.due(leads, now)
         if due:
             await self._publish(due)
+            for lead, _ in due:
+                lead.pack()
 
     async def after_change(self, leads: Iterable[LeadState], now: float) -> None:
         """Schedule the deadlines of changed leads; resolve breached ones now contacted."""
@@ -76,7 +78,7 @@ class AlertPublisher:
         ]
         await asyncio.gather(*pending)
         for lead, alert in items:
-            lead.alerts.add(alert.alert_id)
+            lead.remember_alert(alert.alert_id)
             self.counter.labels(alert.kind).inc()
             log.info("alert %s level %d for lead %s", alert.kind, alert.level, lead.lead_id)
         await self.lead_log.write([lead for lead, _ in items])

@@ -68,7 +68,8 @@ class AlertWatch:
         self._heap.clear()
         self._scheduled.clear()
         for lead in leads:
-            self.schedule(lead)
+            with lead.reading():
+                self.schedule(lead)
 
     # --- what to publish -------------------------------------------------------------------
 
@@ -81,13 +82,21 @@ class AlertWatch:
                 continue  # superseded by a later schedule of the same deadline
             del self._scheduled[(lead_id, level)]
             lead = leads.get(lead_id)
-            if lead is None or not self.waiting(lead) or self.deadline(lead, level) != due:
+            if lead is None:
                 continue
-            alert = self.breach(lead, level, now)
-            if alert.alert_id in lead.alerts or self._backfilled(lead, due):
-                continue
-            out.append((lead, alert))
+            with lead.reading():
+                alert = self._due_alert(lead, level, due, now)
+            if alert is not None:
+                out.append((lead, alert))
         return out
+
+    def _due_alert(self, lead: LeadState, level: int, due: float, now: float) -> Alert | None:
+        if not self.waiting(lead) or self.deadline(lead, level) != due:
+            return None
+        alert = self.breach(lead, level, now)
+        if alert.alert_id in lead.alerts or self._backfilled(lead, due):
+            return None
+        return alert
 
     def _backfilled(self, lead: LeadState, due: float) -> bool:
         """A breach already old when the lead was first seen: a replay, not news."""

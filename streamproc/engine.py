@@ -133,6 +133,8 @@ class Engine:
                 before[lead_id] = []
             elif lead.has(event.event_id):
                 result.count(msg.topic, "duplicate")
+                if lead_id not in changed:
+                    lead.pack()  # unpacked by ``has`` only
                 continue
             item = to_item(event)
             if lead_id not in before and deriver.affects(lead, item):
@@ -175,7 +177,9 @@ class Engine:
         built = 0
         for lead in self.leads.values():
             if lead.partition in wanted:
-                self.aggregates(lead.partition, now).apply(self.deriver.all_facts(lead), 1)
+                with lead.reading():
+                    facts = self.deriver.all_facts(lead)
+                self.aggregates(lead.partition, now).apply(facts, 1)
                 built += 1
         for p in wanted:
             self.aggregates(p, now)
@@ -228,7 +232,8 @@ class Engine:
             lead = self.leads.get(lead_id) if lead_id is not None else None
             if lead is None or lead.last_ts >= cutoff:
                 continue
-            facts = self.deriver.all_facts(lead)
+            with lead.reading():
+                facts = self.deriver.all_facts(lead)
             if lead.last_ts >= stale and any(f[2] is None for f in facts):
                 continue
             part = self.partitions.get(lead.partition)

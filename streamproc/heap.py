@@ -1,4 +1,6 @@
-"""Keep Python's cyclic garbage collector off the long-lived lead state.
+"""Long-lived state and the heap: the garbage collector kept off it, its bytes trimmed.
+
+The collector:
 
 A worker holds millions of small objects that live for days (lead states, their events,
 window buckets) and makes almost no reference cycles. CPython still walks all of them in
@@ -8,6 +10,11 @@ next to nothing (0 - 6 objects), and held the event loop meanwhile (p99 delay of
 walk only what was allocated since. Frozen objects are still freed by reference counting
 (an evicted lead goes at once); only a cycle that was alive at a freeze and dies later is
 never collected.
+
+The bytes: ``orjson.dumps`` returns a bytes object that keeps the whole buffer it was
+written in, at least 4 KiB whatever the length (100,000 dumps of 401 bytes held 784 MiB of
+RSS; their copies 80 MiB). Bytes that are kept (packed leads, what was last sent per series)
+are copied to their length first: ``json_to_keep``.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-__all__ = ["freeze_after_full_collections"]
+import orjson
+
+__all__ = ["freeze_after_full_collections", "json_to_keep"]
 
 _OLDEST = 2
 
@@ -29,3 +38,8 @@ def freeze_after_full_collections() -> None:
     """From now on, freeze what survives each full collection (idempotent)."""
     if _freeze_survivors not in gc.callbacks:
         gc.callbacks.append(_freeze_survivors)
+
+
+def json_to_keep(obj: Any, option: int | None = None) -> bytes:
+    """``orjson.dumps`` trimmed to its length: for bytes that stay in memory."""
+    return bytes(memoryview(orjson.dumps(obj, option=option)))

@@ -3,14 +3,22 @@
 The state is a *set* of events (deduplicated by ``event_id``); everything else is derived
 from it by sorting on ``(occurred_at, event_id)``. So the same events in any order, or
 replayed after a crash, give the same state and the same facts.
+
+Between batches a lead is kept *packed*: as its changelog bytes alone, which are ~880 bytes
+for a lead of ten events against ~2,900 for the decoded items (event and message ids as
+strings, a named tuple and a float per event). Reading the items unpacks the lead until the
+owner packs it again (``pack``); the bytes were written for the changelog anyway.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import orjson
+
+from streamproc.heap import json_to_keep
 
 __all__ = ["Attempt", "Created", "LeadState", "Open", "StageMove"]
 
@@ -51,36 +59,122 @@ class Open(NamedTuple):
     clicked: bool
 
 
-@dataclass(slots=True)
-class LeadState:
-    """Every applied event of one lead, grouped by kind; ``ids`` is derived, not stored."""
+class _Items:
+    """The decoded events of a lead, grouped by kind."""
 
-    lead_id: str
-    partition: int
-    created: list[Created] = field(default_factory=list)
-    attempts: list[Attempt] = field(default_factory=list)
-    stages: list[StageMove] = field(default_factory=list)
-    opens: list[Open] = field(default_factory=list)
-    first_seen: float = 0.0  # wall clock when this worker group first saw the lead
-    alerts: set[str] = field(default_factory=set)  # alert ids already published
+    __slots__ = ("attempts", "created", "opens", "stages")
+
+    def __init__(
+        self,
+        created: list[Created],
+        attempts: list[Attempt],
+        stages: list[StageMove],
+        opens: list[Open],
+    ) -> None:
+        self.created = created
+        self.attempts = attempts
+        self.stages = stages
+        self.opens = opens
+
+    def groups(self) -> tuple[list[Any], ...]:
+        return (self.created, self.attempts, self.stages, self.opens)
+
+
+_NO_ALERTS: frozenset[str] = frozenset()
+
+
+class LeadState:
+    """Every applied event of one lead; ``ids`` is derived, not stored.
+
+    The event lists are for reading: change a lead through ``add``, ``append`` and
+    ``remember_alert``, which keep its changelog bytes in step.
+    """
+
+    __slots__ = ("_alerts", "_items", "_packed", "first_seen", "last_ts", "lead_id", "partition")
+
+    def __init__(self, lead_id: str, partition: int, first_seen: float = 0.0) -> None:
+        self.lead_id = lead_id
+        self.partition = partition
+        self.first_seen = first_seen  # wall clock when this worker group first saw the lead
+        self.last_ts = 0.0  # event time of the latest event applied (for eviction)
+        self._alerts = _NO_ALERTS  # alert ids already published
+        self._items: _Items | None = _Items([], [], [], [])
+        self._packed: bytes | None = None  # the changelog bytes, while they are current
+
+    # --- packed and unpacked ---------------------------------------------------------------
+
+    @property
+    def packed(self) -> bool:
+        return self._items is None
+
+    def pack(self) -> None:
+        """Keep only the changelog bytes (encoded now unless they are current)."""
+        if self._items is not None:
+            self._packed = self.dumps()
+            self._items = None
+
+    @contextmanager
+    def reading(self) -> Iterator[LeadState]:
+        """Read a lead and leave it packed if it was: for a look outside the batches."""
+        was_packed = self._items is None
+        try:
+            yield self
+        finally:
+            if was_packed:
+                self.pack()
+
+    def _unpacked(self) -> _Items:
+        items = self._items
+        if items is None:
+            assert self._packed is not None  # a packed lead keeps its bytes
+            data = orjson.loads(self._packed)
+            items = self._items = _decode_items(data)
+        return items
+
+    def _changed(self) -> _Items:
+        items = self._unpacked()
+        self._packed = None
+        return items
 
     # --- applying events -----------------------------------------------------------------
 
     @property
+    def created(self) -> list[Created]:
+        return self._unpacked().created
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        return self._unpacked().attempts
+
+    @property
+    def stages(self) -> list[StageMove]:
+        return self._unpacked().stages
+
+    @property
+    def opens(self) -> list[Open]:
+        return self._unpacked().opens
+
+    @property
+    def alerts(self) -> frozenset[str]:
+        return self._alerts
+
+    def remember_alert(self, alert_id: str) -> None:
+        if alert_id not in self._alerts:
+            self._changed()
+            self._alerts = self._alerts | {alert_id}
+
+    @property
     def ids(self) -> set[str]:
-        return {item.event_id for group in self._groups() for item in group}
+        return {item.event_id for group in self._unpacked().groups() for item in group}
 
     def has(self, event_id: str) -> bool:
         # A scan, not a set of ids: a lead has a few dozen events at most, and a set per
         # lead would hold a second entry for each of them in memory.
-        for group in self._groups():
+        for group in self._unpacked().groups():
             for item in group:
                 if item.event_id == event_id:
                     return True
         return False
-
-    def _groups(self) -> tuple[list[Any], ...]:
-        return (self.created, self.attempts, self.stages, self.opens)
 
     def add(self, item: Created | Attempt | StageMove | Open) -> bool:
         """Apply one event; False (and nothing changes) when its id was applied before."""
@@ -91,24 +185,29 @@ class LeadState:
 
     def append(self, item: Created | Attempt | StageMove | Open) -> None:
         """Apply one event known to be new (``has`` said so)."""
+        items = self._changed()
         if isinstance(item, Attempt):
-            self.attempts.append(item)
+            items.attempts.append(item)
         elif isinstance(item, StageMove):
-            self.stages.append(item)
+            items.stages.append(item)
         elif isinstance(item, Open):
-            self.opens.append(item)
+            items.opens.append(item)
         else:
-            self.created.append(item)
+            items.created.append(item)
+        if item.ts > self.last_ts:
+            self.last_ts = item.ts
 
     # --- derived views (order-independent) -----------------------------------------------
 
     @property
     def creation(self) -> Created | None:
         """The earliest lead-created (a second one for the same lead does not re-create it)."""
-        return min(self.created) if self.created else None
+        created = self.created
+        return min(created) if created else None
 
     def first_attempt(self) -> Attempt | None:
-        return min(self.attempts) if self.attempts else None
+        attempts = self.attempts
+        return min(attempts) if attempts else None
 
     def stage_history(self) -> list[StageMove]:
         return sorted(self.stages)
@@ -128,41 +227,45 @@ class LeadState:
         creation = self.creation
         return creation.source if creation is not None else "unknown"
 
-    @property
-    def last_ts(self) -> float:
-        """Event time of the latest event applied (for eviction)."""
-        times = [c.ts for c in self.created] + [a.ts for a in self.attempts]
-        times += [s.ts for s in self.stages] + [o.ts for o in self.opens]
-        return max(times) if times else 0.0
-
     # --- changelog encoding ----------------------------------------------------------------
 
     def dumps(self) -> bytes:
-        return orjson.dumps(
-            {
-                "l": self.lead_id,
-                "p": self.partition,
-                # orjson takes plain tuples, not NamedTuple subclasses
-                "c": [tuple(x) for x in self.created],
-                "a": [tuple(x) for x in self.attempts],
-                "s": [tuple(x) for x in self.stages],
-                "o": [tuple(x) for x in self.opens],
-                "f": self.first_seen,
-                "x": sorted(self.alerts),
-            }
-        )
+        if self._packed is None:
+            items = self._unpacked()
+            self._packed = json_to_keep(
+                {
+                    "l": self.lead_id,
+                    "p": self.partition,
+                    # orjson takes plain tuples, not NamedTuple subclasses
+                    "c": [tuple(x) for x in items.created],
+                    "a": [tuple(x) for x in items.attempts],
+                    "s": [tuple(x) for x in items.stages],
+                    "o": [tuple(x) for x in items.opens],
+                    "f": self.first_seen,
+                    "x": sorted(self._alerts),
+                }
+            )
+        return self._packed
 
     @classmethod
     def loads(cls, raw: bytes | Any) -> LeadState:
+        """The lead of changelog bytes, packed."""
+        raw = bytes(raw)
         data = orjson.loads(raw)
-        state = cls(
-            lead_id=data["l"],
-            partition=data["p"],
-            created=[Created(*row) for row in data["c"]],
-            attempts=[Attempt(*row) for row in data["a"]],
-            stages=[StageMove(*row) for row in data["s"]],
-            opens=[Open(*row) for row in data["o"]],
-            first_seen=data.get("f", 0.0),
-            alerts=set(data.get("x", ())),
-        )
+        state = cls(data["l"], data["p"], data.get("f", 0.0))
+        items = _decode_items(data)
+        state.last_ts = max((x.ts for group in items.groups() for x in group), default=0.0)
+        if data.get("x"):
+            state._alerts = frozenset(data["x"])
+        state._packed = raw
+        state._items = None
         return state
+
+
+def _decode_items(data: dict[str, Any]) -> _Items:
+    return _Items(
+        [Created(*row) for row in data["c"]],
+        [Attempt(*row) for row in data["a"]],
+        [StageMove(*row) for row in data["s"]],
+        [Open(*row) for row in data["o"]],
+    )

@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 import orjson
 
 from streamproc.aggregates import Acc, PartitionAggregates
+from streamproc.heap import json_to_keep
 from streamproc.kpis import Summary, merge_summaries, owner_keys_of, summaries
 from streamproc.windows import WindowClock
 
@@ -46,7 +47,7 @@ def encode(summary: Summary) -> bytes:
         }
         for family, per_labels in summary.items()
     }
-    return orjson.dumps(wire, option=orjson.OPT_SORT_KEYS)
+    return json_to_keep(wire, option=orjson.OPT_SORT_KEYS)  # kept as last sent
 
 
 def decode(raw: bytes) -> Summary:

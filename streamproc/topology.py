@@ -178,6 +178,8 @@ class Topology:
         await asyncio.gather(*dead)
         await self.lead_log.write(result.changed, result.dead_marks)
         await self.alerts.after_change(result.changed, now)
+        for lead in result.changed:
+            lead.pack()  # its changelog bytes are current: the items go until the next batch
         return batch
 
     def _current(self, batch: list[Message]) -> list[Message]:

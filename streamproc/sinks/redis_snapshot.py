@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from streamproc.config import Settings
+from streamproc.heap import json_to_keep
 from streamproc.kpis import SPECS, Sample
 from streamproc.outputs import series_key
 from streamproc.sinks import Backoff, Outage, rfc3339, stop_task
@@ -58,7 +59,7 @@ def _row(sample: Sample, labels: dict[str, str], now: float) -> _Row:
         "updated_at": rfc3339(now),
         "labels": labels,
     }
-    return _Row(sample.value, start, labels, orjson.dumps(body))
+    return _Row(sample.value, start, labels, json_to_keep(body))
 
 
 def _stored_labels(raw: bytes) -> dict[str, str] | None:

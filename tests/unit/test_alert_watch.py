@@ -29,12 +29,12 @@ def test_breach_then_escalation_each_once() -> None:
     assert watch.due(leads, T0 + 299) == []
     [(_, first)] = watch.due(leads, T0 + 300.4)
     assert (first.kind, first.level, first.waited_seconds) == (BREACHED, 1, 300.4)
-    lead.alerts.add(first.alert_id)
+    lead.remember_alert(first.alert_id)
     watch.schedule(lead)
     assert watch.due(leads, T0 + 400) == []
     [(_, second)] = watch.due(leads, T0 + 600)
     assert second.level == 2 and second.alert_id != first.alert_id
-    lead.alerts.add(second.alert_id)
+    lead.remember_alert(second.alert_id)
     watch.schedule_all(leads.values())  # e.g. after a rebalance: nothing is due again
     assert watch.due(leads, T0 + 10_000) == []
 
@@ -57,12 +57,12 @@ def test_contact_before_the_deadline_cancels_it() -> None:
 
 def test_resolution_after_a_breach_once() -> None:
     watch, lead = _watch(), _lead()
-    lead.alerts.add(Alert.make_id(BREACHED, 1, "L1"))
+    lead.remember_alert(Alert.make_id(BREACHED, 1, "L1"))
     lead.add(Attempt(T0 + 420, "a1", "r1", "call", False, None))
     alert = watch.resolution(lead, T0 + 425)
     assert alert is not None and alert.kind == RESOLVED and alert.level == 1
     assert alert.waited_seconds == 420
-    lead.alerts.add(alert.alert_id)
+    lead.remember_alert(alert.alert_id)
     assert watch.resolution(lead, T0 + 430) is None
 
 

@@ -130,7 +130,8 @@ def test_eviction_from_a_scan_in_slices_forgets_the_same_leads(
     scan = list(engine.eviction_candidates(later))
     assert scan.count(None) == len(engine.leads) // 3, "no chance for the loop in the scan"
     assert {c for c in scan if c is not None} >= {"L3", "L4", "L5", "L8", "L9"}
-    engine.leads["L9"].attempts.append(engine.leads["L9"].attempts[0]._replace(ts=later))
+    late = engine.leads["L9"].attempts[0]._replace(ts=later, event_id="L9-after-the-scan")
+    engine.leads["L9"].append(late)
     gone = {lead.lead_id for lead in engine.evict(later, scan)}
     assert gone == {"L3", "L4", "L5", "L8"}
 

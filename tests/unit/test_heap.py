@@ -1,13 +1,15 @@
-"""The worker's GC policy: survivors of a full collection are frozen, not walked again."""
+"""Heap policy: survivors of a full collection are frozen; kept JSON bytes are trimmed."""
 
 from __future__ import annotations
 
 import gc
+import tracemalloc
 from collections.abc import Iterator
 
+import orjson
 import pytest
 
-from streamproc.heap import _freeze_survivors, freeze_after_full_collections
+from streamproc.heap import _freeze_survivors, freeze_after_full_collections, json_to_keep
 
 
 @pytest.fixture
@@ -35,3 +37,29 @@ def test_young_collections_freeze_nothing(policy: None) -> None:
     gc.collect(0)
     gc.collect(1)
     assert gc.get_freeze_count() == 0
+
+
+def _held_bytes(make: object) -> float:
+    """Bytes traced per object for 200 objects made by ``make`` and kept."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [make() for _ in range(200)]  # type: ignore[operator]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == 200
+    return held / 200
+
+
+def test_kept_json_holds_its_length_not_orjsons_buffer() -> None:
+    body = {"value": 1.5, "labels": {"rep": "r1", "window": "1h"}}
+    assert json_to_keep(body) == orjson.dumps(body)
+    assert json_to_keep(body, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        body, option=orjson.OPT_SORT_KEYS
+    )
+    size = len(orjson.dumps(body))
+    # The premise: orjson's own bytes hold a buffer of 4 KiB or more (if a new orjson trims
+    # them, json_to_keep is a copy too many and can go).
+    assert _held_bytes(lambda: orjson.dumps(body)) >= 4096
+    assert _held_bytes(lambda: json_to_keep(body)) < size + 100

@@ -1,4 +1,5 @@
-"""Lead state: events deduplicated by id without a stored id set; labels interned."""
+"""Lead state: events deduplicated by id without a stored id set; labels interned; packed
+between batches as its changelog bytes."""
 
 from __future__ import annotations
 
@@ -42,3 +43,46 @@ def test_labels_of_kept_events_are_shared_strings() -> None:
     first, second = engine.leads["L0"].attempts[0], engine.leads["L1"].attempts[0]
     assert first.rep == second.rep == "rep-7"
     assert first.rep is second.rep and first.channel is second.channel
+
+
+def test_a_packed_lead_is_its_changelog_bytes_and_reads_the_same() -> None:
+    lead = LeadState("L1", 3, first_seen=5.0)
+    lead.add(Created(1.0, "e1", "r1", "web", "t", False, 900.0))
+    lead.add(Attempt(4.0, "e2", "r2", "email", False, "m1"))
+    open_bytes = lead.dumps()
+    lead.pack()
+    assert lead.packed and lead.dumps() is lead.dumps() and lead.dumps() == open_bytes
+    assert lead.last_ts == 4.0 and lead.first_attempt() == Attempt(
+        4.0, "e2", "r2", "email", False, "m1"
+    )
+    assert not lead.packed, "reading unpacks until the owner packs again"
+    lead.pack()
+    with lead.reading():
+        assert lead.owner == "r1" and lead.source == "web"
+    assert lead.packed, "a look from outside the batches leaves it packed"
+    lead.remember_alert("a1")
+    assert lead.alerts == {"a1"} and lead.dumps() != open_bytes, "a change re-encodes"
+    back = LeadState.loads(lead.dumps())
+    assert back.packed and (back.lead_id, back.partition, back.first_seen) == ("L1", 3, 5.0)
+    assert back.ids == {"e1", "e2"} and back.alerts == {"a1"} and back.last_ts == 4.0
+
+
+def test_the_engine_leaves_unchanged_leads_packed() -> None:
+    engine = Engine(Settings(_env_file=None, partitions=1), {})
+    now = 1_800_000_000.0
+    event = {
+        "event_id": "a1",
+        "lead_id": "L1",
+        "occurred_at": "2027-01-15T08:00:00+00:00",
+        "rep_id": "r1",
+        "channel": "call",
+        "connected": False,
+    }
+    message = RawMessage(
+        EventKind("contact-attempted"), "t", 0, 0, b"L1", orjson.dumps(event), None
+    )
+    [lead] = engine.process([message], now).changed
+    lead.pack()
+    again = engine.process([message._replace(offset=1)], now)
+    assert again.changed == [] and again.outcomes == {("t", "duplicate"): 1}
+    assert lead.packed, "a duplicate leaves the lead as it found it"
