@@ -6,7 +6,10 @@ after a rebalance and never written to Kafka itself, so it cannot double count.
 
 from __future__ import annotations
 
+from array import array
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 
 from streamproc.facts import Fact
 from streamproc.windows import HOUR, MINUTE, WindowBounds, WindowClock
@@ -92,90 +95,141 @@ def fact_diff(old: Iterable[Fact], new: Iterable[Fact]) -> tuple[list[Fact], lis
     return retract, add
 
 
-def _bump(level: dict[int, Acc], key: int, value: float, sign: int, dist: bool) -> None:
-    acc = level.get(key)
-    if acc is None:
-        acc = level[key] = Acc(dist)
-    acc.add(value, sign)
-    if acc.count == 0:
-        del level[key]
+class _Buckets:
+    """One level of one series: the count and total of each bucket, in arrays.
 
+    Index ``i`` is bucket key ``first + i``; a level spans at most the keys it keeps (120
+    minutes, 169 hours, 9 days): 4 bytes a bucket, 12 with totals, against ~190 for a dict
+    entry, its key and an ``Acc`` (1.2 million of those at 100,000 leads and 100 reps).
+    ``totals`` is None while every value was 1.0 (most families count): the totals are the
+    counts. ``values`` (the distribution families only): each bucket's values, unsorted.
+    """
 
-def _add_cached(cached: _Cached, key: int, value: float, sign: int) -> None:
-    """A fact bumped into bucket ``key``: into the cached window too if the key is in it."""
-    if cached.first_key <= key <= cached.last_key:
-        acc = cached.acc
-        acc.add(value, sign)
-        if acc.count == 0:
-            # Every bucket of the range is gone (they are deleted at 0): so is the window,
-            # float dust of the retractions included, as a fresh merge would say.
-            acc.total = 0.0
+    __slots__ = ("counts", "first", "totals", "used", "values")
 
+    def __init__(self, dist: bool) -> None:
+        self.first = 0
+        self.counts = array("i")
+        self.totals: array[float] | None = None
+        self.used = 0  # buckets with a count
+        self.values: dict[int, array[float]] | None = {} if dist else None
 
-class _Cached:
-    """A window's merged accumulator and the bucket range it was merged over."""
+    def add(self, key: int, value: float, sign: int) -> None:
+        counts = self.counts
+        i = key - self.first
+        if not 0 <= i < len(counts):
+            i = self._reach(key)
+        count = counts[i] + sign
+        counts[i] = count
+        totals = self.totals
+        if totals is None and value != 1.0:
+            totals = self.totals = array("d", counts)
+            totals[i] -= sign  # the counts already hold this fact, as 1.0
+        if totals is not None:
+            # at 0 the float dust of retractions goes with the last fact
+            totals[i] = totals[i] + value * sign if count else 0.0
+        if not count:
+            self.used -= 1
+        elif count == sign:
+            self.used += 1
+        if self.values is not None:
+            self._add_value(key, value, sign)
 
-    __slots__ = ("acc", "first_key", "last_key")
+    def _add_value(self, key: int, value: float, sign: int) -> None:
+        values = self.values
+        assert values is not None
+        kept = values.get(key)
+        if kept is None:
+            kept = values[key] = array("d")
+        if sign > 0:
+            kept.append(value)
+        else:
+            kept.remove(value)
+            if not kept:
+                del values[key]
 
-    def __init__(self, first_key: int, last_key: int, acc: Acc) -> None:
-        self.first_key = first_key
-        self.last_key = last_key
-        self.acc = acc
+    def _reach(self, key: int) -> int:
+        """Grow the arrays to hold ``key``; its index."""
+        n = len(self.counts)
+        if not n:
+            self.first = key
+            pad_front, pad_back = 0, 1
+        elif key < self.first:
+            pad_front, pad_back = self.first - key, 0
+        else:
+            pad_front, pad_back = 0, key - self.first - n + 1
+        for arr in (self.counts, self.totals):
+            if arr is None:
+                continue
+            zeros = array(arr.typecode, bytes(arr.itemsize * (pad_front or pad_back)))
+            if pad_front:
+                arr[0:0] = zeros
+            else:
+                arr.extend(zeros)
+        if pad_front:
+            self.first = key
+        return key - self.first
+
+    def holds(self, key: int) -> bool:
+        i = key - self.first
+        return 0 <= i < len(self.counts) and self.counts[i] != 0
+
+    def merge(self, lo: int, hi: int) -> Acc:
+        """The buckets ``lo`` to ``hi`` (inclusive) merged."""
+        out = Acc(self.values is not None)
+        a = max(lo - self.first, 0)
+        b = min(hi - self.first + 1, len(self.counts))
+        if a < b:
+            out.count = sum(self.counts[a:b])
+            out.total = float(out.count) if self.totals is None else sum(self.totals[a:b])
+            if self.values is not None and out.count:
+                out.values = dict(
+                    Counter(chain.from_iterable(v for k, v in self.values.items() if lo <= k <= hi))
+                )
+        return out
+
+    def drop_before(self, key: int) -> None:
+        n = min(key - self.first, len(self.counts))
+        if n <= 0:
+            return
+        self.used -= sum(1 for c in self.counts[:n] if c)
+        del self.counts[:n]
+        if self.totals is not None:
+            del self.totals[:n]
+        self.first = key
+        if self.values is not None:
+            for k in [k for k in self.values if k < key]:
+                del self.values[k]
+        if not self.used:  # nothing left: start afresh wherever the next fact lands
+            self.counts = array("i")
+            self.totals = None
 
 
 class _Series:
-    """The buckets of one (family, labels) at the three levels, and the merged windows.
+    """The buckets of one (family, labels) at the three levels: minutes (``1h``), hours
+    (``7d``) and local days (``today``)."""
 
-    ``cm`` / ``ch``: the ``1h`` / ``7d`` window merged over its minute / hour buckets. It is
-    kept equal to that merge: a fact bumped into a bucket of its range is added to it too,
-    and it is merged afresh only when the window's range moves (every minute / hour) or a
-    prune dropped buckets. ``today`` is one day bucket: it needs no merge.
-    """
-
-    __slots__ = ("ch", "cm", "d", "dist", "h", "m")
+    __slots__ = ("d", "h", "m")
 
     def __init__(self, dist: bool) -> None:
-        self.dist = dist
-        self.m: dict[int, Acc] = {}
-        self.h: dict[int, Acc] = {}
-        self.d: dict[int, Acc] = {}
-        self.cm: _Cached | None = None
-        self.ch: _Cached | None = None
+        self.m = _Buckets(dist)
+        self.h = _Buckets(dist)
+        self.d = _Buckets(dist)
+
+    def level(self, name: str) -> _Buckets:
+        return self.m if name == "m" else self.h if name == "h" else self.d
 
     def window(self, bounds: WindowBounds) -> Acc | None:
-        """The window's accumulator, or None when no bucket of it holds anything.
-
-        The result is live (the cache, or the day bucket itself): read it, do not keep or
-        change it; the next ``apply`` changes it.
-        """
-        level = bounds.level
-        lo, hi = bounds.first_key, bounds.last_key
-        if level == "d" and lo == hi:
-            return self.d.get(lo)
-        cached = self.cm if level == "m" else self.ch if level == "h" else None
-        if cached is None or cached.first_key != lo or cached.last_key != hi:
-            cached = _Cached(lo, hi, self.merge(bounds))
-            if level == "m":
-                self.cm = cached
-            elif level == "h":
-                self.ch = cached
-            else:
-                return cached.acc if cached.acc.count else None
-        acc = cached.acc
+        """The window's accumulator, or None when no bucket of it holds anything."""
+        acc = self.merge(bounds)
         return acc if acc.count else None
 
     def merge(self, bounds: WindowBounds) -> Acc:
-        """The window merged afresh from its buckets (an empty Acc when none)."""
-        level = self.m if bounds.level == "m" else self.h if bounds.level == "h" else self.d
-        lo, hi = bounds.first_key, bounds.last_key
-        out = Acc(self.dist)
-        for key, acc in level.items():
-            if lo <= key <= hi:
-                out.merge(acc)
-        return out
+        """The window merged from its buckets (an empty Acc when none)."""
+        return self.level(bounds.level).merge(bounds.first_key, bounds.last_key)
 
     def empty(self) -> bool:
-        return not (self.m or self.h or self.d)
+        return not (self.m.used or self.h.used or self.d.used)
 
 
 class PartitionAggregates:
@@ -211,17 +265,11 @@ class PartitionAggregates:
             if series is None:
                 series = per_family[labels] = _Series(family in DIST_FAMILIES)
             if t >= wm_minute:
-                key = int(t // MINUTE)
-                _bump(series.m, key, value, sign, series.dist)
-                if series.cm is not None:
-                    _add_cached(series.cm, key, value, sign)
+                series.m.add(int(t // MINUTE), value, sign)
             if t >= wm_hour:
-                key = int(t // HOUR)
-                _bump(series.h, key, value, sign, series.dist)
-                if series.ch is not None:
-                    _add_cached(series.ch, key, value, sign)
+                series.h.add(int(t // HOUR), value, sign)
             if t >= wm_day:
-                _bump(series.d, day(t), value, sign, series.dist)
+                series.d.add(day(t), value, sign)
             if sign < 0 and series.empty():
                 del per_family[labels]
 
@@ -248,14 +296,9 @@ class PartitionAggregates:
         for per_family in self.windowed.values():
             for labels in list(per_family):
                 series = per_family[labels]
-                for level, first in ((series.m, first_m), (series.h, first_h), (series.d, first_d)):
-                    for key in [k for k in level if k < first]:
-                        del level[key]
-                # A cached window over dropped buckets no longer equals their merge.
-                if series.cm is not None and series.cm.first_key < first_m:
-                    series.cm = None
-                if series.ch is not None and series.ch.first_key < first_h:
-                    series.ch = None
+                series.m.drop_before(first_m)
+                series.h.drop_before(first_h)
+                series.d.drop_before(first_d)
                 if series.empty():
                     del per_family[labels]
 
@@ -288,10 +331,8 @@ class PartitionAggregates:
             for family, per_labels in self.windowed.items():
                 for labels, series in per_labels.items():
                     for level, keys in moved:
-                        buckets = series.d
-                        if level != "d":
-                            buckets = series.m if level == "m" else series.h
-                        if any(key in buckets for key in keys):
+                        holds = series.level(level).holds
+                        if any(holds(key) for key in keys):
                             touched.add((family, labels))
                             break
         return touched

@@ -1,8 +1,10 @@
-"""Aggregates: cached windows equal a fresh merge of their buckets, and ``take_touched``
-names every series whose windows changed, whatever the order of facts, prunes and time."""
+"""Aggregates: every window equals the facts applied to it (those its level still keeps),
+and ``take_touched`` names every series whose windows changed, whatever the order of facts,
+prunes and time."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -10,10 +12,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproc.aggregates import Acc, PartitionAggregates
+from streamproc.aggregates import DIST_FAMILIES, Acc, PartitionAggregates
 from streamproc.facts import Fact
 from streamproc.kpis import _rounded
-from streamproc.windows import HOUR, MINUTE, WindowClock
+from streamproc.windows import HOUR, MINUTE, WindowBounds, WindowClock
 
 ZONE = ZoneInfo("Europe/Paris")
 NOW = datetime(2026, 3, 10, 23, 50, 15, tzinfo=ZONE).timestamp()  # 10 minutes to midnight
@@ -49,23 +51,37 @@ _ops = st.lists(
 )
 
 
-def _same(cached: Acc | None, fresh: Acc) -> bool:
-    if fresh.count == 0:
-        return cached is None
-    return (
-        cached is not None
-        and cached.count == fresh.count
-        and cached.values == fresh.values
-        and _rounded(cached.total) == _rounded(fresh.total)
-    )
+def _expected(part: PartitionAggregates, applied: list[Fact], bounds: WindowBounds) -> dict:  # type: ignore[type-arg]
+    """The oracle: (family, labels) -> (count, total, values) of the applied facts that lie
+    in the window and that its level still keeps (at or after the level's watermark)."""
+    clock = part.clock
+    key_of, watermark = {
+        "m": (clock.minute, part.wm_minute),
+        "h": (clock.hour, part.wm_hour),
+        "d": (clock.day, part.wm_day),
+    }[bounds.level]
+    out: dict = {}  # type: ignore[type-arg]
+    for family, labels, t, value in applied:
+        if t is None or t < watermark or not bounds.first_key <= key_of(t) <= bounds.last_key:
+            continue
+        count, total, values = out.get((family, labels), (0, 0.0, Counter()))
+        out[family, labels] = (count + 1, total + value, values + Counter([value]))
+    return {
+        k: (c, _rounded(t), dict(v) if k[0] in DIST_FAMILIES else {})
+        for k, (c, t, v) in out.items()
+    }
 
 
-def _check_windows(part: PartitionAggregates, now: float) -> None:
-    for per_labels in part.windowed.values():
-        for series in per_labels.values():
-            for bounds in part.clock.all_bounds(now):
-                fresh = series.merge(bounds)
-                assert _same(series.window(bounds), fresh), (bounds, series.window(bounds), fresh)
+def _check_windows(part: PartitionAggregates, now: float, applied: list[Fact]) -> None:
+    for bounds in part.clock.all_bounds(now):
+        got = {}
+        for family, per_labels in part.windowed.items():
+            for labels, series in per_labels.items():
+                acc = series.window(bounds)
+                if acc is not None:
+                    values = acc.values if family in DIST_FAMILIES else {}
+                    got[family, labels] = (acc.count, _rounded(acc.total), values)
+        assert got == _expected(part, applied, bounds), bounds
 
 
 def _run(part: PartitionAggregates, ops: list, now: float, applied: list[Fact]) -> float:  # type: ignore[type-arg]
@@ -81,19 +97,20 @@ def _run(part: PartitionAggregates, ops: list, now: float, applied: list[Fact]) 
         elif op == "prune":
             part.prune(now)
         elif op == "read":
-            _check_windows(part, now)
+            _check_windows(part, now, applied)
             reads.append(now)
         elif op == "reread":
-            _check_windows(part, reads[arg % len(reads)])
+            _check_windows(part, reads[arg % len(reads)], applied)
     return now
 
 
 @settings(max_examples=300, deadline=None)
 @given(_ops)
-def test_cached_windows_equal_a_fresh_merge(ops: list) -> None:  # type: ignore[type-arg]
+def test_windows_equal_the_facts_applied_to_them(ops: list) -> None:  # type: ignore[type-arg]
     part = PartitionAggregates(WindowClock(ZONE), NOW)
-    now = _run(part, ops, NOW, [])
-    _check_windows(part, now)
+    applied: list[Fact] = []
+    now = _run(part, ops, NOW, applied)
+    _check_windows(part, now, applied)
 
 
 def _snapshot(part: PartitionAggregates, now: float) -> dict:  # type: ignore[type-arg]
@@ -141,19 +158,7 @@ def test_a_window_moving_off_a_bucket_touches_its_series() -> None:
     assert part.take_touched(part.clock.all_bounds(later)) == {("attempt", ("r1", "call"))}
 
 
-def test_prune_drops_cached_windows_over_pruned_buckets() -> None:
-    part = PartitionAggregates(WindowClock(ZONE), NOW)
-    facts = [Fact("attempt", ("r1", "call"), NOW - t, 1.0) for t in (59 * MINUTE, 167 * HOUR)]
-    part.apply(facts, 1)
-    series = part.windowed["attempt"][("r1", "call")]
-    then = part.clock.all_bounds(NOW)
-    assert [series.window(b).count for b in then] == [1, 1, 2]  # type: ignore[union-attr]
-    part.prune(NOW + 3 * HOUR)  # drops both buckets from the minute and hour levels
-    for bounds in then:
-        assert _same(series.window(bounds), series.merge(bounds)), bounds
-
-
-def test_a_cached_window_emptied_holds_no_float_dust() -> None:
+def test_an_emptied_window_holds_no_float_dust() -> None:
     part = PartitionAggregates(WindowClock(ZONE), NOW)
     fact = Fact("won_value", ("r1",), NOW - 10, 0.1)
     other = Fact("won_value", ("r1",), NOW - 20, 0.2)
@@ -182,3 +187,21 @@ def test_wire_form_is_unchanged() -> None:
     plain = Acc()
     plain.add(3.0, 1)
     assert Acc.from_wire(orjson.loads(orjson.dumps(plain.to_wire()))).values is None
+
+
+def test_a_prune_keeps_the_later_buckets_as_they_were() -> None:
+    """A prune that drops the head of a level: the buckets after it keep count and total."""
+    part = PartitionAggregates(WindowClock(ZONE), NOW)
+    applied = [
+        Fact("attempt", ("r1", "call"), NOW - 100 * MINUTE, 1.5),
+        Fact("first_contact", ("r1",), NOW - 100 * MINUTE, 30.0),
+        Fact("attempt", ("r1", "call"), NOW, 7.0),
+        Fact("first_contact", ("r1",), NOW, 60.0),
+    ]
+    part.apply(applied, 1)
+    later = NOW + 30 * MINUTE
+    part.prune(later)  # the minute level keeps 120 minutes: the first two facts leave it
+    _check_windows(part, later, applied)
+    hour = part.clock.bounds("1h", later)
+    acc = part.windowed["first_contact"][("r1",)].window(hour)
+    assert acc is not None and (acc.count, acc.total, acc.values) == (1, 60.0, {60.0: 1})

@@ -90,7 +90,7 @@ def test_prune_drops_old_buckets_and_retraction_stays_symmetric() -> None:
     assert _count(part, "7d", later) == 1
     part.apply([Fact("created", ("r1", "s"), old, 1.0)], -1)  # past retention: ignored
     assert _count(part, "7d", later) == 1
-    assert all(acc.count > 0 for acc in part.windowed["created"][("r1", "s")].h.values())
+    assert min(part.windowed["created"][("r1", "s")].h.counts) >= 0
 
 
 @pytest.mark.parametrize("window", ["1h", "today", "7d", "bogus"])
