@@ -433,7 +433,7 @@ def summaries(
 ) -> dict[str, Summary]:
     """What this partition contributes to each owner key (only ``keys`` when given).
 
-    The accumulators in it are live (see ``_Series.window``): encode or copy them before
+    The live-gauge accumulators in it are the partition's own: encode or copy them before
     the next batch is applied.
     """
     out: dict[str, Summary] = {}
