@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Iterable, Iterator
 from typing import TypeVar
 
 import faust
+from faust.exceptions import NotReady
 from faust.types import Message, RecordMetadata
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -317,7 +318,12 @@ class Topology:
     async def _check_alerts(self) -> None:
         async with self._state_lock:
             if not self.app.rebalancing and self.ready:
-                await self.alerts.publish_due(self.engine.leads, time.time())
+                try:
+                    await self.alerts.publish_due(self.engine.leads, time.time())
+                except NotReady:
+                    # A shutdown stopped the producer under this round (a crash of the
+                    # worker before): what was not remembered is the next owner's to send.
+                    log.info("alert round cut short: the producer has stopped")
 
     async def _prune(self) -> None:
         # In slices, and the lead scan outside the state lock: in one go pruning and the
