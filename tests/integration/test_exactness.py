@@ -5,28 +5,26 @@ from __future__ import annotations
 import threading
 import time
 
-import orjson
 import pytest
 
 from streamproc.net import free_port
-from streamproc.simulate import history
+from tests.faults.support import Message, Stream, wait_exact
 from tests.scenario import noon_zone
-from tests.truth import Truth, differences
 
-from .harness import combined, wait_until
+from .harness import combined
 
 pytestmark = pytest.mark.integration
 
 EVENTS = 24_000
 
 
-def _producer_thread(producer, settings, events, chunk: int, pause: float) -> threading.Thread:  # type: ignore[no-untyped-def]
+def _producer_thread(  # type: ignore[no-untyped-def]
+    producer, messages: list[Message], chunk: int, pause: float
+) -> threading.Thread:
     def run() -> None:
-        for start in range(0, len(events), chunk):
-            for kind, event in events[start : start + chunk]:
-                producer.produce(
-                    settings.topic(kind), key=event["lead_id"].encode(), value=orjson.dumps(event)
-                )
+        for start in range(0, len(messages), chunk):
+            for msg in messages[start : start + chunk]:
+                producer.produce(msg.topic, key=msg.key, value=msg.value)
                 producer.poll(0)
             time.sleep(pause)
         producer.flush(30)
@@ -45,14 +43,10 @@ def test_join_and_sigkill_mid_stream_neither_lose_nor_double_count(
     )
     make_topics(settings)
     # 20 minutes of a busy team, scrambled, with duplicates: all inside every window
-    events = list(
-        history(settings, EVENTS, 2_500, 1_200, reps=6, seed=3, end=now - 60, scramble=True)
-    )
-    truth = Truth(settings)
-    truth.feed(events, now)
+    stream = Stream(settings, EVENTS, leads=2_500, invalid=0, seed=3, now=now)
 
     first = worker_factory(settings, name="first")
-    thread = _producer_thread(kafka_producer(), settings, events, chunk=400, pause=0.05)
+    thread = _producer_thread(kafka_producer(), stream.messages, chunk=400, pause=0.05)
     time.sleep(1.5)
     second = worker_factory(
         settings.model_copy(update={"web_port": free_port()}), name="second", ready=False
@@ -67,16 +61,9 @@ def test_join_and_sigkill_mid_stream_neither_lose_nor_double_count(
     for worker in live:
         worker.wait_ready(90)
 
-    def agree() -> bool:
-        total, _ = combined(live)
-        return not differences(total, truth.kpis(time.time()))
-
-    try:
-        wait_until(agree, timeout=90, interval=1.0)
-    except TimeoutError:
-        total, _ = combined(live)
-        pytest.fail(f"KPIs differ from the truth: {differences(total, truth.kpis(time.time()))}")
-    total, exporters = combined(live)
+    # On failure: what differs, and which events the leads' changelog lacks and where.
+    wait_exact(live, stream.kpis, timeout=90, stream=stream)
+    _, exporters = combined(live)
     twice = [
         k
         for k, n in exporters.items()
