@@ -303,9 +303,11 @@ class WorkerHandle:
             tail = self.log_path.read_text(errors="replace")[-2000:]
             raise BenchError(f"worker exited with {self.proc.returncode}; log tail:\n{tail}")
 
-    def ready(self) -> bool:
+    def readiness(self) -> list[int] | None:
+        """The input partitions the worker owns once ready, else None."""
         self.check_alive()
-        return self.get("/readyz", timeout=2.0)[0] == 200
+        status, body = self.get("/readyz", timeout=2.0)
+        return orjson.loads(body).get("partitions", []) if status == 200 else None
 
     def metrics(self) -> bytes:
         status, body = self.get("/metrics")
@@ -469,13 +471,23 @@ async def _produce_history(settings: Settings, options: BenchOptions, stream: Te
 
 
 def _wait_ready(workers: Sequence[WorkerHandle], timeout: float) -> float:
-    """Poll ``/readyz`` of every worker; the monotonic time all answered 200 together."""
+    """Poll ``/readyz`` of every worker; the monotonic time all answered 200 together with
+    the partitions split between them. Each ready alone is not enough: a worker ready on
+    every partition before the other joined is about to rebalance, and the time bound of
+    a small run could pass in that rebalance (the tiny bench once counted 0 events/s)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all(w.ready() for w in workers):
+        owned = [w.readiness() for w in workers]
+        if all(p is not None for p in owned) and _split(owned, workers[0].settings.partitions):
             return time.monotonic()
         time.sleep(0.1)
     raise BenchError(f"workers not ready within {timeout:g}s; logs: {workers[0].log_path.parent}")
+
+
+def _split(owned: Sequence[list[int] | None], partitions: int) -> bool:
+    """True when the lists are disjoint and cover every partition."""
+    flat = [p for parts in owned for p in parts or ()]
+    return sorted(flat) == list(range(partitions))
 
 
 def _sample_count(workers: Sequence[WorkerHandle]) -> tuple[float, float]:

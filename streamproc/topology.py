@@ -343,6 +343,10 @@ class Topology:
 
     # --- rebalances ------------------------------------------------------------------------
 
+    def active_partitions(self) -> set[int]:
+        """The input partitions assigned to this worker."""
+        return self._active(self.kinds)
+
     def _active(self, topics: Iterable[str]) -> set[int]:
         wanted = set(topics)
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in wanted}

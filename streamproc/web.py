@@ -39,6 +39,9 @@ def register_routes(topology: Topology) -> None:
         body: dict[str, Any] = {
             "ready": ready,
             "rebalancing": bool(app.rebalancing),
+            # The input partitions this worker owns: a group is settled when the ready
+            # workers' lists split the partitions between them.
+            "partitions": sorted(topology.active_partitions()),
             # Redis and the metric topics degrade without stopping the KPIs: details only.
             "sinks": [sink.status for sink in topology.sinks],
         }

@@ -57,6 +57,8 @@ def test_metrics_pass_promtool_check_metrics(
     wait_until(lambda: lag() == 0, timeout=30)
     status, body = worker.get("/readyz")
     assert status == 200 and orjson.loads(body)["ready"] is True
+    # alone in its group, the worker owns every input partition
+    assert orjson.loads(body)["partitions"] == list(range(settings.partitions))
 
 
 def _run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
