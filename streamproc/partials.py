@@ -7,12 +7,20 @@ topic that the owner key hashes to. The worker that owns that partition keeps th
 summary per (owner key, source partition) in a changelogged table and merges them: it
 alone exports the key's whole metrics. A summary replaces the previous one from the same
 source partition, so re-publishing after a crash or a rebalance never double counts.
+
+A summary the previous owner of a partition sent, for an owner key the new owner never
+has, would stay forever (a worker killed after a lead's late lead-created moved its close
+away from source ``unknown``, before it retracted that summary). So every full round of a
+partition, and the first round of a partition newly owned, is bracketed by sweep markers
+on every partition of the topic: the owner side (``PartialsInbox``) drops the summaries of
+that partition the bracket did not send again.
 """
 
 from __future__ import annotations
 
+import os
 import zlib
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, MutableMapping
 
 import orjson
 
@@ -21,10 +29,22 @@ from streamproc.heap import json_to_keep
 from streamproc.kpis import Summary, merge_summaries, owner_keys_of, summaries
 from streamproc.windows import WindowClock
 
-__all__ = ["PartialsPublisher", "PartialsView", "decode", "encode", "owner_partition"]
+__all__ = [
+    "PartialsInbox",
+    "PartialsPublisher",
+    "PartialsView",
+    "decode",
+    "encode",
+    "owner_partition",
+]
 
 SEP = b"\x00"
 LABEL_SEP = "\x1f"
+SWEEP = b"\x00sweep\x00"  # + source partition; value b"begin <token>" or b"end <token>"
+BEGIN, END = b"begin", b"end"
+
+# (message key, value: empty retracts, partition of the partials topic)
+Message = tuple[bytes, bytes, int]
 
 
 def owner_partition(owner_key: str, partitions: int) -> int:
@@ -37,6 +57,11 @@ def message_key(owner_key: str, partition: int) -> bytes:
 
 def owner_of(key: bytes) -> str:
     return key.split(SEP, 1)[0].decode()
+
+
+def source_of(key: bytes) -> int:
+    """The partition whose summary a message key carries."""
+    return int(key.rsplit(SEP, 1)[1])
 
 
 def encode(summary: Summary) -> bytes:
@@ -76,7 +101,7 @@ class PartialsPublisher:
         current: Mapping[str, Summary],
         keys: Collection[str] | None = None,
         force: bool = False,
-    ) -> Iterator[tuple[bytes, bytes, int]]:
+    ) -> Iterator[Message]:
         """(message key, value, target partition); an empty value retracts a summary.
 
         ``keys``: the owner keys ``current`` was computed for (None: all of them); a key in
@@ -91,7 +116,7 @@ class PartialsPublisher:
 
     def change(
         self, partition: int, owner_key: str, summary: Summary, force: bool = False
-    ) -> tuple[bytes, bytes, int] | None:
+    ) -> Message | None:
         """The message for this summary, or None when it is what was sent last."""
         sent = self._sent.setdefault(partition, {})
         raw = encode(summary)
@@ -102,7 +127,7 @@ class PartialsPublisher:
 
     def retractions(
         self, partition: int, current: Mapping[str, Summary], keys: Collection[str] | None
-    ) -> list[tuple[bytes, bytes, int]]:
+    ) -> list[Message]:
         """Retract what was sent for the keys (all when None) that ``current`` no longer has."""
         sent = self._sent.setdefault(partition, {})
         gone = [k for k in (sent if keys is None else keys) if k in sent and k not in current]
@@ -110,8 +135,12 @@ class PartialsPublisher:
             del sent[owner_key]
         return [self._message(owner_key, partition, b"") for owner_key in gone]
 
-    def _message(self, owner_key: str, partition: int, raw: bytes) -> tuple[bytes, bytes, int]:
+    def _message(self, owner_key: str, partition: int, raw: bytes) -> Message:
         return message_key(owner_key, partition), raw, owner_partition(owner_key, self.partitions)
+
+    def _sweep_markers(self, partition: int, phase: bytes, token: bytes) -> list[Message]:
+        key = SWEEP + str(partition).encode()
+        return [(key, phase + b" " + token, target) for target in range(self.partitions)]
 
     def round(
         self,
@@ -119,27 +148,34 @@ class PartialsPublisher:
         clock: WindowClock,
         now: float,
         full: bool = False,
-    ) -> Iterator[tuple[bytes, bytes, int] | None]:
+    ) -> Iterator[Message | None]:
         """One publication: a message per summary that changed since it was last sent.
 
         Only the owner keys whose accumulators may have changed are recomputed (see
         ``PartitionAggregates.take_touched``); ``full``: every key, and every summary sent
-        again, changed or not. Between keys it yields None: there the caller may let the
-        event loop run (a batch applied meanwhile is published by the next round). A
-        partition that left ``parts`` meanwhile is not published further. A round not run
-        to its end loses the changes it took: the next one must be full.
+        again, changed or not, between sweep markers (so is the first round of a partition
+        new here). Between keys it yields None: there the caller may let the event loop run
+        (a batch applied meanwhile is published by the next round). A partition that left
+        ``parts`` meanwhile is not published further. A round not run to its end loses the
+        changes it took: the next one must be full.
         """
         all_bounds = clock.all_bounds(now)
         for partition, part in list(parts.items()):
             touched = part.take_touched(all_bounds)
-            keys = None if full or touched is None else owner_keys_of(touched)
+            sweep = full or partition not in self._sent
+            keys = None if sweep or touched is None else owner_keys_of(touched)
             current = summaries(part, clock, now, keys) if keys is None or keys else {}
+            token = os.urandom(8).hex().encode() if sweep else b""
+            if sweep:
+                yield from self._sweep_markers(partition, BEGIN, token)
             for owner_key, summary in current.items():
                 if parts.get(partition) is not part:
                     break  # moved away while the loop ran: the new owner publishes it
-                yield self.change(partition, owner_key, summary, force=full)
+                yield self.change(partition, owner_key, summary, force=sweep)
             else:
                 yield from self.retractions(partition, current, keys)
+                if sweep:
+                    yield from self._sweep_markers(partition, END, token)
             yield None
 
     def keep_only(self, partitions: Iterable[int]) -> None:
@@ -147,6 +183,69 @@ class PartialsPublisher:
         keep = set(partitions)
         for p in [p for p in self._sent if p not in keep]:
             del self._sent[p]
+
+
+class PartialsInbox:
+    """The owner side's intake: applies the published messages to its table in order, and
+    ends each sweep by dropping the summaries of its partition that were not sent again
+    between its markers (left by an earlier owner of that partition)."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        # (partition of the topic, source partition) -> (token, keys sent since the begin)
+        self._sweeps: dict[tuple[int, int], tuple[bytes, set[bytes]]] = {}
+
+    def apply(
+        self, table: MutableMapping[bytes, bytes], messages: Iterable[tuple[bytes, bytes, int]]
+    ) -> dict[tuple[bytes, int], bytes | None]:
+        """Apply the messages (key, value, topic partition) in order; returns what the
+        table's changelog must get, per (key, partition): the latest value, None deleted."""
+        writes: dict[tuple[bytes, int], bytes | None] = {}
+        for key, value, partition in messages:
+            if key.startswith(SWEEP):
+                self._mark(table, int(key[len(SWEEP) :]), value, partition, writes)
+                continue
+            if value:
+                table[key] = value
+            else:
+                table.pop(key, None)
+            writes[(key, partition)] = value or None
+            sweep = self._sweeps.get((partition, source_of(key)))
+            if sweep is not None:
+                sweep[1].add(key)
+        return writes
+
+    def reset(self) -> None:
+        """Forget sweeps under way (a rebalance: their messages may go to another owner);
+        the next full round of their partition sweeps again."""
+        self._sweeps.clear()
+
+    def _mark(
+        self,
+        table: MutableMapping[bytes, bytes],
+        source: int,
+        value: bytes,
+        partition: int,
+        writes: dict[tuple[bytes, int], bytes | None],
+    ) -> None:
+        phase, _, token = value.partition(b" ")
+        if phase == BEGIN:
+            self._sweeps[(partition, source)] = (token, set())
+            return
+        sweep = self._sweeps.pop((partition, source), None)
+        if sweep is None or sweep[0] != token:
+            return  # its begin went to another owner, or another round began since
+        stale = [
+            key
+            for key in table
+            if not key.startswith(SEP)
+            and key not in sweep[1]
+            and source_of(key) == source
+            and owner_partition(owner_of(key), self.partitions) == partition
+        ]
+        for key in stale:
+            del table[key]
+            writes[(key, partition)] = None
 
 
 class PartialsView:

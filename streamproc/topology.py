@@ -34,7 +34,7 @@ from streamproc.kpis import (
 from streamproc.lead_log import LeadLog, decode_recovered
 from streamproc.metrics import LagCollector, ProcessorMetrics, kpi_families
 from streamproc.outputs import Alert, DeadLetter
-from streamproc.partials import PartialsPublisher, PartialsView, owner_partition
+from streamproc.partials import PartialsInbox, PartialsPublisher, PartialsView, owner_partition
 from streamproc.sinks import Sink
 from streamproc.sinks.metric_topics import MetricTopicsSink
 from streamproc.sinks.redis_snapshot import RedisSnapshotSink
@@ -74,6 +74,7 @@ class Topology:
         self.engine = Engine(settings, self.leads_table.data.data, deriver)  # type: ignore[attr-defined]
         self.publisher = PartialsPublisher(settings.partitions)
         self.view = PartialsView(settings.partitions)
+        self.inbox = PartialsInbox(settings.partitions)
         self.events_topic = self.app.topic(
             *self.kinds, key_serializer="raw", value_serializer="raw"
         )
@@ -242,14 +243,11 @@ class Topology:
         store = self.partials_table.data.data  # type: ignore[attr-defined]
         s = self.settings
         async for batch in stream.take_events(s.batch_size, within=s.batch_seconds):
-            latest = {(ev.key, ev.message.partition): ev.value or None for ev in batch}
-            for (key, _), value in latest.items():
-                if value is None:
-                    store.pop(key, None)
-                else:
-                    store[key] = value
+            writes = self.inbox.apply(
+                store, ((ev.key, ev.value or b"", ev.message.partition) for ev in batch)
+            )
             await self.partials_log.write(
-                (key, value, partition) for (key, partition), value in latest.items()
+                (key, value, partition) for (key, partition), value in writes.items()
             )
 
     # --- timers ----------------------------------------------------------------------------
@@ -364,6 +362,7 @@ class Topology:
         active = self._active(self.kinds)
         dropped = self.engine.keep_only(active)
         self.publisher.keep_only(active)
+        self.inbox.reset()
         self.ready = False
         log.info("assigned lead partitions %s (dropped %d leads)", sorted(active), len(dropped))
 

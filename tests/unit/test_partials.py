@@ -19,6 +19,8 @@ from streamproc.events import EventKind
 from streamproc.facts import Fact
 from streamproc.kpis import Summary, merge_summaries, summaries
 from streamproc.partials import (
+    SWEEP,
+    PartialsInbox,
     PartialsPublisher,
     PartialsView,
     decode,
@@ -53,18 +55,14 @@ def _run_round(
     now: float,
     table: dict[bytes, bytes],
     full: bool = False,
+    inbox: PartialsInbox | None = None,
 ) -> list[tuple[bytes, bytes]]:
-    sent = []
-    for message in publisher.round(parts, clock, now, full):
-        if message is None:
-            continue
-        key, value, _ = message
-        sent.append((key, value))
-        if value:
-            table[key] = value
-        else:
-            table.pop(key, None)
-    return sent
+    """One round into ``table`` through an owner's inbox; returns the summaries sent (the
+    sweep markers left out)."""
+    messages = [m for m in publisher.round(parts, clock, now, full) if m is not None]
+    inbox = inbox or PartialsInbox(publisher.partitions)
+    inbox.apply(table, messages)
+    return [(key, value) for key, value, _ in messages if not key.startswith(SWEEP)]
 
 
 def _fresh(parts: dict[int, PartitionAggregates], clock: WindowClock, now: float) -> dict:  # type: ignore[type-arg]
@@ -178,10 +176,15 @@ def test_a_partition_that_moves_away_mid_round_is_not_published_further() -> Non
     clock = parts[0].clock
     publisher = PartialsPublisher(4)
     round_ = publisher.round(parts, clock, NOW)
-    assert next(round_) is not None
+    while (first := next(round_)) is None or first[0].startswith(SWEEP):
+        pass  # the sweep's begin markers: partition 0 is new here
+    assert owner_of(first[0]) == "rep:r0"
     del parts[0]  # a rebalance took it while the loop ran other work
     rest = [m for m in round_ if m is not None]
-    assert [owner_of(k) for k, _, _ in rest] == ["rep:r9"]
+    assert [owner_of(k) for k, _, _ in rest if not k.startswith(SWEEP)] == ["rep:r9"]
+    # partition 0's sweep never ends: its new owner's first round sweeps
+    ends = [(k, v) for k, v, _ in rest if v.startswith(b"end")]
+    assert {k for k, _ in ends} == {SWEEP + b"1"}
 
 
 def test_the_owner_view_merges_again_only_keys_whose_partials_changed() -> None:
@@ -224,3 +227,42 @@ def test_the_owner_view_refreshes_a_partial_or_a_key_at_a_time() -> None:
     assert len(steps) == len(table) + 3  # 4 partials decoded, 3 keys (r0, r1, r2) merged
     assert list(view.refresh(table, {0})) == []  # nothing changed: nothing to do
     assert sorted(view.merged(table, {0})) == ["rep:r0", "rep:r1", "rep:r2"]
+
+
+def test_a_new_owner_of_a_partition_drops_what_the_last_one_left_behind() -> None:
+    """Killed before its next round, the last owner left a summary under a key that the
+    partition no longer feeds (a lead's loss counted under source ``unknown`` until its
+    late lead-created came): the new owner's first round sweeps it away."""
+    attempt = Fact("attempt", ("r1", "call"), NOW - 100, 1.0)
+    old = {0: _part(Fact("lost_src", ("unknown",), NOW - 100, 1.0), attempt)}
+    table: dict[bytes, bytes] = {}
+    inbox = PartialsInbox(4)  # the owner side, alive throughout
+    _run_round(PartialsPublisher(4), old, old[0].clock, NOW, table, inbox=inbox)
+    assert message_key("source:unknown", 0) in table
+    # the new owner recovered the lead whole: its loss belongs to a known source now
+    new = {0: _part(Fact("lost_src", ("web",), NOW - 100, 1.0), attempt)}
+    publisher = PartialsPublisher(4)
+    _run_round(publisher, new, new[0].clock, NOW + 1, table, inbox=inbox)
+    assert table == _fresh(new, new[0].clock, NOW + 1)
+    # later rounds are no sweeps: nothing changed, nothing sent
+    assert _run_round(publisher, new, new[0].clock, NOW + 2, table, inbox=inbox) == []
+
+
+def test_a_sweep_whose_begin_another_owner_saw_deletes_nothing() -> None:
+    parts = {0: _part(Fact("attempt", ("r1", "call"), NOW - 100, 1.0))}
+    clock = parts[0].clock
+    table = {message_key("rep:r9", 0): b"{}"}  # left by an earlier owner of partition 0
+    messages = [m for m in PartialsPublisher(4).round(parts, clock, NOW) if m is not None]
+    begins = [m for m in messages if m[1].startswith(b"begin")]
+    assert len(begins) == 4  # one on every partition of the topic
+    inbox = PartialsInbox(4)
+    inbox.apply(table, messages[:4])
+    inbox.reset()  # a rebalance in between: the rest may not be all this owner gets
+    writes = inbox.apply(table, messages[4:])
+    assert message_key("rep:r9", 0) in table
+    assert all(value is not None for value in writes.values())
+    # the next full round sweeps it
+    again = [m for m in PartialsPublisher(4).round(parts, clock, NOW, full=True) if m]
+    writes = inbox.apply(table, again)
+    r9 = message_key("rep:r9", 0)
+    assert r9 not in table and writes[(r9, partials.owner_partition("rep:r9", 4))] is None
