@@ -6,10 +6,12 @@ after a rebalance and never written to Kafka itself, so it cannot double count.
 
 from __future__ import annotations
 
+import math
 from array import array
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain
+from itertools import accumulate, chain
 
 from streamproc.facts import Fact
 from streamproc.windows import HOUR, MINUTE, WindowBounds, WindowClock
@@ -55,10 +57,27 @@ class Acc:
             for value, n in other.values.items():
                 self.values[value] = self.values.get(value, 0) + n
 
-    def sorted_values(self) -> list[float]:
-        out: list[float] = []
-        for value, n in sorted((self.values or {}).items()):
-            out.extend([value] * n)
+    def quantiles(self, qs: Sequence[float]) -> list[float]:
+        """Each q-quantile of the value multiset, interpolated between closest ranks
+        (numpy's default), without expanding the multiset: the ranks are looked up in the
+        running counts of the distinct values, all C-level (expanding and sorting it was
+        the publish round's largest cost at 100,000 leads)."""
+        values = self.values or {}
+        distinct = sorted(values)
+        if not distinct:
+            return [math.nan] * len(qs)
+        running = list(accumulate(map(values.__getitem__, distinct)))
+        last = running[-1] - 1
+
+        def at(rank: int) -> float:
+            return distinct[bisect_right(running, rank)]
+
+        out = []
+        for q in qs:
+            pos = last * q
+            lo = math.floor(pos)
+            low, high = at(lo), at(min(lo + 1, last))
+            out.append(low + (high - low) * (pos - lo))
         return out
 
     def to_wire(self) -> list:  # type: ignore[type-arg]

@@ -519,11 +519,10 @@ class _Whole:
             for labels, acc in self.accs(family, window).items():
                 if acc.count <= 0:
                     continue
-                values = acc.sorted_values()
                 bounds = self.bounds[window]
-                for q in QUANTILES:
+                for q, value in zip(QUANTILES, acc.quantiles(QUANTILES), strict=True):
                     labelmap = {label: labels[0], "quantile": str(q)}
-                    yield Sample(quantiles, labelmap, bounds, _rounded(quantile(values, q)))
+                    yield Sample(quantiles, labelmap, bounds, _rounded(value))
                 if mean is not None:
                     yield Sample(mean, {label: labels[0]}, bounds, _rounded(acc.total / acc.count))
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from streamproc.aggregates import DIST_FAMILIES, Acc, PartitionAggregates
 from streamproc.facts import Fact
-from streamproc.kpis import _rounded
+from streamproc.kpis import _rounded, quantile
 from streamproc.windows import HOUR, MINUTE, WindowBounds, WindowClock
 
 ZONE = ZoneInfo("Europe/Paris")
@@ -205,3 +205,20 @@ def test_a_prune_keeps_the_later_buckets_as_they_were() -> None:
     hour = part.clock.bounds("1h", later)
     acc = part.windowed["first_contact"][("r1",)].window(hour)
     assert acc is not None and (acc.count, acc.total, acc.values) == (1, 60.0, {60.0: 1})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        st.sampled_from([0.0, 1.5, 2.0, 7.25, 60.0, 3600.0]) | st.floats(0, 1e6), min_size=1
+    ),
+    qs=st.lists(st.floats(0, 1), min_size=1, max_size=4),
+)
+def test_quantiles_of_the_multiset_equal_those_of_its_sorted_expansion(
+    values: list[float], qs: list[float]
+) -> None:
+    acc = Acc(dist=True)
+    for value in values:
+        acc.add(value, 1)
+    expanded = sorted(values)
+    assert acc.quantiles(qs) == [quantile(expanded, q) for q in qs]
