@@ -5,20 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from streamproc.kpis import CATALOGUE, Sample
 
-__all__ = ["LagCollector", "ProcessorMetrics", "kpi_families"]
+__all__ = ["LagCollector", "ProcessorMetrics", "kpi_exposition"]
 
+CHUNK_SAMPLES = 200  # ~1 ms of formatting
 DELAY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 
 
 @dataclass(frozen=True, slots=True)
 class ProcessorMetrics:
-    """The processor's own metrics; the KPI gauges are ``kpi_families``, built at scrape
+    """The processor's own metrics; the KPI gauges are ``kpi_exposition``, built at scrape
     time from the in-memory aggregates."""
 
     registry: CollectorRegistry
@@ -52,19 +53,39 @@ class ProcessorMetrics:
         )
 
 
-def kpi_families(samples: Iterable[Sample]) -> list[Metric]:
-    """One metric family per catalogue entry, with the samples given."""
-    families: dict[str, Metric] = {}
+def kpi_exposition(samples: Iterable[Sample]) -> Iterator[bytes | None]:
+    """The KPI gauges in the text exposition format, one family per catalogue entry, in
+    chunks of at most ``CHUNK_SAMPLES`` samples, with None between steps: there the caller
+    may let the event loop run (one family can hold thousands of series at 100 reps: in one
+    go, a scrape held the loop 100 - 150 ms). Chunks after a family's first drop the
+    family's HELP and TYPE lines, so the text is that of one family."""
+    by_metric: dict[str, list[Sample]] = {spec.name: [] for spec in CATALOGUE}
+    for sample in samples:
+        by_metric[sample.metric].append(sample)
+        yield None
     for spec in CATALOGUE:
         # Quantile series are typed summary: a gauge may not carry a "quantile" label.
         kind = "summary" if "quantile" in spec.labels else "gauge"
-        families[spec.name] = Metric(spec.name, spec.help, kind)
-    for sample in samples:
-        labels = dict(sample.labels)
-        if sample.window is not None:
-            labels["window"] = sample.window.name
-        families[sample.metric].add_sample(sample.metric, labels, sample.value)
-    return list(families.values())
+        group = by_metric[spec.name]
+        for start in range(0, max(1, len(group)), CHUNK_SAMPLES):
+            family = Metric(spec.name, spec.help, kind)
+            for sample in group[start : start + CHUNK_SAMPLES]:
+                labels = dict(sample.labels)
+                if sample.window is not None:
+                    labels["window"] = sample.window.name
+                family.add_sample(sample.metric, labels, sample.value)
+            text = generate_latest(_Family(family))
+            yield text if start == 0 else text.split(b"\n", 2)[2]
+
+
+class _Family:
+    """One metric family, as a collector for ``generate_latest``."""
+
+    def __init__(self, family: Metric) -> None:
+        self._family = family
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._family
 
 
 class LagCollector(Collector):

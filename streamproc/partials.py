@@ -26,7 +26,7 @@ import orjson
 
 from streamproc.aggregates import Acc, PartitionAggregates
 from streamproc.heap import json_to_keep
-from streamproc.kpis import Summary, merge_summaries, owner_keys_of, summaries
+from streamproc.kpis import Summary, merge_summaries, owner_keys_of, summaries_in_steps
 from streamproc.windows import WindowClock
 
 __all__ = [
@@ -154,17 +154,19 @@ class PartialsPublisher:
         Only the owner keys whose accumulators may have changed are recomputed (see
         ``PartitionAggregates.take_touched``); ``full``: every key, and every summary sent
         again, changed or not, between sweep markers (so is the first round of a partition
-        new here). Between keys it yields None: there the caller may let the event loop run
-        (a batch applied meanwhile is published by the next round). A partition that left
-        ``parts`` meanwhile is not published further. A round not run to its end loses the
-        changes it took: the next one must be full.
+        new here). Between series and keys it yields None: there the caller may let the
+        event loop run (a batch applied meanwhile is published by the next round). A
+        partition that left ``parts`` meanwhile is not published further. A round not run
+        to its end loses the changes it took: the next one must be full.
         """
         all_bounds = clock.all_bounds(now)
         for partition, part in list(parts.items()):
             touched = part.take_touched(all_bounds)
             sweep = full or partition not in self._sent
             keys = None if sweep or touched is None else owner_keys_of(touched)
-            current = summaries(part, clock, now, keys) if keys is None or keys else {}
+            current: dict[str, Summary] = {}
+            if keys is None or keys:
+                current = yield from summaries_in_steps(part, clock, now, keys)
             token = os.urandom(8).hex().encode() if sweep else b""
             if sweep:
                 yield from self._sweep_markers(partition, BEGIN, token)

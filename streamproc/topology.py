@@ -6,13 +6,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Iterable, Iterator
-from typing import TypeVar
 
 import faust
 from faust.exceptions import NotReady
 from faust.types import Message, RecordMetadata
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.metrics_core import Metric
 
 from streamproc.alerting import AlertPublisher
 from streamproc.alerts import AlertWatch
@@ -32,12 +30,13 @@ from streamproc.kpis import (
     split_samples,
 )
 from streamproc.lead_log import LeadLog, decode_recovered
-from streamproc.metrics import LagCollector, ProcessorMetrics, kpi_families
+from streamproc.metrics import LagCollector, ProcessorMetrics, kpi_exposition
 from streamproc.outputs import Alert, DeadLetter
 from streamproc.partials import PartialsInbox, PartialsPublisher, PartialsView, owner_partition
 from streamproc.sinks import Sink
 from streamproc.sinks.metric_topics import MetricTopicsSink
 from streamproc.sinks.redis_snapshot import RedisSnapshotSink
+from streamproc.slices import Stretches
 from streamproc.topics import topic_names
 from streamproc.transport import BatchRoute, route_batches
 
@@ -47,12 +46,7 @@ log = logging.getLogger(__name__)
 PRUNE_SECONDS = 60.0
 FULL_PUBLISH_SECONDS = 30.0
 _END = object()
-_T = TypeVar("_T")
 PUBLISH_SHARE = 0.25  # at most this share of the event loop goes to publish rounds
-# The longest stretch of a publish round, scrape or prune without yielding the loop. 2 ms
-# rather than 10: 12,238 and 13,260 events/s over the 1,000,000-event history against
-# 10,479 - 11,528 (one worker; p99 latency unchanged within its noise).
-SLICE_SECONDS = 0.002
 REDIS_ALERT_CHANNEL = "streamproc:alerts"
 
 
@@ -266,7 +260,7 @@ class Topology:
             self._last_full_publish = now
         # Until this round has run to its end, the changes it took are not published.
         self._full_publish_due = True
-        busy = _Stretches()
+        busy = Stretches()
         messages = self.publisher.round(self.engine.partitions, self.engine.clock, now, full)
         out: list[BatchRecord] = []
         while True:
@@ -328,7 +322,7 @@ class Topology:
         # scan took 53 + 136 ms at 30,000 leads (in-process), a stall of the loop and of the
         # batches every minute.
         now = time.time()
-        busy = _Stretches()
+        busy = Stretches()
         await busy.drain(self.engine.prune_in_steps(now))
         if self.app.rebalancing or not self.ready:
             return
@@ -422,19 +416,15 @@ class Topology:
         """The /metrics body, computed and formatted in slices that let events run in
         between: in one go, a scrape held the loop ~1 s at 100,000 leads, and every event
         that came meanwhile waited."""
-        busy = _Stretches()
+        busy = Stretches()
         try:
             samples = await busy.drain(self.samples(time.time()))
         except RuntimeError:  # a rebalance changed the state between slices: in one go
             samples = list(self.samples(time.time()))
         with busy:
-            families = kpi_families(samples)
-            parts = [generate_latest(self.registry)]
-        for family in families:
-            with busy:
-                parts.append(generate_latest(_Family(family)))
-            await busy.pause()
-        return b"".join(parts)
+            own = generate_latest(self.registry)
+        parts = await busy.drain(kpi_exposition(samples))
+        return own + b"".join(part for part in parts if part is not None)
 
     def samples(self, now: float) -> Iterator[Sample]:
         engine = self.engine
@@ -444,53 +434,6 @@ class Topology:
         yield from merged_whole_samples(
             self.owned_summaries(), self.settings, engine.clock, now, self._owned_target_reps()
         )
-
-
-class _Family:
-    """One metric family, as a collector for ``generate_latest``."""
-
-    def __init__(self, family: Metric) -> None:
-        self._family = family
-
-    def collect(self) -> Iterator[Metric]:
-        yield self._family
-
-
-class _Stretches:
-    """Times the synchronous stretches of a task (``with``) and yields the loop between them
-    once they add up to ``SLICE_SECONDS`` (``pause``), so events and alerts run in between."""
-
-    def __init__(self) -> None:
-        self.total = 0.0
-        self._since_pause = 0.0
-        self._entered = 0.0
-
-    def __enter__(self) -> None:
-        self._entered = time.perf_counter()
-
-    def __exit__(self, *_: object) -> None:
-        spent = time.perf_counter() - self._entered
-        self.total += spent
-        self._since_pause += spent
-
-    async def pause(self) -> None:
-        if self._since_pause >= SLICE_SECONDS:
-            self._since_pause = 0.0
-            await asyncio.sleep(0)
-
-    async def drain(self, items: Iterator[_T]) -> list[_T]:
-        """All of ``items``, the loop yielded whenever a stretch reaches ``SLICE_SECONDS``."""
-        out: list[_T] = []
-        while True:
-            with self:
-                end = time.perf_counter() + SLICE_SECONDS
-                for item in items:
-                    out.append(item)
-                    if time.perf_counter() >= end:
-                        break
-                else:
-                    return out
-            await self.pause()
 
 
 def _log_failed_send(sent: asyncio.Future[object]) -> None:

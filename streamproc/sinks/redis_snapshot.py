@@ -7,7 +7,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +24,7 @@ from streamproc.heap import json_to_keep
 from streamproc.kpis import SPECS, Sample
 from streamproc.outputs import series_key
 from streamproc.sinks import Backoff, Outage, rfc3339, stop_task
+from streamproc.slices import run_in_slices
 
 __all__ = ["KEY_PREFIX", "Owns", "RedisSnapshotSink", "canonical_labels"]
 
@@ -218,7 +219,7 @@ class RedisSnapshotSink:
     async def _cycle(self, client: aioredis.Redis) -> None:
         latest, self._latest = self._latest, None
         if latest is not None:
-            self._fold(*latest)
+            await run_in_slices(self._fold(*latest))
         if self._rows is None:
             # Nothing computed yet: an empty snapshot would delete every owned field.
             await client.ping()
@@ -228,10 +229,12 @@ class RedisSnapshotSink:
         else:
             await self._incremental(client, self._rows)
 
-    def _fold(self, samples: tuple[Sample, ...], now: float) -> None:
+    def _fold(self, samples: tuple[Sample, ...], now: float) -> Generator[None, None, None]:
+        """Adopt a snapshot, in steps (``slices``): ~20,000 series at 100 reps."""
         old = self._rows or {}
         rows: dict[Field, _Row] = {}
         for sample in samples:
+            yield None
             if not math.isfinite(sample.value):  # JSON has no NaN
                 continue
             labels = dict(sample.labels)

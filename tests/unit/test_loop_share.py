@@ -10,8 +10,10 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.config import Settings
-from streamproc.kpis import Sample
-from streamproc.topology import SLICE_SECONDS, Topology
+from streamproc.kpis import CATALOGUE, Sample
+from streamproc.metrics import CHUNK_SAMPLES, kpi_exposition
+from streamproc.slices import SLICE_SECONDS
+from streamproc.topology import Topology
 
 
 def _slow_samples(n: int, each: float) -> Iterator[Sample]:
@@ -54,3 +56,17 @@ async def test_a_scrape_lets_the_event_loop_run_while_it_computes(tmp_path: Path
     again = (await topology.render_metrics()).decode()
     assert 'sales_leads_created{source="s0"} 0.0' in again
     assert 's1"' not in again, "a later scrape showed the earlier samples"
+
+
+def test_a_family_formatted_in_chunks_is_one_family_with_every_sample() -> None:
+    samples = [
+        Sample("sales_leads_created", {"source": f"s{i}"}, None, float(i))
+        for i in range(2 * CHUNK_SAMPLES + 50)
+    ]
+    text = b"".join(part for part in kpi_exposition(samples) if part is not None).decode()
+    assert text.count("# HELP sales_leads_created ") == 1
+    assert text.count("# TYPE sales_leads_created ") == 1
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    got = {s.labels["source"]: s.value for s in families["sales_leads_created"].samples}
+    assert got == {f"s{i}": float(i) for i in range(len(samples))}
+    assert len(families) == len(CATALOGUE)  # every family, with samples or without

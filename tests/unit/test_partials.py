@@ -266,3 +266,17 @@ def test_a_sweep_whose_begin_another_owner_saw_deletes_nothing() -> None:
     writes = inbox.apply(table, again)
     r9 = message_key("rep:r9", 0)
     assert r9 not in table and writes[(r9, partials.owner_partition("rep:r9", 4))] is None
+
+
+def test_a_batch_applied_between_the_steps_of_a_round_is_published_by_the_next() -> None:
+    part = _part(*(Fact("attempt", (f"r{i}", "call"), NOW - 100, 1.0) for i in range(5)))
+    parts = {0: part}
+    publisher = PartialsPublisher(4)
+    table: dict[bytes, bytes] = {}
+    inbox = PartialsInbox(4)
+    round_ = publisher.round(parts, part.clock, NOW)
+    first = [next(round_) for _ in range(2)]  # two of the five series summed up
+    part.apply([Fact("attempt", ("r9", "sms"), NOW - 50, 1.0)], 1)  # a new series meanwhile
+    inbox.apply(table, [m for m in [*first, *round_] if m is not None])
+    _run_round(publisher, parts, part.clock, NOW + 1, table, inbox=inbox)
+    assert table == _fresh(parts, part.clock, NOW + 1)
