@@ -8,7 +8,7 @@ import logging
 import faust
 
 from streamproc.config import Settings
-from streamproc.heap import freeze_after_full_collections
+from streamproc.heap import freeze_after_full_collections, start_heap_trimmer
 from streamproc.topics import check_topics, wait_for_broker
 from streamproc.topology import build_topology
 
@@ -28,6 +28,7 @@ def run_worker(settings: Settings) -> None:
     """Block running one worker until SIGTERM/SIGINT (Faust's worker stops gracefully)."""
     asyncio.run(preflight(settings))
     freeze_after_full_collections()
+    start_heap_trimmer()
     asyncio.set_event_loop(asyncio.new_event_loop())
     topology = build_topology(settings)
     worker = faust.Worker(topology.app, loglevel=settings.log_level.upper())

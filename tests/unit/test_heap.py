@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Iterator
 
@@ -63,3 +65,32 @@ def test_kept_json_holds_its_length_not_orjsons_buffer() -> None:
     # them, json_to_keep is a copy too many and can go).
     assert _held_bytes(lambda: orjson.dumps(body)) >= 4096
     assert _held_bytes(lambda: json_to_keep(body)) < size + 100
+
+
+_FREED_UNDER_A_KEPT_BLOCK = """
+import time
+from streamproc.heap import start_heap_trimmer
+
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024
+
+blocks = [bytearray(64 * 1024) for _ in range(3000)]  # ~190 MiB in the heap, not mmap
+kept = blocks[-1]  # the heap's top stays in use: free pages below it stay resident
+del blocks
+before = rss()
+assert start_heap_trimmer(interval=0.05) is not None
+time.sleep(0.5)
+print(before, rss())
+"""
+
+
+def test_the_trimmer_hands_free_heap_pages_back() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _FREED_UNDER_A_KEPT_BLOCK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    before, after = map(int, done.stdout.split())
+    assert before - after > 100, (before, after)
