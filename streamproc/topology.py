@@ -116,7 +116,11 @@ class Topology:
     def _wire(self) -> None:
         app, s = self.app, self.settings
         app.agent(self.events_topic, name="kpi-events", concurrency=1)(self._consume_events)
-        route_batches(app, BatchRoute(frozenset(self.kinds), self.handle_batch, s.batch_size))
+        route_batches(
+            app,
+            BatchRoute(frozenset(self.kinds), self.handle_batch, s.batch_size),
+            BatchRoute(frozenset({self.names.partials}), self.handle_partials, s.batch_size),
+        )
         app.agent(self.partials_topic, name="kpi-partials", concurrency=1)(self._consume_partials)
         app.timer(s.publish_interval_seconds, name="publish-partials")(self._publish_partials)
         app.timer(PRUNE_SECONDS, name="prune-windows")(self._prune)
@@ -232,17 +236,36 @@ class Topology:
                 observe(max(0.0, done - msg.timestamp_ms / 1000))
 
     async def _consume_partials(self, stream: faust.StreamT) -> None:
+        # Only if the consumer is not ours (see _consume_events): handle_partials.
+        s = self.settings
+        async for batch in stream.take_events(s.batch_size, within=s.batch_seconds):
+            await self._apply_partials([event.message for event in batch])
+
+    async def handle_partials(self, batch: list[Message]) -> None:
+        """Apply a batch of partials messages, changelog the table, then ack them. Routed
+        like the events: through Faust's per-message path, a full round's thousands of
+        partials held up the fetch loop, and the events behind them, for up to ~1 s."""
+        try:
+            applied = await self._apply_partials(self._current(batch))
+        except BaseException:
+            self._leave_unacked(batch)
+            raise
+        ack = self.app.consumer.ack
+        for message in applied:
+            message.tracked = True
+            ack(message)
+
+    async def _apply_partials(self, batch: list[Message]) -> list[Message]:
         # Stored and changelogged by us rather than by ``table[key] = value``: Faust would
         # end the changelog with multi-record batches (see streamproc.changelog).
         store = self.partials_table.data.data  # type: ignore[attr-defined]
-        s = self.settings
-        async for batch in stream.take_events(s.batch_size, within=s.batch_seconds):
-            writes = self.inbox.apply(
-                store, ((ev.key, ev.value or b"", ev.message.partition) for ev in batch)
-            )
-            await self.partials_log.write(
-                (key, value, partition) for (key, partition), value in writes.items()
-            )
+        writes = self.inbox.apply(
+            store, ((msg.key, msg.value or b"", msg.partition) for msg in batch)
+        )
+        await self.partials_log.write(
+            (key, value, partition) for (key, partition), value in writes.items()
+        )
+        return batch
 
     # --- timers ----------------------------------------------------------------------------
 

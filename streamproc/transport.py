@@ -21,7 +21,9 @@ events are replayed by the partition's next owner (replays are harmless, only wa
 
 Topics given a ``BatchRoute`` (``route_batches``) skip Faust's per-message path (conductor,
 channel queue, stream, sensors: most of a worker's time in the profile) and reach their
-handler a fetch at a time; the handler acks what it applied.
+handler a fetch at a time; the handler acks what it applied. A message of another topic
+that waits in that path (its agent's queue is full) holds up the whole fetch loop, the
+routed topics too: so every topic a worker reads in bulk is routed.
 """
 
 from __future__ import annotations
@@ -70,13 +72,13 @@ class BatchRoute:
     size: int
 
 
-_routes: weakref.WeakKeyDictionary[Any, BatchRoute] = weakref.WeakKeyDictionary()
+_routes: weakref.WeakKeyDictionary[Any, tuple[BatchRoute, ...]] = weakref.WeakKeyDictionary()
 
 
-def route_batches(app: Any, route: BatchRoute) -> None:
-    """Deliver ``route.topics`` to ``route.handler`` in batches (the app's consumer must be
-    an ``ExactConsumer``: ``install`` makes it so)."""
-    _routes[app] = route
+def route_batches(app: Any, *routes: BatchRoute) -> None:
+    """Deliver each route's topics to its handler in batches (the app's consumer must be
+    an ``ExactConsumer``: ``install`` makes it so). Replaces the app's earlier routes."""
+    _routes[app] = routes
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -222,7 +224,7 @@ class ExactConsumer(driver.Consumer):
     async def _deliver_batch(self, batch: Any, seeks_at_fetch: int) -> None:
         cursor = self._cursor
         sought_back: set[TP] = set()  # the rest of their records is read again
-        held = _Held(_routes.get(self.app))
+        held = _HeldByTopic(_routes.get(self.app, ()))
         since_yield = 0
         async for tp, message in batch:
             since_yield += 1
@@ -238,22 +240,30 @@ class ExactConsumer(driver.Consumer):
             if verdict is Verdict.JUMP:
                 log.info("%s: offset %d follows %s: reading it again", tp, offset, cursor.next(tp))
             if verdict is Verdict.STALE or verdict is Verdict.JUMP:
-                sought_back |= await self._hand_over(held)  # no seek of ours while holding
+                sought_back |= await self._hand_over_all(held)  # no seek of ours while holding
                 sought_back.add(tp)
                 await self._rewind(tp, offset)
                 continue
             if verdict is Verdict.GAP:
                 self._add_real_gap(tp, message.topic, offset)
-            if held.takes(message):
-                held.add(message, cursor.seeks)
+            route_held = held.get(message.topic)
+            if route_held is not None:
+                route_held.add(message, cursor.seeks)
                 cursor.delivered(tp, offset, cursor.seeks)  # judged as handed over
-                if held.full:
-                    sought_back |= await self._hand_over(held)
+                if route_held.full:
+                    sought_back |= await self._hand_over(route_held)
             elif not await self._deliver(tp, message):
-                sought_back |= await self._hand_over(held)
+                sought_back |= await self._hand_over_all(held)
                 sought_back.add(tp)
                 await self._rewind(tp, offset)
-        await self._hand_over(held)
+        await self._hand_over_all(held)
+
+    async def _hand_over_all(self, held: _HeldByTopic) -> set[TP]:
+        """``_hand_over`` for every route, in the order of the routes."""
+        sought_back: set[TP] = set()
+        for route_held in held.routes:
+            sought_back |= await self._hand_over(route_held)
+        return sought_back
 
     async def _hand_over(self, held: _Held) -> set[TP]:
         """Hand the held messages to their route's handler. Returns the partitions sought
@@ -266,7 +276,7 @@ class ExactConsumer(driver.Consumer):
             # ack (Faust's wait_empty), and the handler goes on to the end of the batch
             # when the fetch loop is cancelled (a shutdown stops the fetcher first).
             self._unacked_messages.update(messages)
-            handling = asyncio.ensure_future(held.route.handler(messages))  # type: ignore[union-attr]
+            handling = asyncio.ensure_future(held.route.handler(messages))
             try:
                 await asyncio.shield(handling)
                 return set()
@@ -317,13 +327,10 @@ class _Held:
     """Messages of a batch route held for their handler, and the seek count when the first
     was held."""
 
-    def __init__(self, route: BatchRoute | None) -> None:
+    def __init__(self, route: BatchRoute) -> None:
         self.route = route
         self._messages: list[Message] = []
         self._seeks = 0
-
-    def takes(self, message: Message) -> bool:
-        return self.route is not None and message.topic in self.route.topics
 
     def add(self, message: Message, seeks: int) -> None:
         if not self._messages:
@@ -332,11 +339,22 @@ class _Held:
 
     @property
     def full(self) -> bool:
-        return self.route is not None and len(self._messages) >= self.route.size
+        return len(self._messages) >= self.route.size
 
     def take(self) -> tuple[list[Message], int]:
         messages, self._messages = self._messages, []
         return messages, self._seeks
+
+
+class _HeldByTopic:
+    """A ``_Held`` per route of a fetch, found by topic."""
+
+    def __init__(self, routes: tuple[BatchRoute, ...]) -> None:
+        self.routes = [_Held(route) for route in routes]
+        self._by_topic = {topic: held for held in self.routes for topic in held.route.topics}
+
+    def get(self, topic: str) -> _Held | None:
+        return self._by_topic.get(topic)
 
 
 class IdempotentProducer(driver.Producer):

@@ -1,0 +1,95 @@
+"""The fetch loop's batch routes: each routed topic reaches its own handler in batches, in
+offset order, and only unrouted topics take Faust's per-message path."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import faust
+import pytest
+from faust.types import TP, Message
+
+from streamproc import transport
+from streamproc.config import Settings
+from streamproc.topics import topic_names
+from streamproc.topology import Topology
+from streamproc.transport import BatchRoute, ExactConsumer
+
+EVENTS = TP("sales.lead-created", 0)
+PARTIALS = TP("streamproc-partials", 1)
+OTHER = TP("elsewhere", 0)
+
+
+def _message(tp: TP, offset: int) -> Message:
+    return Message(tp.topic, tp.partition, offset, 0.0, 0, None, b"k", b"v", None)
+
+
+class _Fetches:
+    """Two fetches, each with the three topics interleaved, then the fetcher stops."""
+
+    def __init__(self) -> None:
+        self.fetcher = type("Fetcher", (), {"_stopped": asyncio.Event()})()
+        self.fetched: list[list[tuple[TP, int]]] = [
+            [(tp, offset) for offset in range(start, start + 4) for tp in (EVENTS, PARTIALS, OTHER)]
+            for start in (0, 4)
+        ]
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        if not self.fetched:
+            self.fetcher._stopped.set()
+            return
+        for tp, offset in self.fetched.pop(0):
+            yield tp, _message(tp, offset)
+
+
+def _consumer(monkeypatch: pytest.MonkeyPatch) -> ExactConsumer:
+    """A worker's consumer, created in the test's event loop (Faust binds it to that loop)."""
+    transport.install()
+    consumer = faust.App("routes", broker="kafka://127.0.0.1:1").consumer
+    assert isinstance(consumer, ExactConsumer)
+    monkeypatch.setattr(type(consumer), "flow_active", True)
+    return consumer
+
+
+async def test_each_routed_topic_reaches_its_handler_in_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer = _consumer(monkeypatch)
+    fetches = _Fetches()
+    handled: dict[str, list[list[int]]] = {"events": [], "partials": []}
+    per_message: list[tuple[str, int]] = []
+
+    def handler(name: str):  # a route's handler
+        async def handle(messages: list[Message]) -> None:
+            handled[name].append([m.offset for m in messages])
+
+        return handle
+
+    async def callback(message: Message) -> None:
+        per_message.append((message.topic, message.offset))
+
+    consumer.getmany = fetches.getmany  # type: ignore[method-assign]
+    consumer.callback = callback  # type: ignore[method-assign]
+    transport.route_batches(
+        consumer.app,
+        BatchRoute(frozenset({EVENTS.topic}), handler("events"), 3),
+        BatchRoute(frozenset({PARTIALS.topic}), handler("partials"), 3),
+    )
+    await asyncio.wait_for(ExactConsumer._drain_messages(consumer, fetches.fetcher), 3)
+
+    # At most 3 a batch, never one batch across two fetches, every offset once in order.
+    assert handled["events"] == [[0, 1, 2], [3], [4, 5, 6], [7]]
+    assert handled["partials"] == handled["events"]
+    assert per_message == [(OTHER.topic, offset) for offset in range(8)]
+
+
+def test_the_worker_routes_its_events_and_its_partials(tmp_path: Path) -> None:
+    """A full publish round sends thousands of partials: through Faust's per-message path
+    they held up the fetch loop, and the events fetched behind them, for up to ~1 s."""
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    topology = Topology(settings)
+    routed = {topic for route in transport._routes[topology.app] for topic in route.topics}
+    names = topic_names(settings)
+    assert routed == {*names.inputs.values(), names.partials}
