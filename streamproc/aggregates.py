@@ -30,14 +30,18 @@ MAX_MOVED_KEYS = 48
 class Acc:
     """A mergeable accumulator: count, total and (for distributions) a value multiset."""
 
-    __slots__ = ("count", "total", "values")
+    __slots__ = ("_quantiles", "count", "total", "values")
 
     def __init__(self, dist: bool = False) -> None:
         self.count = 0
         self.total = 0.0
         self.values: dict[float, int] | None = {} if dist else None
+        # The last quantiles asked and their answer: a merged summary is kept as long as
+        # its partials do not change, and asked again every round and every scrape.
+        self._quantiles: tuple[tuple[float, ...], list[float]] | None = None
 
     def add(self, value: float, sign: int) -> None:
+        self._quantiles = None
         self.count += sign
         self.total += value * sign
         values = self.values
@@ -49,6 +53,7 @@ class Acc:
                 del values[value]
 
     def merge(self, other: Acc) -> None:
+        self._quantiles = None
         self.count += other.count
         self.total += other.total
         if other.values:
@@ -62,6 +67,14 @@ class Acc:
         (numpy's default), without expanding the multiset: the ranks are looked up in the
         running counts of the distinct values, all C-level (expanding and sorting it was
         the publish round's largest cost at 100,000 leads)."""
+        asked = tuple(qs)
+        if self._quantiles is not None and self._quantiles[0] == asked:
+            return list(self._quantiles[1])
+        out = self._quantiles_of(asked)
+        self._quantiles = (asked, out)
+        return list(out)
+
+    def _quantiles_of(self, qs: Sequence[float]) -> list[float]:
         values = self.values or {}
         distinct = sorted(values)
         if not distinct:

@@ -47,6 +47,10 @@ PRUNE_SECONDS = 60.0
 FULL_PUBLISH_SECONDS = 30.0
 _END = object()
 PUBLISH_SHARE = 0.25  # at most this share of the event loop goes to publish rounds
+# Partials re-sent per second at most, changed keys oldest first (PartialsPublisher). Each
+# MB costs this worker ~70 ms to compute and send, and the owners as much to decode and
+# merge; 100 reps and 100,000 leads changed ~7 MB of summaries every second.
+PARTIALS_BYTES_PER_SECOND = 1_000_000
 REDIS_ALERT_CHANNEL = "streamproc:alerts"
 
 
@@ -101,6 +105,7 @@ class Topology:
         # timers) until the changelog has it; a rebalance waits for it (``_on_revoked``).
         self._state_lock = asyncio.Lock()
         self._last_full_publish = 0.0
+        self._last_publish = time.monotonic()
         self._next_publish = 0.0  # monotonic: no publish round before
         self._full_publish_due = False
         self._wire()
@@ -284,7 +289,12 @@ class Topology:
         # Until this round has run to its end, the changes it took are not published.
         self._full_publish_due = True
         busy = Stretches()
-        messages = self.publisher.round(self.engine.partitions, self.engine.clock, now, full)
+        # The budget of the time since the last round (a long round delays the next one).
+        since, self._last_publish = started - self._last_publish, started
+        budget = int(PARTIALS_BYTES_PER_SECOND * min(since, FULL_PUBLISH_SECONDS))
+        messages = self.publisher.round(
+            self.engine.partitions, self.engine.clock, now, full, budget
+        )
         out: list[BatchRecord] = []
         while True:
             with busy:

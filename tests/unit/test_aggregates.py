@@ -222,3 +222,29 @@ def test_quantiles_of_the_multiset_equal_those_of_its_sorted_expansion(
         acc.add(value, 1)
     expanded = sorted(values)
     assert acc.quantiles(qs) == [quantile(expanded, q) for q in qs]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["add", "retract", "merge"]), st.floats(0, 1e4)), min_size=1
+    ),
+)
+def test_quantiles_asked_again_follow_every_change(steps: list[tuple[str, float]]) -> None:
+    """Quantiles are remembered between asks (merged summaries are asked every round):
+    any add, retraction or merge since must show."""
+    acc, kept = Acc(dist=True), [1.0]
+    acc.add(1.0, 1)
+    for op, value in steps:
+        assert acc.quantiles((0.5, 0.9)) == [quantile(sorted(kept), q) for q in (0.5, 0.9)]
+        if op == "add":
+            acc.add(value, 1)
+            kept.append(value)
+        elif op == "retract" and len(kept) > 1:
+            acc.add(kept.pop(0), -1)
+        else:
+            other = Acc(dist=True)
+            other.add(value, 1)
+            acc.merge(other)
+            kept.append(value)
+    assert acc.quantiles((0.5, 0.9)) == [quantile(sorted(kept), q) for q in (0.5, 0.9)]

@@ -56,10 +56,11 @@ def _run_round(
     table: dict[bytes, bytes],
     full: bool = False,
     inbox: PartialsInbox | None = None,
+    budget: int | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """One round into ``table`` through an owner's inbox; returns the summaries sent (the
     sweep markers left out)."""
-    messages = [m for m in publisher.round(parts, clock, now, full) if m is not None]
+    messages = [m for m in publisher.round(parts, clock, now, full, budget) if m is not None]
     inbox = inbox or PartialsInbox(publisher.partitions)
     inbox.apply(table, messages)
     return [(key, value) for key, value, _ in messages if not key.startswith(SWEEP)]
@@ -135,6 +136,48 @@ def test_only_changed_owner_keys_are_recomputed_and_sent_again(
     part.apply([Fact("attempt", ("r2", "email"), NOW - 50, 1.0)], -1)
     part.apply([Fact("attempt", ("r2", "email"), NOW - 50, 1.0)], 1)
     assert _run_round(publisher, parts, clock, NOW + 3, table) == []
+
+
+def test_a_budget_sends_the_oldest_changes_first_and_loses_none() -> None:
+    reps = [f"r{i}" for i in range(6)]
+    part = _part(*(Fact("attempt", (rep, "call"), NOW - 100, 1.0) for rep in reps))
+    parts = {0: part}
+    publisher = PartialsPublisher(4)
+    table: dict[bytes, bytes] = {}
+    _run_round(publisher, parts, part.clock, NOW, table)
+    size = len(table[message_key("rep:r0", 0)])  # each rep's summary is as large
+    budget = 2 * size  # two summaries a round
+    for rep in reps[:5]:
+        part.apply([Fact("attempt", (rep, "sms"), NOW - 50, 1.0)], 1)
+    first = _run_round(publisher, parts, part.clock, NOW + 1, table, budget=budget)
+    assert len(first) == 2
+    part.apply([Fact("attempt", ("r5", "sms"), NOW - 40, 1.0)], 1)  # a newer change
+    second = _run_round(publisher, parts, part.clock, NOW + 2, table, budget=budget)
+    third = _run_round(publisher, parts, part.clock, NOW + 3, table, budget=budget)
+    sent = [[owner_of(k) for k, _ in r] for r in (first, second, third)]
+    assert [len(r) for r in sent] == [2, 2, 2], sent
+    assert "rep:r5" in sent[2], f"the newest change went before older ones: {sent}"
+    assert sorted(itertools.chain.from_iterable(sent)) == [f"rep:{rep}" for rep in reps]
+    assert table == _fresh(parts, part.clock, NOW + 3)
+    assert _run_round(publisher, parts, part.clock, NOW + 4, table, budget=budget) == []
+    # without a budget, what is pending goes at once
+    for rep in reps[:3]:
+        part.apply([Fact("attempt", (rep, "sms"), NOW - 30, 1.0)], 1)
+    assert len(_run_round(publisher, parts, part.clock, NOW + 5, table, budget=1)) == 1
+    assert len(_run_round(publisher, parts, part.clock, NOW + 6, table)) == 2
+    assert table == _fresh(parts, part.clock, NOW + 6)
+
+
+def test_a_summary_larger_than_the_budget_still_goes() -> None:
+    part = _part(Fact("attempt", ("r1", "call"), NOW - 100, 1.0))
+    parts = {0: part}
+    publisher = PartialsPublisher(4)
+    table: dict[bytes, bytes] = {}
+    _run_round(publisher, parts, part.clock, NOW, table)
+    part.apply([Fact("attempt", ("r1", "sms"), NOW - 50, 1.0)], 1)
+    sent = _run_round(publisher, parts, part.clock, NOW + 1, table, budget=1)
+    assert [owner_of(k) for k, _ in sent] == ["rep:r1"]
+    assert table == _fresh(parts, part.clock, NOW + 1)
 
 
 def test_a_window_rolling_over_a_bucket_republishes_its_keys() -> None:
