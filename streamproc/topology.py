@@ -267,9 +267,13 @@ class Topology:
         writes = self.inbox.apply(
             store, ((msg.key, msg.value or b"", msg.partition) for msg in batch)
         )
-        await self.partials_log.write(
-            (key, value, partition) for (key, partition), value in writes.items()
-        )
+        try:
+            await self.partials_log.write(
+                (key, value, partition) for (key, partition), value in writes.items()
+            )
+        except BaseException:
+            self.inbox.unwritten(store, writes)  # the batch is read again
+            raise
         return batch
 
     # --- timers ----------------------------------------------------------------------------

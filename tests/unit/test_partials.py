@@ -27,6 +27,7 @@ from streamproc.partials import (
     encode,
     message_key,
     owner_of,
+    owner_partition,
 )
 from streamproc.windows import HOUR, MINUTE, WindowClock
 from tests.scenario import Scenario, noon_zone
@@ -323,3 +324,42 @@ def test_a_batch_applied_between_the_steps_of_a_round_is_published_by_the_next()
     inbox.apply(table, [m for m in [*first, *round_] if m is not None])
     _run_round(publisher, parts, part.clock, NOW + 1, table, inbox=inbox)
     assert table == _fresh(parts, part.clock, NOW + 1)
+
+
+def test_the_owner_writes_only_what_changes_its_table() -> None:
+    """A full round re-sends every summary: those the owner holds already are not written to
+    its changelog again; a changed one, a retraction and a value it lacks are."""
+    parts = {0: _part(*(Fact("attempt", (f"r{i}", "call"), NOW - 100, 1.0) for i in range(3)))}
+    clock = parts[0].clock
+    publisher = PartialsPublisher(4)
+    inbox = PartialsInbox(4)
+    table: dict[bytes, bytes] = {}
+    first = [m for m in publisher.round(parts, clock, NOW) if m is not None]
+    writes = inbox.apply(table, first)
+    assert {key for key, _ in writes} == set(table) and len(table) == 3
+    parts[0].apply([Fact("attempt", ("r1", "sms"), NOW - 50, 1.0)], 1)
+    parts[0].apply([Fact("attempt", ("r2", "call"), NOW - 100, 1.0)], -1)  # r2 has nothing
+    lost = message_key("rep:r0", 0)
+    del table[lost]  # as if the owner's recovery had missed it
+    full = [m for m in publisher.round(parts, clock, NOW + 1, full=True) if m is not None]
+    assert len([m for m in full if not m[0].startswith(SWEEP)]) == 3  # r0, r1, r2 retracted
+    writes = inbox.apply(table, full)
+    assert writes == {
+        (lost, owner_partition("rep:r0", 4)): table[lost],
+        (message_key("rep:r1", 0), owner_partition("rep:r1", 4)): table[message_key("rep:r1", 0)],
+        (message_key("rep:r2", 0), owner_partition("rep:r2", 4)): None,
+    }
+    assert table == _fresh(parts, clock, NOW + 1)
+    again = [m for m in publisher.round(parts, clock, NOW + 2, full=True) if m is not None]
+    assert inbox.apply(table, again) == {}
+
+
+def test_what_a_failed_changelog_write_left_unwritten_is_written_when_read_again() -> None:
+    parts = {0: _part(Fact("attempt", ("r1", "call"), NOW - 100, 1.0))}
+    messages = [m for m in PartialsPublisher(4).round(parts, parts[0].clock, NOW) if m]
+    inbox = PartialsInbox(4)
+    table: dict[bytes, bytes] = {}
+    writes = inbox.apply(table, messages)
+    assert writes
+    inbox.unwritten(table, writes)  # the write failed: the batch is read again
+    assert inbox.apply(table, messages) == writes
