@@ -50,12 +50,15 @@ class ChangelogWriter:
         if not records:
             return
         app, topic = self.table.app, self.table.changelog_topic.get_topic_name()
+        markers = [(END_MARKER, None, p) for p in {part for _, _, part in records}]
         async with self._enqueue:  # snapshot and append in one order
             serialized = [(key, _serialized(value), part) for key, value, part in records]
-            data = await send_in_batches(app, topic, serialized)
-        await asyncio.gather(*data)
-        markers = [(END_MARKER, None, p) for p in {part for _, _, part in records}]
-        await asyncio.gather(*await send_in_batches(app, topic, markers))
+            sent = await send_in_batches(app, topic, serialized)
+            # Queued at once, not after the data's round trip (one round trip less for
+            # every batch of events): aiokafka sends a partition's batches in order, one
+            # request at a time per broker, and puts a batch to retry back at the front.
+            sent += await send_in_batches(app, topic, markers)
+        await asyncio.gather(*sent)
 
 
 def _serialized(value: bytes | Snapshot | None) -> bytes | None:
