@@ -18,7 +18,7 @@ from streamproc.app import create_app
 from streamproc.business_hours import SlaClock
 from streamproc.changelog import ChangelogWriter
 from streamproc.config import Settings
-from streamproc.engine import BatchResult, DeadLetterItem, Engine, RawMessage
+from streamproc.engine import BatchResult, DeadLetterItem, DeadMark, Engine, RawMessage
 from streamproc.events import EventKind
 from streamproc.facts import FactDeriver
 from streamproc.kafka_batch import BatchRecord, send_in_batches
@@ -29,6 +29,7 @@ from streamproc.kpis import (
     owner_key_of,
     split_samples,
 )
+from streamproc.lead import LeadState
 from streamproc.lead_log import LeadLog, decode_recovered
 from streamproc.metrics import LagCollector, ProcessorMetrics, kpi_exposition
 from streamproc.outputs import Alert, DeadLetter
@@ -101,6 +102,11 @@ class Topology:
         self.sinks: list[Sink] = [MetricTopicsSink(settings, self._send_metric), self.redis]
         self.alerts.hooks.append(self._alert_to_redis)
         self.ready = False
+        # Changed by a batch whose changelog write failed: read again, that batch changes
+        # nothing (its events are duplicates now), so these go with the next write, and
+        # nothing is acked before they are written.
+        self._unwritten: dict[str, LeadState] = {}
+        self._unwritten_marks: set[DeadMark] = set()
         # Held by whatever changes lead state and changelogs it (batches, alert and prune
         # timers) until the changelog has it; a rebalance waits for it (``_on_revoked``).
         self._state_lock = asyncio.Lock()
@@ -178,12 +184,17 @@ class Topology:
         now = time.time()
         result = self.engine.process(raw, now)
         self._count(result, raw)
+        self._unwritten.update((lead.lead_id, lead) for lead in result.changed)
+        self._unwritten_marks.update(result.dead_marks)
         # Dead letters delivered first: only then is their mark (with the leads) made durable.
         dead = [await self._dead_letter(item) for item in result.dead_letters]
         await asyncio.gather(*dead)
-        await self.lead_log.write(result.changed, result.dead_marks)
+        written = list(self._unwritten.values())
+        await self.lead_log.write(written, self._unwritten_marks)
+        self._unwritten.clear()
+        self._unwritten_marks.clear()
         await self.alerts.after_change(result.changed, now)
-        for lead in result.changed:
+        for lead in written:
             lead.pack()  # its changelog bytes are current: the items go until the next batch
         return batch
 
@@ -392,6 +403,9 @@ class Topology:
         # Series of partitions that moved away leave now, before the new owner shows them.
         active = self._active(self.kinds)
         dropped = self.engine.keep_only(active)
+        # What moved away unwritten had no event of it acked: its new owner reads them again.
+        self._unwritten = {k: v for k, v in self._unwritten.items() if v.partition in active}
+        self._unwritten_marks = {m for m in self._unwritten_marks if m[1] in active}
         self.publisher.keep_only(active)
         self.inbox.reset()
         self.ready = False

@@ -1,0 +1,59 @@
+"""A batch whose changelog write failed is read again; its events are duplicates by then and
+change nothing, so the leads they changed must go with the next write, before any ack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from faust.types import TP, Message
+
+from streamproc.config import Settings
+from streamproc.lead import LeadState
+from streamproc.topology import Topology
+
+
+def _lead_created(settings: Settings, lead_id: str, offset: int) -> Message:
+    event = {
+        "event_id": f"ev-{lead_id}",
+        "occurred_at": "2026-12-04T10:00:00Z",
+        "lead_id": lead_id,
+        "rep_id": "rep-1",
+        "source": "web",
+    }
+    topic = settings.topic("lead-created")
+    return Message(
+        topic, 0, offset, 1.0, 0, None, lead_id.encode(), orjson.dumps(event), None,
+        generation_id=0,
+    )  # fmt: skip
+
+
+async def test_leads_of_a_failed_write_go_with_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    topology = Topology(settings)
+    topology.ready = True
+    tp = TP(settings.topic("lead-created"), 0)
+    monkeypatch.setattr(topology.app.assignor, "assigned_actives", lambda: {tp})
+    monkeypatch.setattr(type(topology.app), "consumer_generation_id", 0)
+    acked: list[int] = []
+    monkeypatch.setattr(topology.app.consumer, "ack", lambda m: acked.append(m.offset))
+    writes: list[list[str]] = []
+
+    async def write(leads: list[LeadState], marks: object = ()) -> None:
+        writes.append(sorted(lead.lead_id for lead in leads))
+        if len(writes) == 1:
+            raise ConnectionError("the broker went away")
+
+    monkeypatch.setattr(topology.lead_log, "write", write)
+    first = [_lead_created(settings, "lead-1", 0)]
+    with pytest.raises(ConnectionError):
+        await topology.handle_batch(first)
+    assert acked == []
+    # read again (the fetch loop seeks back), then the next events
+    await topology.handle_batch([_lead_created(settings, "lead-1", 0)])
+    await topology.handle_batch([_lead_created(settings, "lead-2", 1)])
+    assert writes == [["lead-1"], ["lead-1"], ["lead-2"]]
+    assert acked == [0, 1]
