@@ -93,10 +93,13 @@ class AlertWatch:
     def _due_alert(self, lead: LeadState, level: int, due: float, now: float) -> Alert | None:
         if not self.waiting(lead) or self.deadline(lead, level) != due:
             return None
-        alert = self.breach(lead, level, now)
-        if alert.alert_id in lead.alerts or self._backfilled(lead, due):
+        # Checked before the alert is built (a uuid5 and a model): catching up a history,
+        # nearly every lead's deadline is due, and long past.
+        if self._backfilled(lead, due):
             return None
-        return alert
+        if Alert.make_id(BREACHED, level, lead.lead_id) in lead.alerts:
+            return None
+        return self.breach(lead, level, now)
 
     def _backfilled(self, lead: LeadState, due: float) -> bool:
         """A breach already old when the lead was first seen: a replay, not news."""
@@ -109,6 +112,8 @@ class AlertWatch:
 
     def resolution(self, lead: LeadState, now: float) -> Alert | None:
         """The resolution of a breached lead whose first contact has come, once."""
+        if not lead.alerts:
+            return None  # never breached: the common case, asked for every lead changed
         first = lead.first_attempt()
         if first is None or lead.creation is None:
             return None

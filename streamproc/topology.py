@@ -151,12 +151,19 @@ class Topology:
 
     async def handle_batch(self, batch: list[Message]) -> None:
         """Apply a batch of event messages, changelog the leads, then ack the messages."""
+        await self._ack_applied(batch, self._apply_locked(batch))
+
+    async def _apply_locked(self, batch: list[Message]) -> list[Message]:
+        async with self._state_lock:
+            return await self._apply(batch)
+
+    async def _ack_applied(self, batch: list[Message], applying: Awaitable[list[Message]]) -> None:
+        """Ack the messages ``applying`` returns once it is done; none if it fails or is
+        cancelled (a shutdown cancels changelog writes in flight): the batch must be read
+        again (``take_events`` would ack it all the same)."""
         try:
-            async with self._state_lock:
-                applied = await self._apply(batch)
+            applied = await applying
         except BaseException:
-            # take_events acks a batch even when its handling failed or was cancelled (a
-            # shutdown cancels changelog writes in flight): the batch must be read again.
             self._leave_unacked(batch)
             raise
         ack = self.app.consumer.ack
@@ -261,15 +268,7 @@ class Topology:
         """Apply a batch of partials messages, changelog the table, then ack them. Routed
         like the events: through Faust's per-message path, a full round's thousands of
         partials held up the fetch loop, and the events behind them, for up to ~1 s."""
-        try:
-            applied = await self._apply_partials(self._current(batch))
-        except BaseException:
-            self._leave_unacked(batch)
-            raise
-        ack = self.app.consumer.ack
-        for message in applied:
-            message.tracked = True
-            ack(message)
+        await self._ack_applied(batch, self._apply_partials(self._current(batch)))
 
     async def _apply_partials(self, batch: list[Message]) -> list[Message]:
         # Stored and changelogged by us rather than by ``table[key] = value``: Faust would
