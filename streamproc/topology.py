@@ -37,7 +37,7 @@ from streamproc.partials import PartialsInbox, PartialsPublisher, PartialsView, 
 from streamproc.sinks import Sink
 from streamproc.sinks.metric_topics import MetricTopicsSink
 from streamproc.sinks.redis_snapshot import RedisSnapshotSink
-from streamproc.slices import Stretches
+from streamproc.slices import Stretches, handling_events
 from streamproc.topics import topic_names
 from streamproc.transport import BatchRoute, route_batches
 
@@ -151,7 +151,8 @@ class Topology:
 
     async def handle_batch(self, batch: list[Message]) -> None:
         """Apply a batch of event messages, changelog the leads, then ack the messages."""
-        await self._ack_applied(batch, self._apply_locked(batch))
+        with handling_events():
+            await self._ack_applied(batch, self._apply_locked(batch))
 
     async def _apply_locked(self, batch: list[Message]) -> list[Message]:
         async with self._state_lock:
@@ -377,6 +378,8 @@ class Topology:
         async with self._state_lock:
             gone = self.engine.evict(now, candidates) if self.ready else []
             if gone:
+                for lead in gone:  # its tombstone is the last word, not an earlier state
+                    self._unwritten.pop(lead.lead_id, None)
                 await self.lead_log.forget(gone)
                 log.info("evicted %d leads past retention", len(gone))
 
