@@ -33,6 +33,7 @@ __all__ = [
     "Sample",
     "Summary",
     "count_samples",
+    "freeze_summary",
     "merged_whole_samples",
     "owner_key_of",
     "owner_keys",
@@ -507,6 +508,15 @@ def merge_summaries(items: Iterable[Summary]) -> Summary:
                         target[window] = Acc(acc.values is not None)
                     target[window].merge(acc)
     return merged
+
+
+def freeze_summary(summary: Summary) -> Summary:
+    """The summary, its value multisets made compact and read-only (``Acc.freeze``)."""
+    for per_labels in summary.values():
+        for per_window in per_labels.values():
+            for acc in per_window.values():
+                acc.freeze()
+    return summary
 
 
 class _Whole:

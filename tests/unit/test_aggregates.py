@@ -9,10 +9,11 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproc.aggregates import DIST_FAMILIES, Acc, PartitionAggregates
+from streamproc.aggregates import DIST_FAMILIES, Acc, FrozenCounts, PartitionAggregates
 from streamproc.facts import Fact
 from streamproc.kpis import _rounded, quantile
 from streamproc.windows import HOUR, MINUTE, WindowBounds, WindowClock
@@ -222,6 +223,35 @@ def test_quantiles_of_the_multiset_equal_those_of_its_sorted_expansion(
         acc.add(value, 1)
     expanded = sorted(values)
     assert acc.quantiles(qs) == [quantile(expanded, q) for q in qs]
+    frozen = Acc(dist=True)
+    frozen.merge(acc)
+    frozen.freeze()
+    assert frozen.quantiles(qs) == [quantile(expanded, q) for q in qs], "frozen reads the same"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.floats(-1e9, 1e9), st.integers(1, 1000), max_size=50))
+def test_frozen_values_read_as_the_multiset_they_were_made_of(counts: dict[float, int]) -> None:
+    acc = Acc(dist=True)
+    for value, n in counts.items():
+        for _ in range(n):
+            acc.add(value, 1)
+    acc.freeze()
+    assert isinstance(acc.values, FrozenCounts) and len(acc.values) == len(counts)
+    assert dict(acc.values.items()) == counts and list(acc.values) == sorted(counts)
+    assert bool(acc.values) == bool(counts) and acc.to_wire()[2] == sorted(counts.items())
+    merged = Acc(dist=True)
+    merged.merge(acc)
+    merged.merge(acc)
+    assert merged.values == {v: 2 * n for v, n in counts.items()}, "merges from a frozen one"
+
+
+def test_a_frozen_accumulator_is_read_only() -> None:
+    acc = Acc(dist=True)
+    acc.add(2.0, 1)
+    acc.freeze()
+    with pytest.raises(AssertionError):
+        acc.add(3.0, 1)
 
 
 @settings(max_examples=100, deadline=None)
