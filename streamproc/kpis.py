@@ -34,6 +34,7 @@ __all__ = [
     "Summary",
     "count_samples",
     "freeze_summary",
+    "merge_summary_into",
     "merged_whole_samples",
     "owner_key_of",
     "owner_keys",
@@ -499,15 +500,20 @@ def owner_keys_of(touched: Iterable[tuple[str, tuple[str, ...]]]) -> set[str]:
 def merge_summaries(items: Iterable[Summary]) -> Summary:
     merged: Summary = {}
     for summary in items:
-        for family, per_labels in summary.items():
-            into = merged.setdefault(family, {})
-            for labels, per_window in per_labels.items():
-                target = into.setdefault(labels, {})
-                for window, acc in per_window.items():
-                    if window not in target:
-                        target[window] = Acc(acc.values is not None)
-                    target[window].merge(acc)
+        merge_summary_into(merged, summary)
     return merged
+
+
+def merge_summary_into(merged: Summary, summary: Summary) -> None:
+    """Add ``summary`` to ``merged``; ``summary`` itself is left as it was."""
+    for family, per_labels in summary.items():
+        into = merged.setdefault(family, {})
+        for labels, per_window in per_labels.items():
+            target = into.setdefault(labels, {})
+            for window, acc in per_window.items():
+                if window not in target:
+                    target[window] = Acc(acc.values is not None)
+                target[window].merge(acc)
 
 
 def freeze_summary(summary: Summary) -> Summary:

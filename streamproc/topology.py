@@ -33,7 +33,13 @@ from streamproc.lead import LeadState
 from streamproc.lead_log import LeadLog, decode_recovered
 from streamproc.metrics import LagCollector, ProcessorMetrics, kpi_exposition
 from streamproc.outputs import Alert, DeadLetter
-from streamproc.partials import PartialsInbox, PartialsPublisher, PartialsView, owner_partition
+from streamproc.partials import (
+    FullRounds,
+    PartialsInbox,
+    PartialsPublisher,
+    PartialsView,
+    owner_partition,
+)
 from streamproc.sinks import Sink
 from streamproc.sinks.metric_topics import MetricTopicsSink
 from streamproc.sinks.redis_snapshot import RedisSnapshotSink
@@ -110,7 +116,7 @@ class Topology:
         # Held by whatever changes lead state and changelogs it (batches, alert and prune
         # timers) until the changelog has it; a rebalance waits for it (``_on_revoked``).
         self._state_lock = asyncio.Lock()
-        self._last_full_publish = 0.0
+        self.full_rounds = FullRounds(FULL_PUBLISH_SECONDS)
         self._last_publish = time.monotonic()
         self._next_publish = 0.0  # monotonic: no publish round before
         self._full_publish_due = False
@@ -298,9 +304,7 @@ class Topology:
         now = time.time()
         # Re-send everything now and then: a new owner whose recovery missed the tail of the
         # partials changelog is healed within this period.
-        full = self._full_publish_due or now - self._last_full_publish > FULL_PUBLISH_SECONDS
-        if full:
-            self._last_full_publish = now
+        full = self.full_rounds.due(list(self.engine.partitions), now, self._full_publish_due)
         # Until this round has run to its end, the changes it took are not published.
         self._full_publish_due = True
         busy = Stretches()

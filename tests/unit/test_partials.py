@@ -22,6 +22,7 @@ from streamproc.facts import Fact
 from streamproc.kpis import Summary, merge_summaries, summaries
 from streamproc.partials import (
     SWEEP,
+    FullRounds,
     PartialsInbox,
     PartialsPublisher,
     PartialsView,
@@ -413,3 +414,32 @@ def test_the_publisher_remembers_a_digest_of_what_it_sent_not_the_bytes() -> Non
     assert reachable and max(map(len, reachable)) <= 16, "digests, not the summaries"
     again = [m for m in publisher.round(parts, parts[0].clock, NOW + 1) if m is not None]
     assert again == [], "an unchanged summary is not sent again"
+
+
+def test_full_rounds_come_a_partition_at_a_time_each_within_the_period() -> None:
+    rounds = FullRounds(period=30.0)
+    assert rounds.due([0, 1, 2, 3], 0.0) == set(), "first rounds are full anyway"
+    picked = [rounds.due([0, 1, 2, 3], t) for t in (31.0, 32.0, 33.0, 34.0, 35.0)]
+    assert picked[:4] == [{0}, {1}, {2}, {3}] and picked[4] == set(), "one a round"
+    # each again one period after its last: the bursts stay apart
+    assert [rounds.due([0, 1, 2, 3], t) for t in (61.5, 62.5, 63.5, 64.5)] == [
+        {0},
+        {1},
+        {2},
+        {3},
+    ]
+    assert rounds.due([0, 1, 2, 3], 65.0, everything=True) == {0, 1, 2, 3}
+    assert rounds.due([0, 1, 2, 3], 66.0) == set(), "all were just sent in full"
+    assert rounds.due([1, 5], 96.0) == {1}, "a partition gone is forgotten; a new one waits"
+    assert [rounds.due([1, 5], t) for t in (126.5, 127.5)] == [{1}, {5}]
+
+
+def test_a_round_sends_in_full_only_the_partitions_asked() -> None:
+    parts = {p: _part(Fact("attempt", (f"r{p}", "call"), NOW - 100 + p, 1.0)) for p in range(2)}
+    clock = parts[0].clock
+    publisher = PartialsPublisher(4)
+    _run_round(publisher, parts, clock, NOW, {})
+    sent = [m for m in publisher.round(parts, clock, NOW + 1, full={1}) if m is not None]
+    sweeps = {key for key, _, _ in sent if key.startswith(SWEEP)}
+    assert sweeps == {SWEEP + b"1"}
+    assert [owner_of(k) for k, _, _ in sent if not k.startswith(SWEEP)] == ["rep:r1"]
