@@ -136,7 +136,9 @@ class Topology:
         route_batches(
             app,
             BatchRoute(frozenset(self.kinds), self.handle_batch, s.batch_size),
-            BatchRoute(frozenset({self.names.partials}), self.handle_partials, s.batch_size),
+            BatchRoute(
+                frozenset({self.names.partials}), self.handle_partials, s.batch_size, apart=True
+            ),
         )
         app.agent(self.partials_topic, name="kpi-partials", concurrency=1)(self._consume_partials)
         app.timer(s.publish_interval_seconds, name="publish-partials")(self._publish_partials)
