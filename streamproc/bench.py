@@ -71,7 +71,8 @@ GOALS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "2 workers >= 1.7x 1 worker": lambda r: r["events_per_s_2_workers"] / r["events_per_s"] >= 1.7,
     "p99 <= 250 ms at 1,000 events/s": lambda r: r["p99_latency_ms"] <= 250,
     "alert <= 1 s": lambda r: r["alert_latency_ms"] <= 1000,
-    "RSS <= 300 MB": lambda r: r["rss_mb"] <= 300,
+    # ``rss_mb`` is in MiB (as printed); 300 MB are 286.1 MiB.
+    "RSS <= 300 MB": lambda r: r["rss_mb"] * MIB <= 300e6,
 }
 """The issue's goals, checked on the JSON figures (a missing figure: not checked)."""
 
