@@ -24,9 +24,9 @@ import zlib
 from collections.abc import Collection, Iterable, Iterator, Mapping, MutableMapping
 
 import orjson
+import zstandard
 
 from streamproc.aggregates import Acc, PartitionAggregates
-from streamproc.heap import json_to_keep
 from streamproc.kpis import (
     Summary,
     freeze_summary,
@@ -50,6 +50,9 @@ SEP = b"\x00"
 LABEL_SEP = "\x1f"
 SWEEP = b"\x00sweep\x00"  # + source partition; value b"begin <token>" or b"end <token>"
 BEGIN, END = b"begin", b"end"
+
+_COMPRESSOR = zstandard.ZstdCompressor(level=1, write_checksum=False)
+_DECOMPRESSOR = zstandard.ZstdDecompressor()
 
 # (message key, value: empty retracts, partition of the partials topic)
 Message = tuple[bytes, bytes, int]
@@ -76,6 +79,13 @@ def source_of(key: bytes) -> int:
 
 
 def encode(summary: Summary) -> bytes:
+    """The summary as sent: sorted JSON, zstd-compressed (kept by the owner's table).
+
+    Compressed because a round's partials are 1 - 4 MB at 100 reps and 100,000 leads,
+    sent, fetched back by their owner and written to its changelog: the fetch that carried
+    them held the events fetched with it for up to ~0.3 s. zstd makes them 3.4x smaller, for
+    ~3 ms a MB to compress and ~1 ms to decompress (orjson takes ~47 ms a MB to decode).
+    """
     wire = {
         family: {
             LABEL_SEP.join(labels): {w: acc.to_wire() for w, acc in per_window.items()}
@@ -83,11 +93,14 @@ def encode(summary: Summary) -> bytes:
         }
         for family, per_labels in summary.items()
     }
-    return json_to_keep(wire, option=orjson.OPT_SORT_KEYS)  # kept by the owner's table
+    raw = orjson.dumps(wire, option=orjson.OPT_SORT_KEYS)
+    # copied to its length: the compressor's bytes keep the whole buffer it sized
+    return bytes(memoryview(_COMPRESSOR.compress(raw)))
 
 
 def decode(raw: bytes) -> Summary:
-    wire = orjson.loads(raw)
+    # plain JSON: what an earlier version sent (and may still be in a changelog)
+    wire = orjson.loads(raw if raw[:1] == b"{" else _DECOMPRESSOR.decompress(raw))
     return {
         family: {
             tuple(labels.split(LABEL_SEP)) if labels else (): {

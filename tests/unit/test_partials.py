@@ -10,6 +10,7 @@ import zlib
 
 import orjson
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -378,7 +379,7 @@ def test_the_owner_view_keeps_merged_values_compact_and_no_decoded_partials() ->
     publisher = PartialsPublisher(4)
     table: dict[bytes, bytes] = {}
     _run_round(publisher, parts, parts[0].clock, NOW, table)
-    raw = sum(len(v) for v in table.values())
+    raw = sum(len(zstandard.ZstdDecompressor().decompress(v)) for v in table.values())
     view = PartialsView(1)
     tracemalloc.start()
     try:
@@ -390,7 +391,7 @@ def test_the_owner_view_keeps_merged_values_compact_and_no_decoded_partials() ->
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    # values as dicts: ~90 bytes each, per window; in arrays: 16 (the raw JSON: ~20)
+    # values as dicts: ~90 bytes each, per window; in arrays: 16 (their JSON: ~20)
     assert held < raw, (held, raw)
 
 
@@ -403,7 +404,7 @@ def test_the_publisher_remembers_a_digest_of_what_it_sent_not_the_bytes() -> Non
     parts = {0: _part(*(Fact("first_contact", ("r1",), NOW - 100, i / 7) for i in range(3000)))}
     publisher = PartialsPublisher(4)
     sent = [m for m in publisher.round(parts, parts[0].clock, NOW) if m is not None]
-    assert max(len(value) for _, value, _ in sent) > 50_000
+    assert max(len(value) for _, value, _ in sent) > 1_000
     reachable, todo = [], [publisher]
     while todo:
         for ref in gc.get_referents(todo.pop()):
@@ -443,3 +444,12 @@ def test_a_round_sends_in_full_only_the_partitions_asked() -> None:
     sweeps = {key for key, _, _ in sent if key.startswith(SWEEP)}
     assert sweeps == {SWEEP + b"1"}
     assert [owner_of(k) for k, _, _ in sent if not k.startswith(SWEEP)] == ["rep:r1"]
+
+
+def test_partials_go_compressed_and_plain_ones_still_read() -> None:
+    part = _part(*(Fact("first_contact", ("r1",), NOW - 100, i / 7) for i in range(3000)))
+    [summary] = summaries(part, part.clock, NOW).values()
+    sent = encode(summary)
+    plain = orjson.dumps(orjson.loads(zstandard.ZstdDecompressor().decompress(sent)))
+    assert len(sent) * 2 < len(plain), "compressed"
+    assert encode(decode(sent)) == sent and encode(decode(plain)) == sent, "an earlier version's"
