@@ -400,7 +400,7 @@ class PartialsView:
             merged = self._merged.get(owner_key)
             # equal bytes (a full round re-sends them) need no merging again
             if merged is None or merged[0] != sources:
-                # one partial decoded at a time: the largest key's four held ~20 MB at once
+                # one partial decoded at a time, not all of the key's at once
                 whole: Summary = {}
                 for raw in sources:
                     merge_summary_into(whole, decode(raw))
