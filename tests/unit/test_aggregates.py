@@ -278,3 +278,18 @@ def test_quantiles_asked_again_follow_every_change(steps: list[tuple[str, float]
             acc.merge(other)
             kept.append(value)
     assert acc.quantiles((0.5, 0.9)) == [quantile(sorted(kept), q) for q in (0.5, 0.9)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from([0.5, 1.0, 2.0, 3.5]) | st.floats(0, 1e3), st.integers(1, 9)),
+    st.dictionaries(st.sampled_from([0.5, 1.0, 2.0, 3.5]) | st.floats(0, 1e3), st.integers(1, 9)),
+)
+def test_a_merge_adds_the_counts_of_values_both_hold(
+    ours: dict[float, int], theirs: dict[float, int]
+) -> None:
+    acc, other = Acc(dist=True), Acc(dist=True)
+    acc.values, other.values = dict(ours), dict(theirs)
+    acc.merge(other)
+    assert acc.values == dict(Counter(ours) + Counter(theirs))
+    assert other.values == theirs, "the other side is left as it was"
