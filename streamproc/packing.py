@@ -18,6 +18,8 @@ import logging
 
 import zstandard
 
+from streamproc.heap import to_keep
+
 __all__ = ["Packer"]
 
 log = logging.getLogger(__name__)
@@ -46,9 +48,7 @@ class Packer:
     def pack(self, raw: bytes) -> bytes:
         """The form of ``raw`` (a JSON object's bytes) to keep; ``unpack`` gives it back."""
         if self._compressor is not None:
-            # Copied to its length: the compressor's bytes keep the whole buffer it sized
-            # for the worst case (~930 bytes held for ~200 used).
-            return bytes(memoryview(self._compressor.compress(raw)))
+            return to_keep(self._compressor.compress(raw))
         if self._samples is not None:
             self._learn(raw)
         return raw

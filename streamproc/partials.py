@@ -27,6 +27,7 @@ import orjson
 import zstandard
 
 from streamproc.aggregates import Acc, PartitionAggregates
+from streamproc.heap import to_keep
 from streamproc.kpis import (
     Summary,
     freeze_summary,
@@ -93,9 +94,7 @@ def encode(summary: Summary) -> bytes:
         }
         for family, per_labels in summary.items()
     }
-    raw = orjson.dumps(wire, option=orjson.OPT_SORT_KEYS)
-    # copied to its length: the compressor's bytes keep the whole buffer it sized
-    return bytes(memoryview(_COMPRESSOR.compress(raw)))
+    return to_keep(_COMPRESSOR.compress(orjson.dumps(wire, option=orjson.OPT_SORT_KEYS)))
 
 
 def decode(raw: bytes) -> Summary:
