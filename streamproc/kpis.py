@@ -33,9 +33,9 @@ __all__ = [
     "Sample",
     "Summary",
     "count_samples",
-    "freeze_summary",
-    "merge_summary_into",
+    "merge_summaries",
     "merged_whole_samples",
+    "merging",
     "owner_key_of",
     "owner_keys",
     "owner_keys_of",
@@ -428,9 +428,7 @@ def _sla_counts(
 
 
 def _passed(acc: Acc | None, now: float) -> int:
-    if acc is None or not acc.values:
-        return 0
-    return sum(n for deadline, n in acc.values.items() if deadline <= now)
+    return 0 if acc is None else acc.at_most(now)
 
 
 # --- partial summaries and whole metrics -------------------------------------------------
@@ -498,31 +496,28 @@ def owner_keys_of(touched: Iterable[tuple[str, tuple[str, ...]]]) -> set[str]:
 
 
 def merge_summaries(items: Iterable[Summary]) -> Summary:
-    merged: Summary = {}
+    return at_once(merging(items))
+
+
+def merging(items: Iterable[Summary]) -> Generator[None, None, Summary]:
+    """The summaries merged (the generator's return value), each accumulator once from all
+    of its parts, its values frozen (``Acc.merged``: read it, do not change it); yields
+    None after each series, where the caller may let the event loop run."""
+    parts: dict[str, dict[tuple[str, ...], dict[str, list[Acc]]]] = {}
     for summary in items:
-        merge_summary_into(merged, summary)
-    return merged
-
-
-def merge_summary_into(merged: Summary, summary: Summary) -> None:
-    """Add ``summary`` to ``merged``; ``summary`` itself is left as it was."""
-    for family, per_labels in summary.items():
-        into = merged.setdefault(family, {})
+        for family, per_labels in summary.items():
+            into = parts.setdefault(family, {})
+            for labels, per_window in per_labels.items():
+                target = into.setdefault(labels, {})
+                for window, acc in per_window.items():
+                    target.setdefault(window, []).append(acc)
+    merged: Summary = {}
+    for family, per_labels in parts.items():
+        into = merged[family] = {}
         for labels, per_window in per_labels.items():
-            target = into.setdefault(labels, {})
-            for window, acc in per_window.items():
-                if window not in target:
-                    target[window] = Acc(acc.values is not None)
-                target[window].merge(acc)
-
-
-def freeze_summary(summary: Summary) -> Summary:
-    """The summary, its value multisets made compact and read-only (``Acc.freeze``)."""
-    for per_labels in summary.values():
-        for per_window in per_labels.values():
-            for acc in per_window.values():
-                acc.freeze()
-    return summary
+            into[labels] = {window: Acc.merged(accs) for window, accs in per_window.items()}
+            yield None
+    return merged
 
 
 class _Whole:
@@ -646,7 +641,7 @@ def _owned_counts(
 def _oldest(rep: _Whole, now: float) -> Iterator[Sample]:
     for labels, per_window in rep.summary.get("awaiting_since", {}).items():
         acc = per_window.get(LIVE)
-        oldest = min(acc.values) if acc is not None and acc.values else None
+        oldest = acc.smallest() if acc is not None else None
         value = max(0.0, now - oldest) if oldest is not None else 0.0
         yield Sample(
             "sales_oldest_awaiting_contact_seconds", {"rep": labels[0]}, None, _rounded(value)

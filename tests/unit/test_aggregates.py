@@ -8,12 +8,11 @@ from collections import Counter
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproc.aggregates import DIST_FAMILIES, Acc, FrozenCounts, PartitionAggregates
+from streamproc.aggregates import DIST_FAMILIES, Acc, PartitionAggregates, SortedValues
 from streamproc.facts import Fact
 from streamproc.kpis import _rounded, quantile
 from streamproc.windows import HOUR, MINUTE, WindowBounds, WindowClock
@@ -73,6 +72,11 @@ def _expected(part: PartitionAggregates, applied: list[Fact], bounds: WindowBoun
     }
 
 
+def _counts(acc: Acc) -> dict[float, int] | None:
+    """The accumulator's value multiset as a new dict, whatever its form."""
+    return None if acc.values is None else dict(acc.values.items())
+
+
 def _check_windows(part: PartitionAggregates, now: float, applied: list[Fact]) -> None:
     for bounds in part.clock.all_bounds(now):
         got = {}
@@ -80,7 +84,7 @@ def _check_windows(part: PartitionAggregates, now: float, applied: list[Fact]) -
             for labels, series in per_labels.items():
                 acc = series.window(bounds)
                 if acc is not None:
-                    values = acc.values if family in DIST_FAMILIES else {}
+                    values = _counts(acc) if family in DIST_FAMILIES else {}
                     got[family, labels] = (acc.count, _rounded(acc.total), values)
         assert got == _expected(part, applied, bounds), bounds
 
@@ -121,10 +125,11 @@ def _snapshot(part: PartitionAggregates, now: float) -> dict:  # type: ignore[ty
             for bounds in part.clock.all_bounds(now):
                 acc = series.merge(bounds)
                 if acc.count:
-                    out[family, labels, bounds.name] = (acc.count, _rounded(acc.total), acc.values)
+                    row = (acc.count, _rounded(acc.total), _counts(acc))
+                    out[family, labels, bounds.name] = row
     for family, per_labels in part.live.items():
         for labels, acc in per_labels.items():
-            out[family, labels, "live"] = (acc.count, _rounded(acc.total), acc.values)
+            out[family, labels, "live"] = (acc.count, _rounded(acc.total), _counts(acc))
     return out
 
 
@@ -176,20 +181,6 @@ def test_an_emptied_window_holds_no_float_dust() -> None:
     assert series.window(bounds).total == 0.001  # type: ignore[union-attr] # as a fresh merge
 
 
-def test_wire_form_is_unchanged() -> None:
-    """The partials written before the cached windows decode the same, and vice versa."""
-    acc = Acc(dist=True)
-    for value in (1.5, 2.0, 2.0, 1e-7):
-        acc.add(value, 1)
-    old_style = [acc.count, acc.total, [[v, n] for v, n in acc.values.items()]]  # type: ignore[union-attr]
-    assert orjson.dumps(acc.to_wire()) == orjson.dumps(old_style)
-    back = Acc.from_wire(orjson.loads(orjson.dumps(old_style)))
-    assert (back.count, back.total, back.values) == (acc.count, acc.total, acc.values)
-    plain = Acc()
-    plain.add(3.0, 1)
-    assert Acc.from_wire(orjson.loads(orjson.dumps(plain.to_wire()))).values is None
-
-
 def test_a_prune_keeps_the_later_buckets_as_they_were() -> None:
     """A prune that drops the head of a level: the buckets after it keep count and total."""
     part = PartitionAggregates(WindowClock(ZONE), NOW)
@@ -205,7 +196,7 @@ def test_a_prune_keeps_the_later_buckets_as_they_were() -> None:
     _check_windows(part, later, applied)
     hour = part.clock.bounds("1h", later)
     acc = part.windowed["first_contact"][("r1",)].window(hour)
-    assert acc is not None and (acc.count, acc.total, acc.values) == (1, 60.0, {60.0: 1})
+    assert acc is not None and (acc.count, acc.total, _counts(acc)) == (1, 60.0, {60.0: 1})
 
 
 @settings(max_examples=300, deadline=None)
@@ -230,20 +221,62 @@ def test_quantiles_of_the_multiset_equal_those_of_its_sorted_expansion(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.floats(-1e9, 1e9), st.integers(1, 1000), max_size=50))
-def test_frozen_values_read_as_the_multiset_they_were_made_of(counts: dict[float, int]) -> None:
+@given(
+    st.dictionaries(st.floats(-1e9, 1e9), st.integers(1, 1000), max_size=50),
+    st.floats(-2e9, 2e9),
+)
+def test_frozen_values_read_as_the_multiset_they_were_made_of(
+    counts: dict[float, int], bound: float
+) -> None:
     acc = Acc(dist=True)
     for value, n in counts.items():
         for _ in range(n):
             acc.add(value, 1)
+    kept = (acc.at_most(bound), acc.smallest())
     acc.freeze()
-    assert isinstance(acc.values, FrozenCounts) and len(acc.values) == len(counts)
-    assert dict(acc.values.items()) == counts and list(acc.values) == sorted(counts)
-    assert bool(acc.values) == bool(counts) and acc.to_wire()[2] == sorted(counts.items())
+    assert isinstance(acc.values, SortedValues) and len(acc.values) == sum(counts.values())
+    assert dict(acc.values.items()) == counts and list(acc.values.items()) == sorted(counts.items())
+    assert bool(acc.values) == bool(counts)
+    assert (acc.at_most(bound), acc.smallest()) == kept
+    assert kept[0] == sum(n for v, n in counts.items() if v <= bound)
+    assert kept[1] == (min(counts) if counts else None)
     merged = Acc(dist=True)
     merged.merge(acc)
     merged.merge(acc)
     assert merged.values == {v: 2 * n for v, n in counts.items()}, "merges from a frozen one"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from([0.5, 1.0, 2.0]) | st.floats(0, 1e3), st.integers(1, 5)),
+        min_size=1,
+        max_size=5,
+    ),
+    st.lists(st.booleans(), min_size=5, max_size=5),
+)
+def test_accumulators_merged_at_once_equal_those_merged_pairwise(
+    parts: list[dict[float, int]], frozen: list[bool]
+) -> None:
+    """``Acc.merged`` (the owner's: one sort of all runs) against ``merge`` one by one,
+    from parts in either form."""
+    accs = []
+    for part, freeze in zip(parts, frozen, strict=False):
+        acc = Acc(dist=True)
+        for value, n in part.items():
+            acc.add(value, n)
+        if freeze:
+            acc.freeze()
+        accs.append(acc)
+    pairwise = Acc(dist=True)
+    for acc in accs:
+        pairwise.merge(acc)
+    at_once = Acc.merged(accs)
+    assert isinstance(at_once.values, SortedValues)
+    assert (at_once.count, at_once.total) == (pairwise.count, pairwise.total)
+    assert dict(at_once.values.items()) == pairwise.values
+    assert list(at_once.values.array) == sorted(at_once.values.array)
+    assert at_once.quantiles((0.0, 0.5, 0.9, 1.0)) == pairwise.quantiles((0.0, 0.5, 0.9, 1.0))
 
 
 def test_a_frozen_accumulator_is_read_only() -> None:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamproc import partials
-from streamproc.aggregates import PartitionAggregates
+from streamproc.aggregates import Acc, PartitionAggregates
 from streamproc.config import Settings
 from streamproc.engine import Engine, RawMessage
 from streamproc.events import EventKind
@@ -272,7 +272,7 @@ def test_the_owner_view_refreshes_a_partial_or_a_key_at_a_time() -> None:
     _run_round(publisher, parts, parts[0].clock, NOW, table)
     view = PartialsView(1)
     steps = list(view.refresh(table, {0}))
-    assert len(steps) == len(table) + 3  # 4 partials decoded, 3 keys (r0, r1, r2) merged
+    assert len(steps) == len(table) + 3  # 4 partials decoded, 3 series (one a key) merged
     assert list(view.refresh(table, {0})) == []  # nothing changed: nothing to do
     assert sorted(view.merged(table, {0})) == ["rep:r0", "rep:r1", "rep:r2"]
 
@@ -379,20 +379,21 @@ def test_the_owner_view_keeps_merged_values_compact_and_no_decoded_partials() ->
     publisher = PartialsPublisher(4)
     table: dict[bytes, bytes] = {}
     _run_round(publisher, parts, parts[0].clock, NOW, table)
-    raw = sum(len(zstandard.ZstdDecompressor().decompress(v)) for v in table.values())
     view = PartialsView(1)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         merged = view.merged(table, {0})
-        whole = merged["rep:r1"]["first_contact"][("r1",)]["1h"]
+        windows = merged["rep:r1"]["first_contact"][("r1",)]
+        whole = windows["1h"]
         assert whole.count == 6000 and whole.quantiles((0.5,)) == [quantile_of_parts(parts)]
-        del merged, whole
+        kept = sum(acc.count for acc in windows.values())
+        del merged, windows, whole
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    # values as dicts: ~90 bytes each, per window; in arrays: 16 (their JSON: ~20)
-    assert held < raw, (held, raw)
+    # values as dicts: ~90 bytes each; decoded partials kept: another 8; in arrays: 8
+    assert held < 9 * kept + 20_000, (held, kept)
 
 
 def quantile_of_parts(parts: dict[int, PartitionAggregates]) -> float:
@@ -446,10 +447,35 @@ def test_a_round_sends_in_full_only_the_partitions_asked() -> None:
     assert [owner_of(k) for k, _, _ in sent if not k.startswith(SWEEP)] == ["rep:r1"]
 
 
-def test_partials_go_compressed_and_plain_ones_still_read() -> None:
+def test_partials_go_binary_and_compressed_and_earlier_json_ones_still_read() -> None:
     part = _part(*(Fact("first_contact", ("r1",), NOW - 100, i / 7) for i in range(3000)))
     [summary] = summaries(part, part.clock, NOW).values()
     sent = encode(summary)
-    plain = orjson.dumps(orjson.loads(zstandard.ZstdDecompressor().decompress(sent)))
-    assert len(sent) * 2 < len(plain), "compressed"
-    assert encode(decode(sent)) == sent and encode(decode(plain)) == sent, "an earlier version's"
+    assert sent.startswith(partials.FORMAT)
+    # as an earlier version wrote it: sorted JSON, values as [value, count] pairs
+    earlier = orjson.dumps(
+        {
+            family: {
+                partials.LABEL_SEP.join(labels): {
+                    w: [acc.count, acc.total, None if acc.values is None else _pairs(acc)]
+                    for w, acc in per_window.items()
+                }
+                for labels, per_window in per_labels.items()
+            }
+            for family, per_labels in summary.items()
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+    body = zstandard.ZstdDecompressor().decompress(sent[len(partials.FORMAT) :])
+    assert len(sent) < len(body) / 2, "compressed"
+    compressed = zstandard.ZstdCompressor(level=1).compress(earlier)
+    assert encode(decode(earlier)) == sent and encode(decode(compressed)) == sent
+    again = decode(sent)["first_contact"][("r1",)]
+    assert {w: (a.count, a.total, _pairs(a)) for w, a in again.items()} == {
+        w: (a.count, a.total, _pairs(a)) for w, a in summary["first_contact"][("r1",)].items()
+    }
+
+
+def _pairs(acc: Acc) -> list[list[float]]:
+    assert acc.values is not None
+    return [[value, n] for value, n in sorted(acc.values.items())]
