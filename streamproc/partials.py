@@ -449,6 +449,17 @@ class PartialsView:
             pass
         return {key: self._merged[key][1] for key in self._rows}
 
+    def current(self, owned_partitions: set[int]) -> dict[str, Summary]:
+        """``merged`` as of the last refresh, without merging anything: for reads (scrapes,
+        rounds), which would otherwise merge in one go what the partials route applied
+        since the last refresh (the next round's refresh does, in steps)."""
+        partitions = self.partitions
+        return {
+            key: summary
+            for key, (_, summary) in self._merged.items()
+            if owner_partition(key, partitions) in owned_partitions
+        }
+
     def refresh(self, table: Mapping[bytes, bytes], owned_partitions: set[int]) -> Iterator[None]:
         """Merge again the keys whose partials changed, yielding None after each partial
         decoded and each series merged: there the caller may let the event loop run. Then

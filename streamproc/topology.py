@@ -447,9 +447,9 @@ class Topology:
                 yield tp.topic, tp.partition, max(0, end - (committed.get(tp) or 0))
 
     def owned_summaries(self) -> dict[str, Summary]:
-        """Per owner key this worker owns, its partial summaries merged (cached per key)."""
-        owned = self._active([self.names.partials])
-        return self.view.merged(self.partials_table.data.data, owned)  # type: ignore[attr-defined]
+        """Per owner key this worker owns, its partial summaries merged, as of the last
+        publish round's refresh (a second old at most)."""
+        return self.view.current(self._active([self.names.partials]))
 
     def owned_samples(self, now: float) -> list[Sample]:
         """Every series this worker owns, whole (counts too): for /kpis, topics and Redis."""

@@ -263,6 +263,27 @@ def test_the_owner_view_merges_again_only_keys_whose_partials_changed() -> None:
     assert "rep:r2" not in view.merged(table, {0})  # its only partial was retracted
 
 
+def test_reading_the_owner_view_merges_nothing_until_the_next_refresh() -> None:
+    """Scrapes and rounds read ``current``: what the partials route applied since the last
+    refresh is merged by the next one, in steps, not by a read in one go."""
+    parts = {0: _part(Fact("attempt", ("r1", "call"), NOW - 100, 1.0))}
+    publisher = PartialsPublisher(4)
+    table: dict[bytes, bytes] = {}
+    _run_round(publisher, parts, parts[0].clock, NOW, table)
+    view = PartialsView(4)
+    assert view.current({0, 1, 2, 3}) == {}, "nothing refreshed yet"
+    list(view.refresh(table, {0, 1, 2, 3}))
+    first = view.current({0, 1, 2, 3})
+    assert first["rep:r1"]["attempt"][("r1", "call")]["today"].count == 1
+    parts[0].apply([Fact("attempt", ("r1", "call"), NOW - 50, 1.0)], 1)
+    _run_round(publisher, parts, parts[0].clock, NOW + 1, table)
+    assert view.current({0, 1, 2, 3})["rep:r1"] is first["rep:r1"], "not merged by a read"
+    list(view.refresh(table, {0, 1, 2, 3}))
+    assert view.current({0, 1, 2, 3})["rep:r1"]["attempt"][("r1", "call")]["today"].count == 2
+    owner = owner_partition("rep:r1", 4)
+    assert view.current({0, 1, 2, 3} - {owner}) == {}, "a key whose partition left is not read"
+
+
 def test_the_owner_view_refreshes_a_partial_or_a_key_at_a_time() -> None:
     """Each decode and each merge is a point where the publish round lets events run."""
     parts = {p: _part(Fact("attempt", (f"r{p}", "call"), NOW - 100, 1.0)) for p in range(3)}
