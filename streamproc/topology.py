@@ -43,7 +43,7 @@ from streamproc.partials import (
 from streamproc.sinks import Sink
 from streamproc.sinks.metric_topics import MetricTopicsSink
 from streamproc.sinks.redis_snapshot import RedisSnapshotSink
-from streamproc.slices import Stretches, handling_events
+from streamproc.slices import Stretches
 from streamproc.topics import topic_names
 from streamproc.transport import BatchRoute, route_batches
 
@@ -160,8 +160,7 @@ class Topology:
 
     async def handle_batch(self, batch: list[Message]) -> None:
         """Apply a batch of event messages, changelog the leads, then ack the messages."""
-        with handling_events():
-            await self._ack_applied(batch, self._apply_locked(batch))
+        await self._ack_applied(batch, self._apply_locked(batch))
 
     async def _apply_locked(self, batch: list[Message]) -> list[Message]:
         async with self._state_lock:

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamproc.config import Settings
 from streamproc.kpis import CATALOGUE, Sample
 from streamproc.metrics import CHUNK_SAMPLES, kpi_exposition
-from streamproc.slices import SLICE_SECONDS, handling_events, run_in_slices
+from streamproc.slices import SLICE_SECONDS, run_in_slices
 from streamproc.topology import Topology
 
 
@@ -72,10 +72,10 @@ def test_a_family_formatted_in_chunks_is_one_family_with_every_sample() -> None:
     assert len(families) == len(CATALOGUE)  # every family, with samples or without
 
 
-async def test_background_work_gives_way_to_a_batch_of_events() -> None:
-    """Each step of a batch (a fetch, a changelog round trip) is a turn of the loop: while a
-    batch is handled, a background stretch runs at most every other slice, instead of one
-    before each of the batch's steps."""
+async def test_background_work_sleeps_a_slice_between_its_stretches() -> None:
+    """Each step of a batch (a fetch, a changelog round trip) is a turn of the loop: a
+    background stretch runs at most every other slice, not before each of the batch's
+    steps, and in between the loop's thread leaves the interpreter to other threads."""
     stretches = 0
 
     def background() -> Iterator[None]:
@@ -85,18 +85,14 @@ async def test_background_work_gives_way_to_a_batch_of_events() -> None:
             stretches += 1
             yield None
 
-    async def stretches_during(steps: int) -> int:
-        before = stretches
-        for _ in range(steps):
-            await asyncio.sleep(0)  # the batch's steps, each a turn of the loop
-        return stretches - before
-
     working = asyncio.create_task(run_in_slices(background()))
-    await asyncio.sleep(0)
-    alone = await stretches_during(40)
-    with handling_events():
-        await asyncio.sleep(2 * SLICE_SECONDS)  # the stretch under way ends
-        given_way = await stretches_during(40)
+    await asyncio.sleep(2 * SLICE_SECONDS)  # the stretch under way ends
+    before = stretches
+    for _ in range(40):
+        await asyncio.sleep(0)  # the batch's steps, each a turn of the loop
+    given_way = stretches - before
+    await asyncio.sleep(20 * SLICE_SECONDS)
+    later = stretches - before - given_way
     working.cancel()
-    assert alone >= 30, f"the background ran {alone} stretches in 40 turns"
     assert given_way <= 4, f"{given_way} stretches ran before 40 steps of a batch"
+    assert later >= 3, f"the background ran {later} stretches in 20 slices: it must go on"
