@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Iterable, Iterator
 
 import faust
+from aiorwlock import RWLock
 from faust.exceptions import NotReady
 from faust.types import Message, RecordMetadata
 from prometheus_client import CollectorRegistry, generate_latest
@@ -114,9 +115,11 @@ class Topology:
         # nothing is acked before they are written.
         self._unwritten: dict[str, LeadState] = {}
         self._unwritten_marks: set[DeadMark] = set()
-        # Held by whatever changes lead state and changelogs it (batches, alert and prune
-        # timers) until the changelog has it; a rebalance waits for it (``_on_revoked``).
-        self._state_lock = asyncio.Lock()
+        # Held by whatever changes lead state and changelogs it, until the changelog has it:
+        # shared by the batches and the SLA timer, whose changelog writes the writer keeps
+        # in order (a batch waited up to ~120 ms for an alert round's two round trips);
+        # exclusive for eviction and for a rebalance (``_on_revoked``), which wait for all.
+        self._state_lock = RWLock(fast=True)
         self.full_rounds = FullRounds(FULL_PUBLISH_SECONDS)
         self._last_publish = time.monotonic()
         self._next_publish = 0.0  # monotonic: no publish round before
@@ -163,7 +166,7 @@ class Topology:
         await self._ack_applied(batch, self._apply_locked(batch))
 
     async def _apply_locked(self, batch: list[Message]) -> list[Message]:
-        async with self._state_lock:
+        async with self._state_lock.reader:
             return await self._apply(batch)
 
     async def _ack_applied(self, batch: list[Message], applying: Awaitable[list[Message]]) -> None:
@@ -364,7 +367,7 @@ class Topology:
         await self.redis.publish_alert(REDIS_ALERT_CHANNEL, alert.model_dump_json().encode())
 
     async def _check_alerts(self) -> None:
-        async with self._state_lock:
+        async with self._state_lock.reader:
             if not self.app.rebalancing and self.ready:
                 try:
                     await self.alerts.publish_due(self.engine.leads, time.time())
@@ -383,7 +386,7 @@ class Topology:
         if self.app.rebalancing or not self.ready:
             return
         candidates = await busy.drain(self.engine.eviction_candidates(now))
-        async with self._state_lock:
+        async with self._state_lock.writer:
             gone = self.engine.evict(now, candidates) if self.ready else []
             if gone:
                 for lead in gone:  # its tombstone is the last word, not an earlier state
@@ -406,7 +409,7 @@ class Topology:
         # before any partition moves or is recovered again (recovery would otherwise read
         # the changelog without it and replace the leads it changed with older states,
         # while its offsets still get committed). Later batches wait for the recovery.
-        async with self._state_lock:
+        async with self._state_lock.writer:
             self.ready = False
 
     async def _on_assigned(self, app: faust.App, assigned: object = None, **_: object) -> None:
