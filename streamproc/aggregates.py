@@ -93,11 +93,6 @@ class Acc:
             out.values = SortedValues.of_runs(runs)
         return out
 
-    def freeze(self) -> None:
-        """Keep the values compactly, for reading only (``SortedValues``)."""
-        if isinstance(self.values, dict):
-            self.values = SortedValues.of_counts(self.values)
-
     def sorted_values(self) -> array[float]:
         """The values sorted, repeats kept (empty for an accumulator without values)."""
         values = self.values

@@ -214,9 +214,7 @@ def test_quantiles_of_the_multiset_equal_those_of_its_sorted_expansion(
         acc.add(value, 1)
     expanded = sorted(values)
     assert acc.quantiles(qs) == [quantile(expanded, q) for q in qs]
-    frozen = Acc(dist=True)
-    frozen.merge(acc)
-    frozen.freeze()
+    frozen = Acc.merged([acc])
     assert frozen.quantiles(qs) == [quantile(expanded, q) for q in qs], "frozen reads the same"
 
 
@@ -233,7 +231,7 @@ def test_frozen_values_read_as_the_multiset_they_were_made_of(
         for _ in range(n):
             acc.add(value, 1)
     kept = (acc.at_most(bound), acc.smallest())
-    acc.freeze()
+    acc = Acc.merged([acc])
     assert isinstance(acc.values, SortedValues) and len(acc.values) == sum(counts.values())
     assert dict(acc.values.items()) == counts and list(acc.values.items()) == sorted(counts.items())
     assert bool(acc.values) == bool(counts)
@@ -265,9 +263,7 @@ def test_accumulators_merged_at_once_equal_those_merged_pairwise(
         acc = Acc(dist=True)
         for value, n in part.items():
             acc.add(value, n)
-        if freeze:
-            acc.freeze()
-        accs.append(acc)
+        accs.append(Acc.merged([acc]) if freeze else acc)
     pairwise = Acc(dist=True)
     for acc in accs:
         pairwise.merge(acc)
@@ -282,7 +278,7 @@ def test_accumulators_merged_at_once_equal_those_merged_pairwise(
 def test_a_frozen_accumulator_is_read_only() -> None:
     acc = Acc(dist=True)
     acc.add(2.0, 1)
-    acc.freeze()
+    acc = Acc.merged([acc])
     with pytest.raises(AssertionError):
         acc.add(3.0, 1)
 
