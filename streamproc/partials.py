@@ -19,6 +19,7 @@ that partition the bracket did not send again.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sys
 import zlib
@@ -50,6 +51,8 @@ SWEEP = b"\x00sweep\x00"  # + source partition; value b"begin <token>" or b"end 
 BEGIN, END = b"begin", b"end"
 FORMAT = b"SPv2"  # the partials' binary form (see ``encode``); before it, JSON
 
+log = logging.getLogger(__name__)
+
 _COMPRESSOR = zstandard.ZstdCompressor(level=1, write_checksum=False)
 _DECOMPRESSOR = zstandard.ZstdDecompressor()
 
@@ -70,6 +73,18 @@ def message_key(owner_key: str, partition: int) -> bytes:
 
 def owner_of(key: bytes) -> str:
     return key.split(SEP, 1)[0].decode()
+
+
+def is_partial_key(key: bytes) -> bool:
+    """Whether ``key`` is an owner key and a partition, as ``message_key`` makes them."""
+    owner, sep, source = key.rpartition(SEP)
+    if not (sep and owner and source.isdigit()) or key.startswith(SEP):
+        return False
+    try:
+        owner.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def source_of(key: bytes) -> int:
@@ -362,8 +377,12 @@ class PartialsInbox:
         """
         writes: dict[tuple[bytes, int], bytes | None] = {}
         for key, value, partition in messages:
-            if key.startswith(SWEEP):
+            if key.startswith(SWEEP) and key[len(SWEEP) :].isdigit():
                 self._mark(table, int(key[len(SWEEP) :]), value, partition, writes)
+                continue
+            if not is_partial_key(key):
+                # not from a worker (the topic is internal): kept, it would stop every round
+                log.warning("partials: skipped a message that is not a summary (key %r)", key[:80])
                 continue
             if value and table.get(key) != value:
                 table[key] = value
@@ -408,7 +427,7 @@ class PartialsInbox:
         stale = [
             key
             for key in table
-            if not key.startswith(SEP)
+            if is_partial_key(key)
             and key not in sweep[1]
             and source_of(key) == source
             and owner_partition(owner_of(key), self.partitions) == partition
@@ -471,7 +490,10 @@ class PartialsView:
             if merged is None or merged[0] != sources:
                 decoded = []
                 for raw in sources:
-                    decoded.append(decode(raw))
+                    try:
+                        decoded.append(decode(raw))
+                    except Exception as exc:  # any error of unknown bytes: see _undecodable
+                        _undecodable(owner_key, raw, exc)
                     yield None
                 whole = yield from merging(decoded)
                 self._merged[owner_key] = (sources, whole)
@@ -484,9 +506,21 @@ class PartialsView:
         """Per owned key, the bytes of its partials (in the table's order)."""
         rows: dict[str, list[bytes]] = {}
         for key, raw in list(table.items()):
-            if not raw:
-                continue
+            if not raw or not is_partial_key(key):
+                continue  # a stranger's key, from a changelog written before the inbox checked
             owner_key = owner_of(key)
             if owner_partition(owner_key, self.partitions) in owned_partitions:
                 rows.setdefault(owner_key, []).append(raw)
         return {key: tuple(raws) for key, raws in rows.items()}
+
+
+def _undecodable(owner_key: str, raw: bytes, exc: Exception) -> None:
+    """A partial that does not decode is left out of its key's merge (logged once: the key
+    is merged again only when its partials change). Only a worker writes the topic, so this
+    is a bug or a stranger's message; the next full round of its partition replaces it."""
+    log.warning(
+        "partials: a summary for %s does not decode (%d bytes, %r): left out",
+        owner_key,
+        len(raw),
+        exc,
+    )

@@ -284,6 +284,35 @@ def test_reading_the_owner_view_merges_nothing_until_the_next_refresh() -> None:
     assert view.current({0, 1, 2, 3} - {owner}) == {}, "a key whose partition left is not read"
 
 
+def test_a_partial_that_does_not_decode_is_left_out_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only workers write the partials topic; bytes that do not decode (a stranger's, a
+    bug's) must not stop the owner's rounds: the key merges from its other partials."""
+    parts = {0: _part(Fact("attempt", ("r1", "call"), NOW - 100, 1.0))}
+    publisher = PartialsPublisher(4)
+    table: dict[bytes, bytes] = {}
+    _run_round(publisher, parts, parts[0].clock, NOW, table)
+    for junk in (b"not a summary", partials.FORMAT + b"\x00" * 9, b"{}", b"[1, 2]"):
+        table[message_key("rep:r1", 1)] = junk
+        with caplog.at_level("WARNING", logger="streamproc.partials"):
+            merged = PartialsView(4).merged(table, {0, 1, 2, 3})
+        assert merged["rep:r1"]["attempt"][("r1", "call")]["today"].count == 1
+    assert caplog.text.count("does not decode") == 3, "an empty summary ({}) decodes"
+
+
+def test_messages_that_are_not_summaries_are_skipped_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    inbox, table = PartialsInbox(4), {}
+    good = message_key("rep:r1", 2)
+    messages = [(b"junk", b"x", 0), (b"rep:r1\x00two", b"x", 0), (good, b"x", 1)]
+    with caplog.at_level("WARNING", logger="streamproc.partials"):
+        writes = inbox.apply(table, [*messages, (SWEEP + b"x", b"begin t", 0)])
+    assert table == {good: b"x"} and writes == {(good, 1): b"x"}
+    assert caplog.text.count("not a summary") == 3
+
+
 def test_the_owner_view_refreshes_a_partial_or_a_key_at_a_time() -> None:
     """Each decode and each merge is a point where the publish round lets events run."""
     parts = {p: _part(Fact("attempt", (f"r{p}", "call"), NOW - 100, 1.0)) for p in range(3)}
