@@ -15,7 +15,7 @@ from itertools import accumulate, chain, groupby, repeat
 from streamproc.facts import Fact
 from streamproc.windows import HOUR, MINUTE, WindowBounds, WindowClock
 
-__all__ = ["DIST_FAMILIES", "Acc", "PartitionAggregates", "SortedValues", "fact_diff"]
+__all__ = ["DIST_FAMILIES", "Acc", "Multiset", "PartitionAggregates", "SortedValues", "fact_diff"]
 
 # Families whose individual values are kept (quantiles, minimum, counts below a deadline).
 DIST_FAMILIES = frozenset(
@@ -61,7 +61,11 @@ class SortedValues:
         return len(self.array)
 
 
-def _run(values: dict[float, int] | SortedValues) -> Iterable[float]:
+# A value multiset: value -> count while it changes, sorted values once frozen.
+Multiset = dict[float, int] | SortedValues
+
+
+def _run(values: Multiset) -> Iterable[float]:
     """The values of a multiset, repeats kept (sorted when frozen)."""
     if isinstance(values, SortedValues):
         return values.array
@@ -76,7 +80,7 @@ class Acc:
     def __init__(self, dist: bool = False) -> None:
         self.count = 0
         self.total = 0.0
-        self.values: dict[float, int] | SortedValues | None = {} if dist else None
+        self.values: Multiset | None = {} if dist else None
         # The last quantiles asked and their answer: a merged summary is kept as long as
         # its partials do not change, and asked again every round and every scrape.
         self._quantiles: tuple[tuple[float, ...], list[float]] | None = None

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 import zstandard
 
-from streamproc.aggregates import Acc, PartitionAggregates, SortedValues
+from streamproc.aggregates import Acc, Multiset, PartitionAggregates, SortedValues
 from streamproc.heap import to_keep
 from streamproc.kpis import Summary, merging, owner_keys_of, summaries_in_steps
 from streamproc.windows import WindowClock
@@ -142,30 +142,28 @@ def decode(raw: bytes) -> Summary:
     if sys.byteorder != "little":
         values.byteswap()
 
-    def acc(row: list[Any]) -> Acc:
-        out = Acc()
-        out.count, out.total = row[0], row[1]
-        if row[2] is not None:
-            start, length = row[2]
-            out.values = SortedValues(values[start : start + length])
-        return out
+    def multiset(ref: list[int]) -> SortedValues:
+        start, length = ref
+        return SortedValues(values[start : start + length])
 
-    return _summary(orjson.loads(body[4:end]), acc)
+    return _summary(orjson.loads(body[4:end]), multiset)
 
 
 def _decode_json(raw: bytes) -> Summary:
+    wire = orjson.loads(raw if raw[:1] == b"{" else _DECOMPRESSOR.decompress(raw))
+    return _summary(wire, dict)  # values as [value, count] pairs
+
+
+def _summary(wire: dict[str, Any], multiset: Callable[[Any], Multiset]) -> Summary:
+    """The summary of a decoded head; ``multiset`` reads a row's values (when not None)."""
+
     def acc(row: list[Any]) -> Acc:
         out = Acc()
         out.count, out.total = row[0], row[1]
         if row[2] is not None:
-            out.values = dict(row[2])  # [value, count] pairs
+            out.values = multiset(row[2])
         return out
 
-    wire = orjson.loads(raw if raw[:1] == b"{" else _DECOMPRESSOR.decompress(raw))
-    return _summary(wire, acc)
-
-
-def _summary(wire: dict[str, Any], acc: Callable[[list[Any]], Acc]) -> Summary:
     return {
         family: {
             tuple(labels.split(LABEL_SEP)) if labels else (): {
@@ -381,7 +379,7 @@ class PartialsInbox:
                 self._mark(table, int(key[len(SWEEP) :]), value, partition, writes)
                 continue
             if not is_partial_key(key):
-                # not from a worker (the topic is internal): kept, it would stop every round
+                # not from a worker: in the table, its key would fail every sweep and refresh
                 log.warning("partials: skipped a message that is not a summary (key %r)", key[:80])
                 continue
             if value and table.get(key) != value:

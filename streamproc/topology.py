@@ -55,10 +55,9 @@ PRUNE_SECONDS = 60.0
 FULL_PUBLISH_SECONDS = 30.0
 _END = object()
 PUBLISH_SHARE = 0.25  # at most this share of the event loop goes to publish rounds
-# Partials re-sent per second at most, changed keys oldest first (PartialsPublisher). In
-# process, each MB of their JSON took ~40 ms to compute and encode and ~30 ms for its owner
-# to decode and merge; 100 reps and 100,000 leads changed ~7 MB of summaries every second.
-# Counted as sent, compressed (~3.4x): ~1 MB/s of JSON.
+# Partials re-sent per second at most, counted as sent (compressed), changed keys oldest
+# first (PartialsPublisher): 100 reps and 100,000 leads changed ~7 MB of summaries (as JSON)
+# every second, and computing, sending and merging them all took most of a worker's loop.
 PARTIALS_BYTES_PER_SECOND = 300_000
 REDIS_ALERT_CHANNEL = "streamproc:alerts"
 
@@ -450,7 +449,7 @@ class Topology:
 
     def owned_summaries(self) -> dict[str, Summary]:
         """Per owner key this worker owns, its partial summaries merged, as of the last
-        publish round's refresh (a second old at most)."""
+        publish round's refresh (rounds come every second, further apart under load)."""
         return self.view.current(self._active([self.names.partials]))
 
     def owned_samples(self, now: float) -> list[Sample]:
