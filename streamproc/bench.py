@@ -36,14 +36,14 @@ from typing import IO, Any, TextIO
 
 import orjson
 
-from streamproc.broker import EmbeddedBroker, spawn_child
-from streamproc.config import Settings
-from streamproc.env import settings_env
+from streamproc.config import Settings, child_env
 from streamproc.exceptions import StreamprocError
-from streamproc.net import free_port
-from streamproc.progress import Progress
-from streamproc.simulate import SalesTeam, history, rfc3339
-from streamproc.topics import create_topics, topic_names
+from streamproc.kafka.topics import create_topics, topic_names
+from streamproc.tools.broker import EmbeddedBroker
+from streamproc.tools.net import free_port
+from streamproc.tools.processes import spawn_child
+from streamproc.tools.progress import Progress
+from streamproc.tools.sales_team import SalesTeam, history, rfc3339
 
 __all__ = [
     "BenchError",
@@ -281,7 +281,7 @@ class WorkerHandle:
     def start(self) -> WorkerHandle:
         self._log = self.log_path.open("ab")
         argv = [sys.executable, "-m", "streamproc", "worker"]
-        self.proc = spawn_child(argv, self._log, settings_env(self.settings))
+        self.proc = spawn_child(argv, self._log, child_env(self.settings))
         return self
 
     @property
@@ -445,7 +445,7 @@ class _Run:
 
 
 async def _produce_history(settings: Settings, options: BenchOptions, stream: TextIO) -> int:
-    from streamproc.producer import EventProducer
+    from streamproc.kafka.producer import EventProducer
 
     events = history(
         settings,
@@ -1010,7 +1010,7 @@ async def _latency_run(
     shows every marker the changelog has. Polling /metrics per marker would measure the
     scrapes instead: one costs the worker's loop ~90 ms at 2,000 leads, ~1 s at 100,000.
     """
-    from streamproc.producer import EventProducer
+    from streamproc.kafka.producer import EventProducer
 
     settings = worker.settings
     url = f"http://127.0.0.1:{settings.web_port}/metrics"
@@ -1422,7 +1422,7 @@ def run_backfill_bench(
         argv = [sys.executable, "-m", "streamproc", "replay", str(source)]
         run.check_code("backfill")
         cpu = CpuWatch([os.getpid(), run.broker.pid, worker.pid])
-        replay_proc = subprocess.run(argv, env=settings_env(run.settings), check=False)
+        replay_proc = subprocess.run(argv, env=child_env(run.settings), check=False)
         replayed = time.monotonic()
         if replay_proc.returncode != 0:
             raise BenchError(f"replay exited with {replay_proc.returncode}")

@@ -18,7 +18,7 @@ log = logging.getLogger("streamproc")
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.worker import run_worker
+    from streamproc.worker.run import run_worker
 
     run_worker(settings)
     return 0
@@ -28,7 +28,7 @@ def _cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
 
-    from streamproc.broker import EmbeddedBroker
+    from streamproc.tools.broker import EmbeddedBroker
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -43,7 +43,7 @@ def _cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.topics import create_topics, wait_for_broker
+    from streamproc.kafka.topics import create_topics, wait_for_broker
 
     async def run() -> list[str]:
         await wait_for_broker(settings, timeout=args.wait)
@@ -55,7 +55,7 @@ def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.producer import run_simulation
+    from streamproc.tools.simulate import run_simulation
 
     sent = asyncio.run(
         run_simulation(
@@ -72,7 +72,7 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.replay import run_replay
+    from streamproc.tools.replay import run_replay
 
     return run_replay(
         settings,
@@ -109,7 +109,7 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.schemas import write_schemas
+    from streamproc.contract.schemas import write_schemas
 
     for path in write_schemas(Path(args.out)):
         log.info("wrote %s", path)
@@ -117,7 +117,7 @@ def _cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.demo import run_demo
+    from streamproc.tools.demo import run_demo
 
     return run_demo(settings, rate=args.rate, reps=args.reps)
 

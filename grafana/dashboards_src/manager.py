@@ -136,6 +136,7 @@ def _activity() -> list[PanelBuilder]:
             width=24,
             height=6,
             maximum=1,
+            no_value="No daily targets: set STREAMPROC_ACTIVITY_TARGETS",
         ),
     ]
 

@@ -113,8 +113,11 @@ def leaderboard(
     width: int = 8,
     height: int = 10,
     maximum: float | None = None,
+    no_value: str | None = None,
 ) -> bargauge.Panel:
-    """Horizontal bars, one per series, in the order of the query (use ``sort_desc``)."""
+    """Horizontal bars, one per series, in the order of the query (use ``sort_desc``).
+    ``no_value``: what the panel says when its query has no series (Grafana's "No data"
+    otherwise), e.g. what to configure."""
     panel = (
         bargauge.Panel()
         .title(title)
@@ -134,6 +137,8 @@ def leaderboard(
         .span(width)
         .height(height)
     )
+    if no_value is not None:
+        panel = panel.no_value(no_value)
     return panel.max(maximum) if maximum is not None else panel
 
 

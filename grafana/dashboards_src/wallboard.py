@@ -99,6 +99,7 @@ def _activity() -> list[PanelBuilder]:
             [(None, "red"), (0.5, "orange"), (1, "green")],
             "Attempts today / the rep's daily target (reps with a configured target only).",
             maximum=1,
+            no_value="No daily targets: set STREAMPROC_ACTIVITY_TARGETS",
         ),
         leaderboard(
             "Connect rate by channel today",

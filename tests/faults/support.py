@@ -23,13 +23,13 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from streamproc.config import Settings
-from streamproc.kpis import CATALOGUE
-from streamproc.simulate import history, rfc3339
+from streamproc.kpis.catalogue import CATALOGUE
+from streamproc.tools.sales_team import history, rfc3339
 from tests.integration.harness import SeriesKey, WorkerProcess, combined, wait_until
 from tests.scenario import noon_zone
 from tests.truth import Truth, differences
 
-WHOLE = frozenset(spec.name for spec in CATALOGUE if spec.whole)
+WHOLE = frozenset(kpi.name for kpi in CATALOGUE if not kpi.split)
 _ASSIGNED = re.compile(r"assigned lead partitions \[([0-9, ]*)\]")
 
 
@@ -563,7 +563,7 @@ def diagnose_loss(stream: Stream, workers: Sequence[WorkerProcess] = ()) -> dict
     """Why KPIs fell short: the events of the truth missing from the leads' final changelog
     state, and whether an earlier version of the lead held them (then a stale state was
     written over it) or none did (the update never reached the changelog)."""
-    from streamproc.lead import LeadState
+    from streamproc.engine.lead import LeadState
 
     settings = stream.settings
     topic = f"{settings.app_id}-leads-changelog"
@@ -638,7 +638,7 @@ def shutdown_audit(stream: Stream) -> dict[str, int]:
     offset was not committed (the next owner replays them: harmless for the KPIs, but the
     batch in hand was not finished and committed). ``committed_not_applied``: offsets
     committed without their effect in the changelog (lost for good)."""
-    from streamproc.lead import LeadState
+    from streamproc.engine.lead import LeadState
 
     settings = stream.settings
     valid = {m.event[1]["event_id"] for m in stream.valid if m.event is not None}

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from streamproc.broker import BrokerProxy, EmbeddedBroker
-from streamproc.net import free_port
-from streamproc.topics import create_topics
+from streamproc.kafka.topics import create_topics
+from streamproc.tools.broker import BrokerProxy, EmbeddedBroker
+from streamproc.tools.net import free_port
 from tests.integration.harness import wait_until
 
 from .support import (

@@ -18,8 +18,8 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streamproc.delivery import DeliveryCursor
-from streamproc.transport import ExactConsumer
+from streamproc.kafka.delivery import DeliveryCursor
+from streamproc.kafka.transport import ExactConsumer
 from tests.integration.harness import wait_until
 
 from .support import Feed, Stream, events_total, fault_settings
@@ -104,7 +104,7 @@ async def test_a_batch_whose_handling_is_cancelled_is_not_acked(tmp_path) -> Non
     from faust.types import Message
 
     from streamproc.config import Settings
-    from streamproc.topology import Topology
+    from streamproc.worker.topology import Topology
 
     topology = Topology(Settings(_env_file=None, data_dir=tmp_path))
     messages = [
@@ -117,9 +117,9 @@ async def test_a_batch_whose_handling_is_cancelled_is_not_acked(tmp_path) -> Non
     async def cancelled(_: object) -> None:
         raise asyncio.CancelledError  # the changelog write in flight at shutdown
 
-    topology._apply = cancelled  # type: ignore[method-assign]
+    topology.events.apply = cancelled  # type: ignore[method-assign]
     with pytest.raises(asyncio.CancelledError):
-        await topology.handle_batch(messages)
+        await topology.events.handle(messages)
     assert not any(m.tracked for m in messages), "take_events would ack them"
     assert not unacked & set(messages)
 
@@ -132,11 +132,11 @@ async def test_each_alert_id_is_published_once_when_a_contact_races_both_breach_
     publication is in flight is resolved once per item of the lead."""
     from prometheus_client import CollectorRegistry, Counter
 
-    from streamproc.alerting import AlertPublisher
-    from streamproc.alerts import AlertWatch
     from streamproc.business_hours import SlaClock
     from streamproc.config import Settings
-    from streamproc.lead import Attempt, Created, LeadState
+    from streamproc.engine.lead import Attempt, Created, LeadState
+    from streamproc.engine.sla_watch import AlertWatch
+    from streamproc.serving.alerts import AlertPublisher
 
     settings = Settings(_env_file=None)
     now = time.time()
@@ -181,11 +181,11 @@ async def test_a_resolution_is_published_once_when_the_batch_handler_and_the_tim
     own ``after_change`` resolves the lead again, the first resolution not yet remembered."""
     from prometheus_client import CollectorRegistry, Counter
 
-    from streamproc.alerting import AlertPublisher
-    from streamproc.alerts import AlertWatch
     from streamproc.business_hours import SlaClock
     from streamproc.config import Settings
-    from streamproc.lead import Attempt, Created, LeadState
+    from streamproc.engine.lead import Attempt, Created, LeadState
+    from streamproc.engine.sla_watch import AlertWatch
+    from streamproc.serving.alerts import AlertPublisher
 
     settings = Settings(_env_file=None)
     now = time.time()
@@ -250,7 +250,7 @@ def test_every_changelog_ends_where_the_broker_says_it_ends(
     (join/leave scenario; quick join/leave rounds, 5 of 5 runs). Cause: tansu answers
     "latest offset" with the base offset of the last record batch + 1, and Faust wrote the
     partials changelog in multi-record batches. Every changelog now ends each write burst
-    with a one-record marker (``streamproc.changelog``): the broker's answer is exact."""
+    with a one-record marker (``streamproc.state.changelog``): the broker's answer is exact."""
     from confluent_kafka import Consumer, TopicPartition
 
     from .support import read_topic
@@ -359,7 +359,7 @@ class _OnePartition:
 def _bug9_partition(monkeypatch: pytest.MonkeyPatch, committed: int, held: set[int]):
     import faust
 
-    from streamproc import transport
+    from streamproc.kafka import transport
 
     transport.install()
     app = faust.App("bug9", broker="kafka://127.0.0.1:1")
@@ -391,7 +391,7 @@ async def _drain(partition: _OnePartition, loop: str) -> None:
     by message (``ours``) or through a batch route of 3 (``ours-batched``)."""
     from faust.transport.consumer import Consumer as FaustConsumer
 
-    from streamproc.transport import BatchRoute, route_batches
+    from streamproc.kafka.transport import BatchRoute, route_batches
 
     if loop == "ours-batched":
         route = BatchRoute(frozenset({BUG9_TP.topic}), partition.deliver_batch, 3)
@@ -479,7 +479,7 @@ async def test_a_batch_whose_handler_fails_is_read_again(monkeypatch: pytest.Mon
     """A batch route's handler that raises (e.g. a changelog write that timed out while the
     broker was away) has applied nothing for sure: its batch is sought back and read again,
     not skipped until the next rebalance."""
-    from streamproc import transport
+    from streamproc.kafka import transport
 
     monkeypatch.setattr(transport, "RETRY_SECONDS", 0.0)
     partition = _bug9_partition(monkeypatch, committed=0, held=set())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamproc.net import free_port
+from streamproc.tools.net import free_port
 from tests.integration.harness import combined
 
 from .support import (

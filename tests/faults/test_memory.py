@@ -32,9 +32,9 @@ import pytest
 from confluent_kafka import Producer
 
 from streamproc.config import Settings
-from streamproc.engine import Engine, RawMessage
-from streamproc.events import EventKind
-from streamproc.simulate import SalesTeam
+from streamproc.contract.events import EventKind
+from streamproc.engine.engine import Engine, RawMessage
+from streamproc.tools.sales_team import SalesTeam
 from tests.integration.harness import WorkerProcess, vm_rss_kib
 
 from .support import fault_settings

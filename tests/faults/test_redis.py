@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis
 
-from streamproc.net import free_port
+from streamproc.tools.net import free_port
 from tests.integration.harness import SeriesKey, combined, series, wait_until
 from tests.truth import differences
 

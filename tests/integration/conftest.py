@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from streamproc.config import Settings
-from streamproc.topics import create_topics
+from streamproc.kafka.topics import create_topics
 
 from .harness import WorkerProcess
 

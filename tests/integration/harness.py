@@ -17,9 +17,8 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamproc.broker import spawn_child
-from streamproc.config import Settings
-from streamproc.env import settings_env
+from streamproc.config import Settings, child_env
+from streamproc.tools.processes import spawn_child
 
 SeriesKey = tuple[str, frozenset[tuple[str, str]]]
 
@@ -54,7 +53,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         self._log = self.log_path.open("ab")
-        env = settings_env(self.settings)
+        env = child_env(self.settings)
         argv = [sys.executable, "-m", "streamproc", "worker"]
         self.proc = spawn_child(argv, self._log, env)
         return self

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from streamproc.net import free_port
-from streamproc.simulate import rfc3339
+from streamproc.tools.net import free_port
+from streamproc.tools.sales_team import rfc3339
 
 from .harness import TopicReader, series, wait_until
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamproc.simulate import rfc3339
+from streamproc.tools.sales_team import rfc3339
 
 from .harness import TopicReader, combined, parse_samples, series, wait_until
 

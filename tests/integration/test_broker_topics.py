@@ -17,11 +17,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from confluent_kafka import Producer
 
-from streamproc.broker import BrokerError, BrokerProxy, BrokerUnreachable, EmbeddedBroker
 from streamproc.config import Settings
-from streamproc.exceptions import TopicsError
-from streamproc.net import free_port
-from streamproc.topics import check_topics, create_topics, topic_names, wait_for_broker
+from streamproc.exceptions import BrokerError, BrokerUnreachable, TopicsError
+from streamproc.kafka.topics import check_topics, create_topics, topic_names, wait_for_broker
+from streamproc.tools.broker import BrokerProxy, EmbeddedBroker
+from streamproc.tools.net import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -172,7 +172,7 @@ async def test_wait_for_broker_logs_and_gives_up(
     settings_factory: SettingsFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = settings_factory(broker_url=f"kafka://127.0.0.1:{free_port()}")
-    caplog.set_level(logging.WARNING, logger="streamproc.topics")
+    caplog.set_level(logging.WARNING, logger="streamproc.kafka.topics")
     started = time.monotonic()
     with pytest.raises(BrokerUnreachable, match=f"broker {settings.broker_url} not reachable"):
         await wait_for_broker(settings, timeout=1.2, log_every=0.5)
@@ -215,7 +215,7 @@ def test_broker_context_manager_stops_it() -> None:
 _ORPHAN = """
 import sys, time
 from pathlib import Path
-from streamproc.broker import EmbeddedBroker
+from streamproc.tools.broker import EmbeddedBroker
 print(EmbeddedBroker(log_path=Path(sys.argv[1])).start().pid, flush=True)
 time.sleep(60)
 """

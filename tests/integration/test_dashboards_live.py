@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from streamproc.net import free_port, wait_port
-from streamproc.simulate import rfc3339
+from streamproc.tools.net import free_port, wait_port
+from streamproc.tools.sales_team import rfc3339
 from tests.scenario import Scenario, noon_zone
 
 from .harness import wait_until

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.net import free_port, port_open
+from streamproc.tools.net import free_port, port_open
 
 from .harness import parse_samples, wait_until
 

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Producer
 
 from streamproc.config import Settings
-from streamproc.net import free_port
+from streamproc.tools.net import free_port
 from tests.scenario import OLDEST, Scenario, expected, noon_zone
 
 from .harness import WorkerProcess, combined, parse_samples, select, series, wait_until

@@ -17,11 +17,11 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from streamproc.config import Settings
-from streamproc.kpis import Sample
-from streamproc.metrics import ProcessorMetrics
-from streamproc.sinks import Backoff
-from streamproc.sinks.redis_snapshot import RedisSnapshotSink, canonical_labels
-from streamproc.windows import WindowClock
+from streamproc.engine.windows import WindowClock
+from streamproc.kpis.compute import Sample
+from streamproc.serving.prometheus import ProcessorMetrics
+from streamproc.serving.sinks.base import Backoff
+from streamproc.serving.sinks.redis_snapshot import RedisSnapshotSink, canonical_labels
 
 from ..conftest import RedisServer
 
@@ -33,7 +33,7 @@ FORECAST = "streamproc:kpi:sales_forecast_value"
 RATIO = "streamproc:kpi:sales_connect_ratio"
 
 
-def not_r9(labels: dict[str, str]) -> bool:
+def not_r9(metric: str, labels: dict[str, str]) -> bool:
     """This worker owns every rep but r9 (another worker's)."""
     return labels.get("rep") != "r9"
 
@@ -72,7 +72,9 @@ class Env:
         self.metrics = ProcessorMetrics.create(self.registry)
         self.sinks: list[RedisSnapshotSink] = []
 
-    def sink(self, owns: Callable[[dict[str, str]], bool] = not_r9, **kw: Any) -> RedisSnapshotSink:
+    def sink(
+        self, owns: Callable[[str, dict[str, str]], bool] = not_r9, **kw: Any
+    ) -> RedisSnapshotSink:
         settings = Settings(_env_file=None, redis_url=self.server.url)
         kw.setdefault("backoff", Backoff(0.05, 0.3))
         sink = RedisSnapshotSink(settings, owns, self.metrics.redis_up, **kw)
@@ -128,7 +130,7 @@ async def test_snapshot_written_updated_and_vanished_deleted(env: Env) -> None:
 
 
 async def test_redis_down_then_back_empty(env: Env, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="streamproc.sinks")
+    caplog.set_level(logging.INFO, logger="streamproc.serving.sinks")
     sink = env.sink()
     await sink.start()
     samples = [forecast("r1", 1.0), forecast("r2", 2.0), ratio("r1", 0.25)]
@@ -151,7 +153,9 @@ async def test_redis_down_then_back_empty(env: Env, caplog: pytest.LogCaptureFix
     assert (await env.fields(FORECAST))['rep="r3"']["value"] == 29.0
     assert len(await env.fields(RATIO)) == 1
     await wait_until(lambda: _is_up(env, sink))
-    messages = [r.getMessage() for r in caplog.records if r.name.startswith("streamproc.sinks")]
+    messages = [
+        r.getMessage() for r in caplog.records if r.name.startswith("streamproc.serving.sinks")
+    ]
     assert sum("unavailable" in m for m in messages) == 1  # once per outage
     assert sum("available again" in m for m in messages) == 1
 

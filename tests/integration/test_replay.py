@@ -11,9 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamproc.config import Settings
-from streamproc.env import settings_env
-from streamproc.simulate import history
+from streamproc.config import Settings, child_env
+from streamproc.tools.sales_team import history
 
 from .harness import WorkerProcess, wait_until
 
@@ -48,7 +47,7 @@ def test_replay_into_a_worker(
 
     done = subprocess.run(
         [sys.executable, "-m", "streamproc", "replay", str(path)],
-        env=settings_env(settings),
+        env=child_env(settings),
         capture_output=True,
         text=True,
         timeout=60,
@@ -82,7 +81,7 @@ def test_replay_refuses_missing_topics(
     path.write_bytes(orjson.dumps({"type": event[0], "event": event[1]}) + b"\n")
     done = subprocess.run(
         [sys.executable, "-m", "streamproc", "replay", "--no-progress", str(path)],
-        env=settings_env(settings),
+        env=child_env(settings),
         capture_output=True,
         text=True,
         timeout=60,

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import redis
 
-from streamproc.simulate import rfc3339
+from streamproc.tools.sales_team import rfc3339
 from tests.scenario import Scenario, noon_zone
 
 from .harness import TopicReader, series, wait_until

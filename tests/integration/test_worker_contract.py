@@ -9,7 +9,7 @@ import sys
 import orjson
 import pytest
 
-from streamproc.env import settings_env
+from streamproc.config import child_env
 from tests.scenario import Scenario
 
 from .harness import wait_until
@@ -73,7 +73,7 @@ def _run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
 
 def test_worker_refuses_missing_topics_naming_them(settings_factory) -> None:
     settings = settings_factory()
-    result = _run_worker(settings_env(settings))
+    result = _run_worker(child_env(settings))
     assert result.returncode == 2
     err = result.stderr.decode().strip().splitlines()[-1]
     assert settings.topic("lead-created") in err and settings.topic("email-opened") in err
@@ -83,13 +83,13 @@ def test_worker_refuses_topics_not_co_partitioned(settings_factory, make_topics)
     settings = settings_factory(partitions=4)
     make_topics(settings)
     other = settings.model_copy(update={"partitions": 2})
-    result = _run_worker(settings_env(other))
+    result = _run_worker(child_env(other))
     assert result.returncode == 2
     assert "partitions" in result.stderr.decode().strip().splitlines()[-1]
 
 
 def test_bad_setting_stops_start_up_with_one_line(settings_factory) -> None:
-    env = settings_env(settings_factory())
+    env = child_env(settings_factory())
     env["STREAMPROC_TIMEZONE"] = "Mars/Olympus"
     result = _run_worker(env)
     assert result.returncode == 2

@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproc.aggregates import DIST_FAMILIES, Acc, PartitionAggregates, SortedValues
-from streamproc.facts import Fact
-from streamproc.kpis import _rounded, quantile
-from streamproc.windows import HOUR, MINUTE, WindowBounds, WindowClock
+from streamproc.engine.aggregates import DIST_FAMILIES, Acc, PartitionAggregates, SortedValues
+from streamproc.engine.facts import Fact
+from streamproc.engine.windows import HOUR, MINUTE, WindowBounds, WindowClock
+from streamproc.kpis.compute import quantile, rounded
+from tests.support.facts import fact
 
 ZONE = ZoneInfo("Europe/Paris")
 NOW = datetime(2026, 3, 10, 23, 50, 15, tzinfo=ZONE).timestamp()  # 10 minutes to midnight
@@ -28,15 +29,16 @@ _times = st.one_of(st.integers(-3 * HOUR, 5 * MINUTE), st.integers(-8 * DAY, 0),
 _values = st.sampled_from([0.1, 0.2, 0.3, 1.5, 1234.56, 7.0, 0.0])
 _facts = st.one_of(
     st.builds(
-        Fact,
+        fact,
         st.just("attempt"),
         st.sampled_from([("r1", "call"), ("r2", "email")]),
         _times,
         _values,
     ),
-    st.builds(Fact, st.just("first_contact"), st.sampled_from([("r1",), ("r2",)]), _times, _values),
-    st.builds(Fact, st.just("awaiting_since"), st.just(("r1",)), st.none(), _values),
+    st.builds(fact, st.just("first_contact"), st.sampled_from([("r1",), ("r2",)]), _times, _values),
+    st.builds(fact, st.just("awaiting_since"), st.just(("r1",)), st.none(), _values),
 )
+
 _ops = st.lists(
     st.one_of(
         st.tuples(st.just("add"), _facts),
@@ -67,8 +69,7 @@ def _expected(part: PartitionAggregates, applied: list[Fact], bounds: WindowBoun
         count, total, values = out.get((family, labels), (0, 0.0, Counter()))
         out[family, labels] = (count + 1, total + value, values + Counter([value]))
     return {
-        k: (c, _rounded(t), dict(v) if k[0] in DIST_FAMILIES else {})
-        for k, (c, t, v) in out.items()
+        k: (c, rounded(t), dict(v) if k[0] in DIST_FAMILIES else {}) for k, (c, t, v) in out.items()
     }
 
 
@@ -85,7 +86,7 @@ def _check_windows(part: PartitionAggregates, now: float, applied: list[Fact]) -
                 acc = series.window(bounds)
                 if acc is not None:
                     values = _counts(acc) if family in DIST_FAMILIES else {}
-                    got[family, labels] = (acc.count, _rounded(acc.total), values)
+                    got[family, labels] = (acc.count, rounded(acc.total), values)
         assert got == _expected(part, applied, bounds), bounds
 
 
@@ -125,11 +126,11 @@ def _snapshot(part: PartitionAggregates, now: float) -> dict:  # type: ignore[ty
             for bounds in part.clock.all_bounds(now):
                 acc = series.merge(bounds)
                 if acc.count:
-                    row = (acc.count, _rounded(acc.total), _counts(acc))
+                    row = (acc.count, rounded(acc.total), _counts(acc))
                     out[family, labels, bounds.name] = row
     for family, per_labels in part.live.items():
         for labels, acc in per_labels.items():
-            out[family, labels, "live"] = (acc.count, _rounded(acc.total), _counts(acc))
+            out[family, labels, "live"] = (acc.count, rounded(acc.total), _counts(acc))
     return out
 
 
@@ -153,8 +154,8 @@ def test_untouched_series_did_not_change(before: list, after: list) -> None:  # 
 
 def test_a_window_moving_off_a_bucket_touches_its_series() -> None:
     part = PartitionAggregates(WindowClock(ZONE), NOW)
-    part.apply([Fact("attempt", ("r1", "call"), NOW - 59 * MINUTE, 1.0)], 1)
-    part.apply([Fact("attempt", ("r2", "call"), NOW - 2 * DAY, 1.0)], 1)
+    part.apply([fact("attempt", ("r1", "call"), NOW - 59 * MINUTE, 1.0)], 1)
+    part.apply([fact("attempt", ("r2", "call"), NOW - 2 * DAY, 1.0)], 1)
     part.take_touched(part.clock.all_bounds(NOW))
     assert part.take_touched(part.clock.all_bounds(NOW)) == set()
     # a minute later the 1h window no longer holds r1's attempt; r2's is still in 7d
@@ -166,18 +167,18 @@ def test_a_window_moving_off_a_bucket_touches_its_series() -> None:
 
 def test_an_emptied_window_holds_no_float_dust() -> None:
     part = PartitionAggregates(WindowClock(ZONE), NOW)
-    fact = Fact("won_value", ("r1",), NOW - 10, 0.1)
-    other = Fact("won_value", ("r1",), NOW - 20, 0.2)
-    keeper = Fact("won_value", ("r1",), NOW - 7.5 * DAY, 1.0)  # in no window: the series stays
+    one = fact("won_value", ("r1",), NOW - 10, 0.1)
+    other = fact("won_value", ("r1",), NOW - 20, 0.2)
+    keeper = fact("won_value", ("r1",), NOW - 7.5 * DAY, 1.0)  # in no window: the series stays
     bounds = part.clock.bounds("7d", NOW)
-    part.apply([fact, other, keeper], 1)
+    part.apply([one, other, keeper], 1)
     series = part.windowed["won_value"][("r1",)]
     assert series.window(bounds).total == 0.1 + 0.2  # type: ignore[union-attr]
     part.apply([other], -1)
     assert series.window(bounds).total != 0.1  # type: ignore[union-attr] # dust: 0.1 + 0.2 - 0.2
-    part.apply([fact], -1)
+    part.apply([one], -1)
     assert series.window(bounds) is None
-    part.apply([Fact("won_value", ("r1",), NOW - 3 * DAY, 0.001)], 1)
+    part.apply([fact("won_value", ("r1",), NOW - 3 * DAY, 0.001)], 1)
     assert series.window(bounds).total == 0.001  # type: ignore[union-attr] # as a fresh merge
 
 
@@ -185,10 +186,10 @@ def test_a_prune_keeps_the_later_buckets_as_they_were() -> None:
     """A prune that drops the head of a level: the buckets after it keep count and total."""
     part = PartitionAggregates(WindowClock(ZONE), NOW)
     applied = [
-        Fact("attempt", ("r1", "call"), NOW - 100 * MINUTE, 1.5),
-        Fact("first_contact", ("r1",), NOW - 100 * MINUTE, 30.0),
-        Fact("attempt", ("r1", "call"), NOW, 7.0),
-        Fact("first_contact", ("r1",), NOW, 60.0),
+        fact("attempt", ("r1", "call"), NOW - 100 * MINUTE, 1.5),
+        fact("first_contact", ("r1",), NOW - 100 * MINUTE, 30.0),
+        fact("attempt", ("r1", "call"), NOW, 7.0),
+        fact("first_contact", ("r1",), NOW, 60.0),
     ]
     part.apply(applied, 1)
     later = NOW + 30 * MINUTE

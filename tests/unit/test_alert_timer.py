@@ -10,7 +10,7 @@ import pytest
 from faust.exceptions import NotReady
 
 from streamproc.config import Settings
-from streamproc.topology import Topology
+from streamproc.worker.topology import Topology
 
 
 async def test_a_producer_stopped_under_an_alert_round_does_not_crash_the_timer(
@@ -25,11 +25,11 @@ async def test_a_producer_stopped_under_an_alert_round_does_not_crash_the_timer(
         raise NotReady("Producer service not yet started")
 
     topology.alerts.publish_due = stopped_producer  # type: ignore[method-assign]
-    with caplog.at_level("INFO", logger="streamproc.topology"):
+    with caplog.at_level("INFO", logger="streamproc.worker.topology"):
         await topology._check_alerts()  # a timer exception would stop the worker
     assert calls, "the round did not run"
     assert "producer has stopped" in caplog.text
-    assert not topology._state_lock.reader.locked
+    assert not topology.state_lock.reader.locked
 
     async def broken(leads: object, now: float) -> None:
         raise RuntimeError("a bug")
@@ -57,14 +57,14 @@ async def test_batches_go_on_while_an_alert_round_is_in_flight_and_a_rebalance_w
         return batch
 
     topology.alerts.publish_due = slow_round  # type: ignore[method-assign]
-    topology._apply = apply  # type: ignore[method-assign,assignment]
+    topology.events.apply = apply  # type: ignore[method-assign,assignment]
     alert_round = asyncio.create_task(topology._check_alerts())
     await asyncio.wait_for(in_round.wait(), 1)
-    assert await asyncio.wait_for(topology._apply_locked([]), 1) == [], "held up by the round"
+    assert await asyncio.wait_for(topology.events.apply_locked([]), 1) == [], "held up by the round"
     revoking = asyncio.create_task(topology._on_revoked(topology.app))
     await asyncio.sleep(0.05)
     assert not revoking.done() and topology.ready, "the rebalance went ahead of the round"
-    later_batch = asyncio.create_task(topology._apply_locked([]))
+    later_batch = asyncio.create_task(topology.events.apply_locked([]))
     await asyncio.sleep(0.05)
     assert not later_batch.done(), "a batch went ahead of the waiting rebalance"
     release.set()

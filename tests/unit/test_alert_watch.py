@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from streamproc.alerts import BREACHED, RESOLVED, AlertWatch
 from streamproc.business_hours import SlaClock
 from streamproc.config import Settings
-from streamproc.lead import Attempt, Created, LeadState
-from streamproc.outputs import Alert
+from streamproc.contract.outputs import Alert
+from streamproc.engine.lead import Attempt, Created, LeadState
+from streamproc.engine.sla_watch import BREACHED, RESOLVED, AlertWatch
 
 T0 = 1_800_000_000.0
 SETTINGS = Settings(_env_file=None, response_sla_seconds=300, sla_source_overrides={"vip": 60})

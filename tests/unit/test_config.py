@@ -88,7 +88,7 @@ def test_a_bad_value_gives_one_line_naming_the_variable(
 
 
 def test_producer_idempotence_is_asked_of_the_broker_when_set(tmp_path) -> None:
-    from streamproc.app import create_app
+    from streamproc.kafka.app import create_app
 
     for wanted in (False, True):
         settings = Settings(_env_file=None, data_dir=tmp_path, producer_idempotence=wanted)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faust.types import TP
 
-from streamproc.delivery import DeliveryCursor, Verdict
+from streamproc.kafka.delivery import DeliveryCursor, Verdict
 
 TP0 = TP("sales.lead-created", 0)
 

@@ -8,10 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamproc.config import Settings
-from streamproc.engine import Engine, RawMessage
-from streamproc.events import EventKind
-from streamproc.kpis import split_samples, summaries, whole_samples
+from streamproc.contract.events import EventKind
+from streamproc.engine.engine import Engine, RawMessage
+from streamproc.kpis.compute import split_samples
 from tests.scenario import Scenario, expected, noon_zone
+from tests.truth import engine_samples
 
 SCENARIO = Scenario()
 SETTINGS = Settings(
@@ -45,16 +46,7 @@ def _kpis(
     now = SCENARIO.now + 1
     for start in range(0, len(messages), batch):
         engine.process(messages[start : start + batch], now)
-    owned: dict[str, list] = {}  # type: ignore[type-arg]
-    for part in engine.partitions.values():
-        for key, summary in summaries(part, engine.clock, now).items():
-            owned.setdefault(key, []).append(summary)
-    samples = (
-        []
-        if owners_only
-        else list(split_samples(engine.partitions.values(), engine.clock, now, 500))
-    )
-    samples += whole_samples(owned, SETTINGS, engine.clock, now, ["r1"], with_counts=owners_only)
+    samples = engine_samples(engine, now, owners_only)
     out = {}
     for s in samples:
         if s.metric == "sales_oldest_awaiting_contact_seconds":
@@ -121,7 +113,7 @@ def test_eviction_from_a_scan_in_slices_forgets_the_same_leads(
     """The worker scans for candidates between events (outside the state lock), then
     evicts those: the same leads go as with a scan of all, and a lead that got an event
     after the scan stays."""
-    from streamproc import engine as engine_module
+    from streamproc.engine import engine as engine_module
 
     monkeypatch.setattr(engine_module, "SCAN_CHUNK", 3)
     engine = Engine(SETTINGS, {})

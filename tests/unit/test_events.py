@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from streamproc.config import Settings
-from streamproc.events import (
+from streamproc.contract.events import (
     EVENT_MODELS,
     ContactAttempted,
     EmailOpened,

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamproc.config import DEFAULT_STAGES, Settings
-from streamproc.events import (
+from streamproc.contract.events import (
     EVENT_MODELS,
     ContactAttempted,
     EmailOpened,

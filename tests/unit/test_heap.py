@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from streamproc.heap import _freeze_survivors, freeze_after_full_collections, json_to_keep
+from streamproc.runtime.heap import _freeze_survivors, freeze_after_full_collections, json_to_keep
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_kept_json_holds_its_length_not_orjsons_buffer() -> None:
 
 _FREED_UNDER_A_KEPT_BLOCK = """
 import time
-from streamproc.heap import start_heap_trimmer
+from streamproc.runtime.heap import start_heap_trimmer
 
 def rss():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from streamproc import kafka_batch
+from streamproc.kafka import batch_send as kafka_batch
 
 
 class _Builder:

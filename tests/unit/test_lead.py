@@ -6,9 +6,9 @@ from __future__ import annotations
 import orjson
 
 from streamproc.config import Settings
-from streamproc.engine import Engine, RawMessage
-from streamproc.events import EventKind
-from streamproc.lead import Attempt, Created, LeadState
+from streamproc.contract.events import EventKind
+from streamproc.engine.engine import Engine, RawMessage
+from streamproc.engine.lead import Attempt, Created, LeadState
 
 
 def test_an_event_id_is_applied_once_and_survives_the_changelog() -> None:

@@ -10,10 +10,11 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.config import Settings
-from streamproc.kpis import CATALOGUE, Sample
-from streamproc.metrics import CHUNK_SAMPLES, kpi_exposition
-from streamproc.slices import SLICE_SECONDS, run_in_slices
-from streamproc.topology import Topology
+from streamproc.kpis.catalogue import CATALOGUE
+from streamproc.kpis.compute import Sample
+from streamproc.runtime.slices import SLICE_SECONDS, run_in_slices
+from streamproc.serving.prometheus import CHUNK_SAMPLES, kpi_exposition
+from streamproc.worker.topology import Topology
 
 
 def _slow_samples(n: int, each: float) -> Iterator[Sample]:
@@ -24,7 +25,7 @@ def _slow_samples(n: int, each: float) -> Iterator[Sample]:
 
 async def test_a_scrape_lets_the_event_loop_run_while_it_computes(tmp_path: Path) -> None:
     topology = Topology(Settings(_env_file=None, data_dir=tmp_path))
-    topology.samples = lambda now: _slow_samples(10, SLICE_SECONDS)  # type: ignore[method-assign]
+    topology.reader.samples = lambda now: _slow_samples(10, SLICE_SECONDS)  # type: ignore[method-assign]
     ticks: list[float] = []
 
     async def events() -> None:  # stands for the batch handler
@@ -52,7 +53,7 @@ async def test_a_scrape_lets_the_event_loop_run_while_it_computes(tmp_path: Path
     names = [family.name for family in text_string_to_metric_families(body.decode())]
     assert len(names) == len(set(names)), "a family rendered twice"
     assert "streamproc_events" in names, "the processor's own metrics are missing"
-    topology.samples = lambda now: _slow_samples(1, 0.0)  # type: ignore[method-assign]
+    topology.reader.samples = lambda now: _slow_samples(1, 0.0)  # type: ignore[method-assign]
     again = (await topology.render_metrics()).decode()
     assert 'sales_leads_created{source="s0"} 0.0' in again
     assert 's1"' not in again, "a later scrape showed the earlier samples"

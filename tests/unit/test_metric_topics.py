@@ -15,11 +15,11 @@ import orjson
 import pytest
 
 from streamproc.config import Settings
-from streamproc.kpis import Sample
-from streamproc.outputs import series_key
-from streamproc.sinks import Backoff
-from streamproc.sinks.metric_topics import MetricTopicsSink
-from streamproc.windows import WindowBounds, WindowClock
+from streamproc.contract.outputs import series_key
+from streamproc.engine.windows import WindowBounds, WindowClock
+from streamproc.kpis.compute import Sample
+from streamproc.serving.sinks.base import Backoff
+from streamproc.serving.sinks.metric_topics import MetricTopicsSink
 
 SCHEMA = Path(__file__).parents[2] / "schemas" / "metric-message.schema.json"
 T0 = 1_700_000_010.0  # 10 s into a minute: a burst does not cross a 1h-window edge

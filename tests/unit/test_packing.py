@@ -10,9 +10,9 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import streamproc.lead
-from streamproc.lead import Attempt, Created, LeadState
-from streamproc.packing import Packer
+import streamproc.engine.lead
+from streamproc.engine.lead import Attempt, Created, LeadState
+from streamproc.runtime.packing import Packer
 
 
 def _lead_json(i: int) -> bytes:
@@ -61,7 +61,7 @@ def test_any_json_object_reads_back(ids: list[str]) -> None:
 def test_leads_packed_compressed_read_and_change_the_same(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(streamproc.lead, "PACKER", Packer(samples=50))
+    monkeypatch.setattr(streamproc.engine.lead, "PACKER", Packer(samples=50))
     leads = []
     for i in range(120):
         lead = LeadState(f"lead-{i:07d}", i % 4, first_seen=5.0)
@@ -69,7 +69,7 @@ def test_leads_packed_compressed_read_and_change_the_same(
         lead.add(Attempt(4.0, f"lead-{i:07d}.1", "rep-1", "email", False, f"lead-{i:07d}.m1"))
         leads.append((lead, lead.dumps()))
         lead.pack()
-    assert streamproc.lead.PACKER.trained
+    assert streamproc.engine.lead.PACKER.trained
     last, changelog = leads[-1]
     assert len(last._kept or b"") * 2 < len(changelog), "kept compressed once trained"
     for lead, changelog in leads:

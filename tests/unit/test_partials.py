@@ -14,27 +14,27 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproc import partials
-from streamproc.aggregates import Acc, PartitionAggregates
 from streamproc.config import Settings
-from streamproc.engine import Engine, RawMessage
-from streamproc.events import EventKind
-from streamproc.facts import Fact
-from streamproc.kpis import Summary, merge_summaries, summaries
-from streamproc.partials import (
+from streamproc.contract.events import EventKind
+from streamproc.engine.aggregates import Acc, PartitionAggregates
+from streamproc.engine.engine import Engine, RawMessage
+from streamproc.engine.facts import Fact
+from streamproc.engine.windows import HOUR, MINUTE, WindowClock
+from streamproc.kpis.compute import Summary, merge_summaries, summaries
+from streamproc.partials import codec as partials
+from streamproc.partials import publisher as publisher_module
+from streamproc.partials.codec import (
     SWEEP,
-    FullRounds,
-    PartialsInbox,
-    PartialsPublisher,
-    PartialsView,
     decode,
     encode,
     message_key,
     owner_of,
     owner_partition,
 )
-from streamproc.windows import HOUR, MINUTE, WindowClock
+from streamproc.partials.owner import PartialsInbox, PartialsView
+from streamproc.partials.publisher import FullRounds, PartialsPublisher
 from tests.scenario import Scenario, noon_zone
+from tests.support.facts import fact
 
 SCENARIO = Scenario()
 SETTINGS = Settings(_env_file=None, timezone=noon_zone(SCENARIO.now), partitions=4)
@@ -119,9 +119,9 @@ def test_only_changed_owner_keys_are_recomputed_and_sent_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     part = _part(
-        Fact("attempt", ("r1", "call"), NOW - 100, 1.0),
-        Fact("attempt", ("r2", "call"), NOW - 100, 1.0),
-        Fact("stage_entry", ("won",), NOW - 100, 1.0),
+        fact("attempt", ("r1", "call"), NOW - 100, 1.0),
+        fact("attempt", ("r2", "call"), NOW - 100, 1.0),
+        fact("stage_entry", ("won",), NOW - 100, 1.0),
     )
     parts = {0: part}
     clock = part.clock
@@ -131,21 +131,21 @@ def test_only_changed_owner_keys_are_recomputed_and_sent_again(
     assert {owner_of(k) for k, _ in first} == {"rep:r1", "rep:r2", "stage:won"}
     assert _run_round(publisher, parts, clock, NOW + 1, table) == []
     encoded: list[Summary] = []
-    monkeypatch.setattr(partials, "encode", lambda s: encoded.append(s) or encode(s))
-    part.apply([Fact("attempt", ("r2", "email"), NOW - 50, 1.0)], 1)
+    monkeypatch.setattr(publisher_module, "encode", lambda s: encoded.append(s) or encode(s))
+    part.apply([fact("attempt", ("r2", "email"), NOW - 50, 1.0)], 1)
     again = _run_round(publisher, parts, clock, NOW + 2, table)
     assert [owner_of(k) for k, _ in again] == ["rep:r2"]
     assert [list(s["attempt"]) for s in encoded] == [[("r2", "call"), ("r2", "email")]]
     assert table == _fresh(parts, clock, NOW + 2)
     # a fact that leaves the summary as it was sends nothing
-    part.apply([Fact("attempt", ("r2", "email"), NOW - 50, 1.0)], -1)
-    part.apply([Fact("attempt", ("r2", "email"), NOW - 50, 1.0)], 1)
+    part.apply([fact("attempt", ("r2", "email"), NOW - 50, 1.0)], -1)
+    part.apply([fact("attempt", ("r2", "email"), NOW - 50, 1.0)], 1)
     assert _run_round(publisher, parts, clock, NOW + 3, table) == []
 
 
 def test_a_budget_sends_the_oldest_changes_first_and_loses_none() -> None:
     reps = [f"r{i}" for i in range(6)]
-    part = _part(*(Fact("attempt", (rep, "call"), NOW - 100, 1.0) for rep in reps))
+    part = _part(*(fact("attempt", (rep, "call"), NOW - 100, 1.0) for rep in reps))
     parts = {0: part}
     publisher = PartialsPublisher(4)
     table: dict[bytes, bytes] = {}
@@ -153,10 +153,10 @@ def test_a_budget_sends_the_oldest_changes_first_and_loses_none() -> None:
     size = len(table[message_key("rep:r0", 0)])  # each rep's summary is as large
     budget = 2 * size  # two summaries a round
     for rep in reps[:5]:
-        part.apply([Fact("attempt", (rep, "sms"), NOW - 50, 1.0)], 1)
+        part.apply([fact("attempt", (rep, "sms"), NOW - 50, 1.0)], 1)
     first = _run_round(publisher, parts, part.clock, NOW + 1, table, budget=budget)
     assert len(first) == 2
-    part.apply([Fact("attempt", ("r5", "sms"), NOW - 40, 1.0)], 1)  # a newer change
+    part.apply([fact("attempt", ("r5", "sms"), NOW - 40, 1.0)], 1)  # a newer change
     second = _run_round(publisher, parts, part.clock, NOW + 2, table, budget=budget)
     third = _run_round(publisher, parts, part.clock, NOW + 3, table, budget=budget)
     sent = [[owner_of(k) for k, _ in r] for r in (first, second, third)]
@@ -167,19 +167,19 @@ def test_a_budget_sends_the_oldest_changes_first_and_loses_none() -> None:
     assert _run_round(publisher, parts, part.clock, NOW + 4, table, budget=budget) == []
     # without a budget, what is pending goes at once
     for rep in reps[:3]:
-        part.apply([Fact("attempt", (rep, "sms"), NOW - 30, 1.0)], 1)
+        part.apply([fact("attempt", (rep, "sms"), NOW - 30, 1.0)], 1)
     assert len(_run_round(publisher, parts, part.clock, NOW + 5, table, budget=1)) == 1
     assert len(_run_round(publisher, parts, part.clock, NOW + 6, table)) == 2
     assert table == _fresh(parts, part.clock, NOW + 6)
 
 
 def test_a_summary_larger_than_the_budget_still_goes() -> None:
-    part = _part(Fact("attempt", ("r1", "call"), NOW - 100, 1.0))
+    part = _part(fact("attempt", ("r1", "call"), NOW - 100, 1.0))
     parts = {0: part}
     publisher = PartialsPublisher(4)
     table: dict[bytes, bytes] = {}
     _run_round(publisher, parts, part.clock, NOW, table)
-    part.apply([Fact("attempt", ("r1", "sms"), NOW - 50, 1.0)], 1)
+    part.apply([fact("attempt", ("r1", "sms"), NOW - 50, 1.0)], 1)
     sent = _run_round(publisher, parts, part.clock, NOW + 1, table, budget=1)
     assert [owner_of(k) for k, _ in sent] == ["rep:r1"]
     assert table == _fresh(parts, part.clock, NOW + 1)
@@ -187,8 +187,8 @@ def test_a_summary_larger_than_the_budget_still_goes() -> None:
 
 def test_a_window_rolling_over_a_bucket_republishes_its_keys() -> None:
     part = _part(
-        Fact("attempt", ("r1", "call"), NOW - 59 * MINUTE, 1.0),
-        Fact("attempt", ("r2", "call"), NOW - 2 * HOUR, 1.0),
+        fact("attempt", ("r1", "call"), NOW - 59 * MINUTE, 1.0),
+        fact("attempt", ("r2", "call"), NOW - 2 * HOUR, 1.0),
     )
     parts = {0: part}
     publisher = PartialsPublisher(4)
@@ -204,13 +204,13 @@ def test_a_window_rolling_over_a_bucket_republishes_its_keys() -> None:
 
 
 def test_a_full_round_sends_everything_and_retracts_what_went() -> None:
-    fact = Fact("attempt", ("r1", "call"), NOW - 100, 1.0)
-    part = _part(fact, Fact("attempt", ("r2", "call"), NOW - 100, 1.0))
+    one = fact("attempt", ("r1", "call"), NOW - 100, 1.0)
+    part = _part(one, fact("attempt", ("r2", "call"), NOW - 100, 1.0))
     parts = {0: part}
     publisher = PartialsPublisher(4)
     table: dict[bytes, bytes] = {}
     _run_round(publisher, parts, part.clock, NOW, table)
-    part.apply([fact], -1)  # r1 has nothing left on this partition
+    part.apply([one], -1)  # r1 has nothing left on this partition
     sent = _run_round(publisher, parts, part.clock, NOW, table, full=True)
     assert sorted(sent) == sorted([(message_key("rep:r1", 0), b""), *table.items()])
     assert list(table) == [message_key("rep:r2", 0)]
@@ -218,8 +218,8 @@ def test_a_full_round_sends_everything_and_retracts_what_went() -> None:
 
 def test_a_partition_that_moves_away_mid_round_is_not_published_further() -> None:
     parts = {
-        0: _part(*(Fact("attempt", (f"r{i}", "call"), NOW - 100, 1.0) for i in range(5))),
-        1: _part(Fact("attempt", ("r9", "call"), NOW - 100, 1.0)),
+        0: _part(*(fact("attempt", (f"r{i}", "call"), NOW - 100, 1.0) for i in range(5))),
+        1: _part(fact("attempt", ("r9", "call"), NOW - 100, 1.0)),
     }
     clock = parts[0].clock
     publisher = PartialsPublisher(4)
@@ -237,10 +237,10 @@ def test_a_partition_that_moves_away_mid_round_is_not_published_further() -> Non
 
 def test_the_owner_view_merges_again_only_keys_whose_partials_changed() -> None:
     parts = {
-        0: _part(Fact("attempt", ("r1", "call"), NOW - 100, 1.0)),
+        0: _part(fact("attempt", ("r1", "call"), NOW - 100, 1.0)),
         1: _part(
-            Fact("attempt", ("r1", "call"), NOW - 50, 1.0),
-            Fact("attempt", ("r2", "sms"), NOW - 50, 1.0),
+            fact("attempt", ("r1", "call"), NOW - 50, 1.0),
+            fact("attempt", ("r2", "sms"), NOW - 50, 1.0),
         ),
     }
     clock = parts[0].clock
@@ -254,7 +254,7 @@ def test_the_owner_view_merges_again_only_keys_whose_partials_changed() -> None:
         k: encode(merge_summaries(s)) for k, s in owned.items()
     }
     assert first["rep:r1"]["attempt"][("r1", "call")]["today"].count == 2
-    parts[1].apply([Fact("attempt", ("r2", "sms"), NOW - 40, 1.0)], 1)
+    parts[1].apply([fact("attempt", ("r2", "sms"), NOW - 40, 1.0)], 1)
     _run_round(publisher, parts, clock, NOW + 1, table)
     second = view.merged(table, {0})
     assert second["rep:r1"] is first["rep:r1"]  # its partials did not change
@@ -266,7 +266,7 @@ def test_the_owner_view_merges_again_only_keys_whose_partials_changed() -> None:
 def test_reading_the_owner_view_merges_nothing_until_the_next_refresh() -> None:
     """Scrapes and rounds read ``current``: what the partials route applied since the last
     refresh is merged by the next one, in steps, not by a read in one go."""
-    parts = {0: _part(Fact("attempt", ("r1", "call"), NOW - 100, 1.0))}
+    parts = {0: _part(fact("attempt", ("r1", "call"), NOW - 100, 1.0))}
     publisher = PartialsPublisher(4)
     table: dict[bytes, bytes] = {}
     _run_round(publisher, parts, parts[0].clock, NOW, table)
@@ -275,7 +275,7 @@ def test_reading_the_owner_view_merges_nothing_until_the_next_refresh() -> None:
     list(view.refresh(table, {0, 1, 2, 3}))
     first = view.current({0, 1, 2, 3})
     assert first["rep:r1"]["attempt"][("r1", "call")]["today"].count == 1
-    parts[0].apply([Fact("attempt", ("r1", "call"), NOW - 50, 1.0)], 1)
+    parts[0].apply([fact("attempt", ("r1", "call"), NOW - 50, 1.0)], 1)
     _run_round(publisher, parts, parts[0].clock, NOW + 1, table)
     assert view.current({0, 1, 2, 3})["rep:r1"] is first["rep:r1"], "not merged by a read"
     list(view.refresh(table, {0, 1, 2, 3}))
@@ -289,13 +289,13 @@ def test_a_partial_that_does_not_decode_is_left_out_and_logged(
 ) -> None:
     """Only workers write the partials topic; bytes that do not decode (a stranger's, a
     bug's) must not stop the owner's rounds: the key merges from its other partials."""
-    parts = {0: _part(Fact("attempt", ("r1", "call"), NOW - 100, 1.0))}
+    parts = {0: _part(fact("attempt", ("r1", "call"), NOW - 100, 1.0))}
     publisher = PartialsPublisher(4)
     table: dict[bytes, bytes] = {}
     _run_round(publisher, parts, parts[0].clock, NOW, table)
     for junk in (b"not a summary", partials.FORMAT + b"\x00" * 9, b"{}", b"[1, 2]"):
         table[message_key("rep:r1", 1)] = junk
-        with caplog.at_level("WARNING", logger="streamproc.partials"):
+        with caplog.at_level("WARNING", logger="streamproc.partials.owner"):
             merged = PartialsView(4).merged(table, {0, 1, 2, 3})
         assert merged["rep:r1"]["attempt"][("r1", "call")]["today"].count == 1
     assert caplog.text.count("does not decode") == 3, "an empty summary ({}) decodes"
@@ -307,7 +307,7 @@ def test_messages_that_are_not_summaries_are_skipped_and_logged(
     inbox, table = PartialsInbox(4), {}
     good = message_key("rep:r1", 2)
     messages = [(b"junk", b"x", 0), (b"rep:r1\x00two", b"x", 0), (good, b"x", 1)]
-    with caplog.at_level("WARNING", logger="streamproc.partials"):
+    with caplog.at_level("WARNING", logger="streamproc.partials.owner"):
         writes = inbox.apply(table, [*messages, (SWEEP + b"x", b"begin t", 0)])
     assert table == {good: b"x"} and writes == {(good, 1): b"x"}
     assert caplog.text.count("not a summary") == 3
@@ -315,8 +315,8 @@ def test_messages_that_are_not_summaries_are_skipped_and_logged(
 
 def test_the_owner_view_refreshes_a_partial_or_a_key_at_a_time() -> None:
     """Each decode and each merge is a point where the publish round lets events run."""
-    parts = {p: _part(Fact("attempt", (f"r{p}", "call"), NOW - 100, 1.0)) for p in range(3)}
-    parts[0].apply([Fact("attempt", ("r1", "call"), NOW - 90, 1.0)], 1)
+    parts = {p: _part(fact("attempt", (f"r{p}", "call"), NOW - 100, 1.0)) for p in range(3)}
+    parts[0].apply([fact("attempt", ("r1", "call"), NOW - 90, 1.0)], 1)
     publisher = PartialsPublisher(4)
     table: dict[bytes, bytes] = {}
     _run_round(publisher, parts, parts[0].clock, NOW, table)
@@ -331,14 +331,14 @@ def test_a_new_owner_of_a_partition_drops_what_the_last_one_left_behind() -> Non
     """Killed before its next round, the last owner left a summary under a key that the
     partition no longer feeds (a lead's loss counted under source ``unknown`` until its
     late lead-created came): the new owner's first round sweeps it away."""
-    attempt = Fact("attempt", ("r1", "call"), NOW - 100, 1.0)
-    old = {0: _part(Fact("lost_src", ("unknown",), NOW - 100, 1.0), attempt)}
+    attempt = fact("attempt", ("r1", "call"), NOW - 100, 1.0)
+    old = {0: _part(fact("lost_src", ("unknown",), NOW - 100, 1.0), attempt)}
     table: dict[bytes, bytes] = {}
     inbox = PartialsInbox(4)  # the owner side, alive throughout
     _run_round(PartialsPublisher(4), old, old[0].clock, NOW, table, inbox=inbox)
     assert message_key("source:unknown", 0) in table
     # the new owner recovered the lead whole: its loss belongs to a known source now
-    new = {0: _part(Fact("lost_src", ("web",), NOW - 100, 1.0), attempt)}
+    new = {0: _part(fact("lost_src", ("web",), NOW - 100, 1.0), attempt)}
     publisher = PartialsPublisher(4)
     _run_round(publisher, new, new[0].clock, NOW + 1, table, inbox=inbox)
     assert table == _fresh(new, new[0].clock, NOW + 1)
@@ -347,7 +347,7 @@ def test_a_new_owner_of_a_partition_drops_what_the_last_one_left_behind() -> Non
 
 
 def test_a_sweep_whose_begin_another_owner_saw_deletes_nothing() -> None:
-    parts = {0: _part(Fact("attempt", ("r1", "call"), NOW - 100, 1.0))}
+    parts = {0: _part(fact("attempt", ("r1", "call"), NOW - 100, 1.0))}
     clock = parts[0].clock
     table = {message_key("rep:r9", 0): b"{}"}  # left by an earlier owner of partition 0
     messages = [m for m in PartialsPublisher(4).round(parts, clock, NOW) if m is not None]
@@ -367,14 +367,14 @@ def test_a_sweep_whose_begin_another_owner_saw_deletes_nothing() -> None:
 
 
 def test_a_batch_applied_between_the_steps_of_a_round_is_published_by_the_next() -> None:
-    part = _part(*(Fact("attempt", (f"r{i}", "call"), NOW - 100, 1.0) for i in range(5)))
+    part = _part(*(fact("attempt", (f"r{i}", "call"), NOW - 100, 1.0) for i in range(5)))
     parts = {0: part}
     publisher = PartialsPublisher(4)
     table: dict[bytes, bytes] = {}
     inbox = PartialsInbox(4)
     round_ = publisher.round(parts, part.clock, NOW)
     first = [next(round_) for _ in range(2)]  # two of the five series summed up
-    part.apply([Fact("attempt", ("r9", "sms"), NOW - 50, 1.0)], 1)  # a new series meanwhile
+    part.apply([fact("attempt", ("r9", "sms"), NOW - 50, 1.0)], 1)  # a new series meanwhile
     inbox.apply(table, [m for m in [*first, *round_] if m is not None])
     _run_round(publisher, parts, part.clock, NOW + 1, table, inbox=inbox)
     assert table == _fresh(parts, part.clock, NOW + 1)
@@ -383,7 +383,7 @@ def test_a_batch_applied_between_the_steps_of_a_round_is_published_by_the_next()
 def test_the_owner_writes_only_what_changes_its_table() -> None:
     """A full round re-sends every summary: those the owner holds already are not written to
     its changelog again; a changed one, a retraction and a value it lacks are."""
-    parts = {0: _part(*(Fact("attempt", (f"r{i}", "call"), NOW - 100, 1.0) for i in range(3)))}
+    parts = {0: _part(*(fact("attempt", (f"r{i}", "call"), NOW - 100, 1.0) for i in range(3)))}
     clock = parts[0].clock
     publisher = PartialsPublisher(4)
     inbox = PartialsInbox(4)
@@ -391,8 +391,8 @@ def test_the_owner_writes_only_what_changes_its_table() -> None:
     first = [m for m in publisher.round(parts, clock, NOW) if m is not None]
     writes = inbox.apply(table, first)
     assert {key for key, _ in writes} == set(table) and len(table) == 3
-    parts[0].apply([Fact("attempt", ("r1", "sms"), NOW - 50, 1.0)], 1)
-    parts[0].apply([Fact("attempt", ("r2", "call"), NOW - 100, 1.0)], -1)  # r2 has nothing
+    parts[0].apply([fact("attempt", ("r1", "sms"), NOW - 50, 1.0)], 1)
+    parts[0].apply([fact("attempt", ("r2", "call"), NOW - 100, 1.0)], -1)  # r2 has nothing
     lost = message_key("rep:r0", 0)
     del table[lost]  # as if the owner's recovery had missed it
     full = [m for m in publisher.round(parts, clock, NOW + 1, full=True) if m is not None]
@@ -409,7 +409,7 @@ def test_the_owner_writes_only_what_changes_its_table() -> None:
 
 
 def test_what_a_failed_changelog_write_left_unwritten_is_written_when_read_again() -> None:
-    parts = {0: _part(Fact("attempt", ("r1", "call"), NOW - 100, 1.0))}
+    parts = {0: _part(fact("attempt", ("r1", "call"), NOW - 100, 1.0))}
     messages = [m for m in PartialsPublisher(4).round(parts, parts[0].clock, NOW) if m]
     inbox = PartialsInbox(4)
     table: dict[bytes, bytes] = {}
@@ -423,7 +423,7 @@ def test_the_owner_view_keeps_merged_values_compact_and_no_decoded_partials() ->
     """At 100 reps and 100,000 leads the decoded partials and the merged value dicts held
     ~47 MiB: the view keeps its merged summaries only, their values in arrays."""
     parts = {
-        p: _part(*(Fact("first_contact", ("r1",), NOW - 100, p + i / 7) for i in range(3000)))
+        p: _part(*(fact("first_contact", ("r1",), NOW - 100, p + i / 7) for i in range(3000)))
         for p in range(2)
     }
     publisher = PartialsPublisher(4)
@@ -452,7 +452,7 @@ def quantile_of_parts(parts: dict[int, PartitionAggregates]) -> float:
 
 
 def test_the_publisher_remembers_a_digest_of_what_it_sent_not_the_bytes() -> None:
-    parts = {0: _part(*(Fact("first_contact", ("r1",), NOW - 100, i / 7) for i in range(3000)))}
+    parts = {0: _part(*(fact("first_contact", ("r1",), NOW - 100, i / 7) for i in range(3000)))}
     publisher = PartialsPublisher(4)
     sent = [m for m in publisher.round(parts, parts[0].clock, NOW) if m is not None]
     assert max(len(value) for _, value, _ in sent) > 1_000
@@ -487,7 +487,7 @@ def test_full_rounds_come_a_partition_at_a_time_each_within_the_period() -> None
 
 
 def test_a_round_sends_in_full_only_the_partitions_asked() -> None:
-    parts = {p: _part(Fact("attempt", (f"r{p}", "call"), NOW - 100 + p, 1.0)) for p in range(2)}
+    parts = {p: _part(fact("attempt", (f"r{p}", "call"), NOW - 100 + p, 1.0)) for p in range(2)}
     clock = parts[0].clock
     publisher = PartialsPublisher(4)
     _run_round(publisher, parts, clock, NOW, {})
@@ -498,7 +498,7 @@ def test_a_round_sends_in_full_only_the_partitions_asked() -> None:
 
 
 def test_partials_go_binary_and_compressed_and_earlier_json_ones_still_read() -> None:
-    part = _part(*(Fact("first_contact", ("r1",), NOW - 100, i / 7) for i in range(3000)))
+    part = _part(*(fact("first_contact", ("r1",), NOW - 100, i / 7) for i in range(3000)))
     [summary] = summaries(part, part.clock, NOW).values()
     sent = encode(summary)
     assert sent.startswith(partials.FORMAT)

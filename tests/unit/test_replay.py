@@ -12,10 +12,10 @@ import pytest
 
 from streamproc.cli import main
 from streamproc.config import Settings
-from streamproc.events import EventKind
+from streamproc.contract.events import EventKind
 from streamproc.exceptions import InvalidEvent
-from streamproc.progress import Progress
-from streamproc.replay import LineParser, replay
+from streamproc.tools.progress import Progress
+from streamproc.tools.replay import LineParser, replay
 
 NOW = 1_790_000_000.0
 AT = "2026-09-21T10:00:00Z"  # before NOW: never "in the future"

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from streamproc.events import EventKind
-from streamproc.outputs import Alert, DeadLetter, MetricMessage, series_key
-from streamproc.schemas import DIALECT, SCHEMA_FILES, write_schemas
+from streamproc.contract.events import EventKind
+from streamproc.contract.outputs import Alert, DeadLetter, MetricMessage, series_key
+from streamproc.contract.schemas import DIALECT, SCHEMA_FILES, write_schemas
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 AT = datetime(2024, 5, 6, 9, 30, tzinfo=UTC)

@@ -13,10 +13,10 @@ import orjson
 import pytest
 
 from streamproc.config import Settings
-from streamproc.events import EventKind, EventParser
+from streamproc.contract.events import EventKind, EventParser
 from streamproc.exceptions import InvalidEvent
-from streamproc.producer import run_simulation
-from streamproc.simulate import KINDS, LOST_REASONS, SalesTeam, SimEvent, history, rfc3339
+from streamproc.tools.sales_team import KINDS, LOST_REASONS, SalesTeam, SimEvent, history, rfc3339
+from streamproc.tools.simulate import run_simulation
 
 START = 1_700_000_000.0  # a fixed start: ids and times depend on it
 HOUR = 3600.0

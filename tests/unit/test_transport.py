@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streamproc.app import create_app
 from streamproc.config import Settings
-from streamproc.transport import FETCH_MAX_WAIT_MS
+from streamproc.kafka.app import create_app
+from streamproc.kafka.transport import FETCH_MAX_WAIT_MS
 
 
 async def test_the_consumer_does_not_hold_fetches_for_faust_s_1500_ms(tmp_path: Path) -> None:

@@ -11,11 +11,11 @@ import faust
 import pytest
 from faust.types import TP, Message
 
-from streamproc import transport
 from streamproc.config import Settings
-from streamproc.topics import topic_names
-from streamproc.topology import Topology
-from streamproc.transport import BatchRoute, ExactConsumer
+from streamproc.kafka import transport
+from streamproc.kafka.topics import topic_names
+from streamproc.kafka.transport import BatchRoute, ExactConsumer
+from streamproc.worker.topology import Topology
 
 EVENTS = TP("sales.lead-created", 0)
 PARTIALS = TP("streamproc-partials", 1)

@@ -10,8 +10,8 @@ import pytest
 from faust.types import TP, Message
 
 from streamproc.config import Settings
-from streamproc.lead import LeadState
-from streamproc.topology import Topology
+from streamproc.engine.lead import LeadState
+from streamproc.worker.topology import Topology
 
 
 def _lead_created(settings: Settings, lead_id: str, offset: int) -> Message:
@@ -50,10 +50,10 @@ async def test_leads_of_a_failed_write_go_with_the_next_one(
     monkeypatch.setattr(topology.lead_log, "write", write)
     first = [_lead_created(settings, "lead-1", 0)]
     with pytest.raises(ConnectionError):
-        await topology.handle_batch(first)
+        await topology.events.handle(first)
     assert acked == []
     # read again (the fetch loop seeks back), then the next events
-    await topology.handle_batch([_lead_created(settings, "lead-1", 0)])
-    await topology.handle_batch([_lead_created(settings, "lead-2", 1)])
+    await topology.events.handle([_lead_created(settings, "lead-1", 0)])
+    await topology.events.handle([_lead_created(settings, "lead-2", 1)])
     assert writes == [["lead-1"], ["lead-1"], ["lead-2"]]
     assert acked == [0, 1]

@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from streamproc.aggregates import PartitionAggregates
-from streamproc.facts import Fact
-from streamproc.windows import WindowClock
+from streamproc.engine.aggregates import PartitionAggregates
+from streamproc.engine.windows import WindowClock
+from tests.support.facts import fact
 
 UTC = ZoneInfo("UTC")
 NOW = datetime(2026, 3, 10, 12, 30, 15, tzinfo=UTC).timestamp()
@@ -22,7 +22,7 @@ def _count(part: PartitionAggregates, window: str, now: float) -> int:
 
 def _part_with(*times: float, zone: ZoneInfo = UTC, now: float = NOW) -> PartitionAggregates:
     part = PartitionAggregates(WindowClock(zone), now)
-    part.apply([Fact("created", ("r1", "s"), t, 1.0) for t in times], 1)
+    part.apply([fact("created", ("r1", "s"), t, 1.0) for t in times], 1)
     return part
 
 
@@ -88,7 +88,7 @@ def test_prune_drops_old_buckets_and_retraction_stays_symmetric() -> None:
     later = NOW + 3 * 3600
     part.prune(later)
     assert _count(part, "7d", later) == 1
-    part.apply([Fact("created", ("r1", "s"), old, 1.0)], -1)  # past retention: ignored
+    part.apply([fact("created", ("r1", "s"), old, 1.0)], -1)  # past retention: ignored
     assert _count(part, "7d", later) == 1
     assert min(part.windowed["created"][("r1", "s")].h.counts) >= 0
 

@@ -1,0 +1,250 @@
+"""The KPI engine: a batch of raw messages in, lead states and aggregates updated in memory.
+
+No Faust here: the topology feeds it batches and writes back the leads it changed. Per
+batch, each touched lead is derived once (old facts before, new facts after) and only the
+difference reaches the aggregates, so the cost per event stays small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from sys import intern
+from typing import NamedTuple
+
+from streamproc.config import Settings
+from streamproc.contract.events import (
+    ContactAttempted,
+    EmailOpened,
+    EventKind,
+    EventParser,
+    LeadCreated,
+)
+from streamproc.engine.aggregates import PartitionAggregates, fact_diff
+from streamproc.engine.facts import Fact, FactDeriver
+from streamproc.engine.lead import Attempt, Created, LeadState, Open, StageMove
+from streamproc.engine.windows import RETENTION_SECONDS, WindowClock
+from streamproc.exceptions import InvalidEvent
+
+SCAN_CHUNK = 2000  # leads scanned for eviction between two chances for the event loop
+DeadMark = tuple[str, int, int]  # (source topic, partition, offset) of a dead-lettered message
+
+__all__ = ["BatchResult", "DeadLetterItem", "DeadMark", "Engine", "RawMessage"]
+
+
+class RawMessage(NamedTuple):
+    kind: EventKind
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int | None
+
+
+class DeadLetterItem(NamedTuple):
+    message: RawMessage
+    reason: str
+
+
+@dataclass(slots=True)
+class BatchResult:
+    changed: list[LeadState] = field(default_factory=list)
+    dead_letters: list[DeadLetterItem] = field(default_factory=list)
+    # Messages dead-lettered in this batch (made durable with it)
+    dead_marks: list[DeadMark] = field(default_factory=list)
+    # (topic, outcome) -> count
+    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def count(self, topic: str, outcome: str) -> None:
+        key = (topic, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+
+def to_item(event: object) -> Created | Attempt | StageMove | Open:
+    """The compact, order-free record the lead state keeps of a validated event.
+
+    Labels (rep, channel, source, team, stage, reason) are interned: a few hundred distinct
+    values repeated over millions of kept events would otherwise each be a string of their own.
+    """
+    ts = event.ts  # type: ignore[attr-defined]
+    eid = event.event_id  # type: ignore[attr-defined]
+    if isinstance(event, ContactAttempted):
+        return Attempt(
+            ts, eid, intern(event.rep_id), intern(event.channel), event.connected, event.message_id
+        )
+    if isinstance(event, EmailOpened):
+        return Open(ts, eid, event.message_id, event.clicked)
+    if isinstance(event, LeadCreated):
+        return Created(
+            ts,
+            eid,
+            intern(event.rep_id),
+            intern(event.source),
+            intern(event.team_id),
+            event.existing_customer,
+            event.estimated_value,
+        )
+    reason = event.lost_reason  # type: ignore[attr-defined]
+    return StageMove(
+        ts,
+        eid,
+        intern(event.rep_id),  # type: ignore[attr-defined]
+        intern(event.to_stage),  # type: ignore[attr-defined]
+        event.deal_value,  # type: ignore[attr-defined]
+        event.win_probability,  # type: ignore[attr-defined]
+        None if reason is None else intern(reason),
+    )
+
+
+class Engine:
+    """Applies batches to the lead store and keeps one aggregate set per partition."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        leads: MutableMapping[str, LeadState],
+        deriver: FactDeriver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.leads = leads
+        self.parser = EventParser(settings)
+        self.deriver = deriver or FactDeriver(settings)
+        self.clock = WindowClock(settings.zone)
+        self.partitions: dict[int, PartitionAggregates] = {}
+        # Messages already dead-lettered (durable: see LeadLog), one mark per message: after
+        # a seek back, messages can be applied out of offset order, so a per-partition
+        # "highest offset" would pass over one not dead-lettered yet.
+        self.dead_marks: set[DeadMark] = set()
+
+    # --- batches -------------------------------------------------------------------------
+
+    def process(self, batch: Iterable[RawMessage], now: float) -> BatchResult:
+        result = BatchResult()
+        before: dict[str, list[Fact]] = {}  # re-derived lead -> its facts before this batch
+        changed: dict[str, LeadState] = {}
+        late_before = now - RETENTION_SECONDS
+        deriver = self.deriver
+        for msg in batch:
+            try:
+                event = self.parser.parse(msg.kind, msg.key, msg.value, now)
+            except InvalidEvent as exc:
+                result.count(msg.topic, "invalid")
+                self._dead_letter(msg, exc.reason, result)
+                continue
+            lead_id = event.lead_id
+            lead = self.leads.get(lead_id)
+            if lead is None:
+                lead = self.leads[lead_id] = LeadState(lead_id, msg.partition, first_seen=now)
+                before[lead_id] = []
+            elif lead.has(event.event_id):
+                result.count(msg.topic, "duplicate")
+                if lead_id not in changed:
+                    lead.pack()  # unpacked by ``has`` only
+                continue
+            item = to_item(event)
+            if lead_id not in before and deriver.affects(lead, item):
+                before[lead_id] = deriver.facts(lead)
+            lead.append(item)  # new: ``has`` said so
+            self.aggregates(lead.partition, now).apply(deriver.event_facts(item), 1)
+            changed[lead_id] = lead
+            result.count(msg.topic, "late" if event.ts < late_before else "processed")
+        for lead_id, old in before.items():
+            lead = changed[lead_id]
+            retract, add = fact_diff(old, deriver.facts(lead))
+            part = self.aggregates(lead.partition, now)
+            part.apply(retract, -1)
+            part.apply(add, 1)
+        result.changed.extend(changed.values())
+        return result
+
+    def _dead_letter(self, msg: RawMessage, reason: str, result: BatchResult) -> None:
+        """Once per message: a replay after a crash does not dead-letter it again."""
+        mark = (msg.topic, msg.partition, msg.offset)
+        if mark in self.dead_marks:
+            return
+        self.dead_marks.add(mark)
+        result.dead_marks.append(mark)
+        result.dead_letters.append(DeadLetterItem(msg, reason))
+
+    # --- partitions ----------------------------------------------------------------------
+
+    def aggregates(self, partition: int, now: float) -> PartitionAggregates:
+        part = self.partitions.get(partition)
+        if part is None:
+            part = self.partitions[partition] = PartitionAggregates(self.clock, now)
+        return part
+
+    def rebuild(self, partitions: Iterable[int], now: float) -> int:
+        """Derive the aggregates of newly owned partitions from their recovered leads."""
+        wanted = {p for p in partitions if p not in self.partitions}
+        if not wanted:
+            return 0
+        built = 0
+        for lead in self.leads.values():
+            if lead.partition in wanted:
+                with lead.reading():
+                    facts = self.deriver.all_facts(lead)
+                self.aggregates(lead.partition, now).apply(facts, 1)
+                built += 1
+        for p in wanted:
+            self.aggregates(p, now)
+        return built
+
+    def keep_only(self, partitions: Iterable[int]) -> list[str]:
+        """Forget partitions this worker no longer owns; returns the lead ids dropped."""
+        keep = set(partitions)
+        for p in [p for p in self.partitions if p not in keep]:
+            del self.partitions[p]
+        self.dead_marks = {mark for mark in self.dead_marks if mark[1] in keep}
+        gone = [lid for lid, lead in self.leads.items() if lead.partition not in keep]
+        for lead_id in gone:
+            del self.leads[lead_id]
+        return gone
+
+    def prune(self, now: float) -> None:
+        for _ in self.prune_in_steps(now):
+            pass
+
+    def prune_in_steps(self, now: float) -> Iterator[None]:
+        """Prune the partitions' windows one partition per step (between steps the caller
+        may let the event loop run)."""
+        for part in list(self.partitions.values()):
+            part.prune(now)
+            yield None
+
+    def eviction_candidates(self, now: float) -> Iterator[str | None]:
+        """Ids of the leads whose events are all past retention (``evict`` decides), with a
+        None after every ``SCAN_CHUNK`` leads scanned: there the caller may let the event
+        loop run (a scan took 136 ms at 30,000 leads)."""
+        cutoff = now - RETENTION_SECONDS
+        for i, lead in enumerate(list(self.leads.values()), 1):
+            if lead.last_ts < cutoff:
+                yield lead.lead_id
+            if i % SCAN_CHUNK == 0:
+                yield None
+
+    def evict(self, now: float, candidates: Iterable[str | None] | None = None) -> list[LeadState]:
+        """Forget leads that can no longer change a KPI: every event past retention and no
+        live fact (not waiting, no open deal), or live but silent for the open-lead
+        retention (stale: it leaves the live gauges). Returns them, for the changelog.
+        ``candidates``: the leads to look at (``eviction_candidates``), default all."""
+        cutoff = now - RETENTION_SECONDS
+        stale = now - self.settings.open_lead_retention_days * 86400
+        gone = []
+        if candidates is None:
+            candidates = list(self.leads)
+        for lead_id in candidates:
+            lead = self.leads.get(lead_id) if lead_id is not None else None
+            if lead is None or lead.last_ts >= cutoff:
+                continue
+            with lead.reading():
+                facts = self.deriver.all_facts(lead)
+            if lead.last_ts >= stale and any(f[2] is None for f in facts):
+                continue
+            part = self.partitions.get(lead.partition)
+            if part is not None:
+                part.apply(facts, -1)  # its live facts; the windowed ones are past retention
+            del self.leads[lead.lead_id]
+            gone.append(lead)
+        return gone

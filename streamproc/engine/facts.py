@@ -1,0 +1,240 @@
+"""Derived facts: what one lead's state contributes to the aggregates.
+
+A fact is ``(family, labels, t, value)``: ``t`` is the event time of the window it lands in
+(``None`` for live facts, which hold while the lead is in that state). Facts are a pure
+function of the lead state, so an aggregate can retract a lead's old facts and add its new
+ones whenever the lead changes: that is what makes late and out-of-order events exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from streamproc.config import Settings
+from streamproc.engine.lead import Attempt, Created, LeadState, Open, StageMove
+
+__all__ = ["FAMILIES", "Fact", "FactDeriver", "Family", "due_wall_clock"]
+
+
+Fact = tuple[str, tuple[str, ...], float | None, float]
+"""``(family, labels, t, value)``: ``t`` is the event time of the window the fact lands in
+(None for a live fact), ``value`` its number (1.0 for most: then it only counts). A plain
+tuple: the deriver makes millions, and a NamedTuple costs more to build."""
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A kind of fact: the names of its labels (in order), whether it is live (``t`` is None:
+    it holds while the lead is in that state) and whether its individual values are kept
+    (for quantiles, minima and deadlines; the others keep counts and totals only)."""
+
+    labels: tuple[str, ...]
+    meaning: str
+    live: bool = False
+    values: bool = False
+
+
+# Every fact family the deriver emits. A new family is declared here and derived below; the
+# KPI catalogue (``streamproc.kpis.catalogue``) reads families by these names.
+FAMILIES: Mapping[str, Family] = {
+    "created": Family(("rep", "source"), "a lead created, at its creation"),
+    "first_contact": Family(
+        ("rep",), "a lead's first contact attempt; value: seconds since creation", values=True
+    ),
+    "first_contact_in_sla": Family(("rep",), "a first contact made within the SLA"),
+    "attempt": Family(("rep", "channel"), "a contact attempt"),
+    "connect": Family(("rep", "channel"), "a contact attempt that connected"),
+    "active": Family(("rep",), "a rep's event of any kind (who was active in a window)"),
+    "stage_entry": Family(("stage",), "a deal entering a stage"),
+    "stage_exit": Family(
+        ("stage",), "a deal leaving a stage, at the next move; value: seconds in it", values=True
+    ),
+    "stage_forward": Family(("stage",), "a stage exit that moved forward"),
+    "won": Family(("rep", "source"), "a deal closed won, by the closing rep"),
+    "won_src": Family(("source",), "a deal closed won, by the lead's source"),
+    "won_value": Family(("rep",), "a deal closed won; value: its deal value"),
+    "won_existing": Family((), "a deal closed won from an existing customer"),
+    "lost": Family(("rep", "reason"), "a deal closed lost"),
+    "lost_src": Family(("source",), "a deal closed lost, by the lead's source"),
+    "email_sent": Family(("rep",), "an email sent, at its send time"),
+    "email_opened": Family(("rep",), "an email sent and opened, at its send time"),
+    "email_clicked": Family(("rep",), "an email sent and clicked, at its send time"),
+    "awaiting": Family(("rep", "source"), "a lead waiting for its first contact", live=True),
+    "awaiting_since": Family(
+        ("rep",), "a waiting lead; value: its creation time", live=True, values=True
+    ),
+    "awaiting_risk": Family(
+        ("rep",), "a waiting lead; value: when it becomes at risk", live=True, values=True
+    ),
+    "awaiting_due": Family(
+        ("rep",), "a waiting lead; value: when its SLA passes", live=True, values=True
+    ),
+    "pipeline_value": Family(("rep", "stage"), "an open deal; value: its deal value", live=True),
+    "forecast_value": Family(
+        ("rep",), "an open deal; value: deal value x win probability", live=True
+    ),
+}
+
+
+# (created_ts, sla_seconds, team, fraction) -> the instant that fraction of the SLA has run.
+DueFunction = Callable[[float, float, str, float], float]
+
+
+def due_wall_clock(created_ts: float, sla: float, team: str, fraction: float) -> float:
+    """Without business hours the SLA clock is the wall clock."""
+    return created_ts + sla * fraction
+
+
+class FactDeriver:
+    """Turns a lead state into its facts, by the pipeline and SLA settings."""
+
+    def __init__(self, settings: Settings, due: DueFunction = due_wall_clock) -> None:
+        self.settings = settings
+        self.due = due
+        self._rank = {stage: i for i, stage in enumerate(settings.stages)}
+        self._won = settings.won_stage
+        self._lost = settings.lost_stage
+
+    @staticmethod
+    def event_facts(item: Created | Attempt | StageMove | Open) -> list[Fact]:
+        """Facts of one event alone: they never change when other events of the lead arrive,
+        so they are added once, not re-derived (most of the facts, and the cheap path)."""
+        if isinstance(item, Attempt):
+            labels = (item.rep, item.channel)
+            out: list[Fact] = [
+                ("attempt", labels, item.ts, 1.0),
+                ("active", (item.rep,), item.ts, 1.0),
+            ]
+            if item.connected:
+                out.append(("connect", labels, item.ts, 1.0))
+            return out
+        if isinstance(item, StageMove):
+            return [
+                ("active", (item.rep,), item.ts, 1.0),
+                ("stage_entry", (item.to_stage,), item.ts, 1.0),
+            ]
+        if isinstance(item, Created):
+            return [("active", (item.rep,), item.ts, 1.0)]
+        return []
+
+    @staticmethod
+    def affects(lead: LeadState, item: Created | Attempt | StageMove | Open) -> bool:
+        """Whether applying ``item`` can change ``facts(lead)`` (False: skip re-deriving).
+
+        A later, non-email attempt changes neither the first contact nor the emails, and an
+        open of an email not sent (yet) joins nothing: the two most common events."""
+        if isinstance(item, Attempt):
+            if item.channel == "email":
+                return True
+            first = lead.first_attempt()
+            return first is None or item < first
+        if isinstance(item, Open):
+            return any(a.message_id == item.message_id for a in lead.attempts)
+        return True
+
+    def facts(self, lead: LeadState) -> list[Fact]:
+        """Facts that depend on several events of the lead: re-derived when it changes."""
+        out: list[Fact] = []
+        source = lead.source
+        self._speed_to_lead(lead, source, out)
+        self._pipeline(lead, source, out)
+        self._email(lead, out)
+        return out
+
+    def all_facts(self, lead: LeadState) -> list[Fact]:
+        out = self.facts(lead)
+        for group in (lead.created, lead.attempts, lead.stages):
+            for item in group:
+                out.extend(self.event_facts(item))
+        return out
+
+    # --- families ----------------------------------------------------------------------
+
+    def _speed_to_lead(self, lead: LeadState, source: str, out: list[Fact]) -> None:
+        creation = lead.creation
+        if creation is None:
+            return
+        out.append(("created", (creation.rep, source), creation.ts, 1.0))
+        sla = self.settings.sla_for(source)
+        first = lead.first_attempt()
+        if first is not None:
+            response = max(0.0, first.ts - creation.ts)
+            out.append(("first_contact", (first.rep,), first.ts, response))
+            if response <= sla:
+                out.append(("first_contact_in_sla", (first.rep,), first.ts, 1.0))
+            return
+        history = lead.stages
+        if history and max(history).to_stage in (self._won, self._lost):
+            return  # closed without contact: nobody is waiting on it any more
+        owner = creation.rep
+        team = creation.team
+        out.append(("awaiting", (owner, source), None, 1.0))
+        out.append(("awaiting_since", (owner,), None, creation.ts))
+        risk = self.settings.at_risk_fraction
+        out.append(("awaiting_risk", (owner,), None, self.due(creation.ts, sla, team, risk)))
+        out.append(("awaiting_due", (owner,), None, self.due(creation.ts, sla, team, 1.0)))
+
+    def _pipeline(self, lead: LeadState, source: str, out: list[Fact]) -> None:
+        history = lead.stage_history()
+        if not history:
+            return
+        existing = bool(lead.creation and lead.creation.existing)
+        value = self._deal_value(lead, history)
+        for i, move in enumerate(history):
+            if i + 1 < len(history):
+                self._stage_exit(move, history[i + 1], out)
+            if move.to_stage == self._won:
+                out.append(("won", (move.rep, source), move.ts, 1.0))
+                out.append(("won_src", (source,), move.ts, 1.0))
+                out.append(("won_value", (move.rep,), move.ts, value))
+                if existing:
+                    out.append(("won_existing", (), move.ts, 1.0))
+            elif move.to_stage == self._lost:
+                reason = move.lost_reason or "unknown"
+                out.append(("lost", (move.rep, reason), move.ts, 1.0))
+                out.append(("lost_src", (source,), move.ts, 1.0))
+        current = history[-1]
+        if current.to_stage in (self._won, self._lost):
+            return
+        probability = current.probability
+        if probability is None:
+            probability = self.settings.default_probability(current.to_stage)
+        owner = lead.owner
+        out.append(("pipeline_value", (owner, current.to_stage), None, value))
+        out.append(("forecast_value", (owner,), None, value * probability))
+
+    def _stage_exit(self, move: StageMove, nxt: StageMove, out: list[Fact]) -> None:
+        stage = move.to_stage
+        out.append(("stage_exit", (stage,), nxt.ts, nxt.ts - move.ts))
+        target = nxt.to_stage
+        forward = target != self._lost and self._rank.get(target, -1) > self._rank.get(stage, -1)
+        if forward:
+            out.append(("stage_forward", (stage,), nxt.ts, 1.0))
+
+    @staticmethod
+    def _deal_value(lead: LeadState, history: list[StageMove]) -> float:
+        for move in reversed(history):
+            if move.deal_value is not None:
+                return float(move.deal_value)
+        creation = lead.creation
+        if creation is not None and creation.estimated_value is not None:
+            return float(creation.estimated_value)
+        return 0.0
+
+    def _email(self, lead: LeadState, out: list[Fact]) -> None:
+        sends = [a for a in lead.attempts if a.channel == "email" and a.message_id]
+        if not sends:
+            return
+        opened: set[str] = set()
+        clicked: set[str] = set()
+        for o in lead.opens:
+            opened.add(o.message_id)
+            if o.clicked:
+                clicked.add(o.message_id)
+        for a in sends:
+            out.append(("email_sent", (a.rep,), a.ts, 1.0))
+            if a.message_id in opened:
+                out.append(("email_opened", (a.rep,), a.ts, 1.0))
+            if a.message_id in clicked:
+                out.append(("email_clicked", (a.rep,), a.ts, 1.0))

@@ -1,0 +1,82 @@
+"""Creates the Faust app with the settings that make it fast to join and safe to rebalance,
+and types what the worker uses of it where Faust's own types fall short."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any, TypeAlias
+
+import faust
+
+from streamproc.config import Settings
+from streamproc.kafka.transport import install as install_transport
+
+__all__ = ["Table", "connect", "create_app", "store_of", "take_events"]
+
+Table: TypeAlias = "faust.types.TableT[bytes, bytes]"
+"""A table of raw bytes: the worker serializes its own values."""
+
+
+def create_app(settings: Settings) -> faust.App:
+    install_transport(idempotent_producer=settings.producer_idempotence)
+    # Other workers call this URL (/kpis fan-out): a wildcard bind is reached by host name.
+    wildcard = settings.web_host in ("0.0.0.0", "::")
+    host = socket.gethostname() if wildcard else settings.web_host
+    return faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        store="memory://",
+        datadir=str(settings.data_dir),
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        # Memory tables replay their changelog on every assignment: standbys buy nothing.
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest",
+        # tansu (and small clusters) join in seconds with these instead of Faust's 60 s.
+        broker_session_timeout=10,
+        broker_heartbeat_interval=1,
+        broker_rebalance_timeout=5,
+        broker_request_timeout=30,
+        # Commit often: less to replay after a crash (replays are idempotent anyway).
+        broker_commit_interval=0.5,
+        # aiokafka hands out everything it has prefetched in one getmany, each record then
+        # an object (~140k of them, ~50 MiB, when a worker catches up a backlog); bounded,
+        # the rest waits as the compact fetch response.
+        broker_max_poll_records=settings.batch_size,
+        producer_linger=0.005,
+        # A changelog write is one batch per partition (streamproc.kafka.batch_send); aiokafka
+        # sends one batch per partition at a time, so Faust's 16 KiB would make a write of
+        # 2,000 leads (~1 KiB each) ~30 broker round trips one after the other.
+        producer_max_batch_size=512 * 1024,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 2),
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=host,
+        canonical_url=f"http://{host}:{settings.web_port}",
+        web_in_thread=False,
+        topic_allow_declare=True,
+    )
+
+
+def store_of(table: Table) -> MutableMapping[Any, Any]:
+    """The dict a memory-store table keeps its keys in: the worker reads and fills it
+    itself (decoded leads, partials), changelogging what it writes."""
+    return table.data.data  # type: ignore[attr-defined, no-any-return]  # not on TableT
+
+
+def connect(signal: Any, handler: Callable[..., Awaitable[None]]) -> None:
+    """``signal.connect(handler)``: mode types handlers with ``mypy_extensions.VarArg``,
+    which no function satisfies, so the signal is taken as Any here."""
+    signal.connect(handler)
+
+
+def take_events(
+    stream: faust.StreamT[Any], size: int, within: float
+) -> AsyncIterator[list[faust.EventT[Any]]]:
+    """``stream.take_events``: an agent gets a ``Stream``, whose ``StreamT`` type lacks it."""
+    return stream.take_events(size, within=within)  # type: ignore[attr-defined, no-any-return]

@@ -1,0 +1,400 @@
+"""The KPI catalogue: every metric of the contract, declared once.
+
+A KPI is one ``Kpi`` row: its name, the labels of its series, how its value is computed
+from fact families (``Kind`` and ``reads``), which owner key exports it whole, its metric
+topic and its help text. Everything else reads the rows: the split and whole samples
+(``compute``), the partials' routing (a family goes to the owner of every KPI that reads
+it), the Prometheus exposition, the metric topics, Redis, ``/kpis`` and ``docs/metrics.md``.
+
+Adding a ratio, count, sum, mean or quantile over facts the engine already derives is one
+row here. A KPI's labels must be labels of every family it reads (facts of a family with
+more labels are added up), and its owner label one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from streamproc.engine.facts import FAMILIES
+
+__all__ = [
+    "CATALOGUE",
+    "GLOBAL",
+    "KPIS",
+    "QUANTILES",
+    "SUMMARY_FAMILIES",
+    "Kind",
+    "Kpi",
+    "kpi",
+    "owner_keys",
+]
+
+QUANTILES = (0.5, 0.9)
+GLOBAL = "global"  # the owner of series that no label divides (one for the whole team)
+
+
+class Kind(StrEnum):
+    """How a KPI's value comes from the fact families it reads (``Kpi.reads``)."""
+
+    COUNT = "count"
+    """How many facts of ``reads[0]``: split (every worker exports its share)."""
+    SUM = "sum"
+    """The sum of the values of ``reads[0]``: split."""
+    RATIO = "ratio"
+    """Facts of ``reads[0]`` / facts of ``reads[1:]`` added up; not exported while 0."""
+    MEAN = "mean"
+    """The mean of the values of ``reads[0]``."""
+    QUANTILES = "quantiles"
+    """Quantiles (``QUANTILES``) of the values of ``reads[0]``, label ``quantile``."""
+    DEADLINES_PASSED = "deadlines_passed"
+    """Live: values (deadlines) of ``reads[0]`` passed by now, minus those of ``reads[1:]``
+    passed: split."""
+    OLDEST_AGE = "oldest_age"
+    """Live: now minus the smallest value (a time) of ``reads[0]``; 0 when none."""
+    PER_DISTINCT = "per_distinct"
+    """The sum of the values of ``reads[0]`` / the distinct series of ``reads[1]``."""
+    TARGET_RATIO = "target_ratio"
+    """Live: facts of ``reads[0]`` today / the label's daily target (where one is set)."""
+
+
+_SPLIT = frozenset({Kind.COUNT, Kind.SUM, Kind.DEADLINES_PASSED})
+_LIVE = frozenset({Kind.DEADLINES_PASSED, Kind.OLDEST_AGE, Kind.TARGET_RATIO})
+
+
+@dataclass(frozen=True, slots=True)
+class Kpi:
+    """One metric of the catalogue."""
+
+    name: str
+    kind: Kind
+    reads: tuple[str, ...]
+    labels: tuple[str, ...]
+    owner: str  # the label whose value names the owner key, or GLOBAL
+    topic: str  # the metric topic family: sales.metrics.<topic>
+    help: str
+    windowed: bool = True
+
+    @property
+    def split(self) -> bool:
+        """Counts and sums: each worker exports its own partitions' share (``sum by``)."""
+        return self.kind in _SPLIT
+
+    @property
+    def series_labels(self) -> tuple[str, ...]:
+        """The labels of its series, ``quantile`` included (``window`` not)."""
+        return (*self.labels, "quantile") if self.kind is Kind.QUANTILES else self.labels
+
+    @property
+    def needs_values(self) -> bool:
+        return self.kind in (Kind.QUANTILES, Kind.DEADLINES_PASSED, Kind.OLDEST_AGE)
+
+    def owner_key(self, labels: Mapping[str, str]) -> str:
+        """The aggregation key whose owner exports this series whole."""
+        return GLOBAL if self.owner == GLOBAL else f"{self.owner}:{labels[self.owner]}"
+
+
+def _k(
+    name: str,
+    kind: Kind,
+    reads: str,
+    labels: str,
+    owner: str,
+    topic: str,
+    help_: str,
+    *,
+    windowed: bool = True,
+) -> Kpi:
+    return Kpi(
+        name, kind, tuple(reads.split()), tuple(labels.split()), owner, topic, help_, windowed
+    )
+
+
+_RT, _ACT, _PIPE, _EMAIL = "response-time", "activity", "pipeline", "email"
+C, S, R, M, Q = Kind.COUNT, Kind.SUM, Kind.RATIO, Kind.MEAN, Kind.QUANTILES
+
+CATALOGUE: tuple[Kpi, ...] = (
+    # speed to lead
+    _k("sales_leads_created", C, "created", "rep source", "rep", _RT, "Leads created"),
+    _k(
+        "sales_first_contacts",
+        C,
+        "first_contact",
+        "rep",
+        "rep",
+        _RT,
+        "Leads whose first contact attempt fell in the window",
+    ),
+    _k(
+        "sales_response_time_seconds",
+        Q,
+        "first_contact",
+        "rep",
+        "rep",
+        _RT,
+        "Lead created to first contact attempt, quantiles",
+    ),
+    _k(
+        "sales_response_time_avg_seconds",
+        M,
+        "first_contact",
+        "rep",
+        "rep",
+        _RT,
+        "Lead created to first contact attempt, mean",
+    ),
+    _k(
+        "sales_responded_within_sla_ratio",
+        R,
+        "first_contact_in_sla first_contact",
+        "rep",
+        "rep",
+        _RT,
+        "Share of first contacts made within the SLA",
+    ),
+    _k(
+        "sales_leads_awaiting_contact",
+        C,
+        "awaiting",
+        "rep source",
+        "rep",
+        _RT,
+        "Leads with no contact attempt yet",
+        windowed=False,
+    ),
+    _k(
+        "sales_leads_awaiting_contact_at_risk",
+        Kind.DEADLINES_PASSED,
+        "awaiting_risk awaiting_due",
+        "rep",
+        "rep",
+        _RT,
+        "Waiting leads past the at-risk share of their SLA, not past it",
+        windowed=False,
+    ),
+    _k(
+        "sales_leads_awaiting_contact_over_sla",
+        Kind.DEADLINES_PASSED,
+        "awaiting_due",
+        "rep",
+        "rep",
+        _RT,
+        "Waiting leads past their SLA",
+        windowed=False,
+    ),
+    _k(
+        "sales_oldest_awaiting_contact_seconds",
+        Kind.OLDEST_AGE,
+        "awaiting_since",
+        "rep",
+        "rep",
+        _RT,
+        "Age of the oldest lead still waiting for contact",
+        windowed=False,
+    ),
+    # activity
+    _k("sales_contact_attempts", C, "attempt", "rep channel", "rep", _ACT, "Contact attempts"),
+    _k(
+        "sales_contact_connects",
+        C,
+        "connect",
+        "rep channel",
+        "rep",
+        _ACT,
+        "Contact attempts that connected",
+    ),
+    _k(
+        "sales_connect_ratio",
+        R,
+        "connect attempt",
+        "rep channel",
+        "rep",
+        _ACT,
+        "Connects / attempts",
+    ),
+    _k(
+        "sales_activity_target_ratio",
+        Kind.TARGET_RATIO,
+        "attempt",
+        "rep",
+        "rep",
+        _ACT,
+        "Attempts today / the rep's daily target",
+        windowed=False,
+    ),
+    # pipeline and deals
+    _k(
+        "sales_stage_entries",
+        C,
+        "stage_entry",
+        "stage",
+        "stage",
+        _PIPE,
+        "Deals that entered the stage",
+    ),
+    _k(
+        "sales_stage_conversion_ratio",
+        R,
+        "stage_forward stage_exit",
+        "stage",
+        "stage",
+        _PIPE,
+        "Of the deals that left the stage, the share that moved forward",
+    ),
+    _k(
+        "sales_stage_dwell_seconds",
+        Q,
+        "stage_exit",
+        "stage",
+        "stage",
+        _PIPE,
+        "Time spent in the stage by the deals that left it",
+    ),
+    _k("sales_deals_won", C, "won", "rep source", "rep", _PIPE, "Deals closed won"),
+    _k("sales_revenue_won", S, "won_value", "rep", "rep", _PIPE, "Sum of deal_value of won deals"),
+    _k("sales_deals_lost", C, "lost", "rep reason", "rep", _PIPE, "Deals closed lost"),
+    _k(
+        "sales_win_ratio",
+        R,
+        "won_src won_src lost_src",
+        "source",
+        "source",
+        _PIPE,
+        "Won / (won + lost) of the deals closed in the window, by lead source",
+    ),
+    _k(
+        "sales_revenue_per_rep",
+        Kind.PER_DISTINCT,
+        "won_value active",
+        "",
+        GLOBAL,
+        _PIPE,
+        "Revenue won / reps with any event in the window",
+    ),
+    _k(
+        "sales_upsell_ratio",
+        R,
+        "won_existing won_src",
+        "",
+        GLOBAL,
+        _PIPE,
+        "Share of deals won from existing customers",
+    ),
+    _k(
+        "sales_open_pipeline_value",
+        S,
+        "pipeline_value",
+        "rep stage",
+        "rep",
+        _PIPE,
+        "Sum of deal_value over open deals",
+        windowed=False,
+    ),
+    _k(
+        "sales_forecast_value",
+        S,
+        "forecast_value",
+        "rep",
+        "rep",
+        _PIPE,
+        "Sum of deal_value x win probability over open deals",
+        windowed=False,
+    ),
+    # email
+    _k("sales_emails_sent", C, "email_sent", "rep", "rep", _EMAIL, "Emails sent"),
+    _k(
+        "sales_emails_opened",
+        C,
+        "email_opened",
+        "rep",
+        "rep",
+        _EMAIL,
+        "Of the emails sent in the window, those opened so far",
+    ),
+    _k(
+        "sales_emails_clicked",
+        C,
+        "email_clicked",
+        "rep",
+        "rep",
+        _EMAIL,
+        "Of the emails sent in the window, those clicked so far",
+    ),
+    _k(
+        "sales_email_open_ratio",
+        R,
+        "email_opened email_sent",
+        "rep",
+        "rep",
+        _EMAIL,
+        "Opened / sent",
+    ),
+    _k(
+        "sales_email_click_ratio",
+        R,
+        "email_clicked email_sent",
+        "rep",
+        "rep",
+        _EMAIL,
+        "Clicked / sent",
+    ),
+)
+KPIS: Mapping[str, Kpi] = {k.name: k for k in CATALOGUE}
+
+
+def kpi(name: str) -> Kpi:
+    return KPIS[name]
+
+
+def _check(entry: Kpi) -> None:
+    """A row that cannot be computed fails at import, naming itself."""
+    if not entry.reads:
+        raise ValueError(f"{entry.name}: reads no fact family")
+    for name in entry.reads:
+        family = FAMILIES.get(name)
+        if family is None:
+            raise ValueError(f"{entry.name}: unknown fact family {name!r}")
+        missing = set(entry.labels) - set(family.labels)
+        if missing:
+            raise ValueError(f"{entry.name}: {name} has no label {sorted(missing)}")
+        if entry.owner != GLOBAL and entry.owner not in family.labels:
+            raise ValueError(f"{entry.name}: {name} has no owner label {entry.owner!r}")
+        if family.live == entry.windowed and entry.kind is not Kind.TARGET_RATIO:
+            raise ValueError(f"{entry.name}: windowed and live facts do not mix ({name})")
+    if entry.owner != GLOBAL and entry.owner not in entry.labels:
+        raise ValueError(f"{entry.name}: owner {entry.owner!r} is not one of its labels")
+    if entry.kind in _LIVE and entry.windowed:
+        raise ValueError(f"{entry.name}: a {entry.kind} KPI is live, not windowed")
+
+
+for _entry in CATALOGUE:
+    _check(_entry)
+
+
+def _routes() -> dict[str, tuple[str, ...]]:
+    """Family -> the owner kinds its partials go to: those of the KPIs that read it."""
+    routes: dict[str, set[str]] = {}
+    for entry in CATALOGUE:
+        for family in entry.reads:
+            routes.setdefault(family, set()).add(entry.owner)
+    return {family: tuple(sorted(owners)) for family, owners in routes.items()}
+
+
+ROUTES = _routes()
+SUMMARY_FAMILIES = tuple(sorted(ROUTES))
+# family -> (owner kind, position of the owner label in the family's labels; -1: global)
+_OWNER_POSITIONS = {
+    family: tuple(
+        (owner, -1 if owner == GLOBAL else FAMILIES[family].labels.index(owner)) for owner in owners
+    )
+    for family, owners in ROUTES.items()
+}
+
+
+def owner_keys(family: str, labels: tuple[str, ...]) -> list[str]:
+    """The owner keys a family's series feeds (its partials go to each of them)."""
+    return [
+        GLOBAL if pos < 0 else f"{owner}:{labels[pos]}"
+        for owner, pos in _OWNER_POSITIONS.get(family, ())
+    ]

@@ -1,0 +1,131 @@
+"""The worker's HTTP routes: /metrics, /healthz, /readyz and /kpis, on a small protocol
+(``Served``) that the worker's topology implements."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiohttp
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from streamproc.kpis.compute import Sample
+
+PEER_TIMEOUT_SECONDS = 3.0
+
+__all__ = ["Served", "register_routes"]
+
+
+class Served(Protocol):
+    """What the routes read of a worker."""
+
+    @property
+    def serving(self) -> bool:
+        """Recovered and not rebalancing: its KPIs are complete."""
+
+    def active_partitions(self) -> set[int]:
+        """The input partitions it owns."""
+
+    def sink_status(self) -> list[dict[str, object]]:
+        """Each sink's health (Redis, metric topics), for /readyz details."""
+
+    async def render_metrics(self) -> bytes:
+        """The /metrics body."""
+
+    def owned_samples(self, now: float) -> list[Sample]:
+        """Every series it owns, whole."""
+
+
+def register_routes(app: faust.App, topology: Served) -> None:
+
+    @app.page("/metrics")
+    async def metrics(web: View, request: Request) -> Response:
+        body = await topology.render_metrics()
+        return web.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/healthz")
+    async def healthz(web: View, request: Request) -> Response:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: View, request: Request) -> Response:
+        ready = topology.serving
+        body: dict[str, Any] = {
+            "ready": ready,
+            "rebalancing": bool(app.rebalancing),
+            # The input partitions this worker owns: a group is settled when the ready
+            # workers' lists split the partitions between them.
+            "partitions": sorted(topology.active_partitions()),
+            # Redis and the metric topics degrade without stopping the KPIs: details only.
+            "sinks": topology.sink_status(),
+        }
+        return web.json(body, status=200 if ready else 503)
+
+    @app.page("/kpis")
+    async def kpis(web: View, request: Request) -> Response:
+        query = dict(request.query)
+        local = query.pop("local", None) is not None
+        rows = [
+            row for row in map(kpi_row, topology.owned_samples(time.time())) if matches(row, query)
+        ]
+        if local:
+            return web.json({"kpis": rows})
+        body = await fan_out(app, rows, query)
+        return web.json(body)
+
+
+def kpi_row(sample: Sample) -> dict[str, Any]:
+    bounds = sample.window
+    return {
+        "metric": sample.metric,
+        "labels": sample.labels,
+        "window": bounds.name if bounds else None,
+        "window_start": _iso(bounds.start) if bounds else None,
+        "window_end": _iso(bounds.end) if bounds else None,
+        "value": sample.value,
+    }
+
+
+def matches(row: dict[str, Any], query: dict[str, str]) -> bool:
+    """``metric``, ``window`` and any label must equal the query's value."""
+    for key, wanted in query.items():
+        value = row[key] if key in ("metric", "window") else row["labels"].get(key)
+        if value != wanted:
+            return False
+    return True
+
+
+async def fan_out(
+    app: faust.App, rows: list[dict[str, Any]], query: dict[str, str]
+) -> dict[str, Any]:
+    """Every series is owned by exactly one worker: ask the others for theirs and merge."""
+    own = str(app.conf.canonical_url).rstrip("/")
+    peers = sorted({str(url).rstrip("/") for url in app.router.tables_metadata()} - {own})
+    errors: list[str] = []
+    results = await asyncio.gather(
+        *(_peer(app, url, query) for url in peers), return_exceptions=True
+    )
+    for url, result in zip(peers, results, strict=True):
+        if isinstance(result, BaseException):
+            errors.append(f"{url}: {result!r}")
+        else:
+            rows.extend(result)
+    rows.sort(key=lambda r: (r["metric"], sorted(r["labels"].items()), r["window"] or ""))
+    return {"kpis": rows, "workers": 1 + len(peers), "complete": not errors, "errors": errors}
+
+
+async def _peer(app: faust.App, url: str, query: dict[str, str]) -> list[dict[str, Any]]:
+    params = {**query, "local": "1"}
+    timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_SECONDS)
+    async with app.http_client.get(f"{url}/kpis", params=params, timeout=timeout) as r:
+        r.raise_for_status()
+        body = await r.json()
+    return list(body["kpis"])
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()

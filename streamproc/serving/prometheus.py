@@ -1,0 +1,144 @@
+"""Every Prometheus metric of the worker, declared in one place on a registry passed in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streamproc.kpis.catalogue import CATALOGUE, Kind
+from streamproc.kpis.compute import Sample
+
+__all__ = ["PROCESSOR_METRICS", "LagCollector", "OwnMetric", "ProcessorMetrics", "kpi_exposition"]
+
+CHUNK_SAMPLES = 200  # ~1 ms of formatting
+DELAY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnMetric:
+    """One of the processor's own metrics, as exposed (``name``) and declared (``base``)."""
+
+    name: str
+    type: str
+    labels: tuple[str, ...]
+    help: str
+
+    @property
+    def base(self) -> str:
+        return self.name.removesuffix("_total") if self.type == "counter" else self.name
+
+
+PROCESSOR_METRICS = (
+    OwnMetric(
+        "streamproc_events_total",
+        "counter",
+        ("topic", "outcome"),
+        "Input messages by outcome: processed, invalid, duplicate, late",
+    ),
+    OwnMetric(
+        "streamproc_event_delay_seconds",
+        "histogram",
+        (),
+        "From a message's append time to its effect on the KPIs",
+    ),
+    OwnMetric("streamproc_alerts_total", "counter", ("kind",), "Alerts published"),
+    OwnMetric(
+        "streamproc_redis_up",
+        "gauge",
+        (),
+        "1 while the Redis snapshot is reachable (or disabled)",
+    ),
+    OwnMetric(
+        "streamproc_consumer_lag_messages",
+        "gauge",
+        ("topic", "partition"),
+        "Messages of owned input partitions not yet committed",
+    ),
+)
+_OWN = {m.name: m for m in PROCESSOR_METRICS}
+_CREATED = (
+    "streamproc_events_total",
+    "streamproc_event_delay_seconds",
+    "streamproc_alerts_total",
+    "streamproc_redis_up",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorMetrics:
+    """The processor's own metrics; the KPI gauges are ``kpi_exposition``, built at scrape
+    time from the in-memory aggregates."""
+
+    registry: CollectorRegistry
+    events: Counter
+    delay: Histogram
+    alerts: Counter
+    redis_up: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> ProcessorMetrics:
+        events, delay, alerts, redis_up = (_OWN[name] for name in _CREATED)
+        return cls(
+            registry=registry,
+            # prometheus_client adds _total to a counter's name
+            events=Counter(events.base, events.help, events.labels, registry=registry),
+            delay=Histogram(delay.base, delay.help, buckets=DELAY_BUCKETS, registry=registry),
+            alerts=Counter(alerts.base, alerts.help, alerts.labels, registry=registry),
+            redis_up=Gauge(redis_up.base, redis_up.help, registry=registry),
+        )
+
+
+def kpi_exposition(samples: Iterable[Sample]) -> Iterator[bytes | None]:
+    """The KPI gauges in the text exposition format, one family per catalogue entry, in
+    chunks of at most ``CHUNK_SAMPLES`` samples, with None between steps: there the caller
+    may let the event loop run (one family can hold thousands of series at 100 reps: in one
+    go, a scrape held the loop 100 - 150 ms). Chunks after a family's first drop the
+    family's HELP and TYPE lines, so the text is that of one family."""
+    by_metric: dict[str, list[Sample]] = {spec.name: [] for spec in CATALOGUE}
+    for sample in samples:
+        by_metric[sample.metric].append(sample)
+        yield None
+    for spec in CATALOGUE:
+        # Quantile series are typed summary: a gauge may not carry a "quantile" label.
+        kind = "summary" if spec.kind is Kind.QUANTILES else "gauge"
+        group = by_metric[spec.name]
+        for start in range(0, max(1, len(group)), CHUNK_SAMPLES):
+            family = Metric(spec.name, spec.help, kind)
+            for sample in group[start : start + CHUNK_SAMPLES]:
+                labels = dict(sample.labels)
+                if sample.window is not None:
+                    labels["window"] = sample.window.name
+                family.add_sample(sample.metric, labels, sample.value)
+            text = generate_latest(_Family(family))
+            yield text if start == 0 else text.split(b"\n", 2)[2]
+
+
+class _Family:
+    """One metric family, as a collector for ``generate_latest``."""
+
+    def __init__(self, family: Metric) -> None:
+        self._family = family
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._family
+
+
+class LagCollector(Collector):
+    """``streamproc_consumer_lag_messages``: end of each owned input partition minus committed."""
+
+    def __init__(self, lags: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+        self._lags = lags
+
+    def collect(self) -> Iterator[Metric]:
+        lag = _OWN["streamproc_consumer_lag_messages"]
+        family = GaugeMetricFamily(lag.name, lag.help, labels=list(lag.labels))
+        for topic, partition, lag in self._lags():
+            family.add_metric([topic, str(partition)], float(lag))
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())

@@ -1,0 +1,69 @@
+"""Table changelogs written by the worker itself: awaited, and ending where tansu says.
+
+tansu answers "latest offset" with the base offset of the last record batch plus one, so
+a recovering worker stops before the rest of a multi-record batch, or (keeping a partition
+across two rebalances) finds it has read past that answer and dies of Faust's
+``ConsistencyError``. A one-record batch after each write burst makes the answer exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Protocol, cast
+
+import faust
+
+from streamproc.kafka.app import Table
+from streamproc.kafka.batch_send import send_in_batches
+
+__all__ = ["END_MARKER", "ChangelogWriter", "Record", "Snapshot"]
+
+# A tombstone for a key no table holds: recovery deletes nothing.
+END_MARKER = b"\x00streamproc-end-marker"
+
+
+class Snapshot(Protocol):
+    """A value serialized only when its turn to be appended comes (see ``write``)."""
+
+    def dumps(self) -> bytes: ...
+
+
+# key, value (None: tombstone), partition
+Record = tuple[bytes, "bytes | Snapshot | None", int]
+
+
+class ChangelogWriter:
+    """Appends records to one table's changelog, in order, and awaits their delivery."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        # Several tasks write (batch handler, timers): a send can wait inside the producer,
+        # so without this an older value could be appended after a newer one.
+        self._enqueue = asyncio.Lock()
+
+    async def write(self, records: Iterable[Record]) -> None:
+        """Append the records, await them, then end each partition written with a marker.
+
+        Callers ack their input only after this returns, so no committed offset outruns
+        the state it produced (Faust's own buffer flush may give up after 0.1 s)."""
+        records = list(records)
+        if not records:
+            return
+        app = cast(faust.App, self.table.app)  # an AppT: the worker's App
+        topic = self.table.changelog_topic.get_topic_name()
+        markers = [(END_MARKER, None, p) for p in {part for _, _, part in records}]
+        async with self._enqueue:  # snapshot and append in one order
+            serialized = [(key, _serialized(value), part) for key, value, part in records]
+            sent = await send_in_batches(app, topic, serialized)
+            # Queued at once, not after the data's round trip (one round trip less for
+            # every batch of events): aiokafka sends a partition's batches in order, one
+            # request at a time per broker, and puts a batch to retry back at the front.
+            sent += await send_in_batches(app, topic, markers)
+        await asyncio.gather(*sent)
+
+
+def _serialized(value: bytes | Snapshot | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return value.dumps()

@@ -1,0 +1,150 @@
+"""The reference pages generated from the code: ``docs/metrics.md`` from the KPI catalogue
+and the processor's own metrics. ``python -m streamproc.tools.reference [DIR]`` writes them;
+a test keeps the committed pages equal to what this makes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from streamproc.engine.facts import FAMILIES
+from streamproc.engine.windows import WINDOW_MEANINGS
+from streamproc.kpis.catalogue import CATALOGUE, GLOBAL, QUANTILES, Kind, Kpi
+from streamproc.serving.prometheus import PROCESSOR_METRICS
+
+__all__ = ["PAGES", "metrics_page", "write_reference"]
+
+_TOPICS = {
+    "response-time": "Speed to lead",
+    "activity": "Activity",
+    "pipeline": "Pipeline and deals",
+    "email": "Email",
+}
+_KIND_TEXT = {
+    Kind.COUNT: "count",
+    Kind.SUM: "sum",
+    Kind.RATIO: "ratio 0-1",
+    Kind.MEAN: "mean",
+    Kind.QUANTILES: "quantiles " + ", ".join(str(q) for q in QUANTILES),
+    Kind.DEADLINES_PASSED: "count",
+    Kind.PER_DISTINCT: "per rep",
+}
+
+
+def _labels(kpi: Kpi) -> str:
+    labels = (["window"] if kpi.windowed else []) + list(kpi.series_labels)
+    return ", ".join(labels) if labels else "-"
+
+
+def _computed(kpi: Kpi) -> str:
+    reads = [f"`{family}`" for family in kpi.reads]
+    if kpi.kind is Kind.RATIO:
+        den = reads[1] if len(reads) == 2 else f"({' + '.join(reads[1:])})"
+        return f"{reads[0]} / {den}"
+    if kpi.kind is Kind.OLDEST_AGE:
+        return f"now - the oldest time in {reads[0]}"
+    if kpi.kind is Kind.TARGET_RATIO:
+        return f"{reads[0]} today / the rep's daily target"
+    if kpi.kind is Kind.PER_DISTINCT:
+        return f"sum of {reads[0]} / distinct {reads[1]} series"
+    if kpi.kind is Kind.DEADLINES_PASSED:
+        minus = f" minus those of {', '.join(reads[1:])}" if reads[1:] else ""
+        return f"deadlines of {reads[0]} passed{minus}"
+    return f"{_KIND_TEXT[kpi.kind]} of {reads[0]}"
+
+
+def _export(kpi: Kpi) -> str:
+    owner = "one owner (global)" if kpi.owner == GLOBAL else f"the owner of its `{kpi.owner}`"
+    return "split: each worker its share" if kpi.split else f"whole, by {owner}"
+
+
+def metrics_page() -> str:
+    """``docs/metrics.md``: every metric, its labels, windows and meaning."""
+    out = [
+        "# Metrics",
+        "",
+        "<!-- Generated from the code by `python -m streamproc.tools.reference docs`; a test",
+        "     keeps it in sync. Edit streamproc/kpis/catalogue.py, not this page. -->",
+        "",
+        "Every metric on a worker's `/metrics`, in `/kpis`, in Redis and on the metric topics.",
+        "Units are base units (seconds, the reporting currency); ratios are 0-1 and are not",
+        "exported while their denominator is 0. A label's distinct values are capped",
+        "(`STREAMPROC_LABEL_CAP`, 500): the busiest keep their value, the rest fold into `other`.",
+        "",
+        "## Windows",
+        "",
+        "Windowed metrics carry a label `window`, in event time; live ones have none.",
+        "",
+        "| `window` | meaning |",
+        "| --- | --- |",
+        *(f"| `{name}` | {meaning} |" for name, meaning in WINDOW_MEANINGS.items()),
+        "",
+        "## Several workers",
+        "",
+        "Prometheus scrapes every worker; boards and rules read `sum by (...)`. *Split* series",
+        "(counts, sums) are exported by every worker for its own partitions and add up; *whole*",
+        "series (ratios, means, quantiles, ages, target ratios) are exported by exactly one",
+        "worker, the owner of the series' key. Subscribers of the metric topics, Redis and",
+        "`/kpis` see every series whole, once.",
+    ]
+    for topic, title in _TOPICS.items():
+        out += [
+            "",
+            f"## {title}",
+            "",
+            f"Metric topic: `sales.metrics.{topic}` (with the configured prefix).",
+            "",
+            "| metric | labels | meaning | computed as | exported |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for kpi in CATALOGUE:
+            if kpi.topic == topic:
+                live = "" if kpi.windowed else "live: "
+                out.append(
+                    f"| `{kpi.name}` | {_labels(kpi)} | {live}{kpi.help} | {_computed(kpi)} "
+                    f"| {_export(kpi)} |"
+                )
+    out += [
+        "",
+        "## The processor itself",
+        "",
+        "| metric | type | labels | meaning |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| `{m.name}` | {m.type} | {', '.join(m.labels) or '-'} | {m.help} |"
+            for m in PROCESSOR_METRICS
+        ),
+        "",
+        "## Fact families",
+        "",
+        "What the engine derives from each lead's state (`streamproc/engine/facts.py`); the",
+        "*computed as* column above names them. Live facts hold while the lead is in that state.",
+        "",
+        "| family | labels | what one fact is |",
+        "| --- | --- | --- |",
+        *(
+            f"| `{name}` | {', '.join(f.labels) or '-'} | {'live: ' if f.live else ''}{f.meaning} |"
+            for name, f in FAMILIES.items()
+        ),
+        "",
+    ]
+    return "\n".join(out)
+
+
+PAGES = {"metrics.md": metrics_page}
+
+
+def write_reference(docs: Path) -> list[Path]:
+    """Write every generated page into ``docs``; the paths written."""
+    docs.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, render in PAGES.items():
+        path = docs / name
+        path.write_text(render(), encoding="utf-8", newline="\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for written in write_reference(Path(sys.argv[1] if len(sys.argv) > 1 else "docs")):
+        print(f"wrote {written}")  # noqa: T201

@@ -1,0 +1,135 @@
+"""The event batches: applied to the engine, dead letters sent, leads changelogged, then acked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+import faust
+from aiorwlock import RWLock
+from faust.types import Message, RecordMetadata
+
+from streamproc.contract.events import EventKind
+from streamproc.contract.outputs import DeadLetter
+from streamproc.engine.engine import BatchResult, DeadLetterItem, DeadMark, Engine, RawMessage
+from streamproc.engine.lead import LeadState
+from streamproc.serving.alerts import AlertPublisher
+from streamproc.serving.prometheus import ProcessorMetrics
+from streamproc.state.lead_log import LeadLog
+from streamproc.worker.acks import ack_applied, current
+
+__all__ = ["EventBatches"]
+
+log = logging.getLogger(__name__)
+
+
+class EventBatches:
+    """Applies each batch of event messages and acks it once its effects are durable."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        engine: Engine,
+        kinds: dict[str, EventKind],
+        lead_log: LeadLog,
+        alerts: AlertPublisher,
+        metrics: ProcessorMetrics,
+        dead_letter_topic: faust.TopicT,
+        state_lock: RWLock,
+        ready: Callable[[], bool],
+    ) -> None:
+        self.app = app
+        self.engine = engine
+        self.kinds = kinds
+        self.lead_log = lead_log
+        self.alerts = alerts
+        self.metrics = metrics
+        self.dead_letter_topic = dead_letter_topic
+        self.state_lock = state_lock
+        self.ready = ready
+        # Changed by a batch whose changelog write failed: read again, that batch changes
+        # nothing (its events are duplicates now), so these go with the next write, and
+        # nothing is acked before they are written.
+        self.unwritten: dict[str, LeadState] = {}
+        self.unwritten_marks: set[DeadMark] = set()
+
+    async def handle(self, batch: list[Message]) -> None:
+        """Apply a batch of event messages, changelog the leads, then ack the messages."""
+        await ack_applied(self.app, batch, self.apply_locked(batch))
+
+    async def apply_locked(self, batch: list[Message]) -> list[Message]:
+        async with self.state_lock.reader:
+            return await self.apply(batch)
+
+    async def apply(self, batch: list[Message]) -> list[Message]:
+        batch = current(self.app, batch, self.ready())
+        if not batch:
+            return batch
+        kinds = self.kinds
+        raw = [
+            RawMessage(
+                kinds[msg.topic],
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                msg.key,
+                msg.value or b"",
+                int(msg.timestamp * 1000) if msg.timestamp else None,
+            )
+            for msg in batch
+        ]
+        now = time.time()
+        result = self.engine.process(raw, now)
+        self._count(result, raw)
+        self.unwritten.update((lead.lead_id, lead) for lead in result.changed)
+        self.unwritten_marks.update(result.dead_marks)
+        # Dead letters delivered first: only then is their mark (with the leads) made durable.
+        dead = [await self._dead_letter(item) for item in result.dead_letters]
+        await asyncio.gather(*dead)
+        written = list(self.unwritten.values())
+        await self.lead_log.write(written, self.unwritten_marks)
+        self.unwritten.clear()
+        self.unwritten_marks.clear()
+        await self.alerts.after_change(result.changed, now)
+        for lead in written:
+            lead.pack()  # its changelog bytes are current: the items go until the next batch
+        return batch
+
+    def keep_only(self, active: set[int]) -> None:
+        """What moved away unwritten had no event of it acked: its new owner reads them again."""
+        self.unwritten = {k: v for k, v in self.unwritten.items() if v.partition in active}
+        self.unwritten_marks = {m for m in self.unwritten_marks if m[1] in active}
+
+    def forget(self, leads: Iterable[LeadState]) -> None:
+        """Evicted leads: their tombstone is the last word, not an earlier state."""
+        for lead in leads:
+            self.unwritten.pop(lead.lead_id, None)
+
+    async def _dead_letter(self, item: DeadLetterItem) -> Awaitable[RecordMetadata]:
+        msg = item.message
+        letter = DeadLetter.from_raw(
+            reason=item.reason,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            timestamp_ms=msg.timestamp_ms,
+            value=msg.value,
+        )
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, item.reason
+        )
+        return await self.dead_letter_topic.send(
+            key=msg.key, value=letter.model_dump_json().encode()
+        )
+
+    def _count(self, result: BatchResult, raw: list[RawMessage]) -> None:
+        for (topic, outcome), n in result.outcomes.items():
+            self.metrics.events.labels(topic, outcome).inc(n)
+        done = time.time()
+        observe = self.metrics.delay.observe
+        for msg in raw:
+            if msg.timestamp_ms:
+                observe(max(0.0, done - msg.timestamp_ms / 1000))

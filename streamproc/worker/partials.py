@@ -1,0 +1,164 @@
+"""The partials' two sides in a worker: the intake of the owner keys it owns (applied to its
+table and changelogged) and the publish round (its partitions' changed summaries out, the
+owned keys merged again, the sinks handed the owned series)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, MutableMapping, Sequence
+
+import faust
+from faust.types import Message
+
+from streamproc.engine.engine import Engine
+from streamproc.kafka.app import Table, store_of
+from streamproc.kafka.batch_send import BatchRecord, send_in_batches
+from streamproc.partials.owner import PartialsInbox, PartialsView
+from streamproc.partials.publisher import FullRounds, PartialsPublisher
+from streamproc.runtime.slices import Stretches
+from streamproc.serving.sinks.base import Sink
+from streamproc.state.changelog import ChangelogWriter
+from streamproc.worker.acks import ack_applied, current
+from streamproc.worker.reading import KpiReader
+
+__all__ = ["PartialsIntake", "PublishRounds"]
+
+log = logging.getLogger(__name__)
+
+FULL_PUBLISH_SECONDS = 30.0
+PUBLISH_SHARE = 0.25  # at most this share of the event loop goes to publish rounds
+# Partials re-sent per second at most, counted as sent (compressed), changed keys oldest
+# first (PartialsPublisher): 100 reps and 100,000 leads changed ~7 MB of summaries (as JSON)
+# every second, and computing, sending and merging them all took most of a worker's loop.
+PARTIALS_BYTES_PER_SECOND = 300_000
+_END = object()
+
+
+class PartialsIntake:
+    """Applies the partials messages of the keys this worker owns to its table."""
+
+    def __init__(
+        self, app: faust.App, table: Table, partitions: int, ready: Callable[[], bool]
+    ) -> None:
+        self.app = app
+        self.table = table
+        self.inbox = PartialsInbox(partitions)
+        self.log = ChangelogWriter(table)
+        self.ready = ready
+
+    @property
+    def store(self) -> MutableMapping[bytes, bytes]:
+        return store_of(self.table)
+
+    async def handle(self, batch: list[Message]) -> None:
+        """Apply a batch of partials messages, changelog the table, then ack them. Routed
+        in batches like the events (through Faust's per-message path, a full round's
+        thousands of partials held up the fetch loop for up to ~1 s), and handled apart
+        from the fetch loop (``BatchRoute.apart``): their changelog write does not hold up
+        the events fetched meanwhile."""
+        await ack_applied(self.app, batch, self.apply(current(self.app, batch, self.ready())))
+
+    async def apply(self, batch: list[Message]) -> list[Message]:
+        # Stored and changelogged by us rather than by ``table[key] = value``: Faust would
+        # end the changelog with multi-record batches (see streamproc.state.changelog).
+        store = self.store
+        writes = self.inbox.apply(
+            store, ((msg.key or b"", msg.value or b"", msg.partition) for msg in batch)
+        )
+        try:
+            await self.log.write(
+                (key, value, partition) for (key, partition), value in writes.items()
+            )
+        except BaseException:
+            self.inbox.unwritten(store, writes)  # the batch is read again
+            raise
+        return batch
+
+
+class PublishRounds:
+    """The timer's publish round, each taking at most ``PUBLISH_SHARE`` of the loop."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        engine: Engine,
+        topic: str,
+        intake: PartialsIntake,
+        view: PartialsView,
+        reader: KpiReader,
+        sinks: Sequence[Sink],
+        ready: Callable[[], bool],
+    ) -> None:
+        self.app = app
+        self.engine = engine
+        self.topic = topic
+        self.intake = intake
+        self.view = view
+        self.reader = reader
+        self.sinks = sinks
+        self.ready = ready
+        self.publisher = PartialsPublisher(engine.settings.partitions)
+        self.full_rounds = FullRounds(FULL_PUBLISH_SECONDS)
+        self._last = time.monotonic()
+        self._next = 0.0  # monotonic: no publish round before
+        self._full_due = False
+
+    def keep_only(self, active: set[int]) -> None:
+        self.publisher.keep_only(active)
+
+    def _stopped(self) -> bool:
+        return bool(self.app.rebalancing) or not self.ready()
+
+    async def run(self) -> None:
+        if self._stopped() or time.monotonic() < self._next:
+            return  # the last round was long: its share of the loop is used up (see below)
+        started = time.monotonic()
+        now = time.time()
+        busy = Stretches()
+        if not await self._publish(now, started, busy):
+            return
+        # The owner side, sliced too: decoding and merging what changed, then the samples.
+        await busy.drain(self.view.refresh(self.intake.store, self.reader.owned()))
+        owned = await busy.drain(self.reader.owned_samples_lazily(now))
+        for sink in self.sinks:
+            await sink.publish(owned, now)  # returns at once: sinks work in the background
+        # Under a backlog a round may take long; the next one waits until this one's work is
+        # at most PUBLISH_SHARE of the time since it started, so that events and the SLA
+        # timer get the rest.
+        self._next = started + busy.total / PUBLISH_SHARE
+
+    async def _publish(self, now: float, started: float, busy: Stretches) -> bool:
+        """This worker's partitions' changed summaries out; False if cut short."""
+        engine = self.engine
+        # Re-send everything now and then: a new owner whose recovery missed the tail of the
+        # partials changelog is healed within this period.
+        full = self.full_rounds.due(list(engine.partitions), now, self._full_due)
+        # Until this round has run to its end, the changes it took are not published.
+        self._full_due = True
+        # The budget of the time since the last round (a long round delays the next one).
+        since, self._last = started - self._last, started
+        budget = int(PARTIALS_BYTES_PER_SECOND * min(since, FULL_PUBLISH_SECONDS))
+        messages = self.publisher.round(engine.partitions, engine.clock, now, full, budget)
+        out: list[BatchRecord] = []
+        while True:
+            with busy:
+                message = next(messages, _END)
+            if message is _END:
+                break
+            if message is not None:
+                out.append(message)  # type: ignore[arg-type]
+            await busy.pause()
+            if self._stopped():
+                return False
+        for sent in await send_in_batches(self.app, self.topic, out):
+            sent.add_done_callback(_log_failed_send)
+        self._full_due = False
+        return True
+
+
+def _log_failed_send(sent: asyncio.Future[object]) -> None:
+    # A lost partial is re-sent by the next full round (FULL_PUBLISH_SECONDS).
+    if not sent.cancelled() and sent.exception() is not None:
+        log.warning("publishing partials failed: %r", sent.exception())

@@ -1,0 +1,35 @@
+"""Starting a production worker: wait for the broker, check the topics, run the topology."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from streamproc.config import Settings
+from streamproc.kafka.topics import check_topics, wait_for_broker
+from streamproc.runtime.heap import freeze_after_full_collections, start_heap_trimmer
+from streamproc.worker.topology import build_topology
+
+__all__ = ["preflight", "run_worker"]
+
+log = logging.getLogger(__name__)
+BROKER_WAIT_SECONDS = 24 * 3600.0  # a worker outlives a broker that is slow to come up
+
+
+async def preflight(settings: Settings, broker_wait: float = BROKER_WAIT_SECONDS) -> None:
+    """Wait for the broker, then refuse topics that are missing or not co-partitioned."""
+    await wait_for_broker(settings, timeout=broker_wait)
+    await check_topics(settings)
+
+
+def run_worker(settings: Settings) -> None:
+    """Block running one worker until SIGTERM/SIGINT (Faust's worker stops gracefully)."""
+    asyncio.run(preflight(settings))
+    freeze_after_full_collections()
+    start_heap_trimmer()
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    topology = build_topology(settings)
+    worker = faust.Worker(topology.app, loglevel=settings.log_level.upper())
+    worker.execute_from_commandline()
