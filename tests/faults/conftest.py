@@ -1,4 +1,4 @@
-"""Fault-injection scenarios on real processes: fixtures, the soak opt-in and a figures report.
+"""Fault-injection scenarios on real processes: the soak opt-in and a figures report.
 
 ``pytest -m fault`` runs the suite (CI runs it too, within its time budget); the ``soak``
 test runs only when asked for (``pytest -m soak``, length in minutes from ``SOAK_MINUTES``).
@@ -10,41 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from streamproc.config import Settings
-
-# The integration fixture that creates topics serves the fault tests as it is.
-from tests.integration.conftest import make_topics
-from tests.integration.harness import WorkerProcess
-
-from .support import stop_all
-
-__all__ = ["figures", "make_topics", "worker_factory"]
-
-
-@pytest.fixture
-def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """``start(settings, name=None, ready=True)``, as in the integration tests, but the
-    workers still running at teardown are stopped all at once (seconds saved per test)."""
-    workers: list[WorkerProcess] = []
-
-    def start(settings: Settings, name: str | None = None, ready: bool = True) -> WorkerProcess:
-        worker = WorkerProcess(settings, tmp_path, name or f"worker-{len(workers) + 1}").start()
-        workers.append(worker)
-        if ready:
-            worker.wait_ready()
-        return worker
-
-    yield start
-    stop_all(workers)
-    for worker in workers:
-        worker.stop(timeout=10)  # closes the log; the process has exited by now
-
 
 _FIGURES: list[dict[str, Any]] = []
 

@@ -12,9 +12,7 @@ import pytest
 from streamproc.kafka.topics import create_topics
 from streamproc.tools.broker import BrokerProxy, EmbeddedBroker
 from streamproc.tools.net import free_port
-from tests.integration.harness import wait_until
-
-from .support import (
+from tests.support.faults import (
     Feed,
     Stream,
     events_total,
@@ -23,6 +21,7 @@ from .support import (
     verify,
     wait_settled,
 )
+from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.fault
 

@@ -20,9 +20,8 @@ from intervaltree import IntervalTree
 
 from streamproc.kafka.delivery import DeliveryCursor
 from streamproc.kafka.transport import ExactConsumer
-from tests.integration.harness import wait_until
-
-from .support import Feed, Stream, events_total, fault_settings
+from tests.support.faults import Feed, Stream, events_total, fault_settings
+from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.fault
 
@@ -253,7 +252,7 @@ def test_every_changelog_ends_where_the_broker_says_it_ends(
     with a one-record marker (``streamproc.state.changelog``): the broker's answer is exact."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from .support import read_topic
+    from tests.support.faults import read_topic
 
     settings = fault_settings(settings_factory)
     make_topics(settings)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamproc.tools.net import free_port
-from tests.integration.harness import combined
-
-from .support import (
+from tests.support.faults import (
     Feed,
     Stream,
     check_handover,
@@ -21,6 +19,7 @@ from .support import (
     wait_exact,
     wait_settled,
 )
+from tests.support.harness import combined
 
 pytestmark = pytest.mark.fault
 

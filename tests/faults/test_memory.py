@@ -35,9 +35,8 @@ from streamproc.config import Settings
 from streamproc.contract.events import EventKind
 from streamproc.engine.engine import Engine, RawMessage
 from streamproc.tools.sales_team import SalesTeam
-from tests.integration.harness import WorkerProcess, vm_rss_kib
-
-from .support import fault_settings
+from tests.support.faults import fault_settings
+from tests.support.harness import WorkerProcess, vm_rss_kib
 
 MIB = 1024 * 1024
 

@@ -11,10 +11,9 @@ import pytest
 import redis
 
 from streamproc.tools.net import free_port
-from tests.integration.harness import SeriesKey, combined, series, wait_until
-from tests.truth import differences
-
-from .support import Feed, Stream, events_total, fault_settings, verify, wait_settled
+from tests.support.faults import Feed, Stream, events_total, fault_settings, verify, wait_settled
+from tests.support.harness import SeriesKey, combined, series, wait_until
+from tests.support.truth import differences
 
 pytestmark = pytest.mark.fault
 

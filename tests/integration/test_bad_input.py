@@ -13,8 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamproc.tools.sales_team import rfc3339
-
-from .harness import TopicReader, combined, parse_samples, series, wait_until
+from tests.support.harness import TopicReader, combined, parse_samples, series, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,8 @@ import pytest
 
 from streamproc.tools.net import free_port, wait_port
 from streamproc.tools.sales_team import rfc3339
-from tests.scenario import Scenario, noon_zone
-
-from .harness import wait_until
+from tests.support.harness import wait_until
+from tests.support.scenario import Scenario, noon_zone
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

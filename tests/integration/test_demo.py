@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from streamproc.tools.net import free_port, port_open
-
-from .harness import parse_samples, wait_until
+from tests.support.harness import parse_samples, wait_until
 
 pytestmark = pytest.mark.integration
 

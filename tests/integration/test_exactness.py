@@ -11,10 +11,9 @@ import pytest
 
 from streamproc.tools.net import free_port
 from streamproc.tools.sales_team import rfc3339
-from tests.faults.support import Message, Stream, wait_exact
-from tests.scenario import noon_zone
-
-from .harness import combined, series, wait_until
+from tests.support.faults import Message, Stream, wait_exact
+from tests.support.harness import combined, series, wait_until
+from tests.support.scenario import noon_zone
 
 pytestmark = pytest.mark.integration
 

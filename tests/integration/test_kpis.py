@@ -12,9 +12,8 @@ from confluent_kafka import Producer
 
 from streamproc.config import Settings
 from streamproc.tools.net import free_port
-from tests.scenario import OLDEST, Scenario, expected, noon_zone
-
-from .harness import WorkerProcess, combined, parse_samples, select, series, wait_until
+from tests.support.harness import WorkerProcess, combined, parse_samples, select, series, wait_until
+from tests.support.scenario import OLDEST, Scenario, expected, noon_zone
 
 pytestmark = pytest.mark.integration
 

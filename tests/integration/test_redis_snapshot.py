@@ -22,6 +22,7 @@ from streamproc.kpis.compute import Sample
 from streamproc.serving.prometheus import ProcessorMetrics
 from streamproc.serving.sinks.base import Backoff
 from streamproc.serving.sinks.redis_snapshot import RedisSnapshotSink, canonical_labels
+from tests.support.harness import async_wait_until
 
 from ..conftest import RedisServer
 
@@ -52,14 +53,6 @@ def stored(rep: str, value: float) -> bytes:
     """A value as another (or an earlier) worker would have written it."""
     body = {"value": value, "window_start": None, "updated_at": "2023-01-01T00:00:00Z"}
     return orjson.dumps({**body, "labels": {"rep": rep}})
-
-
-async def wait_until(check: Callable[[], Any], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 class Env:
@@ -106,7 +99,7 @@ async def test_snapshot_written_updated_and_vanished_deleted(env: Env) -> None:
     async def written() -> bool:
         return len(await env.fields(FORECAST)) == 2 and len(await env.fields(RATIO)) == 1
 
-    await wait_until(written)
+    await async_wait_until(written, 5.0)
     field = canonical_labels({"rep": "r1", "channel": "call", "window": "1h"})
     assert field == 'channel="call",rep="r1",window="1h"'
     value = (await env.fields(RATIO))[field]
@@ -115,7 +108,7 @@ async def test_snapshot_written_updated_and_vanished_deleted(env: Env) -> None:
     assert value["updated_at"] == "2023-11-14T22:13:30.000Z"
     assert value["labels"] == {"rep": "r1", "channel": "call", "window": "1h"}
     assert (await env.fields(FORECAST))['rep="r1"']["window_start"] is None
-    await wait_until(lambda: _is_up(env, sink))  # set once the whole sync cycle is done
+    await async_wait_until(lambda: _is_up(env, sink), 5.0)  # set once the whole sync cycle is done
 
     # r2 vanished (this worker owns it, it has no value any more): its field goes.
     await sink.publish([forecast("r1", 11.0), ratio("r1", 0.5)], T0 + 1)
@@ -124,7 +117,7 @@ async def test_snapshot_written_updated_and_vanished_deleted(env: Env) -> None:
         fields = await env.fields(FORECAST)
         return list(fields) == ['rep="r1"'] and fields['rep="r1"']["value"] == 11.0
 
-    await wait_until(updated)
+    await async_wait_until(updated, 5.0)
     # Unchanged series keep their updated_at.
     assert (await env.fields(RATIO))[field]["updated_at"] == "2023-11-14T22:13:30.000Z"
 
@@ -135,7 +128,7 @@ async def test_redis_down_then_back_empty(env: Env, caplog: pytest.LogCaptureFix
     await sink.start()
     samples = [forecast("r1", 1.0), forecast("r2", 2.0), ratio("r1", 0.25)]
     await sink.publish(samples, T0)
-    await wait_until(lambda: _has(env, FORECAST, 2))
+    await async_wait_until(lambda: _has(env, FORECAST, 2), 5.0)
 
     env.server.stop()
     slowest = 0.0
@@ -149,10 +142,10 @@ async def test_redis_down_then_back_empty(env: Env, caplog: pytest.LogCaptureFix
     assert env.gauge == 0
 
     env.server.start()  # same port, no persistence: Redis comes back empty
-    await wait_until(lambda: _has(env, FORECAST, 3))
+    await async_wait_until(lambda: _has(env, FORECAST, 3), 5.0)
     assert (await env.fields(FORECAST))['rep="r3"']["value"] == 29.0
     assert len(await env.fields(RATIO)) == 1
-    await wait_until(lambda: _is_up(env, sink))
+    await async_wait_until(lambda: _is_up(env, sink), 5.0)
     messages = [
         r.getMessage() for r in caplog.records if r.name.startswith("streamproc.serving.sinks")
     ]
@@ -164,7 +157,7 @@ async def test_redis_hanging_is_an_outage_too(env: Env) -> None:
     sink = env.sink()
     await sink.start()
     await sink.publish([forecast("r1", 1.0)], T0)
-    await wait_until(lambda: _has(env, FORECAST, 1))
+    await async_wait_until(lambda: _has(env, FORECAST, 1), 5.0)
     pid = env.server._proc.pid  # type: ignore[union-attr]
     os.kill(pid, signal.SIGSTOP)  # accepts connections, answers nothing
     try:
@@ -182,8 +175,8 @@ async def test_redis_hanging_is_an_outage_too(env: Env) -> None:
     async def caught_up() -> bool:
         return (await env.fields(FORECAST))['rep="r1"']["value"] == 39.0
 
-    await wait_until(caught_up)
-    await wait_until(lambda: _is_up(env, sink))
+    await async_wait_until(caught_up, 5.0)
+    await async_wait_until(lambda: _is_up(env, sink), 5.0)
 
 
 async def test_stale_owned_field_deleted_other_workers_kept(env: Env) -> None:
@@ -196,7 +189,7 @@ async def test_stale_owned_field_deleted_other_workers_kept(env: Env) -> None:
     async def synced() -> bool:
         return set(await env.fields(FORECAST)) == {'rep="r1"', 'rep="r9"'}
 
-    await wait_until(synced)
+    await async_wait_until(synced, 5.0)
     assert (await env.fields(FORECAST))['rep="r9"']["value"] == 9.0
 
 
@@ -204,7 +197,7 @@ async def test_periodic_resync_repairs_the_snapshot(env: Env) -> None:
     sink = env.sink(resync_seconds=0.3)
     await sink.start()
     await sink.publish([forecast("r1", 1.0), forecast("r9", 9.0)], T0)
-    await wait_until(lambda: _has(env, FORECAST, 2))
+    await async_wait_until(lambda: _has(env, FORECAST, 2), 5.0)
     # A handed-over series, lost writes: Redis drifts from what this worker holds.
     await env.client.hdel(FORECAST, 'rep="r1"')
     await env.client.hset(FORECAST, 'rep="r4"', stored("r4", 4.0))
@@ -213,14 +206,14 @@ async def test_periodic_resync_repairs_the_snapshot(env: Env) -> None:
     async def repaired() -> bool:
         return set(await env.fields(FORECAST)) == {'rep="r1"', 'rep="r9"', 'rep="r8"'}
 
-    await wait_until(repaired, timeout=3.0)
+    await async_wait_until(repaired, 3.0)
 
 
 async def test_nothing_deleted_before_the_first_snapshot(env: Env) -> None:
     await env.client.hset(FORECAST, 'rep="r2"', stored("r2", 5.0))
     sink = env.sink(resync_seconds=0.1)
     await sink.start()
-    await wait_until(lambda: _is_up(env, sink))
+    await async_wait_until(lambda: _is_up(env, sink), 5.0)
     await asyncio.sleep(0.3)
     assert 'rep="r2"' in await env.fields(FORECAST)
 

@@ -13,8 +13,7 @@ import pytest
 
 from streamproc.config import Settings, child_env
 from streamproc.tools.sales_team import history
-
-from .harness import WorkerProcess, wait_until
+from tests.support.harness import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 

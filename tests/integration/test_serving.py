@@ -10,9 +10,8 @@ import pytest
 import redis
 
 from streamproc.tools.sales_team import rfc3339
-from tests.scenario import Scenario, noon_zone
-
-from .harness import TopicReader, series, wait_until
+from tests.support.harness import TopicReader, series, wait_until
+from tests.support.scenario import Scenario, noon_zone
 
 pytestmark = pytest.mark.integration
 

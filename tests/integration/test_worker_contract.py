@@ -10,9 +10,8 @@ import orjson
 import pytest
 
 from streamproc.config import child_env
-from tests.scenario import Scenario
-
-from .harness import wait_until
+from tests.support.harness import wait_until
+from tests.support.scenario import Scenario
 
 pytestmark = pytest.mark.integration
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import signal
 import sys
@@ -35,6 +37,20 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
             return last
         time.sleep(interval)
     raise TimeoutError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+async def async_wait_until(check: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
+    """``wait_until`` on the event loop: ``check`` may return a value or an awaitable."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+        await asyncio.sleep(interval)
 
 
 class WorkerProcess:

@@ -16,46 +16,19 @@ from typing import Any
 import pytest
 import yaml
 
+from streamproc.kpis.catalogue import CATALOGUE
+from streamproc.serving.prometheus import PROCESSOR_METRICS
+
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 WALLBOARD = "sales-floor-wallboard"
-CATALOGUE = {
-    "sales_leads_created",
-    "sales_first_contacts",
-    "sales_response_time_seconds",
-    "sales_response_time_avg_seconds",
-    "sales_responded_within_sla_ratio",
-    "sales_leads_awaiting_contact",
-    "sales_leads_awaiting_contact_at_risk",
-    "sales_leads_awaiting_contact_over_sla",
-    "sales_oldest_awaiting_contact_seconds",
-    "sales_contact_attempts",
-    "sales_contact_connects",
-    "sales_connect_ratio",
-    "sales_activity_target_ratio",
-    "sales_stage_entries",
-    "sales_stage_conversion_ratio",
-    "sales_stage_dwell_seconds",
-    "sales_deals_won",
-    "sales_revenue_won",
-    "sales_deals_lost",
-    "sales_win_ratio",
-    "sales_revenue_per_rep",
-    "sales_upsell_ratio",
-    "sales_open_pipeline_value",
-    "sales_forecast_value",
-    "sales_emails_sent",
-    "sales_emails_opened",
-    "sales_emails_clicked",
-    "sales_email_open_ratio",
-    "sales_email_click_ratio",
-    "streamproc_events_total",
-    "streamproc_event_delay_seconds_bucket",
-    "streamproc_alerts_total",
-    "streamproc_consumer_lag_messages",
-}
-"""spec/outputs.md, plus the lag gauge the worker exports for the operations board."""
+METRICS = (
+    {kpi.name for kpi in CATALOGUE}
+    | {m.name for m in PROCESSOR_METRICS}
+    | {f"{m.name}_bucket" for m in PROCESSOR_METRICS if m.type == "histogram"}
+)
+"""Every metric a worker exports: the KPI catalogue and the processor's own."""
 
 
 def tool(name: str) -> str:
@@ -132,6 +105,7 @@ def test_dashboard_essentials(path: Path) -> None:
     assert board["refresh"] and board["time"]
     ids = [panel["id"] for panel in board["panels"]]
     assert len(ids) == len(set(ids)) and all(isinstance(i, int) and i > 0 for i in ids)
+    assert panels(board), "a board without panels"
     for panel in board["panels"]:
         grid = panel["gridPos"]
         assert grid["w"] > 0 and grid["h"] > 0 and grid["x"] >= 0 and grid["x"] + grid["w"] <= 24
@@ -148,6 +122,7 @@ def test_datasources_are_provisioned(path: Path) -> None:
     for file in (GRAFANA / "provisioning" / "datasources").glob("*.yaml"):
         for source in yaml.safe_load(file.read_text(encoding="utf-8"))["datasources"]:
             provisioned[source["uid"]] = source["type"]
+    assert provisioned, "no datasource provisioned"
     refs = datasource_refs(load(path))
     assert refs
     for ref in refs:
@@ -164,6 +139,7 @@ def test_wallboard_is_an_unattended_screen() -> None:
     board = load(GRAFANA / "dashboards" / f"{WALLBOARD}.json")
     assert not board.get("templating", {}).get("list")
     assert board["refresh"] == "10s"
+    assert panels(board)
     for panel in panels(board):
         assert panel["type"] in {"stat", "bargauge"}, panel["title"]
         assert all(target["instant"] for target in panel["targets"]), panel["title"]
@@ -212,9 +188,11 @@ def test_every_panel_query_is_listed_with_variables_substituted(build: ModuleTyp
 
 
 def test_queries_use_catalogue_metrics_aggregated(build: ModuleType) -> None:
-    for query in build.all_panel_queries():
+    queries = build.all_panel_queries()
+    assert queries
+    for query in queries:
         for metric in re.findall(r"\b(?:sales|streamproc)_\w+", query.expr):
-            assert metric in CATALOGUE, (query, metric)
+            assert metric in METRICS, (query, metric)
         # Several workers each export a part: every query aggregates across them.
         aggregated = r"(sort_desc\(|histogram_quantile\([\d.]+, )?(sum|max|count)\b"
         assert re.match(aggregated, query.expr), query

@@ -14,7 +14,7 @@ from streamproc.contract.events import EventKind
 from streamproc.contract.outputs import Alert, DeadLetter, MetricMessage, series_key
 from streamproc.contract.schemas import DIALECT, SCHEMA_FILES, write_schemas
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 AT = datetime(2024, 5, 6, 9, 30, tzinfo=UTC)
 
 EVENTS: dict[str, dict[str, Any]] = {

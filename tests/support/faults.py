@@ -25,9 +25,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from streamproc.config import Settings
 from streamproc.kpis.catalogue import CATALOGUE
 from streamproc.tools.sales_team import history, rfc3339
-from tests.integration.harness import SeriesKey, WorkerProcess, combined, wait_until
-from tests.scenario import noon_zone
-from tests.truth import Truth, differences
+from tests.support.harness import SeriesKey, WorkerProcess, combined, wait_until
+from tests.support.scenario import noon_zone
+from tests.support.truth import Truth, differences
 
 WHOLE = frozenset(kpi.name for kpi in CATALOGUE if not kpi.split)
 _ASSIGNED = re.compile(r"assigned lead partitions \[([0-9, ]*)\]")

@@ -20,8 +20,9 @@ from streamproc.engine.windows import WindowBounds, WindowClock
 from streamproc.kpis.compute import Sample
 from streamproc.serving.sinks.base import Backoff
 from streamproc.serving.sinks.metric_topics import MetricTopicsSink
+from tests.support.harness import async_wait_until
 
-SCHEMA = Path(__file__).parents[2] / "schemas" / "metric-message.schema.json"
+SCHEMA = Path(__file__).parents[3] / "schemas" / "metric-message.schema.json"
 T0 = 1_700_000_010.0  # 10 s into a minute: a burst does not cross a 1h-window edge
 CLOCK = WindowClock(ZoneInfo("UTC"))
 
@@ -61,14 +62,6 @@ def key_of(sample: Sample) -> str:
     if sample.window is not None:
         labels["window"] = sample.window.name
     return series_key(sample.metric, labels)
-
-
-async def wait_until(check: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -123,10 +116,10 @@ async def test_window_end_publishes_final_with_old_last_value(make_sink, send: F
     key = key_of(ratio(0.0))
     for value in (0.25, 0.5):
         await sink.publish([ratio(value)], T0)
-        await wait_until(lambda v=value: any(m["value"] == v for m in send.of(key)))
+        await async_wait_until(lambda v=value: any(m["value"] == v for m in send.of(key)), 3.0)
     later = T0 + 60  # the next minute: the 1h window moved on
     await sink.publish([ratio(0.75, later)], later)
-    await wait_until(lambda: len(send.of(key)) == 4)
+    await async_wait_until(lambda: len(send.of(key)) == 4, 3.0)
 
     final, new = send.of(key)[2:]
     old_bounds, new_bounds = CLOCK.bounds("1h", T0), CLOCK.bounds("1h", later)
@@ -144,7 +137,7 @@ async def test_vanished_series_final_only_once_window_ended(make_sink, send: Fak
     await sink.start()
     gone, ended = ratio(0.5, rep="r1"), ratio(0.5, rep="r2")
     await sink.publish([gone, ended], T0)
-    await wait_until(lambda: len(send.records) == 2)
+    await async_wait_until(lambda: len(send.records) == 2, 3.0)
     # r1 vanishes mid-window (a denominator dropped to 0): no message, no tombstone.
     await sink.publish([ended], T0 + 1)
     await asyncio.sleep(0.1)
@@ -152,7 +145,7 @@ async def test_vanished_series_final_only_once_window_ended(make_sink, send: Fak
     # r2 vanishes because its window is over: its last value goes out as final.
     end = _bounds(ended).end
     await sink.publish([], end)
-    await wait_until(lambda: len(send.records) == 3)
+    await async_wait_until(lambda: len(send.records) == 3, 3.0)
     topic, key, message = send.records[-1]
     assert key == key_of(ended).encode()
     assert message["final"] is True and message["value"] == 0.5
@@ -163,9 +156,9 @@ async def test_live_gauge_has_null_window(make_sink, send: FakeSend) -> None:
     sink = make_sink(interval=0.02)
     await sink.start()
     await sink.publish([forecast(10.0)], T0)
-    await wait_until(lambda: len(send.records) == 1)
+    await async_wait_until(lambda: len(send.records) == 1, 3.0)
     await sink.publish([forecast(12.5)], T0 + 1)
-    await wait_until(lambda: len(send.records) == 2)
+    await async_wait_until(lambda: len(send.records) == 2, 3.0)
 
     topic, key, message = send.records[-1]
     assert topic == "sales.metrics.pipeline"
@@ -180,9 +173,9 @@ async def test_messages_validate_against_schema(make_sink, send: FakeSend) -> No
     sink = make_sink(interval=0.02)
     await sink.start()
     await sink.publish([ratio(0.5), forecast(3.0)], T0)
-    await wait_until(lambda: len(send.records) == 2)
+    await async_wait_until(lambda: len(send.records) == 2, 3.0)
     await sink.publish([ratio(0.6, T0 + 60), forecast(4.0)], T0 + 60)
-    await wait_until(lambda: len(send.records) == 5)
+    await async_wait_until(lambda: len(send.records) == 5, 3.0)
     assert sum(m["final"] for _, _, m in send.records) == 1
 
     schema = json.loads(SCHEMA.read_text())
@@ -203,12 +196,12 @@ async def test_send_failure_never_raises_and_recovers(
     for value in (1.0, 2.0, 3.0):
         await sink.publish([forecast(value)], T0)
         await asyncio.sleep(0.1)
-    await wait_until(lambda: sink.status["kafka"] == "down")
+    await async_wait_until(lambda: sink.status["kafka"] == "down", 3.0)
     assert send.calls >= 3  # retried
     assert send.records == []
 
     send.fail = False
-    await wait_until(lambda: len(send.records) == 1)
+    await async_wait_until(lambda: len(send.records) == 1, 3.0)
     assert send.records[0][2]["value"] == 3.0  # retried with the latest value only
     assert sink.status["kafka"] == "up"
     warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
@@ -224,14 +217,14 @@ async def test_hanging_send_does_not_slow_publish(make_sink, send: FakeSend) -> 
         await sink.publish([forecast(float(value))], T0)
         assert time.perf_counter() - started < 0.05
         await asyncio.sleep(0.01)
-    await wait_until(lambda: sink.status["kafka"] == "down")
+    await async_wait_until(lambda: sink.status["kafka"] == "down", 3.0)
 
 
 async def test_stop_flushes_a_value_held_back_by_the_interval(make_sink, send: FakeSend) -> None:
     sink = make_sink(interval=30.0)
     await sink.start()
     await sink.publish([forecast(1.0)], T0)
-    await wait_until(lambda: len(send.records) == 1)
+    await async_wait_until(lambda: len(send.records) == 1, 3.0)
     await sink.publish([forecast(2.0)], T0 + 1)
     await asyncio.sleep(0.05)
     assert len(send.records) == 1  # held back: within the interval

@@ -72,12 +72,14 @@ def test_compose_file_validates_against_the_compose_spec(raw: str, compose: dict
 
 
 def test_every_variable_has_a_default(raw: str) -> None:
+    assert VARIABLE.search(raw), "no ${VAR:-default} found: the pattern no longer matches"
     for match in VARIABLE.finditer(raw):
         assert match.group("op") == ":-" and match.group("default"), match.group(0)
     assert "$" not in VARIABLE.sub("", raw), "a bare $VAR has no default"
 
 
 def test_images_are_pinned(compose: dict) -> None:
+    assert compose["services"]
     for name, service in compose["services"].items():
         repository, _, tag = service["image"].rpartition(":")
         assert repository and tag and tag != "latest", (name, service["image"])
@@ -85,6 +87,8 @@ def test_images_are_pinned(compose: dict) -> None:
 
 def test_mounted_and_built_paths_exist(compose: dict) -> None:
     declared = set(compose.get("volumes", {}))
+    mounts = [m for service in compose["services"].values() for m in bind_mounts(service)]
+    assert mounts, "no bind mount found: the test would check nothing"
     for name, service in compose["services"].items():
         build = service.get("build")
         if build:
@@ -159,6 +163,7 @@ def test_prometheus_scrapes_the_worker_service(compose: dict) -> None:
     (sd,) = job["dns_sd_configs"]
     assert sd["names"] == ["worker"] and sd["type"] == "A"
     assert str(sd["port"]) in compose["services"]["worker"]["expose"]
+    assert config["rule_files"]
     for rule_file in config["rule_files"]:
         assert (config_path.parent / rule_file).is_file(), rule_file
 
@@ -196,6 +201,7 @@ def test_dockerfile() -> None:
     assert args["EXPOSE"] == ["6066"]
     assert "/healthz" in args["HEALTHCHECK"][0]
     assert "pip install ." in " ".join(args["RUN"])
+    assert args["COPY"]
     for copy in args["COPY"]:
         for source in copy.split()[:-1]:
             assert (ROOT / source).exists(), source

@@ -33,8 +33,8 @@ from streamproc.partials.codec import (
 )
 from streamproc.partials.owner import PartialsInbox, PartialsView
 from streamproc.partials.publisher import FullRounds, PartialsPublisher
-from tests.scenario import Scenario, noon_zone
 from tests.support.facts import fact
+from tests.support.scenario import Scenario, noon_zone
 
 SCENARIO = Scenario()
 SETTINGS = Settings(_env_file=None, timezone=noon_zone(SCENARIO.now), partitions=4)

@@ -11,8 +11,8 @@ from streamproc.config import Settings
 from streamproc.contract.events import EventKind
 from streamproc.engine.engine import Engine, RawMessage
 from streamproc.kpis.compute import split_samples
-from tests.scenario import Scenario, expected, noon_zone
-from tests.truth import engine_samples
+from tests.support.scenario import Scenario, expected, noon_zone
+from tests.support.truth import engine_samples
 
 SCENARIO = Scenario()
 SETTINGS = Settings(

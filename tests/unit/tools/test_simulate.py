@@ -126,6 +126,7 @@ def test_windows_move_forward(settings: Settings) -> None:
 
 
 def test_events_follow_the_contract(settings: Settings, hour: list[SimEvent]) -> None:
+    assert len(hour) > 1000
     for kind, ev in hour:
         check_event(settings, kind, ev)
     ids = [ev["event_id"] for _, ev in hour]
@@ -137,6 +138,7 @@ def test_events_follow_the_contract(settings: Settings, hour: list[SimEvent]) ->
 
 def test_events_parse(settings: Settings, hour: list[SimEvent], week: list[SimEvent]) -> None:
     parser = EventParser(settings)
+    assert hour and week
     for kind, ev in hour + week[::10]:
         try:
             parser.parse(EventKind(kind), ev["lead_id"].encode(), orjson.dumps(ev), START + HOUR)
@@ -157,9 +159,10 @@ def test_causal_order_per_lead(settings: Settings, hour: list[SimEvent]) -> None
         assert evs[0][0] == "lead-created"
         if len(evs) > 1:  # else born in the hour's last seconds
             assert evs[1][0] == "stage-changed" and evs[1][1]["from_stage"] is None
-    for kind, ev in hour:
-        if kind == "email-opened" and ev["message_id"] in sends:
-            assert ts(ev) > sends[ev["message_id"]]
+    opens = [ev for kind, ev in hour if kind == "email-opened" and ev["message_id"] in sends]
+    assert opens, "no open of an email sent in the hour"
+    for ev in opens:
+        assert ts(ev) > sends[ev["message_id"]]
 
 
 def test_rfc3339() -> None:
