@@ -264,6 +264,15 @@ CATALOGUE: tuple[Kpi, ...] = (
         "Won / (won + lost) of the deals closed in the window, by lead source",
     ),
     _k(
+        "sales_rep_win_ratio",
+        R,
+        "won won lost",
+        "rep",
+        "rep",
+        _PIPE,
+        "Won / (won + lost) of the deals the rep closed in the window",
+    ),
+    _k(
         "sales_revenue_per_rep",
         Kind.PER_DISTINCT,
         "won_value active",

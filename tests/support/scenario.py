@@ -181,6 +181,8 @@ def expected(window_labels: bool = True) -> dict[tuple[str, tuple[tuple[str, str
         put("sales_deals_lost", 1, window=w, rep="r1", reason="price")  # L5
         put("sales_win_ratio", 0.5, window=w, source="facebook")  # L3 won, L5 lost
         put("sales_win_ratio", 1.0, window=w, source="referral")  # L4 won
+        put("sales_rep_win_ratio", 1.0, window=w, rep="r2")  # L3, L4 won
+        put("sales_rep_win_ratio", 0.0, window=w, rep="r1")  # L5 lost
         put("sales_revenue_per_rep", 6500.0, window=w)  # 13000 / {r1, r2}
         put("sales_upsell_ratio", 0.5, window=w)  # L4 of L3, L4
         put("sales_emails_sent", 1, window=w, rep="r1")
