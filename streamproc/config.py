@@ -51,7 +51,11 @@ class Settings(BaseSettings):
     """Every setting of a worker, validated once at start-up and then frozen."""
 
     model_config = SettingsConfigDict(
-        env_prefix="STREAMPROC_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="STREAMPROC_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        use_attribute_docstrings=True,
     )
 
     broker_url: str = "kafka://127.0.0.1:9092"

@@ -1,18 +1,22 @@
 """The reference pages generated from the code: ``docs/metrics.md`` from the KPI catalogue
-and the processor's own metrics. ``python -m streamproc.tools.reference [DIR]`` writes them;
-a test keeps the committed pages equal to what this makes."""
+and the processor's own metrics, ``docs/configuration.md`` from the settings.
+``python -m streamproc.tools.reference [DIR]`` writes them; a test keeps the committed
+pages equal to what this makes."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
+from streamproc.config import Settings
 from streamproc.engine.facts import FAMILIES
 from streamproc.engine.windows import WINDOW_MEANINGS
 from streamproc.kpis.catalogue import CATALOGUE, GLOBAL, QUANTILES, Kind, Kpi
 from streamproc.serving.prometheus import PROCESSOR_METRICS
 
-__all__ = ["PAGES", "metrics_page", "write_reference"]
+__all__ = ["PAGES", "metrics_page", "settings_page", "write_reference"]
 
 _TOPICS = {
     "response-time": "Speed to lead",
@@ -131,7 +135,49 @@ def metrics_page() -> str:
     return "\n".join(out)
 
 
-PAGES = {"metrics.md": metrics_page}
+def setting_name(field: str) -> str:
+    return f"STREAMPROC_{field.upper()}"
+
+
+def _default(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def settings_page() -> str:
+    """``docs/configuration.md``: every setting, its default and meaning."""
+    out = [
+        "# Configuration",
+        "",
+        "<!-- Generated from the code by `python -m streamproc.tools.reference docs`; a test",
+        "     keeps it in sync. Edit the field docstrings in streamproc/config.py. -->",
+        "",
+        "Settings come from the environment (prefix `STREAMPROC_`) or a `.env` file in the",
+        "working directory, and are validated at start-up: a bad value stops the command with",
+        "one line naming the variable. JSON settings take a JSON object.",
+        "`streamproc settings` prints every setting with its default and current value.",
+        "",
+        "| variable | default | meaning |",
+        "| --- | --- | --- |",
+    ]
+    for name, field in Settings.model_fields.items():
+        variable = setting_name(name)
+        meaning = " ".join((field.description or "").split()).removeprefix(f"{variable}: ")
+        meaning = meaning.replace("``", "`").replace("|", "\\|")
+        default = _default(field.get_default(call_default_factory=True))
+        out.append(f"| `{variable}` | `{default}` | {meaning} |")
+    out.append("")
+    return "\n".join(out)
+
+
+PAGES = {"metrics.md": metrics_page, "configuration.md": settings_page}
 
 
 def write_reference(docs: Path) -> list[Path]:
