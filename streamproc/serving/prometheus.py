@@ -134,8 +134,8 @@ class LagCollector(Collector):
         self._lags = lags
 
     def collect(self) -> Iterator[Metric]:
-        lag = _OWN["streamproc_consumer_lag_messages"]
-        family = GaugeMetricFamily(lag.name, lag.help, labels=list(lag.labels))
+        own = _OWN["streamproc_consumer_lag_messages"]
+        family = GaugeMetricFamily(own.name, own.help, labels=list(own.labels))
         for topic, partition, lag in self._lags():
             family.add_metric([topic, str(partition)], float(lag))
         yield family
