@@ -83,29 +83,55 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.bench import CONTENDERS, BenchOptions, run_backfill_bench, run_bench
+_BENCH_VALUES = (
+    "events",
+    "leads",
+    "reps",
+    "time_bound",
+    "latency_seconds",
+    "latency_rate",
+    "alert_probes",
+    "alert_wait",
+    "only",
+    "profile",
+    "workdir",
+)
+"""The bench's options that take a value, as ``python -m benchmarks`` spells them too."""
 
-    given = {
-        "events": args.events,
-        "leads": args.leads,
-        "reps": args.reps,
-        "time_bound": args.time_bound,
-        "latency_seconds": args.latency_seconds,
-        "latency_rate": args.latency_rate,
-        "alert_probes": args.alert_probes,
-        "alert_wait": args.alert_wait,
-        "profile": Path(args.profile) if args.profile else None,
-        "workdir": Path(args.workdir) if args.workdir else None,
-        "contenders": tuple(args.only.split(",")) if args.only else CONTENDERS,
-    }
-    overrides = {k: v for k, v in given.items() if v is not None}
-    options = BenchOptions.quick_preset(**overrides) if args.quick else BenchOptions(**overrides)
-    if args.backfill:
-        run_backfill_bench(settings, options)
-    else:
-        run_bench(settings, options)
-    return 0
+
+def _bench_checkout() -> Path | None:
+    """The directory ``python -m benchmarks`` would run the bench from here: the current
+    directory (a source checkout) or a ``PYTHONPATH`` entry holding ``benchmarks/``."""
+    import os
+
+    roots = [
+        Path.cwd(),
+        *(Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p),
+    ]
+    for root in roots:
+        if (root / "benchmarks" / "__main__.py").is_file():
+            return root
+    return None
+
+
+def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """The benchmark is not in the installed package: run a checkout's ``python -m benchmarks``
+    with the same arguments."""
+    import subprocess
+
+    if _bench_checkout() is None:
+        raise StreamprocError(
+            "the benchmark runs from a source checkout, not the installed package: "
+            "git clone <the streamproc repository>; cd streamproc; python -m benchmarks --quick"
+        )
+    argv = [sys.executable, "-m", "benchmarks"]
+    argv += ["--quick"] if args.quick else []
+    for name in _BENCH_VALUES:
+        value = getattr(args, name)
+        if value is not None:
+            argv += ["--" + name.replace("_", "-"), str(value)]
+    argv += ["--backfill"] if args.backfill else []
+    return subprocess.run(argv, check=False).returncode
 
 
 def _cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
@@ -146,7 +172,12 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--create-topics", action="store_true", help="create missing topics")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     replay.set_defaults(run=_cmd_replay)
-    bench = sub.add_parser("bench", help="the benchmark (embedded broker, all contenders)")
+    bench = sub.add_parser(
+        "bench",
+        help="the benchmark, from a source checkout: runs `python -m benchmarks` there",
+        description="Runs `python -m benchmarks` with these arguments; the benchmark is not "
+        "installed with the package: it runs from a source checkout.",
+    )
     bench.add_argument("--quick", action="store_true", help="200,000 events, ~3 minutes")
     bench.add_argument("--events", type=int, help="history size (default 1,000,000)")
     bench.add_argument("--leads", type=int, help="leads in the history (default events/10)")

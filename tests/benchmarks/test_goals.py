@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamproc.bench import GOALS
+from benchmarks.options import GOALS
 
 
 def test_the_memory_goal_is_300_megabytes_of_the_mebibytes_measured() -> None:

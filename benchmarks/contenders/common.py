@@ -1,6 +1,7 @@
 """What the contender modules share: their command line and the status file the bench reads.
 
-Each contender is a standalone process started by ``streamproc bench``. It reads the four
+Each contender is a standalone process started by the bench (``python -m benchmarks``), as
+``python -m benchmarks.contenders.NAME`` from the checkout's root. It reads the four
 input topics from the start and writes a small JSON status file (count, time of the first
 event, of the last one, of the ``--expect``-th one) that the bench polls; it never decides
 when to stop: the bench stops it once the count is reached or the time bound has passed.

@@ -7,16 +7,12 @@ per-event framework: the socket, aiokafka's record decoding and orjson, nothing 
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
-from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import Status, parse_args
+from benchmarks.contenders.common import Status, parse_args
 
 
 async def main() -> None:

@@ -6,13 +6,8 @@ pays per event (the event object, the ack, sensors, the context switch per messa
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import Status, parse_args
-from faust_common import make_app, run
+from benchmarks.contenders.common import Status, parse_args
+from benchmarks.contenders.faust_common import make_app, run
 
 args = parse_args(__doc__ or "")
 status = Status(args.status, args.expect)

@@ -1,0 +1,101 @@
+"""What one bench run does (``BenchOptions``), the contenders, and the goals it checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamproc.exceptions import StreamprocError
+
+__all__ = [
+    "CONTENDERS",
+    "DAY",
+    "GOALS",
+    "MARKER_REP",
+    "MIB",
+    "SLA_SOURCE",
+    "BenchError",
+    "BenchOptions",
+]
+
+DAY = 86400.0
+MIB = 1024 * 1024
+MARKER_REP = "bench-marker"
+SLA_SOURCE = "bench-sla"
+CONTENDERS = ("raw", "plain", "naive", "kpi2", "kpi1")
+GOALS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "events_per_s >= 2.5x naive": lambda r: (
+        r["events_per_s"] / r["naive_faust_events_per_s"] >= 2.5
+    ),
+    "events_per_s >= 0.8x plain Faust": lambda r: (
+        r["events_per_s"] / r["plain_faust_events_per_s"] >= 0.8
+    ),
+    "2 workers >= 1.7x 1 worker": lambda r: r["events_per_s_2_workers"] / r["events_per_s"] >= 1.7,
+    "p99 <= 250 ms at 1,000 events/s": lambda r: r["p99_latency_ms"] <= 250,
+    "alert <= 1 s": lambda r: r["alert_latency_ms"] <= 1000,
+    # ``rss_mb`` is in MiB (as printed); 300 MB are 286.1 MiB.
+    "RSS <= 300 MB": lambda r: r["rss_mb"] * MIB <= 300e6,
+}
+"""The issue's goals, checked on the JSON figures (a missing figure: not checked)."""
+
+
+class BenchError(StreamprocError):
+    """A contender could not run (did not start, crashed): the message says which and why."""
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What one bench run does; ``quick_preset()`` is the ``--quick`` preset."""
+
+    events: int = 1_000_000
+    leads: int | None = None
+    """Leads in the history; default: one per 10 events."""
+    reps: int = 100
+    span_days: float = 7.0
+    """The history covers this many days up to now (7: everything is in the 7d window)."""
+    seed: int = 0
+    time_bound: float = 300.0
+    """Seconds a throughput contender may run once ready; then its count so far is used."""
+    start_timeout: float = 120.0
+    catch_up: float = 900.0
+    """Seconds the one-worker run may take, past its time bound, to finish the history before
+    the latency run (whose worker should hold all of it)."""
+    latency_seconds: float = 60.0
+    latency_rate: float = 1000.0
+    marker_interval: float = 0.1
+    """One marker event per this many seconds during the latency run."""
+    scrape_interval: float = 15.0
+    """/metrics scrapes during the latency run: checks, and the load of a Prometheus with
+    the shipped config (15 s). A scrape costs the worker's loop ~1 s at 100,000 leads."""
+    alert_sla: float = 2.0
+    """The SLA (seconds) of the probe leads' source, set as an override for that source."""
+    alert_probes: int = 10
+    alert_wait: float = 10.0
+    """Seconds to wait for the last probe's alert after its due time."""
+    contenders: tuple[str, ...] = CONTENDERS
+    profile: Path | None = None
+    """Write a py-spy profile of the one-worker throughput run here (a directory)."""
+    workdir: Path | None = None
+    keep_workdir: bool = False
+    quick: bool = False
+
+    @classmethod
+    def quick_preset(cls, **overrides: Any) -> BenchOptions:
+        values: dict[str, Any] = {
+            "events": 200_000,
+            "time_bound": 10.0,
+            "catch_up": 60.0,
+            "start_timeout": 60.0,
+            "latency_seconds": 10.0,
+            "alert_probes": 3,
+            "alert_wait": 3.0,
+            "quick": True,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def lead_count(self) -> int:
+        return self.leads if self.leads is not None else max(1, self.events // 10)

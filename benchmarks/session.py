@@ -1,0 +1,98 @@
+"""One bench run's surroundings: the embedded broker, the settings its processes get, the
+work directory, and the time each step took."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from benchmarks.options import SLA_SOURCE, BenchOptions
+from benchmarks.processes import code_version
+from streamproc.config import Settings
+from streamproc.kafka.topics import create_topics, topic_names
+from streamproc.tools.broker import EmbeddedBroker
+from streamproc.tools.net import free_port
+
+__all__ = ["BenchRun", "phase"]
+
+
+class BenchRun:
+    """State of one bench run: the broker, the base settings, the work directory."""
+
+    def __init__(self, settings: Settings, options: BenchOptions, out: TextIO) -> None:
+        self.options = options
+        self.out = out
+        self.tag = f"{os.getpid():x}{int(time.time()) % 100000:x}"
+        if options.workdir is not None:
+            options.workdir.mkdir(parents=True, exist_ok=True)
+            self.workdir = options.workdir
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix="streamproc-bench-"))
+        self.broker = EmbeddedBroker(free_port(), log_path=self.workdir / "broker.log")
+        self.base = settings
+        self.settings = settings
+        self.durations: dict[str, float] = {}
+        self.version = code_version()
+        self.code_changed: list[str] = []
+
+    def check_code(self, name: str) -> None:
+        """Note a contender started on other sources than the run began with."""
+        if code_version()["sources_sha256"] != self.version["sources_sha256"]:
+            self.code_changed.append(name)
+            self.log(f"  warning: streamproc's sources changed before {name} started")
+
+    def log(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def start(self) -> None:
+        self.broker.start()
+        self.settings = self.base.model_copy(
+            update={
+                "broker_url": self.broker.url,
+                "topic_prefix": f"bench-{self.tag}.",
+                "app_id": f"bench-{self.tag}",
+                "redis_url": None,  # hermetic: the bench measures the worker, not a Redis
+                "data_dir": self.workdir / "data",
+                "sla_source_overrides": {
+                    **self.base.sla_source_overrides,
+                    SLA_SOURCE: self.options.alert_sla,
+                },
+            }
+        )
+        asyncio.run(create_topics(self.settings))
+
+    def close(self) -> None:
+        self.broker.stop()
+        if self.options.workdir is None and not self.options.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def worker_settings(self, app: str) -> Settings:
+        return self.settings.model_copy(
+            update={
+                "app_id": f"{self.settings.app_id}-{app}",
+                "web_port": free_port(),
+                "data_dir": self.workdir / "data" / app,
+            }
+        )
+
+    @property
+    def input_topics(self) -> list[str]:
+        return list(topic_names(self.settings).inputs.values())
+
+
+@contextlib.contextmanager
+def phase(run: BenchRun, name: str) -> Iterator[None]:
+    """Time a step of the run into ``run.durations``."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        run.durations[name] = round(time.monotonic() - started, 1)
