@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,13 +32,14 @@ from benchmarks.throughput import (
     wait_ready,
 )
 from streamproc.config import Settings, child_env
-from streamproc.tools.sales_team import history
+from streamproc.tools.sales_team import SimEvent, history
 
 __all__ = ["run_backfill_bench", "run_bench", "write_history_jsonl"]
 
 
-async def _produce_history(settings: Settings, options: BenchOptions, stream: TextIO) -> int:
-    events = history(
+def _history(settings: Settings, options: BenchOptions) -> Iterator[SimEvent]:
+    """The simulator's history the options ask for: what is produced and what is replayed."""
+    return history(
         settings,
         options.events,
         options.lead_count,
@@ -45,7 +47,10 @@ async def _produce_history(settings: Settings, options: BenchOptions, stream: Te
         reps=options.reps,
         seed=options.seed,
     )
-    return await produce_events(settings, events, options.events, stream)
+
+
+async def _produce_history(settings: Settings, options: BenchOptions, stream: TextIO) -> int:
+    return await produce_events(settings, _history(settings, options), options.events, stream)
 
 
 def run_bench(
@@ -130,14 +135,7 @@ def run_bench(
 
 def write_history_jsonl(settings: Settings, options: BenchOptions, path: Path) -> int:
     """The simulator's history as replay input, wrapped form (``{"type", "event"}``)."""
-    events = history(
-        settings,
-        options.events,
-        options.lead_count,
-        options.span_days * DAY,
-        reps=options.reps,
-        seed=options.seed,
-    )
+    events = _history(settings, options)
     count = 0
     with path.open("wb") as handle:
         for kind, event in events:
