@@ -53,8 +53,10 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"the quick preset: {_QUICK.events:,} events, ~3 minutes (default: the full "
-        f"bench, {_FULL.events:,} events, 10-18 minutes on 2 cores)",
+        help=f"the quick preset: {_QUICK.events:,} events, ~3 minutes, then the take-over part "
+        f"at {_QUICK.takeover_leads:,} leads, ~3 more (default: the full "
+        f"bench, {_FULL.events:,} events, 10-18 minutes on 2 cores, then the take-over part, "
+        "~30 more)",
     )
     parser.add_argument("--events", type=int, help=f"history size {_default('events')}")
     parser.add_argument(
