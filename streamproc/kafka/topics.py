@@ -17,6 +17,7 @@ from streamproc.config import Settings
 from streamproc.exceptions import BrokerUnreachable, TopicsError
 
 __all__ = [
+    "BUSINESS_EVENTS",
     "INPUT_EVENTS",
     "METRIC_KPIS",
     "TopicNames",
@@ -29,7 +30,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 INPUT_EVENTS = ("lead-created", "contact-attempted", "stage-changed", "email-opened")
-METRIC_KPIS = ("response-time", "activity", "pipeline", "email")
+# Optional (spec/business-events.md): a deployment without them runs as before.
+BUSINESS_EVENTS = ("cost-recorded", "customer-churned", "nps-responded")
+METRIC_KPIS = ("response-time", "activity", "pipeline", "email", "customers")
 _COMPACT = {"cleanup.policy": "compact"}
 _TOPIC_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS: another worker won the race
 
@@ -46,18 +49,30 @@ class TopicNames:
     alerts: str
     partials: str
     """Internal, compacted; keyed like the inputs, so it must be co-partitioned with them."""
+    business: dict[str, str]
+    """Optional business event kind (``cost-recorded``...) -> topic; any partition count."""
+    customers: str
+    """Internal: the business events and the won deals, repartitioned by customer; it must
+    be co-partitioned with the inputs (a customer's partition number is a lead's)."""
 
     @property
     def co_partitioned(self) -> list[str]:
         """Topics that must share one partition count (one lead: one partition number)."""
-        return [*self.inputs.values(), self.partials]
+        return [*self.inputs.values(), self.partials, self.customers]
 
     @property
     def compacted(self) -> list[str]:
         return [*self.metrics.values(), self.partials]
 
     def all(self) -> list[str]:
-        return [*self.inputs.values(), self.dead_letter, self.alerts, *self.compacted]
+        return [
+            *self.inputs.values(),
+            *self.business.values(),
+            self.customers,
+            self.dead_letter,
+            self.alerts,
+            *self.compacted,
+        ]
 
 
 def topic_names(settings: Settings) -> TopicNames:
@@ -68,6 +83,8 @@ def topic_names(settings: Settings) -> TopicNames:
         dead_letter=settings.topic("dead-letter"),
         alerts=settings.topic("alerts"),
         partials=settings.topic("internal.partials"),
+        business={kind: settings.topic(kind) for kind in BUSINESS_EVENTS},
+        customers=settings.topic("internal.customers"),
     )
 
 
@@ -137,16 +154,22 @@ def _created(topic_errors: Iterable[tuple[object, ...]]) -> list[str]:
     return created
 
 
-async def check_topics(settings: Settings) -> None:
-    """Raise ``TopicsError`` (one line) if an input topic is missing or counts differ."""
+async def check_topics(settings: Settings) -> frozenset[str]:
+    """Raise ``TopicsError`` (one line) if an input topic is missing or counts differ.
+
+    Returns the optional business topics that exist (none unless the internal customers
+    topic exists too: without it their events could not reach their customers)."""
     names = topic_names(settings)
     async with _admin(settings) as admin:
         counts = await _partition_counts(admin)
     missing = [n for n in names.inputs.values() if n not in counts]
     present = {n: counts[n] for n in names.co_partitioned if n in counts}
+    business = frozenset(n for n in names.business.values() if n in counts)
     problems = []
     if missing:
         problems.append(f"missing input topics: {', '.join(missing)}")
+    if business and names.customers not in counts:
+        problems.append(f"business topics {', '.join(sorted(business))} need {names.customers}")
     if len(set(present.values())) > 1:
         problems.append(f"topics not co-partitioned: {_by_count(present, settings.partitions)}")
     elif present and (count := next(iter(present.values()))) != settings.partitions:
@@ -157,6 +180,7 @@ async def check_topics(settings: Settings) -> None:
         )
     if problems:
         raise TopicsError("; ".join([*problems, _fix(present, settings.partitions)]))
+    return business if names.customers in counts else frozenset()
 
 
 def _fix(present: dict[str, int], wanted: int) -> str:
