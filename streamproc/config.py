@@ -235,7 +235,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def _one_line(err: Any) -> str:
-    """``STREAMPROC_X: what is wrong``, with the key inside a JSON setting when it is one."""
+    """``STREAMPROC_<NAME>: what is wrong``, with the key inside a JSON setting when it is one."""
     message = str(err["msg"]).removeprefix("Value error, ")
     loc = [str(part) for part in err.get("loc", ())]
     if not loc:  # a check across settings: its message names the variable first
