@@ -78,7 +78,11 @@ class Settings(BaseSettings):
     partitions: int = Field(default=4, ge=1, le=1024)
     """STREAMPROC_PARTITIONS: partitions of every topic (co-partitioned)."""
     timezone: str = "UTC"
-    """STREAMPROC_TIMEZONE: IANA zone whose midnight starts the ``today`` window."""
+    """STREAMPROC_TIMEZONE: IANA zone whose midnight starts the ``today`` window (and the
+    days and months of the calendar periods)."""
+    fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
+    """STREAMPROC_FISCAL_YEAR_START_MONTH: 1-12, the month fiscal years and quarters begin
+    (4: quarters start in April, July, October and January)."""
     response_sla_seconds: float = Field(default=300.0, gt=0)
     """STREAMPROC_RESPONSE_SLA_SECONDS: first-contact SLA of a lead."""
     sla_source_overrides: dict[str, float] = Field(default_factory=dict)

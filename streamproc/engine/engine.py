@@ -7,7 +7,7 @@ difference reaches the aggregates, so the cost per event stays small.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from sys import intern
 from typing import Literal, NamedTuple
@@ -24,7 +24,7 @@ from streamproc.contract.events import (
     EventParser,
     LeadCreated,
 )
-from streamproc.engine.aggregates import PartitionAggregates, fact_diff
+from streamproc.engine.aggregates import PartitionAggregates, Rollup, fact_diff
 from streamproc.engine.customer import (
     CustomerFacts,
     CustomerState,
@@ -135,7 +135,7 @@ class Engine:
         self.customers: MutableMapping[str, CustomerState] = {} if customers is None else customers
         self.parser = EventParser(settings)
         self.deriver = deriver or FactDeriver(settings)
-        self.clock = WindowClock(settings.zone)
+        self.clock = WindowClock(settings.zone, settings.fiscal_year_start_month)
         self.customer_facts = CustomerFacts(self.clock)
         self.partitions: dict[int, PartitionAggregates] = {}
         # Messages already dead-lettered (durable: see LeadLog), one mark per message: after
@@ -252,20 +252,31 @@ class Engine:
             part = self.partitions[partition] = PartitionAggregates(self.clock, now)
         return part
 
-    def rebuild(self, partitions: Iterable[int], now: float) -> int:
-        """Derive the aggregates of newly owned partitions from their recovered leads (and
-        customers)."""
+    def rebuild(
+        self,
+        partitions: Iterable[int],
+        now: float,
+        rollups: Mapping[int, Iterable[Rollup]] | None = None,
+    ) -> int:
+        """Derive the aggregates of newly owned partitions from their recovered leads and
+        customers, and restore what their forgotten leads left in the periods
+        (``rollups``)."""
         wanted = {p for p in partitions if p not in self.partitions}
-        built = self._rebuild_leads(wanted, now)
+        built = self._rebuild_leads(wanted, now, rollups or {})
         for customer in self.customers.values():
             if customer.partition in wanted:
                 facts = self.customer_facts.facts(customer)
                 self.aggregates(customer.partition, now).apply(facts, 1)
         return built
 
-    def _rebuild_leads(self, wanted: set[int], now: float) -> int:
+    def _rebuild_leads(
+        self, wanted: set[int], now: float, rollups: Mapping[int, Iterable[Rollup]]
+    ) -> int:
         if not wanted:
             return 0
+        for p in wanted:
+            for rollup in rollups.get(p, ()):
+                self.aggregates(p, now).restore(rollup)
         built = 0
         for lead in self.leads.values():
             if lead.partition in wanted:
@@ -333,7 +344,10 @@ class Engine:
                 continue
             part = self.partitions.get(lead.partition)
             if part is not None:
-                part.apply(facts, -1)  # its live facts; the windowed ones are past retention
+                # Its live facts and the 7-day levels' leave; in the periods its facts move
+                # from the kept part to the archive (the changelogged rollups).
+                part.apply(facts, -1)
+                part.archive(facts)
             del self.leads[lead.lead_id]
             gone.append(lead)
         return gone

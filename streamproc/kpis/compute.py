@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from streamproc.engine.aggregates import Acc, PartitionAggregates
 from streamproc.engine.facts import FAMILIES
-from streamproc.engine.windows import WindowBounds, WindowClock
+from streamproc.engine.windows import PERIODS, WindowBounds, WindowClock
 from streamproc.kpis.catalogue import (
     CATALOGUE,
     QUANTILES,
@@ -255,14 +255,23 @@ class _Reader:
     def _at_start_ratio(
         self, kpi: Kpi, window: WindowBounds | None
     ) -> Iterator[tuple[Labels, float]]:
-        exits, _, entries = self.inputs(kpi, window)
+        exits = self.inputs(kpi, window)[0]
         live = _fold(_project(kpi.reads[1], kpi, self._accs(kpi.reads[1], None)), self.ctx.cap)
+        # From the window's start to now: a past period (last_month) and the current one.
+        since = [window]
+        if window is not None and window.name.startswith("last_"):
+            current = window.name.removeprefix("last_")
+            since += [w for w in self._windows if w.name == current]
+        came_since, left_since = _Tally(), _Tally()
+        for w in since:
+            exits_in_w, _, entries_in_w = self.inputs(kpi, w)
+            left_since.add(exits_in_w)
+            came_since.add(entries_in_w)
         for labels in exits.keys() | live.keys():
             left = exits.get(labels)
             gone = left.count if left else 0
             now_active = live[labels].count if labels in live else 0
-            came = entries[labels].count if labels in entries else 0
-            at_start = now_active - came + gone
+            at_start = now_active - came_since.get(labels) + left_since.get(labels)
             if at_start > 0:
                 yield labels, rounded(gone / at_start)
 
@@ -310,6 +319,20 @@ _SPECIAL: dict[Kind, _ValuesOf] = {
     Kind.AT_START_RATIO: _Reader._at_start_ratio,
     Kind.NPS: _Reader._nps,
 }
+
+
+class _Tally:
+    """Counts by labels, added up over several windows."""
+
+    def __init__(self) -> None:
+        self.by: dict[Labels, int] = {}
+
+    def add(self, accs: dict[Labels, Acc]) -> None:
+        for labels, acc in accs.items():
+            self.by[labels] = self.by.get(labels, 0) + acc.count
+
+    def get(self, labels: Labels) -> int:
+        return self.by.get(labels, 0)
 
 
 def _read_all(
@@ -443,7 +466,9 @@ def merging(items: Iterable[Summary]) -> Generator[None, None, Summary]:
     for family, lists in parts.items():
         into = merged[family] = {}
         for labels, accs_by_window in lists.items():
-            into[labels] = {w: Acc.merged(accs) for w, accs in accs_by_window.items()}
+            into[labels] = {
+                w: Acc.merged(accs, counted=w in PERIODS) for w, accs in accs_by_window.items()
+            }
             yield None
     return merged
 

@@ -16,6 +16,7 @@ import orjson
 from streamproc.config import Settings
 from streamproc.contract.events import BusinessKind, EventKind
 from streamproc.engine.engine import CUSTOMERS, Engine, RawMessage
+from streamproc.engine.windows import WindowBounds, WindowClock
 
 Event = tuple[str, dict[str, Any]]  # (kind, event)
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -32,8 +33,9 @@ def is_customer_metric(name: str) -> bool:
 
 
 class BusinessScenario:
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, clock: WindowClock) -> None:
         self.now = float(int(now))
+        self.clock = clock
         self.events: list[Event] = []
         self._n = 0
         self._build()
@@ -62,8 +64,7 @@ class BusinessScenario:
         )
 
     def _build(self) -> None:
-        midnight = self.now - 12 * 3600  # local
-        day = 86400
+        today = self.clock.day(self.now)
         # A churn that arrives before its customer's won deal (Y2, below): first in the list.
         self.add("customer-churned", 10, customer_id="CUST-Y2", reason="service")
         # Five smb customers won yesterday (20 h ago): active at today's start.
@@ -83,7 +84,7 @@ class BusinessScenario:
         self.won(30, "R1", "r2", 5000, ["crm", "support"])
         # Two of the five churn today: 2 / 5.
         self.add("customer-churned", 10, customer_id="CUST-Y1", reason="price", revenue_lost=300)
-        # Costs: a 31-day google_ads invoice (100 a day) from ten days before today's start;
+        # Costs: a 31-day google_ads invoice (100 a day) from ten days before today began;
         # referral's 50 half an hour ago; a service cost of customer A (smb); an enterprise
         # sales cost without a customer.
         self.add(
@@ -92,8 +93,8 @@ class BusinessScenario:
             amount=3100,
             category="marketing",
             source="google_ads",
-            period_start=_iso(midnight - 10 * day),
-            period_end=_iso(midnight + 21 * day),
+            period_start=_iso(self.clock.midnight(today - 10)),
+            period_end=_iso(self.clock.midnight(today + 21)),
         )
         self.add("cost-recorded", 30, amount=50, category="marketing", source="referral")
         self.add("cost-recorded", 20, amount=40, category="service", customer_id="CUST-A")
@@ -119,71 +120,114 @@ class BusinessScenario:
     # --- the truth -----------------------------------------------------------------------
 
     def expected(self) -> dict[SeriesKey, float]:
+        """Every series, window by window: which of the scenario's instants each window
+        holds decides (a window is ``[start, end)``; the periods end at the period's end,
+        so the current month holds the invoice's shares of its days still to come)."""
         e: dict[SeriesKey, float] = {}
 
         def put(name: str, value: float, **labels: str) -> None:
             e[(name, tuple(sorted(labels.items())))] = round(value, 6)
 
-        for w in ("1h", "today", "7d"):
-            week = w == "7d"
-            # created: google_ads 4, referral 2 (+ webinar 5 yesterday in 7d)
-            # google_ads invoice: one share of 100 at each midnight: today 1, 7d 7, 1h none
-            google = {"1h": 0, "today": 100, "7d": 700}[w]
-            if google:
-                put("sales_cost", google, window=w, category="marketing", source="google_ads")
-                put("sales_cost_per_lead", google / 4, window=w, source="google_ads")
-                put("sales_cost_per_new_customer", google / 2, window=w, source="google_ads")
-            put("sales_cost", 50, window=w, category="marketing", source="referral")
-            put("sales_cost", 40, window=w, category="service", source="none")
-            put("sales_cost", 25, window=w, category="sales", source="none")
-            put("sales_cost_per_lead", 50 / 2, window=w, source="referral")
-            put("sales_cost_per_new_customer", 50 / 1, window=w, source="referral")
-            leads = 11 if week else 6
-            new = 8 if week else 3
-            put("sales_cost_per_lead", (google + 50) / leads, window=w)
-            put("sales_cost_per_new_customer", (google + 50) / new, window=w)
-            # products: crm in G1 G2 R1, voip G1 G2, support G2 R1
-            put("sales_product_wins", 3, window=w, product="crm")
-            put("sales_product_wins", 2, window=w, product="voip")
-            put("sales_product_wins", 2, window=w, product="support")
-            put("sales_product_pair_wins", 2, window=w, product_a="crm", product_b="voip")
-            put("sales_product_pair_wins", 2, window=w, product_a="crm", product_b="support")
-            put("sales_product_pair_wins", 1, window=w, product_a="support", product_b="voip")
-            for a, b, ratio in (
-                ("crm", "voip", 2 / 3),
-                ("crm", "support", 2 / 3),
-                ("voip", "crm", 1.0),
-                ("voip", "support", 1 / 2),
-                ("support", "crm", 1.0),
-                ("support", "voip", 1 / 2),
+        clock = self.clock
+        now, minute, hour = self.now, 60.0, 3600.0
+        today = clock.day(now)
+        # the invoice: 100 at each of its 31 local midnights, from 10 days before today's
+        invoice = [clock.midnight(today - 10 + k) for k in range(31)]
+        windows = {b.name: b for b in clock.all_bounds(now)}
+        for w, b in windows.items():
+
+            def n(*instants: float, b: WindowBounds = b) -> int:
+                return sum(1 for t in instants if b.start <= t < b.end)
+
+            def since(*instants: float, b: WindowBounds = b) -> int:  # the start to now
+                return sum(1 for t in instants if b.start <= t <= now)
+
+            today_won = (now - 40 * minute, now - 35 * minute, now - 30 * minute)
+            g1, g2, r1 = (n(t) for t in today_won)
+            yesterday = n(now - 20 * hour)  # the five Y deals, at one instant
+            google = 100.0 * n(*invoice)
+            referral = 50.0 * n(now - 30 * minute)
+            created = {
+                "google_ads": 4 * n(now - 50 * minute),
+                "referral": 2 * n(now - 50 * minute),
+                "webinar": 5 * n(now - 21 * hour),
+            }
+            new = {"google_ads": g1 + g2, "referral": r1, "webinar": 5 * yesterday}
+            for source, spent in (("google_ads", google), ("referral", referral)):
+                if spent:
+                    put("sales_cost", spent, window=w, category="marketing", source=source)
+                    if created[source]:
+                        put("sales_cost_per_lead", spent / created[source], window=w, source=source)
+                    if new[source]:
+                        put(
+                            "sales_cost_per_new_customer",
+                            spent / new[source],
+                            window=w,
+                            source=source,
+                        )
+            if google or referral:
+                if sum(created.values()):
+                    put(
+                        "sales_cost_per_lead", (google + referral) / sum(created.values()), window=w
+                    )
+                if sum(new.values()):
+                    put(
+                        "sales_cost_per_new_customer",
+                        (google + referral) / sum(new.values()),
+                        window=w,
+                    )
+            at20 = n(now - 20 * minute)  # A's service cost, the enterprise sales cost
+            if at20:
+                put("sales_cost", 40, window=w, category="service", source="none")
+                put("sales_cost", 25, window=w, category="sales", source="none")
+            # products: G1 crm voip, G2 crm support voip, R1 crm support
+            wins = {"crm": g1 + g2 + r1, "voip": g1 + g2, "support": g2 + r1}
+            for product, count in wins.items():
+                if count:
+                    put("sales_product_wins", count, window=w, product=product)
+            pairs = {("crm", "voip"): g1 + g2, ("crm", "support"): g2 + r1, ("support", "voip"): g2}
+            for (a, b_), count in pairs.items():
+                if count:
+                    put("sales_product_pair_wins", count, window=w, product_a=a, product_b=b_)
+                    put("sales_product_attach_ratio", count / wins[a], window=w, product_a=a,
+                        product_b=b_)  # fmt: skip
+                    put("sales_product_attach_ratio", count / wins[b_], window=w, product_a=b_,
+                        product_b=a)  # fmt: skip
+            # churn: Y1 (price, 300 lost) and Y2 (service), smb, 10 minutes ago
+            churned = n(now - 10 * minute)
+            if churned:
+                put("sales_customers_churned", 1, window=w, segment="smb", reason="price")
+                put("sales_customers_churned", 1, window=w, segment="smb", reason="service")
+                put("sales_revenue_churned", 300, window=w, segment="smb")
+            # active at the start: active now, less those won since, plus those lost since
+            smb_won = (now - 20 * hour,) * 5 + (now - 40 * minute, now - 35 * minute)
+            lost_since = 2 * since(now - 10 * minute)
+            for segment, active, won_at, lost in (
+                ("smb", 5, smb_won, 2 * churned),
+                ("enterprise", 1, (now - 30 * minute,), 0),
             ):
-                put("sales_product_attach_ratio", ratio, window=w, product_a=a, product_b=b)
-            # churn: Y1 (price, 300 lost) and Y2 (service), smb
-            put("sales_customers_churned", 1, window=w, segment="smb", reason="price")
-            put("sales_customers_churned", 1, window=w, segment="smb", reason="service")
-            put("sales_revenue_churned", 300, window=w, segment="smb")
-            if w == "today":
-                # active now 5 (Y3 Y4 Y5 A B) - won today 2 (A B) + churned today 2 = 5
-                put("sales_churn_ratio", 2 / 5, window=w, segment="smb")
-            elif w == "1h":
-                # active now 5 - won in the hour 2 + churned 2 = 5 as well
-                put("sales_churn_ratio", 2 / 5, window=w, segment="smb")
-                # enterprise: C active now, won in the hour: 0 at the start, no ratio
-            # 7d: every customer was won inside the window: none active at its start
-            smb_revenue = 3000 + (2500 if week else 0)  # A 1000 + B 2000 (+ Y1-Y5 500 each)
-            put("sales_customer_revenue", smb_revenue, window=w, segment="smb")
-            put("sales_customer_revenue", 5000, window=w, segment="enterprise")
-            put("sales_customer_cost", 40, window=w, segment="smb")  # A's service cost
-            put("sales_customer_cost", 25, window=w, segment="enterprise")
-            put("sales_customer_profit", smb_revenue - 40, window=w, segment="smb")
-            put("sales_customer_profit", 5000 - 25, window=w, segment="enterprise")
-            put("sales_nps_responses", 5, window=w, category="promoter")
-            put("sales_nps_responses", 3, window=w, category="passive")
-            put("sales_nps_responses", 2, window=w, category="detractor")
-            put("sales_nps_score", 30, window=w)
-            put("sales_nps_score", 100 * (3 - 1) / 6, window=w, rep="r1")  # A, B: owner r1
-            put("sales_nps_score", 100 * (2 - 1) / 3, window=w, rep="r2")  # C but its 7
-            put("sales_nps_score", 0, window=w, rep="r3")  # C's 7, about r3
+                at_start = active - since(*won_at) + (lost_since if segment == "smb" else 0)
+                if at_start > 0:
+                    put("sales_churn_ratio", lost / at_start, window=w, segment=segment)
+            smb_revenue = 1000.0 * g1 + 2000 * g2 + 2500 * yesterday
+            for segment, revenue, cost in (
+                ("smb", smb_revenue, 40.0 * at20),
+                ("enterprise", 5000.0 * r1, 25.0 * at20),
+            ):
+                if revenue:
+                    put("sales_customer_revenue", revenue, window=w, segment=segment)
+                if cost:
+                    put("sales_customer_cost", cost, window=w, segment=segment)
+                if revenue or cost:
+                    put("sales_customer_profit", revenue - cost, window=w, segment=segment)
+            if n(now - 5 * minute):  # the ten answers
+                put("sales_nps_responses", 5, window=w, category="promoter")
+                put("sales_nps_responses", 3, window=w, category="passive")
+                put("sales_nps_responses", 2, window=w, category="detractor")
+                put("sales_nps_score", 30, window=w)  # 50 % - 20 %
+                put("sales_nps_score", 100 * (3 - 1) / 6, window=w, rep="r1")  # A, B: owner r1
+                put("sales_nps_score", 100 * (2 - 1) / 3, window=w, rep="r2")  # C but its 7
+                put("sales_nps_score", 0, window=w, rep="r3")  # C's 7, about r3
         put("sales_customers_active", 5, segment="smb")
         put("sales_customers_active", 1, segment="enterprise")
         return e

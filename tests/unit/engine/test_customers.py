@@ -18,7 +18,7 @@ from tests.support.truth import engine_samples
 
 NOW = float(int(time.time()))
 SETTINGS = Settings(_env_file=None, timezone=noon_zone(NOW))  # type: ignore[call-arg]
-SCENARIO = BusinessScenario(NOW)
+SCENARIO = BusinessScenario(NOW, Engine(SETTINGS, {}).clock)
 
 
 def customer_kpis(engine: Engine, owners_only: bool = False) -> dict[SeriesKey, float]:
