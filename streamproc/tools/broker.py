@@ -172,7 +172,10 @@ class _TansuProcess:
 
 
 class EmbeddedBroker(_TansuProcess):
-    """``tansu broker`` on ``host:port`` with in-memory storage: a restart loses every topic."""
+    """``tansu broker`` on ``host:port`` with in-memory storage: a restart loses every topic.
+
+    ``advertised`` (``host:port``): the address the broker gives clients in its metadata,
+    e.g. a TLS terminator's in front of it; by default its own."""
 
     role = "tansu broker"
 
@@ -181,6 +184,7 @@ class EmbeddedBroker(_TansuProcess):
         port: int | None = None,
         *,
         host: str = "127.0.0.1",
+        advertised: str | None = None,
         start_timeout: float = 10.0,
         log_path: Path | None = None,
         binary: str | None = None,
@@ -188,10 +192,12 @@ class EmbeddedBroker(_TansuProcess):
         super().__init__(
             port, host=host, start_timeout=start_timeout, log_path=log_path, binary=binary
         )
+        self.advertised = advertised
 
     def _args(self) -> list[str]:
         listener = f"tcp://{self.host}:{self.port}"
-        return ["broker", "--listener-url", listener, "--advertised-listener-url", listener]
+        advertised = f"tcp://{self.advertised}" if self.advertised else listener
+        return ["broker", "--listener-url", listener, "--advertised-listener-url", advertised]
 
 
 class BrokerProxy(_TansuProcess):

@@ -8,6 +8,7 @@ import logging
 import faust
 
 from streamproc.config import Settings
+from streamproc.kafka.security import describe
 from streamproc.kafka.topics import check_topics, wait_for_broker
 from streamproc.runtime.heap import freeze_after_full_collections, start_heap_trimmer
 from streamproc.worker.topology import build_topology
@@ -20,6 +21,7 @@ BROKER_WAIT_SECONDS = 24 * 3600.0  # a worker outlives a broker that is slow to 
 
 async def preflight(settings: Settings, broker_wait: float = BROKER_WAIT_SECONDS) -> None:
     """Wait for the broker, then refuse topics that are missing or not co-partitioned."""
+    log.info("Kafka %s: %s", settings.broker_hosts, describe(settings))
     await wait_for_broker(settings, timeout=broker_wait)
     await check_topics(settings)
 
