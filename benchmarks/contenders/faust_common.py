@@ -6,6 +6,7 @@ import argparse
 
 import faust
 
+from benchmarks.contenders.common import Status
 from streamproc.config import load_settings
 from streamproc.kafka.security import faust_credentials
 
@@ -33,5 +34,11 @@ def make_app(args: argparse.Namespace) -> faust.App:
     )
 
 
-def run(app: faust.App) -> None:
+def run(app: faust.App, status: Status) -> None:
+    """Run the worker, writing ``status`` four times a second for the runner to read."""
+
+    @app.timer(0.25)
+    async def report() -> None:
+        status.write()
+
     faust.Worker(app, loglevel="WARNING").execute_from_commandline()

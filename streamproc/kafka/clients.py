@@ -18,7 +18,7 @@ from aiokafka.conn import create_conn
 
 from streamproc.config import Settings
 from streamproc.exceptions import BrokerError
-from streamproc.kafka.security import aiokafka_options, explain
+from streamproc.kafka.security import aiokafka_options, explain, kafka_tls_context
 
 __all__ = ["admin_client", "check_connection", "consumer", "producer"]
 
@@ -57,7 +57,8 @@ async def check_connection(settings: Settings) -> None:
         await _connect(host, int(port), aiokafka_options(settings))
     except Exception as exc:
         other_side = await _speaks_other_protocol(settings, host, int(port), exc)
-        message = explain(settings, broker, exc, other_side)
+        alert = await _tls_alert(settings, host, int(port), exc)
+        message = explain(settings, broker, alert or exc, other_side)
         if message is not None:
             raise BrokerError(message) from None
         raise
@@ -94,3 +95,29 @@ async def _speaks_other_protocol(
         return False
     writer.close()
     return True
+
+
+async def _tls_alert(
+    settings: Settings, host: str, port: int, exc: BaseException
+) -> ssl.SSLError | None:
+    """The TLS alert a broker sends after the handshake when it refuses the client
+    certificate (or its absence), read without sending anything: the Kafka request of the
+    first attempt can make the broker reset the connection before the alert is read."""
+    context = kafka_tls_context(settings)
+    if context is None or isinstance(exc, ssl.SSLError):
+        return None
+    try:
+        async with asyncio.timeout(PROBE_SECONDS):
+            reader, writer = await asyncio.open_connection(host, port, ssl=context)
+    except Exception:
+        return None
+    try:
+        async with asyncio.timeout(0.5):  # an alert comes at once; a broker that took the
+            await reader.read(1)  # certificate sends nothing until asked
+    except ssl.SSLError as alert:
+        return alert
+    except Exception:
+        return None
+    finally:
+        writer.close()
+    return None

