@@ -131,7 +131,11 @@ class Settings(BaseSettings):
     partitions: int = Field(default=4, ge=1, le=1024)
     """STREAMPROC_PARTITIONS: partitions of every topic (co-partitioned)."""
     timezone: str = "UTC"
-    """STREAMPROC_TIMEZONE: IANA zone whose midnight starts the ``today`` window."""
+    """STREAMPROC_TIMEZONE: IANA zone whose midnight starts the ``today`` window (and the
+    days and months of the calendar periods)."""
+    fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
+    """STREAMPROC_FISCAL_YEAR_START_MONTH: 1-12, the month fiscal years and quarters begin
+    (4: quarters start in April, July, October and January)."""
     response_sla_seconds: float = Field(default=300.0, gt=0)
     """STREAMPROC_RESPONSE_SLA_SECONDS: first-contact SLA of a lead."""
     sla_source_overrides: dict[str, float] = Field(default_factory=dict)
@@ -332,7 +336,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def _one_line(err: Any) -> str:
-    """``STREAMPROC_X: what is wrong``, with the key inside a JSON setting when it is one."""
+    """``STREAMPROC_<NAME>: what is wrong``, with the key inside a JSON setting when it is one."""
     message = str(err["msg"]).removeprefix("Value error, ")
     loc = [str(part) for part in err.get("loc", ())]
     if not loc:  # a check across settings: its message names the variable first
