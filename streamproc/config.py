@@ -296,7 +296,7 @@ def _security_problem(s: Settings) -> str | None:
         (
             not tls and any((s.kafka_ssl_cafile, s.kafka_ssl_certfile, s.kafka_ssl_keyfile)),
             f"STREAMPROC_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS, yet "
-            "STREAMPROC_KAFKA_SSL_* files are set: set it to SSL or SASL_SSL",
+            "STREAMPROC_KAFKA_SSL_CAFILE, _CERTFILE or _KEYFILE is set: set it to SSL or SASL_SSL",
         ),
         (
             (s.kafka_ssl_certfile is None) != (s.kafka_ssl_keyfile is None),
@@ -309,7 +309,8 @@ def _security_problem(s: Settings) -> str | None:
         (
             any((s.redis_ssl_cafile, s.redis_ssl_certfile))
             and not (s.redis_url or "").startswith("rediss://"),
-            "STREAMPROC_REDIS_URL must be rediss://... when STREAMPROC_REDIS_SSL_* files are set",
+            "STREAMPROC_REDIS_URL must be rediss://... when STREAMPROC_REDIS_SSL_CAFILE or "
+            "_CERTFILE is set",
         ),
         (
             (s.web_tls_certfile is None) != (s.web_tls_keyfile is None),

@@ -16,7 +16,7 @@ __all__ = ["TlsFiles", "client_context", "server_context"]
 @dataclass(frozen=True)
 class TlsFiles:
     """The PEM files of one connection, and the prefix of the settings that name them
-    (``STREAMPROC_KAFKA_SSL``: ``..._CAFILE``, ``..._CERTFILE``, ``..._KEYFILE``)."""
+    without ``STREAMPROC_`` (``KAFKA_SSL``: ``STREAMPROC_KAFKA_SSL_CAFILE``...)."""
 
     setting: str
     cafile: Path | None = None
@@ -62,7 +62,7 @@ def _load_chain(context: ssl.SSLContext, files: TlsFiles) -> None:
         "CERTFILE",
         certfile,
         lambda: context.load_cert_chain(certfile, keyfile, password=files.key_password),
-        also=f" (or {files.setting}_KEYFILE {keyfile} does not match it)",
+        also=f" (or STREAMPROC_{files.setting}_KEYFILE {keyfile} does not match it)",
     )
 
 
@@ -74,5 +74,5 @@ def _load(
     except (OSError, ssl.SSLError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise SettingsError(
-            f"bad setting {files.setting}_{name}: cannot load {path}: {reason}{also}"
+            f"bad setting STREAMPROC_{files.setting}_{name}: cannot load {path}: {reason}{also}"
         ) from None

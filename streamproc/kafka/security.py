@@ -24,7 +24,7 @@ __all__ = [
     "kafka_tls_context",
 ]
 
-SETTING = "STREAMPROC_KAFKA_SSL"
+SETTING = "KAFKA_SSL"
 
 
 def _uses_tls(settings: Settings) -> bool:
