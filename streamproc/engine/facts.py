@@ -87,6 +87,26 @@ FAMILIES: Mapping[str, Family] = {
     "forecast_value": Family(
         ("rep",), "an open deal; value: deal value x win probability", live=True
     ),
+    # business outcomes (spec/business-events.md): products of won deals, from the leads
+    "product_win": Family(("product",), "a won deal that included the product"),
+    "product_pair": Family(
+        ("product_a", "product_b"), "a won deal that included both (product_a < product_b)"
+    ),
+    "product_attach": Family(
+        ("product_a", "product_b"), "a won deal that included both (both orders)"
+    ),
+    "segment_revenue": Family(("segment",), "a deal closed won; value: its deal value"),
+    # business outcomes, from the customers (``engine.customer``)
+    "new_customer": Family(("source", "segment"), "a customer's first won deal"),
+    "customer_active": Family(("segment",), "a customer won and not churned since", live=True),
+    "customer_activated": Family(("segment",), "a customer becoming active (won)"),
+    "customer_lost": Family(("segment",), "an active customer churning"),
+    "churned": Family(("segment", "reason"), "a churn event of a known customer"),
+    "revenue_churned": Family(("segment",), "a churn event; value: revenue_lost"),
+    "nps": Family(("rep", "category"), "an NPS answer of a known customer"),
+    "cost": Family(("category", "source"), "a cost; value: its amount (that day's share)"),
+    "marketing_cost": Family(("source",), "a marketing cost; value: its amount"),
+    "segment_cost": Family(("segment",), "a cost of a segment or of its customer; value"),
 }
 
 
@@ -216,6 +236,7 @@ class FactDeriver:
                 out.append(("lost_ch", (channel,), move.ts, 1.0))
             else:
                 self._stage_response(move, activity, out)
+        self._won_business(lead, history, value, out)
         current = history[-1]
         if current.to_stage in (self._won, self._lost):
             return
@@ -225,6 +246,29 @@ class FactDeriver:
         owner = lead.owner
         out.append(("pipeline_value", (owner, current.to_stage), None, value))
         out.append(("forecast_value", (owner,), None, value * probability))
+
+    def _won_business(
+        self, lead: LeadState, history: list[StageMove], value: float, out: list[Fact]
+    ) -> None:
+        """Revenue by segment and the products of the deal: the products of its last won
+        event that lists them (a later won event replaces the list), once, at its win."""
+        wins = [move for move in history if move.to_stage == self._won]
+        if not wins:
+            return
+        creation = lead.creation
+        segment = creation.segment if creation is not None else "default"
+        for move in wins:
+            out.append(("segment_revenue", (segment,), move.ts, value))
+        listed = [move.products for move in wins if move.products is not None]
+        if not listed:
+            return
+        products, at = listed[-1], wins[0].ts
+        for i, a in enumerate(products):
+            out.append(("product_win", (a,), at, 1.0))
+            for b in products[i + 1 :]:  # sorted: a < b
+                out.append(("product_pair", (a, b), at, 1.0))
+                out.append(("product_attach", (a, b), at, 1.0))
+                out.append(("product_attach", (b, a), at, 1.0))
 
     @staticmethod
     def _connected_channel(lead: LeadState) -> str:
@@ -247,6 +291,10 @@ class FactDeriver:
         forward = target != self._lost and self._rank.get(target, -1) > self._rank.get(stage, -1)
         if forward:
             out.append(("stage_forward", (stage,), nxt.ts, 1.0))
+
+    def deal_value(self, lead: LeadState) -> float:
+        """The deal's value as the facts use it (see ``_deal_value``)."""
+        return self._deal_value(lead, lead.stage_history())
 
     @staticmethod
     def _deal_value(lead: LeadState, history: list[StageMove]) -> float:

@@ -178,6 +178,9 @@ def expected(window_labels: bool = True) -> dict[tuple[str, tuple[tuple[str, str
         put("sales_deals_won", 1, window=w, rep="r2", source="facebook")  # L3
         put("sales_deals_won", 1, window=w, rep="r2", source="referral")  # L4
         put("sales_revenue_won", 13000.0, window=w, rep="r2")  # 5000 + 8000
+        # no segment given: both in "default"; no cost recorded: profit is the revenue
+        put("sales_customer_revenue", 13000.0, window=w, segment="default")
+        put("sales_customer_profit", 13000.0, window=w, segment="default")
         put("sales_deals_lost", 1, window=w, rep="r1", reason="price")  # L5
         put("sales_win_ratio", 0.5, window=w, source="facebook")  # L3 won, L5 lost
         put("sales_win_ratio", 1.0, window=w, source="referral")  # L4 won
