@@ -39,6 +39,7 @@ from streamproc.serving.prometheus import LagCollector, ProcessorMetrics
 from streamproc.serving.sinks.base import Sink
 from streamproc.serving.sinks.metric_topics import MetricTopicsSink
 from streamproc.serving.sinks.redis_snapshot import RedisSnapshotSink
+from streamproc.serving.web_security import WebSecurity
 from streamproc.state.lead_log import LeadLog, decode_recovered
 from streamproc.state.rollup_log import LEADS_PER_ROUND, Recovered, RollupLog
 from streamproc.worker.batches import EventBatches
@@ -58,7 +59,8 @@ class Topology:
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.names = topic_names(settings)
-        self.app = app = create_app(settings)
+        self.web_security = WebSecurity(settings)
+        self.app = app = create_app(settings, **self.web_security.app_options())
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.metrics = ProcessorMetrics.create(self.registry)
         self.registry.register(LagCollector(self.consumer_lag))
@@ -292,5 +294,5 @@ class Topology:
 
 def build_topology(settings: Settings, registry: CollectorRegistry | None = None) -> Topology:
     topology = Topology(settings, registry)
-    register_routes(topology.app, topology)
+    register_routes(topology.app, topology, topology.web_security)
     return topology
