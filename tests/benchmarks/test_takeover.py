@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.options import GOALS
+import benchmarks.takeover as takeover
+from benchmarks.options import GOALS, BenchError, BenchOptions
 from benchmarks.takeover import differences, noon_zone, parse_series
 
 SCRAPE = b"""# HELP sales_leads_created Leads created
@@ -74,6 +76,21 @@ def test_noon_zone_puts_now_near_noon() -> None:
         now = 1_796_000_400.0 + hour * 3600  # 2026-11-30 00:20 UTC + hour
         local = datetime.fromtimestamp(now, ZoneInfo(noon_zone(now)))
         assert 11 <= local.hour <= 13, (hour, noon_zone(now), local)
+
+
+def test_a_failed_part_keeps_the_other_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fails(*_: object) -> dict[str, object]:
+        raise BenchError("not serving the truth 900s after the start")
+
+    monkeypatch.setattr(takeover, "_takeover_part", fails)
+    monkeypatch.setattr(takeover, "_big_part", lambda *_: {"takeover_restart_1m_s": 12.0})
+    out = io.StringIO()
+    figures = takeover.run_takeover(None, BenchOptions(), out)  # type: ignore[arg-type]
+    assert figures["takeover_restart_1m_s"] == 12.0
+    assert figures["takeover_errors"] == [
+        "100,000 leads: not serving the truth 900s after the start"
+    ]
+    assert "take-over at 1,000,000 leads: {" in out.getvalue()
 
 
 FIGURES = (
