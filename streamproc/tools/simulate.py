@@ -10,6 +10,7 @@ import time
 from streamproc.config import Settings
 from streamproc.kafka.producer import EventProducer
 from streamproc.tools.sales_team import SalesTeam
+from streamproc.tools.targets import plausible_targets, publish_targets
 
 __all__ = ["run_simulation"]
 
@@ -28,12 +29,14 @@ async def run_simulation(
     step: float = 0.05,
     log_every: float = 10.0,
     scramble: bool = False,
+    targets: bool = False,
 ) -> int:
     """Send a simulated team's events as they happen, until ``duration`` or ``stop``.
 
     Each ``step`` seconds, the events whose ``occurred_at`` has passed are sent (event time is
     the wall clock). Returns the number of events sent. A given ``producer`` must be started
-    by the caller and is left running.
+    by the caller and is left running. ``targets``: first publish a plausible set of targets
+    for the team (``plausible_targets``), so that every target panel shows data.
     """
     # Drawing the team pre-fills its pipeline (up to a second or two): not on the event loop.
     team = await asyncio.to_thread(
@@ -47,6 +50,10 @@ async def run_simulation(
         team.pace,
         settings.broker_hosts,
     )
+    if targets:
+        reps_ids = [rep.rep_id for rep in team.reps]
+        sent = await publish_targets(settings, plausible_targets(reps_ids, team.lead_rate))
+        log.info("published %d targets (streamproc targets list shows them)", sent)
     if producer is not None:
         return await _produce(team, producer, duration, stop, step, log_every)
     async with EventProducer(settings) as own:
