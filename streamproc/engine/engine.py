@@ -41,14 +41,25 @@ from streamproc.exceptions import InvalidEvent
 SCAN_CHUNK = 2000  # leads scanned for eviction between two chances for the event loop
 DeadMark = tuple[str, int, int]  # (source topic, partition, offset) of a dead-lettered message
 
-__all__ = ["CUSTOMERS", "BatchResult", "DeadLetterItem", "DeadMark", "Engine", "RawMessage"]
+__all__ = [
+    "CUSTOMERS",
+    "BatchResult",
+    "DeadLetterItem",
+    "DeadMark",
+    "Engine",
+    "MessageKind",
+    "RawMessage",
+]
 
 CUSTOMERS: Literal["customers"] = "customers"  # the kind of the internal customers topic
 Forward = tuple[str, bytes]  # (customer key, message) for the internal customers topic
 
 
+MessageKind = EventKind | BusinessKind | Literal["customers"]
+
+
 class RawMessage(NamedTuple):
-    kind: EventKind | BusinessKind | Literal["customers"]
+    kind: MessageKind
     topic: str
     partition: int
     offset: int
@@ -233,7 +244,8 @@ class Engine:
         key = cost_key(event) if isinstance(event, CostRecorded) else event.customer_id
         row = {"event": [key, event.event_id, event_row(event)]}
         result.forward.append((key, orjson.dumps(row)))
-        result.count(msg.topic, "forwarded")
+        # accepted; a repeat is found (and changes nothing) where its customer is kept
+        result.count(msg.topic, "processed")
 
     def _dead_letter(self, msg: RawMessage, reason: str, result: BatchResult) -> None:
         """Once per message: a replay after a crash does not dead-letter it again."""
@@ -381,9 +393,8 @@ class _CustomerBatch:
             if isinstance(change, Deal)
             else customer.add_event(change[0], change[1])
         )
-        if applied:
+        if applied:  # not counted as input: its input was counted where it arrived
             self.changed[key] = customer
-        result.count(msg.topic, "processed" if applied else "duplicate")
 
     def finish(self, result: BatchResult) -> None:
         facts = self.engine.customer_facts
