@@ -12,6 +12,7 @@ from streamproc.kafka.security import describe
 from streamproc.kafka.topics import check_topics, wait_for_broker
 from streamproc.runtime.heap import freeze_after_full_collections, start_heap_trimmer
 from streamproc.serving.http import check_web_port
+from streamproc.serving.web_security import WebSecurity
 from streamproc.worker.topology import build_topology
 
 __all__ = ["preflight", "run_worker"]
@@ -26,6 +27,7 @@ async def preflight(settings: Settings, broker_wait: float = BROKER_WAIT_SECONDS
     present (``check_topics``)."""
     check_web_port(settings)
     log.info("Kafka %s: %s", settings.broker_hosts, describe(settings))
+    log.info("HTTP on port %d: %s", settings.web_port, WebSecurity(settings).describe())
     await wait_for_broker(settings, timeout=broker_wait)
     return await check_topics(settings)
 

@@ -40,6 +40,7 @@ from streamproc.serving.prometheus import LagCollector, ProcessorMetrics
 from streamproc.serving.sinks.base import Sink
 from streamproc.serving.sinks.metric_topics import MetricTopicsSink
 from streamproc.serving.sinks.redis_snapshot import RedisSnapshotSink
+from streamproc.serving.web_security import WebSecurity
 from streamproc.state.customer_log import CustomerLog, decode_recovered_customers
 from streamproc.state.lead_log import LeadLog, decode_recovered
 from streamproc.state.rollup_log import LEADS_PER_ROUND, Recovered, RollupLog
@@ -64,7 +65,8 @@ class Topology:
     ) -> None:
         self.settings = settings
         self.names = topic_names(settings)
-        self.app = app = create_app(settings)
+        self.web_security = WebSecurity(settings)
+        self.app = app = create_app(settings, **self.web_security.app_options())
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.metrics = ProcessorMetrics.create(self.registry)
         self.registry.register(LagCollector(self.consumer_lag))
@@ -350,5 +352,5 @@ def build_topology(
 ) -> Topology:
     """The worker's topology; ``optional``: the optional topics present (``check_topics``)."""
     topology = Topology(settings, registry, optional)
-    register_routes(topology.app, topology)
+    register_routes(topology.app, topology, topology.web_security)
     return topology
