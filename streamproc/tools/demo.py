@@ -98,7 +98,10 @@ def _run(
         worker_log = workdir / "worker.log"
         with _child(demo, ["worker"], worker_log) as worker:
             _wait_ready(demo, worker, worker_log, stop)
-            _backfill(demo, past, worker, worker_log, stop)
+            if not stop[0]:
+                _backfill(demo, past, worker, worker_log, stop)
+            if stop[0]:  # Ctrl-C before the team went live
+                return
             with _LiveTeam(demo, team) as live:
                 _banner(demo, broker.url, workdir)
                 _summaries(demo, {"worker": (worker, worker_log)}, live, stop)

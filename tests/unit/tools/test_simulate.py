@@ -382,3 +382,20 @@ def test_the_past_does_not_change_the_live_events(settings: Settings) -> None:
 
     plain = first_minutes(None)
     assert plain and first_minutes(History(days=1, warm_seconds=10**6)) == plain
+
+
+async def test_run_simulation_with_history_sends_the_past_first(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeProducer()
+    began = time.time()
+    count = await run_simulation(
+        settings, rate=20.0, reps=4, seed=1, duration=0.5, producer=fake, history_days=2.0
+    )
+    times = [ts(ev) for _, ev in fake.sent]
+    past = [t for t in times if t < began]
+    assert count == len(fake.sent) and len(past) > 500
+    assert times[: len(past)] == sorted(past), "the past first, in time order"
+    assert min(past) >= began - 2 * 86400 - 5
+    assert past[-1] < began <= min(times[len(past) :])
+    assert "history [" in capsys.readouterr().err, "with a progress bar"
