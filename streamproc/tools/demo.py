@@ -81,8 +81,9 @@ def _run(
         pace=DEMO_PACE,
         history=history,
         response_scale=DEMO_RESPONSE_SCALE,
+        outcomes=True,
     )
-    past = team.past_events()
+    past = team.invoices() + team.past_events()
     with EmbeddedBroker(free_port(), log_path=workdir / "broker.log") as broker:
         update: dict[str, Any] = {"broker_url": broker.url, "data_dir": workdir / "data"}
         if not settings.activity_targets:  # the leaderboard needs targets: the team's pace
