@@ -14,6 +14,7 @@ from streamproc.config import Settings
 from streamproc.kafka.producer import EventProducer
 from streamproc.tools.progress import Progress
 from streamproc.tools.sales_team import History, SalesTeam, SimEvent
+from streamproc.tools.targets import plausible_targets, publish_targets
 
 __all__ = [
     "DEMO_PACE",
@@ -67,13 +68,15 @@ async def run_simulation(
     log_every: float = 10.0,
     scramble: bool = False,
     history_days: float = 0.0,
+    targets: bool = False,
 ) -> int:
     """Send a simulated team's events as they happen, until ``duration`` or ``stop``; with
     ``history_days``, its past first, as fast as the broker takes it.
 
     Each ``step`` seconds, the events whose ``occurred_at`` has passed are sent (event time is
     the wall clock). Returns the number of events sent. A given ``producer`` must be started
-    by the caller and is left running.
+    by the caller and is left running. ``targets``: first publish a plausible set of targets
+    for the team (``plausible_targets``), so that every target panel shows data.
     """
     history = demo_history(rate, reps, history_days) if history_days > 0 else None
     # Drawing the team pre-fills its pipeline (up to a second or two): not on the event loop.
@@ -88,6 +91,7 @@ async def run_simulation(
         pace=DEMO_PACE if history is not None else None,
         history=history,
         response_scale=DEMO_RESPONSE_SCALE if history is not None else 1.0,
+        outcomes=True,
     )
     log.info(
         "simulating %d reps at %.1f events/s (%.2f leads/s, pace %.0f) to %s",
@@ -97,6 +101,10 @@ async def run_simulation(
         team.pace,
         settings.broker_hosts,
     )
+    if targets:
+        reps_ids = [rep.rep_id for rep in team.reps]
+        sent = await publish_targets(settings, plausible_targets(reps_ids, team.lead_rate))
+        log.info("published %d targets (streamproc targets list shows them)", sent)
     if producer is not None:
         return await _past_then_live(team, producer, duration, stop, step, log_every)
     async with EventProducer(settings) as own:
@@ -111,7 +119,7 @@ async def _past_then_live(
     step: float,
     log_every: float,
 ) -> int:
-    sent = await send_past(team.past_events(), producer, stream=sys.stderr)
+    sent = await send_past(team.invoices() + team.past_events(), producer, stream=sys.stderr)
     return sent + await run_team(team, producer, duration, stop, step=step, log_every=log_every)
 
 
