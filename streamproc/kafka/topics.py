@@ -53,6 +53,8 @@ class TopicNames:
     """Internal, compacted; keyed like the inputs, so it must be co-partitioned with them."""
     business: dict[str, str]
     """Optional business event kind (``cost-recorded``...) -> topic; any partition count."""
+    targets: str
+    """Compacted: the targets (quotas), read whole by every worker; any partition count."""
     customers: str
     """Internal: the business events and the won deals, repartitioned by customer; it must
     be co-partitioned with the inputs (a customer's partition number is a lead's)."""
@@ -64,7 +66,7 @@ class TopicNames:
 
     @property
     def compacted(self) -> list[str]:
-        return [*self.metrics.values(), self.partials]
+        return [*self.metrics.values(), self.partials, self.targets]
 
     def all(self) -> list[str]:
         return [
@@ -87,6 +89,7 @@ def topic_names(settings: Settings) -> TopicNames:
         partials=settings.topic("internal.partials"),
         business={kind: settings.topic(kind) for kind in BUSINESS_EVENTS},
         customers=settings.topic("internal.customers"),
+        targets=settings.topic("targets"),
     )
 
 

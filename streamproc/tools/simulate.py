@@ -14,6 +14,7 @@ from streamproc.config import Settings
 from streamproc.kafka.producer import EventProducer
 from streamproc.tools.progress import Progress
 from streamproc.tools.sales_team import History, SalesTeam, SimEvent
+from streamproc.tools.targets import plausible_targets, publish_targets
 
 __all__ = [
     "DEMO_PACE",
@@ -67,13 +68,15 @@ async def run_simulation(
     log_every: float = 10.0,
     scramble: bool = False,
     history_days: float = 0.0,
+    targets: bool = False,
 ) -> int:
     """Send a simulated team's events as they happen, until ``duration`` or ``stop``; with
     ``history_days``, its past first, as fast as the broker takes it.
 
     Each ``step`` seconds, the events whose ``occurred_at`` has passed are sent (event time is
     the wall clock). Returns the number of events sent. A given ``producer`` must be started
-    by the caller and is left running.
+    by the caller and is left running. ``targets``: first publish a plausible set of targets
+    for the team (``plausible_targets``), so that every target panel shows data.
     """
     history = demo_history(rate, reps, history_days) if history_days > 0 else None
     # Drawing the team pre-fills its pipeline (up to a second or two): not on the event loop.
@@ -98,6 +101,10 @@ async def run_simulation(
         team.pace,
         settings.broker_hosts,
     )
+    if targets:
+        reps_ids = [rep.rep_id for rep in team.reps]
+        sent = await publish_targets(settings, plausible_targets(reps_ids, team.lead_rate))
+        log.info("published %d targets (streamproc targets list shows them)", sent)
     if producer is not None:
         return await _past_then_live(team, producer, duration, stop, step, log_every)
     async with EventProducer(settings) as own:
