@@ -16,6 +16,7 @@ from .panels import (
     finish,
     leaderboard,
     links,
+    merged_table,
     section,
     trend,
     variable,
@@ -267,6 +268,128 @@ def _email() -> list[PanelBuilder]:
     ]
 
 
+def _costs() -> list[PanelBuilder]:
+    by_source = f'{W}, {S}, source!=""'  # the team's series has no source label
+    return [
+        leaderboard(
+            "Cost per lead by source",
+            [
+                Query(
+                    f"sort_desc(max by (source) (sales_cost_per_lead{{{by_source}}}))", "{{source}}"
+                )
+            ],
+            CURRENCY_UNIT,
+            NEUTRAL,
+            "Marketing cost / leads created in the window, by the source the cost bought.",
+        ),
+        leaderboard(
+            "Cost per new customer by source",
+            [
+                Query(
+                    f"sort_desc(max by (source) (sales_cost_per_new_customer{{{by_source}}}))",
+                    "{{source}}",
+                )
+            ],
+            CURRENCY_UNIT,
+            NEUTRAL,
+            "Marketing cost / new customers won in the window (cost per conversion).",
+        ),
+        big_stat(
+            "Cost per lead, team",
+            [Query(f'max(sales_cost_per_lead{{{W}, source=""}})')],
+            CURRENCY_UNIT,
+            NEUTRAL,
+            "All marketing cost / all leads created in the window.",
+            height=5,
+        ),
+        big_stat(
+            "Cost per new customer, team",
+            [Query(f'max(sales_cost_per_new_customer{{{W}, source=""}})')],
+            CURRENCY_UNIT,
+            NEUTRAL,
+            "All marketing cost / all new customers won in the window.",
+            height=5,
+        ),
+    ]
+
+
+def _customers() -> list[PanelBuilder]:
+    return [
+        merged_table(
+            "Winning product combinations",
+            [
+                Query(f"sort_desc(sum by (product_a, product_b) (sales_product_pair_wins{{{W}}}))"),
+                Query(f"max by (product_a, product_b) (sales_product_attach_ratio{{{W}}})"),
+            ],
+            {
+                "product_a": "Product A",
+                "product_b": "Product B",
+                "Value #A": "Won together",
+                "Value #B": "Attach ratio (A -> B)",
+            },
+            "The busiest pairs of products won in one deal, and of the deals won with A, the "
+            "share that also had B.",
+        ),
+        trend(
+            "Active and churned customers by segment",
+            [
+                Query("sum by (segment) (sales_customers_active)", "{{segment}} active"),
+                Query(f"sum by (segment) (sales_customers_churned{{{W}}})", "{{segment}} churned"),
+            ],
+            "none",
+            "Live: customers won and not churned since; churn events in the window.",
+        ),
+        leaderboard(
+            "Churn ratio by segment",
+            [Query(f"sort_desc(max by (segment) (sales_churn_ratio{{{W}}}))", "{{segment}}")],
+            "percentunit",
+            [(None, "green"), (0.03, "orange"), (0.1, "red")],
+            "Customers churned in the window / customers active at its start.",
+            maximum=1,
+        ),
+        leaderboard(
+            "Profit by segment",
+            [Query(f"sort_desc(sum by (segment) (sales_customer_profit{{{W}}}))", "{{segment}}")],
+            CURRENCY_UNIT,
+            [(None, "red"), (0, "green")],
+            "Revenue won - costs of the segment and its customers, in the window.",
+        ),
+        big_stat(
+            "NPS, team",
+            [Query(f'max(sales_nps_score{{{W}, rep=""}})')],
+            "none",
+            [(None, "red"), (0, "orange"), (30, "green")],
+            "% promoters - % detractors of the answers in the window, -100 to 100.",
+            width=8,
+            height=10,
+        ),
+        leaderboard(
+            "NPS answers: promoters, passives, detractors",
+            [
+                Query(
+                    f"sum by (category) (sales_nps_responses{{{W}}}) "
+                    f"/ scalar(sum(sales_nps_responses{{{W}}}))",
+                    "{{category}}",
+                )
+            ],
+            "percentunit",
+            NEUTRAL,
+            "The three shares of the answers in the window (promoters 9-10, passives 7-8, "
+            "detractors 0-6).",
+            width=12,
+            maximum=1,
+        ),
+        leaderboard(
+            "NPS by rep",
+            [Query(f'sort_desc(max by (rep) (sales_nps_score{{{W}, {R}, rep!=""}}))', "{{rep}}")],
+            "none",
+            [(None, "red"), (0, "orange"), (30, "green")],
+            "NPS of the answers about each rep's customers (the rep of the first won deal).",
+            width=12,
+        ),
+    ]
+
+
 def _variables() -> list[Builder[dashboard_model.VariableModel]]:
     return [
         variable("window", "Window", "label_values(sales_leads_created, window)", False, "today"),
@@ -297,4 +420,6 @@ def build() -> dashboard_model.Dashboard:
     board = section(board, "Activity", _activity())
     board = section(board, "Pipeline", _pipeline())
     board = section(board, "Deals", _deals())
-    return finish(section(board, "Email", _email()))
+    board = section(board, "Email", _email())
+    board = section(board, "Costs", _costs())
+    return finish(section(board, "Customers, products and NPS", _customers()))

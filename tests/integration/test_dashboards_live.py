@@ -8,11 +8,14 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 
+from streamproc.engine.windows import WindowClock
 from streamproc.tools.sales_team import rfc3339
+from tests.support.business import BusinessScenario, key_of
 from tests.support.harness import wait_until
 from tests.support.prometheus import Prometheus
 from tests.support.scenario import Scenario, noon_zone
@@ -70,6 +73,9 @@ def test_every_panel_query_returns_data(
     producer = kafka_producer()
     for topic, key, value in scenario.messages(settings.topic_prefix):
         producer.produce(topic, key=key, value=value)
+    clock = WindowClock(ZoneInfo(settings.timezone), settings.fiscal_year_start_month)
+    for kind, event in BusinessScenario(scenario.now, clock).events:  # costs, customers, NPS
+        producer.produce(settings.topic(kind), key=key_of(kind, event), value=orjson.dumps(event))
     producer.flush(10)
     stop = threading.Event()
     feeder = threading.Thread(target=_trickle, args=(producer, settings, stop), daemon=True)
