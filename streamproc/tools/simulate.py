@@ -119,7 +119,8 @@ async def _past_then_live(
     step: float,
     log_every: float,
 ) -> int:
-    sent = await send_past(team.invoices() + team.past_events(), producer, stream=sys.stderr)
+    # the past in time order, then the invoices (recorded at the start: "now")
+    sent = await send_past(team.past_events() + team.invoices(), producer, stream=sys.stderr)
     return sent + await run_team(team, producer, duration, stop, step=step, log_every=log_every)
 
 
