@@ -257,6 +257,22 @@ def variable(
     return built
 
 
+def choice(name: str, label: str, options: Sequence[str]) -> dashboard_builder.CustomVariable:
+    """A fixed list of values, the first one current (e.g. the period of the quota panels)."""
+    return (
+        dashboard_builder.CustomVariable(name)
+        .label(label)
+        .values(",".join(options))
+        .options(
+            [
+                dashboard_model.VariableOption(selected=i == 0, text=option, value=option)
+                for i, option in enumerate(options)
+            ]
+        )
+        .current(dashboard_model.VariableOption(selected=True, text=options[0], value=options[0]))
+    )
+
+
 def links() -> list[Builder[dashboard_model.DashboardLink]]:
     """A drop-down to the other streamproc dashboards (by tag)."""
     return [

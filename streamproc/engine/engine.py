@@ -389,17 +389,22 @@ class Engine:
 
     def _more_may_come(self, lead: LeadState, now: float) -> bool:
         """Whether an input topic of the lead's partition is still being read and has not
-        reached the lead's last event (or not delivered at all yet): more of its life may
-        come. A topic silent for a whole prune interval (``STREAMPROC_PRUNE_INTERVAL_SECONDS``,
-        60 s) is idle, not behind: the consumer fetches every assigned partition in turn,
-        each within a second or so while it has a backlog."""
+        reached 7 days (retention) past the lead's last event, or not delivered at all yet:
+        more of its life may come. Live, topics are at the wall clock and this is the
+        retention itself; in a replay of history, a lead is forgotten once the history read
+        is 7 days past its last event, as it would have been live (forgotten on the wall
+        clock, the rest of its life came as a new lead's: a year's replay forgot 10,000
+        leads 21,343 times). A topic silent for a whole prune interval
+        (``STREAMPROC_PRUNE_INTERVAL_SECONDS``, 60 s) is idle, not behind: the consumer
+        fetches every assigned partition in turn, each within a second or so while it has a
+        backlog."""
         idle, partition = self.settings.prune_interval_seconds, lead.partition
         for kind in EventKind:
             got = self.reached.get((partition, kind))
             if got is None:
                 if now - self.reading_since.get(partition, now) < idle:
                     return True
-            elif got[0] < lead.last_ts and now - got[1] < idle:
+            elif got[0] < lead.last_ts + RETENTION_SECONDS and now - got[1] < idle:
                 return True
         return False
 
