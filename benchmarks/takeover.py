@@ -300,21 +300,27 @@ def _handovers(part: _Part, running: WorkerHandle, figures: dict[str, Any]) -> N
 def run_takeover(settings: Settings, options: BenchOptions, out: TextIO) -> dict[str, Any]:
     """The take-over part: each history on its own broker, one after the other."""
     figures: dict[str, Any] = {"session_timeout_s": None}
-    parts = ((options.takeover_leads, _takeover_part), (options.takeover_big_leads, _big_part))
-    for leads, part in parts:
+    from benchmarks.periods import run_periods  # it builds on this module
+
+    parts = (
+        ("take-over", options.takeover_leads, _takeover_part),
+        ("take-over", options.takeover_big_leads, _big_part),
+        ("periods", options.periods_leads, run_periods),
+    )
+    for name, leads, part in parts:
         if leads <= 0:
             continue
         # A part that fails (a worker that never serves the truth, a build past the
-        # timeout) does not lose the other's figures: the error goes into the JSON, and
+        # timeout) does not lose the others' figures: the error goes into the JSON, and
         # the bench exits with 2 after printing them.
         try:
             done = part(settings, options, out)
         except BenchError as exc:
-            figures.setdefault("takeover_errors", []).append(f"{leads:,} leads: {exc}")
-            out.write(f"take-over at {leads:,} leads failed: {exc}\n")
+            figures.setdefault("takeover_errors", []).append(f"{name}, {leads:,} leads: {exc}")
+            out.write(f"{name} at {leads:,} leads failed: {exc}\n")
             continue
         figures.update(done)
-        out.write(f"take-over at {leads:,} leads: {json.dumps(done, separators=(',', ':'))}\n")
+        out.write(f"{name} at {leads:,} leads: {json.dumps(done, separators=(',', ':'))}\n")
     return figures
 
 
