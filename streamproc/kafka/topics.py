@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 
 from streamproc.config import Settings
 from streamproc.exceptions import BrokerUnreachable, TopicsError
-from streamproc.kafka.clients import admin_client, check_connection
+from streamproc.kafka.clients import admin_client
 
 __all__ = [
     "BUSINESS_EVENTS",
@@ -308,8 +308,7 @@ def _log_unreachable(settings: Settings, cause: str, waited: float, log_every: f
 
 
 async def _probe(settings: Settings) -> None:
-    # First one connection of our own: a failure that no retry cures (a certificate, a
-    # password, a protocol mismatch) raises BrokerError with one line, at once.
-    await check_connection(settings)
+    # The admin's start connects once first (kafka.clients): a failure that no retry cures
+    # (a certificate, a password, a protocol mismatch) raises BrokerError with one line.
     async with _admin(settings) as admin:
         await admin.describe_cluster()

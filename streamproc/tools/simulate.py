@@ -42,6 +42,9 @@ QUIET_LEADS_PER_REP_DAY = 12.0
 """The realistic team of the history: ~100 leads a day for 8 reps."""
 
 
+SEASONALITY = 0.3
+
+
 def demo_history(rate: float, reps: int, days: float) -> History:
     """The past a demo or ``simulate --history-days`` starts from: ``days`` of a realistic
     floor, then up to an hour at ``rate`` (``WARM_EVENTS`` at most)."""
@@ -52,6 +55,9 @@ def demo_history(rate: float, reps: int, days: float) -> History:
         # A deal takes about a week at pace 1: over a short history, quicker, so that deals
         # are won and lost within it (7 days: ~1.6 days from first conversation to close).
         pace=max(1.0, 30.0 / days),
+        # a quarter or more of history: its seasons too (a year: November 30 % busier
+        # than the average, May 30 % quieter)
+        seasonality=SEASONALITY if days >= 90 else 0.0,
     )
 
 
