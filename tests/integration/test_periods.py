@@ -193,7 +193,7 @@ def test_periods_by_hand_across_forgetting_a_kill_and_two_workers(
     if now - history.boundary < 2 * HOUR:
         pytest.skip("the first hours of a month (Tokyo): this month holds no history yet")
     settings = settings_factory(
-        timezone=ZONE, fiscal_year_start_month=FISCAL, partitions=4, prune_interval_seconds=1
+        timezone=ZONE, fiscal_year_start_month=FISCAL, partitions=4, prune_interval_seconds=2
     )
     make_topics(settings)
     worker = worker_factory(settings)
@@ -266,8 +266,10 @@ def test_a_replayed_year_fills_every_period_at_once(
     """`streamproc replay` of a year of history (with its progress bar): every period holds
     the leads created in it, counted from the file, also once they are forgotten."""
     settings = settings_factory(
-        timezone=ZONE, fiscal_year_start_month=FISCAL, partitions=4, prune_interval_seconds=1
+        timezone=ZONE, fiscal_year_start_month=FISCAL, partitions=4, prune_interval_seconds=5
     )
+    # a topic partition not fetched for a prune interval counts as idle (caught up): under
+    # load, 1 s forgot leads whose lives were still being read
     make_topics(settings)
     worker = worker_factory(settings)
     now = time.time()
@@ -318,6 +320,6 @@ def test_a_replayed_year_fills_every_period_at_once(
 
     with contextlib.suppress(TimeoutError):
         wait_until(lambda: served() == want and _evicted(worker) > 500, timeout=60)
-    assert served() == want
+    assert served() == want, f"forgot {_evicted(worker)} times"
     # the year's leads are forgotten, each once (none before its life was read whole)
     assert 500 < _evicted(worker) <= 600
