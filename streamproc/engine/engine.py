@@ -7,6 +7,7 @@ difference reaches the aggregates, so the cost per event stays small.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from sys import intern
@@ -159,6 +160,7 @@ class Engine:
         # still to come may be part of its life, e.g. the lead-created carrying its source).
         self.reached: dict[tuple[int, EventKind], tuple[float, float]] = {}
         self.reading_since: dict[int, float] = {}  # partition -> wall time of its first event
+        self.reading_any_since = -math.inf  # wall time of the first event on any partition
 
     # --- batches -------------------------------------------------------------------------
 
@@ -386,6 +388,8 @@ class Engine:
         self.reached[mark] = (ts if got is None or ts > got[0] else got[0], now)
         if partition not in self.reading_since:
             self.reading_since[partition] = now
+            if self.reading_any_since == -math.inf:
+                self.reading_any_since = now
 
     def _more_may_come(self, lead: LeadState, now: float) -> bool:
         """Whether an input topic of the lead's partition is still being read and has not
@@ -402,7 +406,10 @@ class Engine:
         for kind in EventKind:
             got = self.reached.get((partition, kind))
             if got is None:
-                if now - self.reading_since.get(partition, now) < idle:
+                # a partition nothing was read on since this worker read its first event
+                # (none at all: it is not catching up, e.g. idle after a restart)
+                since = self.reading_since.get(partition, self.reading_any_since)
+                if now - since < idle:
                     return True
             elif got[0] < lead.last_ts + RETENTION_SECONDS and now - got[1] < idle:
                 return True
