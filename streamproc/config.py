@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     """STREAMPROC_WEB_HOST: the address the web server binds and other workers reach."""
     data_dir: Path = Path("data")
-    """STREAMPROC_DATA_DIR: Faust's data directory."""
+    """STREAMPROC_DATA_DIR: the worker's own directory (one per worker, kept between
+    restarts): a copy of its tables' changelogs on disk, so a restart reads only the tail."""
     app_id: str = Field(default="streamproc", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     """STREAMPROC_APP_ID: consumer group and prefix of the internal topics."""
     topic_prefix: str = Field(default="sales.", pattern=r"^[A-Za-z0-9._-]{0,100}$")

@@ -10,6 +10,7 @@ import faust
 from streamproc.config import Settings
 from streamproc.kafka.topics import check_topics, wait_for_broker
 from streamproc.runtime.heap import freeze_after_full_collections, start_heap_trimmer
+from streamproc.state.disk import lock_data_dir
 from streamproc.worker.topology import build_topology
 
 __all__ = ["preflight", "run_worker"]
@@ -26,6 +27,7 @@ async def preflight(settings: Settings, broker_wait: float = BROKER_WAIT_SECONDS
 
 def run_worker(settings: Settings) -> None:
     """Block running one worker until SIGTERM/SIGINT (Faust's worker stops gracefully)."""
+    _lock = lock_data_dir(settings.data_dir)  # held until the process exits
     asyncio.run(preflight(settings))
     freeze_after_full_collections()
     start_heap_trimmer()

@@ -40,6 +40,7 @@ from streamproc.serving.sinks.base import Sink
 from streamproc.serving.sinks.metric_topics import MetricTopicsSink
 from streamproc.serving.sinks.redis_snapshot import RedisSnapshotSink
 from streamproc.state.lead_log import LeadLog, decode_recovered
+from streamproc.state.store import STORE_URL, register_store
 from streamproc.worker.batches import EventBatches
 from streamproc.worker.partials import PartialsIntake, PublishRounds
 from streamproc.worker.reading import KpiReader
@@ -58,6 +59,7 @@ class Topology:
         self.settings = settings
         self.names = topic_names(settings)
         self.app = app = create_app(settings)
+        register_store()
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.metrics = ProcessorMetrics.create(self.registry)
         self.registry.register(LagCollector(self.consumer_lag))
@@ -112,9 +114,14 @@ class Topology:
         return self.ready
 
     def _table(self, name: str) -> Table:
-        # Raw bytes on the changelog; the engine keeps decoded objects in the same store.
+        # Raw bytes on the changelog; the engine keeps decoded objects in the same store,
+        # whose changelog is also kept on disk (``state.store``: a restart reads its tail).
         return self.app.Table(
-            name, key_type=bytes, value_type=bytes, partitions=self.settings.partitions
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=self.settings.partitions,
+            store=STORE_URL,
         )
 
     def _topic(self, *names: str) -> faust.TopicT:
