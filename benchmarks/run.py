@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,15 +32,14 @@ from benchmarks.throughput import (
 )
 from streamproc.config import Settings, child_env
 from streamproc.tools.progress import Progress
-from streamproc.tools.sales_team import history
+from streamproc.tools.sales_team import SimEvent, history
 
 __all__ = ["run_backfill_bench", "run_bench", "write_history_jsonl"]
 
 
-async def _produce_history(settings: Settings, options: BenchOptions, stream: TextIO) -> int:
-    from streamproc.kafka.producer import EventProducer
-
-    events = history(
+def _history(settings: Settings, options: BenchOptions) -> Iterator[SimEvent]:
+    """The simulator's history the options ask for: what is produced and what is replayed."""
+    return history(
         settings,
         options.events,
         options.lead_count,
@@ -47,6 +47,12 @@ async def _produce_history(settings: Settings, options: BenchOptions, stream: Te
         reps=options.reps,
         seed=options.seed,
     )
+
+
+async def _produce_history(settings: Settings, options: BenchOptions, stream: TextIO) -> int:
+    from streamproc.kafka.producer import EventProducer
+
+    events = _history(settings, options)
     bar = Progress(options.events, stream=stream, label="produce")
     async with EventProducer(settings, linger_ms=20, client_id="streamproc-bench") as producer:
         for i, (kind, event) in enumerate(events, 1):
@@ -137,14 +143,7 @@ def run_bench(
 
 def write_history_jsonl(settings: Settings, options: BenchOptions, path: Path) -> int:
     """The simulator's history as replay input, wrapped form (``{"type", "event"}``)."""
-    events = history(
-        settings,
-        options.events,
-        options.lead_count,
-        options.span_days * DAY,
-        reps=options.reps,
-        seed=options.seed,
-    )
+    events = _history(settings, options)
     count = 0
     with path.open("wb") as handle:
         for kind, event in events:

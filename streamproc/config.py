@@ -161,18 +161,28 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _pipeline(self) -> Settings:
+        # Each message starts with the variable to fix: load_settings shows it as is.
         if len(set(self.stages)) != len(self.stages) or len(self.stages) < 3:
-            raise ValueError("stages: at least 3 distinct stages")
-        for stage in (self.won_stage, self.lost_stage):
+            raise ValueError(
+                f"STREAMPROC_STAGES: at least 3 distinct stages, {self.won_stage!r} and "
+                f"{self.lost_stage!r} among them, got {list(self.stages)}"
+            )
+        for name, stage in (("WON", self.won_stage), ("LOST", self.lost_stage)):
             if stage not in self.stages:
-                raise ValueError(f"stages: {stage!r} must be one of the stages")
+                raise ValueError(
+                    f"STREAMPROC_{name}_STAGE: {stage!r} is not one of STREAMPROC_STAGES "
+                    f"{list(self.stages)}"
+                )
         unknown = set(self.stage_probabilities) - set(self.stages)
         if unknown and "stage_probabilities" in self.model_fields_set:
-            raise ValueError(f"stage_probabilities: unknown stages {sorted(unknown)}")
+            raise ValueError(
+                f"STREAMPROC_STAGE_PROBABILITIES: unknown stages {sorted(unknown)} "
+                f"(STREAMPROC_STAGES: {list(self.stages)})"
+            )
         if any(not 0 <= p <= 1 for p in self.stage_probabilities.values()):
-            raise ValueError("stage_probabilities: every probability must be within 0-1")
+            raise ValueError("STREAMPROC_STAGE_PROBABILITIES: every probability must be 0-1")
         if any(s <= 0 for s in self.sla_source_overrides.values()):
-            raise ValueError("sla_source_overrides: every SLA must be > 0")
+            raise ValueError("STREAMPROC_SLA_SOURCE_OVERRIDES: every SLA must be > 0")
         return self
 
     # Derived, read-only conveniences -------------------------------------------------------
@@ -222,11 +232,31 @@ def load_settings(**overrides: Any) -> Settings:
         field = str(exc).split('"')[1] if '"' in str(exc) else "settings"
         raise SettingsError(f"bad setting STREAMPROC_{field.upper()}: not valid JSON") from None
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = str(err["loc"][0]) if err.get("loc") else "settings"
-        name = f"STREAMPROC_{field.upper()}" if field != "settings" else "settings"
-        message = err["msg"].removeprefix("Value error, ")
-        raise SettingsError(f"bad setting {name}: {message}") from None
+        raise SettingsError(f"bad setting {_one_line(exc.errors()[0])}") from None
+
+
+def _one_line(err: Any) -> str:
+    """``STREAMPROC_X: what is wrong``, with the key inside a JSON setting when it is one."""
+    message = str(err["msg"]).removeprefix("Value error, ")
+    loc = [str(part) for part in err.get("loc", ())]
+    if not loc:  # a check across settings: its message names the variable first
+        return message if message.startswith("STREAMPROC_") else f"settings: {message}"
+    name = f"STREAMPROC_{loc[0].upper()}"
+    keys = loc[1:]
+    if err.get("type") == "extra_forbidden":
+        allowed = ", ".join(_keys_of(loc[0]))
+        where = f" under {_path(keys[:-1])}" if keys[:-1] else ""
+        return f"{name}: unknown key {keys[-1]!r}{where} (the keys: {allowed})"
+    return f"{name}: at {_path(keys)}: {message}" if keys else f"{name}: {message}"
+
+
+def _path(keys: list[str]) -> str:
+    return " > ".join(repr(key) for key in keys)
+
+
+def _keys_of(field: str) -> list[str]:
+    """The keys a JSON setting's objects take (only ``business_hours`` forbids others)."""
+    return list(BusinessHours.model_fields) if field == "business_hours" else []
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:

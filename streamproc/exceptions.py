@@ -9,6 +9,7 @@ __all__ = [
     "SettingsError",
     "StreamprocError",
     "TopicsError",
+    "WebPortBusy",
 ]
 
 
@@ -38,3 +39,7 @@ class BrokerError(StreamprocError):
 
 class BrokerUnreachable(BrokerError, TimeoutError):
     """The configured broker did not answer within the allowed time."""
+
+
+class WebPortBusy(StreamprocError):
+    """The worker's HTTP port cannot be bound: the message names it and the setting."""

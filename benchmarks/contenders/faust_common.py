@@ -6,6 +6,8 @@ import argparse
 
 import faust
 
+from benchmarks.contenders.common import Status
+
 __all__ = ["make_app", "run"]
 
 
@@ -27,5 +29,11 @@ def make_app(args: argparse.Namespace) -> faust.App:
     )
 
 
-def run(app: faust.App) -> None:
+def run(app: faust.App, status: Status) -> None:
+    """Run the worker, writing ``status`` four times a second for the runner to read."""
+
+    @app.timer(0.25)
+    async def report() -> None:
+        status.write()
+
     faust.Worker(app, loglevel="WARNING").execute_from_commandline()

@@ -19,16 +19,10 @@ counts = app.Table("counts", default=int, partitions=args.partitions)
 @app.agent(events)
 async def count_per_lead(stream):  # type: ignore[no-untyped-def]
     async for event in stream:
-        if status.first_at is None:
-            status.begin()
+        status.begin()
         counts[event["lead_id"]] += 1
         status.add()
 
 
-@app.timer(0.25)
-async def report() -> None:
-    status.write()
-
-
 if __name__ == "__main__":
-    run(app)
+    run(app, status)

@@ -18,15 +18,9 @@ events = app.topic(*args.topics, value_serializer="raw")
 @app.agent(events)
 async def do_nothing(stream):  # type: ignore[no-untyped-def]
     async for _value in stream:
-        if status.first_at is None:
-            status.begin()
+        status.begin()
         status.add()
 
 
-@app.timer(0.25)
-async def report() -> None:
-    status.write()
-
-
 if __name__ == "__main__":
-    run(app)
+    run(app, status)

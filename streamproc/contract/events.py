@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Any, ClassVar, Literal, TypeAlias
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias, overload
 
 import orjson
 from pydantic import (
@@ -29,15 +29,25 @@ from streamproc.config import DEFAULT_STAGES, Settings
 from streamproc.exceptions import InvalidEvent
 
 __all__ = [
+    "BUSINESS_MODELS",
     "EVENT_MODELS",
+    "MAX_PRODUCTS",
     "RFC3339_PATTERN",
+    "AnyEvent",
+    "BusinessEvent",
+    "BusinessKind",
     "CloudEventEnvelope",
     "ContactAttempted",
+    "CostRecorded",
+    "CustomerChurned",
     "EmailOpened",
     "Event",
     "EventKind",
     "EventParser",
+    "Kind",
     "LeadCreated",
+    "NpsResponded",
+    "ProductLine",
     "StageChanged",
 ]
 
@@ -73,6 +83,19 @@ class EventKind(StrEnum):
     EMAIL_OPENED = "email-opened"
 
 
+class BusinessKind(StrEnum):
+    """The three business outcome events (spec/business-events.md), on optional topics."""
+
+    COST_RECORDED = "cost-recorded"
+    CUSTOMER_CHURNED = "customer-churned"
+    NPS_RESPONDED = "nps-responded"
+
+
+Kind: TypeAlias = EventKind | BusinessKind
+# The contract's limit on a won deal's product list: a list of 10,000 is invalid, not cut.
+MAX_PRODUCTS = 100
+
+
 def _to_datetime(value: object) -> object:
     """Parse an RFC 3339 string; a datetime (event built in Python) goes on to the aware check."""
     if isinstance(value, datetime):
@@ -103,6 +126,9 @@ def _default_team(value: object) -> object:
     return "default" if value is None else value
 
 
+_default_segment = _default_team  # null or absent: "default", as for team_id
+
+
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
 Timestamp = Annotated[
     AwareDatetime, BeforeValidator(_to_datetime), WithJsonSchema(_TIMESTAMP_SCHEMA)
@@ -126,21 +152,18 @@ OptionalProbability = Annotated[
 Channel = Literal["call", "email", "sms", "social", "meeting", "other"]
 
 
-class _EventBase(BaseModel):
-    """Fields common to every event."""
+class _Common(BaseModel):
+    """Fields common to every event, the lead events and the business events alike."""
 
     # strict: a JSON bool is no number, a string no number and a number no string.
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
 
-    kind: ClassVar[EventKind]
+    kind: ClassVar[Kind]
+    # The field the Kafka key must equal when present (None: any key).
+    key_field: ClassVar[str | None]
 
     event_id: Text = Field(description="Unique per event; a repeat is a duplicate.")
     occurred_at: Timestamp = Field(description="Event time, with an offset.")
-    lead_id: Text = Field(description="The lead (prospect) the event is about.")
-    rep_id: Text = Field(description="The sales rep who owns the lead or acted.")
-    team_id: Annotated[Text, BeforeValidator(_default_team)] = Field(
-        default="default", description="The rep's team (null or absent: default)."
-    )
     # The envelope's type and source, kept for tracing; not part of the contract. Read from keys
     # no producer sends, so that a plain event's own "ce_type" stays an ignored unknown field;
     # in Python, set them with model_copy(update=...).
@@ -153,6 +176,19 @@ class _EventBase(BaseModel):
         return self.occurred_at.timestamp()
 
 
+class _EventBase(_Common):
+    """Fields common to the four lead events."""
+
+    kind: ClassVar[EventKind]
+    key_field: ClassVar[str | None] = "lead_id"
+
+    lead_id: Text = Field(description="The lead (prospect) the event is about.")
+    rep_id: Text = Field(description="The sales rep who owns the lead or acted.")
+    team_id: Annotated[Text, BeforeValidator(_default_team)] = Field(
+        default="default", description="The rep's team (null or absent: default)."
+    )
+
+
 class LeadCreated(_EventBase):
     """A new lead entered the pipeline."""
 
@@ -161,6 +197,18 @@ class LeadCreated(_EventBase):
     source: Text = Field(description="Where the lead came from: google_ads, referral, ...")
     existing_customer: bool = Field(default=False, description="Upsell / cross-sell lead.")
     estimated_value: OptionalNonNegative = Field(default=None, description="First value guess.")
+    customer_id: OptionalText = Field(
+        default=None,
+        description="The account the lead belongs to (absent: the lead_id, a new customer).",
+    )
+    segment: Annotated[Text, BeforeValidator(_default_segment)] = Field(
+        default="default", description="Customer segment: smb, mid_market, enterprise, ..."
+    )
+
+    @property
+    def customer(self) -> str:
+        """The account: ``customer_id``, else the lead itself (a new customer)."""
+        return self.customer_id or self.lead_id
 
 
 class ContactAttempted(_EventBase):
@@ -185,6 +233,21 @@ class ContactAttempted(_EventBase):
         if self.channel == "email" and self.message_id is None:
             raise PydanticCustomError("rule", "message_id is required when channel is email")
         return self
+
+
+class ProductLine(BaseModel):
+    """One product of a won deal."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+    product_id: Text = Field(description="The product sold.")
+    quantity: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        default=1, description="How many (> 0, default 1)."
+    )
+    amount: OptionalNonNegative = Field(default=None, description="Its share of the deal value.")
+
+
+Products = Annotated[list[ProductLine], Field(max_length=MAX_PRODUCTS)]
 
 
 class StageChanged(_EventBase):
@@ -215,6 +278,11 @@ class StageChanged(_EventBase):
         default=None,
         description="Required when to_stage is the lost stage (default: lost): competitor, "
         "price, no_budget, timing, no_response, ...",
+    )
+    products: Annotated[Products | None, BeforeValidator(_null_is_absent)] = Field(
+        default=None,
+        description=f"On the won stage: the products sold (at most {MAX_PRODUCTS}); a later "
+        "won event of the same deal replaces the list. Ignored on other stages.",
     )
 
     @model_validator(mode="after")
@@ -250,6 +318,79 @@ Event: TypeAlias = LeadCreated | ContactAttempted | StageChanged | EmailOpened
 
 EVENT_MODELS: Mapping[EventKind, type[Event]] = {
     model.kind: model for model in (LeadCreated, ContactAttempted, StageChanged, EmailOpened)
+}
+
+CostCategory = Literal["marketing", "sales", "service", "other"]
+
+
+class CostRecorded(_Common):
+    """A cost: an ad invoice, a tool, a service call; spread by day over its period if given."""
+
+    model_config = ConfigDict(
+        # period_end after period_start is checked by the worker only: JSON Schema cannot.
+        json_schema_extra={
+            "dependentRequired": {"period_start": ["period_end"], "period_end": ["period_start"]}
+        }
+    )
+    kind: ClassVar[Kind] = BusinessKind.COST_RECORDED
+    key_field: ClassVar[str | None] = None
+
+    amount: NonNegative = Field(description="The amount, in the reporting currency (>= 0).")
+    category: CostCategory = Field(description="marketing, sales, service or other.")
+    source: OptionalText = Field(
+        default=None, description="The lead source a marketing cost bought (google_ads, ...)."
+    )
+    segment: OptionalText = Field(default=None, description="The customer segment it served.")
+    customer_id: OptionalText = Field(default=None, description="A cost of serving that customer.")
+    period_start: Annotated[Timestamp | None, BeforeValidator(_null_is_absent)] = Field(
+        default=None, description="With period_end: spread evenly over its local days."
+    )
+    period_end: Annotated[Timestamp | None, BeforeValidator(_null_is_absent)] = Field(
+        default=None, description="The end of the period, excluded; after period_start."
+    )
+
+    @model_validator(mode="after")
+    def _period(self) -> CostRecorded:
+        start, end = self.period_start, self.period_end
+        if (start is None) != (end is None):
+            raise PydanticCustomError("rule", "period_start and period_end go together")
+        if start is not None and end is not None and end <= start:
+            raise PydanticCustomError("rule", "period_end must be after period_start")
+        return self
+
+
+class CustomerChurned(_Common):
+    """A customer left."""
+
+    kind: ClassVar[Kind] = BusinessKind.CUSTOMER_CHURNED
+    key_field: ClassVar[str | None] = "customer_id"
+
+    customer_id: Text = Field(description="The customer that left.")
+    reason: OptionalText = Field(default=None, description="Why: price, service, competitor, ...")
+    revenue_lost: OptionalNonNegative = Field(default=None, description="Revenue lost (>= 0).")
+
+
+class NpsResponded(_Common):
+    """A customer answered the Net Promoter question (0-10)."""
+
+    kind: ClassVar[Kind] = BusinessKind.NPS_RESPONDED
+    key_field: ClassVar[str | None] = "customer_id"
+
+    customer_id: Text = Field(description="The customer who answered.")
+    score: Annotated[int, Field(ge=0, le=10)] = Field(
+        description="0-10: 9-10 promoter, 7-8 passive, 0-6 detractor."
+    )
+    rep_id: OptionalText = Field(
+        default=None, description="The rep it is about (absent: the customer's owner)."
+    )
+
+
+BusinessEvent: TypeAlias = CostRecorded | CustomerChurned | NpsResponded
+AnyEvent: TypeAlias = Event | BusinessEvent
+
+BUSINESS_MODELS: Mapping[BusinessKind, type[BusinessEvent]] = {
+    model.kind: model  # type: ignore[misc]
+    for model in (CostRecorded, CustomerChurned, NpsResponded)
 }
 
 
@@ -288,6 +429,10 @@ _ERROR_TEMPLATES = {
     "less_than_equal": "{loc} must be <= {le}",
     "literal_error": "{loc} must be {expected}",
     "dict_type": "{loc} must be an object",
+    "int_type": "{loc} must be an integer",
+    "greater_than": "{loc} must be > {gt}",
+    "list_type": "{loc} must be a list",
+    "too_long": "{loc} has more than {max_length} entries",
     "timezone_aware": "{loc} has no UTC offset",
 }
 _MAX_REASON = 300
@@ -334,10 +479,20 @@ class EventParser:
         self._context = {"settings": settings}
         self._max_future = settings.max_future_seconds
         # The validators themselves: model_validate adds a Python call per event.
-        self._validators = {kind: m.__pydantic_validator__ for kind, m in EVENT_MODELS.items()}
+        models: list[tuple[Kind, type[AnyEvent]]] = [
+            *EVENT_MODELS.items(),
+            *BUSINESS_MODELS.items(),
+        ]
+        self._validators = {kind: m.__pydantic_validator__ for kind, m in models}
         self._envelope = CloudEventEnvelope.__pydantic_validator__
 
-    def parse(self, kind: EventKind, key: bytes | None, value: bytes, now: float) -> Event:
+    @overload
+    def parse(self, kind: EventKind, key: bytes | None, value: bytes, now: float) -> Event: ...
+    @overload
+    def parse(
+        self, kind: BusinessKind, key: bytes | None, value: bytes, now: float
+    ) -> BusinessEvent: ...
+    def parse(self, kind: Kind, key: bytes | None, value: bytes, now: float) -> AnyEvent:
         """Decode, unwrap, validate and check one message; ``now`` is the worker's epoch clock."""
         validator = self._validators.get(kind)
         if validator is None:  # a programming error, not a bad message
@@ -349,7 +504,7 @@ class EventParser:
         except Exception as exc:  # last resort: no message may ever stop the worker
             raise InvalidEvent(f"unreadable message ({type(exc).__name__})") from exc
 
-    def _parse(self, validator: Any, key: bytes | None, value: bytes, now: float) -> Event:
+    def _parse(self, validator: Any, key: bytes | None, value: bytes, now: float) -> AnyEvent:
         if not value:
             raise InvalidEvent("empty message")
         try:
@@ -361,14 +516,15 @@ class EventParser:
         if "specversion" in obj:
             obj = self._unwrap(obj)
         try:
-            event: Event = validator.validate_python(obj, context=self._context)
+            event: AnyEvent = validator.validate_python(obj, context=self._context)
         except ValidationError as exc:
             raise InvalidEvent(_reason(exc)) from None
         ahead = event.ts - now
         if ahead > self._max_future:
             raise InvalidEvent(f"occurred_at is {ahead:.0f} s in the future")
-        if key is not None:
-            self._check_key(key, event.lead_id)
+        field = event.key_field
+        if key is not None and field is not None:
+            self._check_key(key, field, getattr(event, field))
         return event
 
     def _unwrap(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -386,10 +542,10 @@ class EventParser:
         return data
 
     @staticmethod
-    def _check_key(key: bytes, lead_id: str) -> None:
+    def _check_key(key: bytes, field: str, expected: str) -> None:
         try:
             text = bytes(key).decode()
         except UnicodeDecodeError:
             raise InvalidEvent("key is not UTF-8") from None
-        if text != lead_id:
-            raise InvalidEvent(f"key {_short(text)} differs from lead_id {_short(lead_id)}")
+        if text != expected:
+            raise InvalidEvent(f"key {_short(text)} differs from {field} {_short(expected)}")

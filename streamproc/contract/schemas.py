@@ -15,8 +15,11 @@ from pydantic_core import core_schema
 from streamproc.contract.events import (
     CloudEventEnvelope,
     ContactAttempted,
+    CostRecorded,
+    CustomerChurned,
     EmailOpened,
     LeadCreated,
+    NpsResponded,
     StageChanged,
 )
 from streamproc.contract.outputs import Alert, DeadLetter, MetricMessage
@@ -32,6 +35,9 @@ SCHEMA_FILES: Mapping[str, tuple[type[BaseModel], Literal["validation", "seriali
     "contact-attempted.schema.json": (ContactAttempted, "validation"),
     "stage-changed.schema.json": (StageChanged, "validation"),
     "email-opened.schema.json": (EmailOpened, "validation"),
+    "cost-recorded.schema.json": (CostRecorded, "validation"),
+    "customer-churned.schema.json": (CustomerChurned, "validation"),
+    "nps-responded.schema.json": (NpsResponded, "validation"),
     "cloudevents-envelope.schema.json": (CloudEventEnvelope, "validation"),
     "metric-message.schema.json": (MetricMessage, "serialization"),
     "alert.schema.json": (Alert, "serialization"),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -17,6 +18,7 @@ from streamproc.config import Settings
 from streamproc.exceptions import BrokerUnreachable, TopicsError
 
 __all__ = [
+    "BUSINESS_EVENTS",
     "INPUT_EVENTS",
     "METRIC_KPIS",
     "TopicNames",
@@ -29,7 +31,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 INPUT_EVENTS = ("lead-created", "contact-attempted", "stage-changed", "email-opened")
-METRIC_KPIS = ("response-time", "activity", "pipeline", "email")
+# Optional (spec/business-events.md): a deployment without them runs as before.
+BUSINESS_EVENTS = ("cost-recorded", "customer-churned", "nps-responded")
+METRIC_KPIS = ("response-time", "activity", "pipeline", "email", "customers")
 _COMPACT = {"cleanup.policy": "compact"}
 _TOPIC_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS: another worker won the race
 
@@ -46,18 +50,30 @@ class TopicNames:
     alerts: str
     partials: str
     """Internal, compacted; keyed like the inputs, so it must be co-partitioned with them."""
+    business: dict[str, str]
+    """Optional business event kind (``cost-recorded``...) -> topic; any partition count."""
+    customers: str
+    """Internal: the business events and the won deals, repartitioned by customer; it must
+    be co-partitioned with the inputs (a customer's partition number is a lead's)."""
 
     @property
     def co_partitioned(self) -> list[str]:
         """Topics that must share one partition count (one lead: one partition number)."""
-        return [*self.inputs.values(), self.partials]
+        return [*self.inputs.values(), self.partials, self.customers]
 
     @property
     def compacted(self) -> list[str]:
         return [*self.metrics.values(), self.partials]
 
     def all(self) -> list[str]:
-        return [*self.inputs.values(), self.dead_letter, self.alerts, *self.compacted]
+        return [
+            *self.inputs.values(),
+            *self.business.values(),
+            self.customers,
+            self.dead_letter,
+            self.alerts,
+            *self.compacted,
+        ]
 
 
 def topic_names(settings: Settings) -> TopicNames:
@@ -68,6 +84,8 @@ def topic_names(settings: Settings) -> TopicNames:
         dead_letter=settings.topic("dead-letter"),
         alerts=settings.topic("alerts"),
         partials=settings.topic("internal.partials"),
+        business={kind: settings.topic(kind) for kind in BUSINESS_EVENTS},
+        customers=settings.topic("internal.customers"),
     )
 
 
@@ -137,16 +155,22 @@ def _created(topic_errors: Iterable[tuple[object, ...]]) -> list[str]:
     return created
 
 
-async def check_topics(settings: Settings) -> None:
-    """Raise ``TopicsError`` (one line) if an input topic is missing or counts differ."""
+async def check_topics(settings: Settings) -> frozenset[str]:
+    """Raise ``TopicsError`` (one line) if an input topic is missing or counts differ.
+
+    Returns the optional business topics that exist (none unless the internal customers
+    topic exists too: without it their events could not reach their customers)."""
     names = topic_names(settings)
     async with _admin(settings) as admin:
         counts = await _partition_counts(admin)
     missing = [n for n in names.inputs.values() if n not in counts]
     present = {n: counts[n] for n in names.co_partitioned if n in counts}
+    business = frozenset(n for n in names.business.values() if n in counts)
     problems = []
     if missing:
         problems.append(f"missing input topics: {', '.join(missing)}")
+    if business and names.customers not in counts:
+        problems.append(f"business topics {', '.join(sorted(business))} need {names.customers}")
     if len(set(present.values())) > 1:
         problems.append(f"topics not co-partitioned: {_by_count(present, settings.partitions)}")
     elif present and (count := next(iter(present.values()))) != settings.partitions:
@@ -157,6 +181,7 @@ async def check_topics(settings: Settings) -> None:
         )
     if problems:
         raise TopicsError("; ".join([*problems, _fix(present, settings.partitions)]))
+    return business if names.customers in counts else frozenset()
 
 
 def _fix(present: dict[str, int], wanted: int) -> str:
@@ -184,32 +209,99 @@ def _by_count(counts: dict[str, int], wanted: int) -> str:
     return ", ".join(parts)
 
 
+_CHECK = "is it running, and does STREAMPROC_BROKER_URL point at it?"
+
+
+class _ConnectErrors(logging.Filter):
+    """Swallows aiokafka's ``Unable connect to ...`` ERROR (one every 0.5 s, 1,420 lines in
+    10 minutes without a broker) and keeps the last cause for our own, rarer line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cause: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Unable connect to"):
+            return True
+        error = record.args[-1] if isinstance(record.args, tuple) and record.args else None
+        self.cause = _cause(error) if isinstance(error, BaseException) else None
+        return False
+
+
+def _cause(error: BaseException) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, socket.gaierror):
+        return "unknown host"
+    if isinstance(error, TimeoutError):
+        return "no answer"
+    return str(error) or type(error).__name__
+
+
+@contextmanager
+def _quiet_connect_errors() -> Iterator[_ConnectErrors]:
+    quiet = _ConnectErrors()
+    aiokafka_log = logging.getLogger("aiokafka")
+    aiokafka_log.addFilter(quiet)
+    try:
+        yield quiet
+    finally:
+        aiokafka_log.removeFilter(quiet)
+
+
 async def wait_for_broker(
     settings: Settings,
     timeout: float = 60.0,  # noqa: ASYNC109 - a retry budget that names itself in the error
     *,
-    log_every: float = 3.0,
+    log_every: float = 30.0,
 ) -> None:
-    """Return once the broker answers a metadata request; raise ``BrokerUnreachable``."""
-    deadline = time.monotonic() + timeout
-    next_log = time.monotonic()
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            # A host that drops packets would otherwise hang for aiokafka's 40 s request timeout.
-            await asyncio.wait_for(_probe(settings), timeout=max(0.5, min(5.0, remaining)))
-            return
-        except (KafkaError, OSError) as exc:  # OSError covers TimeoutError
-            now = time.monotonic()
-            if now >= deadline:
-                raise BrokerUnreachable(
-                    f"broker {settings.broker_url} not reachable after {timeout:g}s: "
-                    f"{exc or type(exc).__name__}"
-                ) from None
-            if now >= next_log:
-                log.warning("broker %s not reachable, retrying", settings.broker_url)
-                next_log = now + log_every
-        await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    """Return once the broker answers a metadata request; raise ``BrokerUnreachable``.
+
+    While it does not: one warning naming the broker, the cause and what to check, then a
+    shorter line every ``log_every`` seconds.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    next_log = started
+    with _quiet_connect_errors() as quiet:
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                # A host dropping packets would hang for aiokafka's 40 s request timeout.
+                await asyncio.wait_for(_probe(settings), timeout=max(0.5, min(5.0, remaining)))
+                if next_log > started:
+                    log.info("broker %s reachable", settings.broker_url)
+                return
+            except (KafkaError, OSError) as exc:  # OSError covers TimeoutError
+                now = time.monotonic()
+                cause = quiet.cause or _cause(exc)
+                if now >= deadline:
+                    raise BrokerUnreachable(
+                        f"broker {settings.broker_url} not reachable after {timeout:g}s "
+                        f"({cause}): {_CHECK}"
+                    ) from None
+                if now >= next_log:
+                    _log_unreachable(settings, cause, now - started, log_every)
+                    next_log = now + log_every
+            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+
+def _log_unreachable(settings: Settings, cause: str, waited: float, log_every: float) -> None:
+    if waited < 1.0:
+        log.warning(
+            "broker %s not reachable (%s): %s retrying every 0.5 s, a line every %g s",
+            settings.broker_url,
+            cause,
+            _CHECK,
+            log_every,
+        )
+    else:
+        log.warning(
+            "broker %s still not reachable after %.0f s (%s), retrying",
+            settings.broker_url,
+            waited,
+            cause,
+        )
 
 
 async def _probe(settings: Settings) -> None:

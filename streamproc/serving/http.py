@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 import time
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -13,11 +15,15 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from streamproc.config import Settings
+from streamproc.engine.windows import WINDOWS
+from streamproc.exceptions import WebPortBusy
+from streamproc.kpis.catalogue import KPIS
 from streamproc.kpis.compute import Sample
 
 PEER_TIMEOUT_SECONDS = 3.0
 
-__all__ = ["Served", "register_routes"]
+__all__ = ["Served", "bad_query", "check_web_port", "register_routes"]
 
 
 class Served(Protocol):
@@ -38,6 +44,26 @@ class Served(Protocol):
 
     def owned_samples(self, now: float) -> list[Sample]:
         """Every series it owns, whole."""
+
+
+def check_web_port(settings: Settings) -> None:
+    """Raise ``WebPortBusy`` when ``STREAMPROC_WEB_PORT`` cannot be bound right now.
+
+    Faust would find out only after joining the group, then log a traceback in the middle
+    of its shutdown lines and exit with 1: a user saw no cause. Bound the way aiohttp binds
+    (``SO_REUSEADDR``), so a port in TIME_WAIT after a restart does not count as busy.
+    """
+    host, port = settings.web_host, settings.web_port
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            cause = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise WebPortBusy(
+                f"the web port {host}:{port} is {cause}: stop what listens there or set "
+                f"STREAMPROC_WEB_PORT to a free port (e.g. STREAMPROC_WEB_PORT={port + 1})"
+            ) from None
 
 
 def register_routes(app: faust.App, topology: Served) -> None:
@@ -69,6 +95,9 @@ def register_routes(app: faust.App, topology: Served) -> None:
     async def kpis(web: View, request: Request) -> Response:
         query = dict(request.query)
         local = query.pop("local", None) is not None
+        problem = bad_query(query)
+        if problem is not None:  # a typo must not look like "no data yet"
+            return web.json(problem, status=400)
         rows = [
             row for row in map(kpi_row, topology.owned_samples(time.time())) if matches(row, query)
         ]
@@ -88,6 +117,26 @@ def kpi_row(sample: Sample) -> dict[str, Any]:
         "window_end": _iso(bounds.end) if bounds else None,
         "value": sample.value,
     }
+
+
+_LABELS = frozenset(label for entry in KPIS.values() for label in entry.series_labels)
+
+
+def bad_query(query: dict[str, str]) -> dict[str, Any] | None:
+    """The 400 answer to a query naming an unknown metric, window or label (with the valid
+    ones); None for a good query. Label values are not checked: any rep may be new."""
+    checks = (
+        ("metric", query.get("metric"), sorted(KPIS)),
+        ("window", query.get("window"), list(WINDOWS)),
+    )
+    for what, value, valid in checks:
+        if value is not None and value not in valid:
+            return {"error": f"unknown {what} {value!r}", "valid": valid}
+    unknown = sorted(set(query) - {"metric", "window"} - _LABELS)
+    if unknown:
+        valid = ["metric", "window", "local", *sorted(_LABELS)]
+        return {"error": f"unknown query parameter {unknown[0]!r}", "valid": valid}
+    return None
 
 
 def matches(row: dict[str, Any], query: dict[str, str]) -> bool:

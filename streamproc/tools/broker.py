@@ -45,12 +45,12 @@ class _TansuProcess:
 
     def __init__(
         self,
-        port: int | None,
+        port: int | None = None,
         *,
-        host: str,
-        start_timeout: float,
-        log_path: Path | None,
-        binary: str | None,
+        host: str = "127.0.0.1",
+        start_timeout: float = 10.0,
+        log_path: Path | None = None,
+        binary: str | None = None,
     ) -> None:
         self.host = host
         self.port = port if port is not None else free_port(host)
@@ -175,19 +175,6 @@ class EmbeddedBroker(_TansuProcess):
     """``tansu broker`` on ``host:port`` with in-memory storage: a restart loses every topic."""
 
     role = "tansu broker"
-
-    def __init__(
-        self,
-        port: int | None = None,
-        *,
-        host: str = "127.0.0.1",
-        start_timeout: float = 10.0,
-        log_path: Path | None = None,
-        binary: str | None = None,
-    ) -> None:
-        super().__init__(
-            port, host=host, start_timeout=start_timeout, log_path=log_path, binary=binary
-        )
 
     def _args(self) -> list[str]:
         listener = f"tcp://{self.host}:{self.port}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,9 @@ from typing import IO
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.config import Settings, child_env
+from streamproc.exceptions import StreamprocError
 from streamproc.kafka.topics import create_topics
+from streamproc.serving.http import check_web_port
 from streamproc.tools.broker import EmbeddedBroker
 from streamproc.tools.net import free_port
 from streamproc.tools.processes import spawn_child
@@ -31,20 +34,38 @@ SUMMARY_EVERY = 5.0
 
 
 def run_demo(settings: Settings, rate: float, reps: int) -> int:
-    """Run until Ctrl-C (or SIGTERM); every child process is stopped on the way out."""
+    """Run until Ctrl-C (or SIGTERM); every child process is stopped on the way out.
+
+    The logs and data live in a temp dir, removed on a clean stop; kept (and named) when
+    something failed, since its logs then hold the cause.
+    """
+    check_web_port(settings)  # before anything starts: the one error a newcomer often hits
     stop = _stop_on_signals()
     workdir = Path(tempfile.mkdtemp(prefix="streamproc-demo-"))
+    try:
+        _run(settings, rate, reps, workdir, stop)
+    except BaseException:
+        print(f"the demo's logs are kept in {workdir}", file=sys.stderr)  # noqa: T201
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
+    print("streamproc demo stopped.")  # noqa: T201
+    return 0
+
+
+def _run(settings: Settings, rate: float, reps: int, workdir: Path, stop: list[bool]) -> None:
     with EmbeddedBroker(free_port(), log_path=workdir / "broker.log") as broker:
         demo = settings.model_copy(update={"broker_url": broker.url, "data_dir": workdir / "data"})
         asyncio.run(create_topics(demo))
-        with _child(demo, ["worker"], workdir / "worker.log") as worker:
-            _wait_ready(demo, worker, stop)
+        worker_log = workdir / "worker.log"
+        with _child(demo, ["worker"], worker_log) as worker:
+            _wait_ready(demo, worker, worker_log, stop)
             sim = ["simulate", "--rate", str(rate), "--reps", str(reps)]
-            with _child(demo, sim, workdir / "simulate.log") as simulator:
+            sim_log = workdir / "simulate.log"
+            with _child(demo, sim, sim_log) as simulator:
                 _banner(demo, broker.url, workdir)
-                _summaries(demo, [worker, simulator], stop)
-    print("streamproc demo stopped.")  # noqa: T201
-    return 0
+                _summaries(
+                    demo, {"worker": (worker, worker_log), "simulator": (simulator, sim_log)}, stop
+                )
 
 
 def _stop_on_signals() -> list[bool]:
@@ -86,12 +107,30 @@ def _get(settings: Settings, path: str) -> tuple[int, str]:
         return 0, ""
 
 
-def _wait_ready(settings: Settings, worker: subprocess.Popen[bytes], stop: list[bool]) -> None:
+def _wait_ready(
+    settings: Settings, worker: subprocess.Popen[bytes], log_path: Path, stop: list[bool]
+) -> None:
     print("starting the worker ...", flush=True)  # noqa: T201
     while not stop[0] and _get(settings, "/readyz")[0] != 200:
         if worker.poll() is not None:
-            raise SystemExit(f"the worker exited with {worker.returncode}; see its log")
+            raise StreamprocError(
+                f"the worker exited with {worker.returncode}: {last_error(log_path)}"
+            )
         time.sleep(0.5)
+
+
+def last_error(log_path: Path) -> str:
+    """The cause a worker's log gives for its exit: its one-line ``streamproc:`` error, else
+    the last line naming an error, else a pointer to the log."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"no log at {log_path}"
+    ours = [line for line in lines if line.startswith("streamproc: ")]
+    if ours:
+        return ours[-1].removeprefix("streamproc: ")
+    errors = [line for line in lines if "Error" in line]
+    return errors[-1].strip() if errors else f"see {log_path}"
 
 
 def _banner(settings: Settings, broker_url: str, workdir: Path) -> None:
@@ -103,20 +142,24 @@ streamproc demo is running (Ctrl-C to stop)
   KPIs as JSON:          {base}/kpis   e.g. {base}/kpis?metric=sales_forecast_value
   health / readiness:    {base}/healthz  {base}/readyz
   embedded broker:       {broker_url}   (point a producer at it)
-  logs:                  {workdir}
+  logs:                  {workdir}   (removed on Ctrl-C)
 """,
         flush=True,
     )
 
 
 def _summaries(
-    settings: Settings, children: list[subprocess.Popen[bytes]], stop: list[bool]
+    settings: Settings,
+    children: dict[str, tuple[subprocess.Popen[bytes], Path]],
+    stop: list[bool],
 ) -> None:
     next_at = time.monotonic()
     while not stop[0]:
-        if any(child.poll() is not None for child in children):
-            print("a demo process exited; stopping", flush=True)  # noqa: T201
-            return
+        for name, (child, log_path) in children.items():
+            if child.poll() is not None:
+                raise StreamprocError(
+                    f"the {name} exited with {child.returncode}: {last_error(log_path)}"
+                )
         if time.monotonic() >= next_at:
             status, text = _get(settings, "/metrics")
             if status == 200:

@@ -314,7 +314,10 @@ def run_replay(
     create: bool = False,
     broker_wait: float = 30.0,
 ) -> int:
-    """The CLI: check the broker and topics, replay, print the summary; the exit code."""
+    """The CLI: check the file, the broker and the topics, replay, print the summary; the
+    exit code. A missing file is said at once, not after the broker wait."""
+    if path != "-":
+        _open(path)[0].close()
 
     async def run() -> ReplayReport:
         if not dry_run:

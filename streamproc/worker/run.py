@@ -10,6 +10,7 @@ import faust
 from streamproc.config import Settings
 from streamproc.kafka.topics import check_topics, wait_for_broker
 from streamproc.runtime.heap import freeze_after_full_collections, start_heap_trimmer
+from streamproc.serving.http import check_web_port
 from streamproc.state.disk import lock_data_dir
 from streamproc.worker.topology import build_topology
 
@@ -20,7 +21,9 @@ BROKER_WAIT_SECONDS = 24 * 3600.0  # a worker outlives a broker that is slow to 
 
 
 async def preflight(settings: Settings, broker_wait: float = BROKER_WAIT_SECONDS) -> None:
-    """Wait for the broker, then refuse topics that are missing or not co-partitioned."""
+    """Refuse a busy web port, wait for the broker, then refuse topics that are missing or not
+    co-partitioned: each error is one line saying what to do."""
+    check_web_port(settings)
     await wait_for_broker(settings, timeout=broker_wait)
     await check_topics(settings)
 

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections import Counter as Counter_
 from collections import defaultdict
+from typing import Any
 
 import orjson
 import pytest
@@ -123,19 +124,27 @@ async def test_a_batch_whose_handling_is_cancelled_is_not_acked(tmp_path) -> Non
     assert not unacked & set(messages)
 
 
+def _alert_publisher(settings: Any, topic: Any, lead_log: Any) -> Any:
+    """An ``AlertPublisher`` on a clock without business hours, sending to ``topic`` and
+    writing the leads it alerts on to ``lead_log`` (the two test doubles of a race)."""
+    from prometheus_client import CollectorRegistry, Counter
+
+    from streamproc.business_hours import SlaClock
+    from streamproc.engine.sla_watch import AlertWatch
+    from streamproc.serving.alerts import AlertPublisher
+
+    counter = Counter("alerts", "alerts", ["kind"], registry=CollectorRegistry())
+    return AlertPublisher(AlertWatch(settings, SlaClock({})), topic, lead_log, counter)
+
+
 async def test_each_alert_id_is_published_once_when_a_contact_races_both_breach_levels() -> None:
     """Seen in the connection-cut scenario (14 alert ids twice, identical payloads at adjacent
     offsets, the worker logging the same resolution twice within 3 ms) and after a SIGKILL:
     after any outage or catch-up a lead is often past twice its SLA, both breach levels go
     out in one publication, and a contact applied by the batch handler while that
     publication is in flight is resolved once per item of the lead."""
-    from prometheus_client import CollectorRegistry, Counter
-
-    from streamproc.business_hours import SlaClock
     from streamproc.config import Settings
     from streamproc.engine.lead import Attempt, Created, LeadState
-    from streamproc.engine.sla_watch import AlertWatch
-    from streamproc.serving.alerts import AlertPublisher
 
     settings = Settings(_env_file=None)
     now = time.time()
@@ -156,13 +165,7 @@ async def test_each_alert_id_is_published_once_when_a_contact_races_both_breach_
         async def write(self, leads: object) -> None:
             await asyncio.sleep(0)
 
-    counter = Counter("alerts", "alerts", ["kind"], registry=CollectorRegistry())
-    publisher = AlertPublisher(
-        AlertWatch(settings, SlaClock({})),
-        Topic(),
-        LeadLog(),
-        counter,  # type: ignore[arg-type]
-    )
+    publisher = _alert_publisher(settings, Topic(), LeadLog())
     publisher.watch.schedule(lead)  # as after the batch that brought the lead-created
     await publisher.publish_due({"L1": lead}, now)
     ids = Counter_(alert["alert_id"] for alert in sent)
@@ -178,13 +181,8 @@ async def test_a_resolution_is_published_once_when_the_batch_handler_and_the_tim
     breach and awaits its changelog write; meanwhile the batch handler applies the lead's
     first contact and publishes the resolution (awaiting its delivery); then the timer's
     own ``after_change`` resolves the lead again, the first resolution not yet remembered."""
-    from prometheus_client import CollectorRegistry, Counter
-
-    from streamproc.business_hours import SlaClock
     from streamproc.config import Settings
     from streamproc.engine.lead import Attempt, Created, LeadState
-    from streamproc.engine.sla_watch import AlertWatch
-    from streamproc.serving.alerts import AlertPublisher
 
     settings = Settings(_env_file=None)
     now = time.time()
@@ -218,13 +216,7 @@ async def test_a_resolution_is_published_once_when_the_batch_handler_and_the_tim
                 in_write.set()
                 await write_done.wait()
 
-    counter = Counter("alerts", "alerts", ["kind"], registry=CollectorRegistry())
-    publisher = AlertPublisher(
-        AlertWatch(settings, SlaClock({})),
-        Topic(),
-        LeadLog(),
-        counter,  # type: ignore[arg-type]
-    )
+    publisher = _alert_publisher(settings, Topic(), LeadLog())
     publisher.watch.schedule(lead)
     timer = asyncio.create_task(publisher.publish_due({"L1": lead}, now))
     await in_write.wait()  # breach published and remembered, changelog write in flight

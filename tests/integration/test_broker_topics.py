@@ -89,7 +89,11 @@ def test_topic_names_follow_the_prefix(settings_factory: SettingsFactory) -> Non
     assert names.inputs["stage-changed"] == "acme.stage-changed"
     assert names.metrics["response-time"] == "acme.metrics.response-time"
     assert names.partials == "acme.internal.partials"
-    assert len(set(names.all())) == 4 + 2 + 4 + 1
+    assert names.business["nps-responded"] == "acme.nps-responded"
+    assert names.customers == "acme.internal.customers"
+    assert names.metrics["customers"] == "acme.metrics.customers"
+    # inputs, business inputs, internal customers, dead letters and alerts, metrics, partials
+    assert len(set(names.all())) == 4 + 3 + 1 + 2 + 5 + 1
     assert set(names.compacted) == {*names.metrics.values(), names.partials}
 
 
@@ -111,10 +115,26 @@ async def test_create_topics_is_idempotent(settings_factory: SettingsFactory) ->
     names = topic_names(settings)
     assert sorted(await create_topics(settings)) == sorted(names.all())
     assert await create_topics(settings) == []
-    await check_topics(settings)
+    assert await check_topics(settings) == frozenset(names.business.values())
     counts, policies = await _describe(settings)
     assert {counts[n] for n in names.all()} == {3}
     assert {n for n, p in policies.items() if p == "compact"} == set(names.compacted)
+
+
+async def test_business_topics_are_optional_but_need_the_customers_topic(
+    settings_factory: SettingsFactory,
+) -> None:
+    settings = settings_factory(partitions=2)
+    names = topic_names(settings)
+    await _create(settings, dict.fromkeys([*names.inputs.values(), names.partials], 2))
+    assert await check_topics(settings) == frozenset()  # the four lead topics: as before
+    # any partition count: the worker repartitions them by customer
+    await _create(settings, {names.business["nps-responded"]: 5})
+    with pytest.raises(TopicsError) as caught:
+        await check_topics(settings)
+    assert f"need {names.customers}" in str(caught.value)
+    await _create(settings, {names.customers: 2})
+    assert await check_topics(settings) == {names.business["nps-responded"]}
 
 
 async def test_check_topics_names_every_missing_input(settings_factory: SettingsFactory) -> None:
@@ -175,13 +195,22 @@ async def test_wait_for_broker_logs_and_gives_up(
     settings_factory: SettingsFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = settings_factory(broker_url=f"kafka://127.0.0.1:{free_port()}")
-    caplog.set_level(logging.WARNING, logger="streamproc.kafka.topics")
+    caplog.set_level(logging.INFO)
     started = time.monotonic()
-    with pytest.raises(BrokerUnreachable, match=f"broker {settings.broker_url} not reachable"):
-        await wait_for_broker(settings, timeout=1.2, log_every=0.5)
-    assert time.monotonic() - started < 5
-    retries = [r for r in caplog.records if "not reachable, retrying" in r.getMessage()]
-    assert len(retries) >= 2
+    with pytest.raises(BrokerUnreachable) as caught:
+        await wait_for_broker(settings, timeout=2.2, log_every=1.0)
+    assert time.monotonic() - started < 6
+    assert str(caught.value) == (
+        f"broker {settings.broker_url} not reachable after 2.2s (connection refused): "
+        "is it running, and does STREAMPROC_BROKER_URL point at it?"
+    )
+    ours = [r.getMessage() for r in caplog.records if r.name == "streamproc.kafka.topics"]
+    # one line saying what to check, then a shorter one every log_every seconds
+    assert ours[0].startswith(f"broker {settings.broker_url} not reachable (connection refused)")
+    assert "STREAMPROC_BROKER_URL" in ours[0]
+    assert 2 <= len(ours) <= 4 and "still not reachable after" in ours[1]
+    # aiokafka's own ERROR line per attempt (every 0.5 s) is swallowed
+    assert not [r for r in caplog.records if r.name.startswith("aiokafka")]
 
 
 async def test_wait_for_broker_waits_for_a_late_broker(settings_factory: SettingsFactory) -> None:

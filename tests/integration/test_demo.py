@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ def test_demo_shows_contact_attempts_and_stops_cleanly(tmp_path: Path) -> None:
     marker = f"STREAMPROC_WEB_PORT={port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
     env["STREAMPROC_WEB_PORT"] = str(port)
+    env["TMPDIR"] = str(tmp_path)
     out = (tmp_path / "demo.out").open("wb")
     demo = subprocess.Popen(
         [sys.executable, "-m", "streamproc", "demo", "--rate", "40"],
@@ -65,3 +67,27 @@ def test_demo_shows_contact_attempts_and_stops_cleanly(tmp_path: Path) -> None:
     assert "leads waiting" in (tmp_path / "demo.out").read_text()
     wait_until(lambda: not _processes_with(marker), timeout=10)
     assert not port_open("127.0.0.1", port)
+    assert not list(tmp_path.glob("streamproc-demo-*")), "a clean stop leaves no temp dir"
+
+
+def test_demo_on_a_busy_port_says_so_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env.update(STREAMPROC_WEB_PORT=str(port), TMPDIR=str(tmp_path))
+        result = subprocess.run(
+            [sys.executable, "-m", "streamproc", "demo"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines() == [
+        f"streamproc: the web port 127.0.0.1:{port} is already in use: stop what listens there "
+        f"or set STREAMPROC_WEB_PORT to a free port (e.g. STREAMPROC_WEB_PORT={port + 1})"
+    ]
+    assert not list(tmp_path.glob("streamproc-demo-*"))

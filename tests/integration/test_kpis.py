@@ -122,5 +122,10 @@ def test_two_workers_split_counts_and_export_each_whole_series_once(
         assert status == 200 and answer["complete"] and answer["workers"] == 2
         got = {row["labels"]["rep"]: row["value"] for row in answer["kpis"]}
         assert got == {"r1": 31947.0, "r3": 500.0}
+    # a typo is a 400 naming it, not an empty answer that looks like "no data yet"
+    status, body = first.get("/kpis?metric=nope")
+    assert status == 400 and orjson.loads(body)["error"] == "unknown metric 'nope'"
+    status, body = first.get("/kpis?window=bogus")
+    assert status == 400 and "today" in orjson.loads(body)["valid"]
     # the work really is shared: each worker exports some KPI series
     assert all(select(parse_samples(w.metrics_text()), "sales_leads_created") for w in workers)

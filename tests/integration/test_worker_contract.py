@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -58,6 +59,10 @@ def test_metrics_pass_promtool_check_metrics(
     assert status == 200 and orjson.loads(body)["ready"] is True
     # alone in its group, the worker owns every input partition
     assert orjson.loads(body)["partitions"] == list(range(settings.partitions))
+    # a clean stop logs no ERROR (it used to: Topic._on_published ... CancelledError)
+    assert worker.stop() == 0
+    errors = [line for line in worker.log().splitlines() if "ERROR" in line]
+    assert not errors, errors
 
 
 def _run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
@@ -96,3 +101,17 @@ def test_bad_setting_stops_start_up_with_one_line(settings_factory) -> None:
     assert lines == [
         "streamproc: bad setting STREAMPROC_TIMEZONE: unknown time zone 'Mars/Olympus'"
     ]
+
+
+def test_worker_refuses_a_busy_web_port_naming_the_setting(settings_factory) -> None:
+    settings = settings_factory()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", settings.web_port))
+        taken.listen()
+        result = _run_worker(child_env(settings))
+    assert result.returncode == 2
+    port = settings.web_port
+    assert result.stderr.decode().strip().splitlines()[-1] == (
+        f"streamproc: the web port 127.0.0.1:{port} is already in use: stop what listens there "
+        f"or set STREAMPROC_WEB_PORT to a free port (e.g. STREAMPROC_WEB_PORT={port + 1})"
+    )

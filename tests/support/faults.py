@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -601,14 +601,9 @@ def diagnose_loss(stream: Stream, workers: Sequence[WorkerProcess] = ()) -> dict
     lost_ids = {e for ids in missing.values() for e in ids}
     on_input: dict[str, tuple[str, int, int]] = {}
     if lost_ids:
-        for kind in ("lead-created", "contact-attempted", "stage-changed", "email-opened"):
-            for msg in read_topic(settings, settings.topic(kind), idle=1.0):
-                try:
-                    event_id = orjson.loads(msg.value()).get("event_id")
-                except (orjson.JSONDecodeError, AttributeError):
-                    continue
-                if event_id in lost_ids:
-                    on_input[event_id] = (msg.topic(), msg.partition(), msg.offset())
+        for event_id, msg in _input_events(settings):
+            if event_id in lost_ids:
+                on_input[event_id] = (msg.topic(), msg.partition(), msg.offset())
     committed = committed_offsets(settings)
     out: dict[str, Any] = {
         "on_input_topics": {
@@ -632,6 +627,18 @@ def diagnose_loss(stream: Stream, workers: Sequence[WorkerProcess] = ()) -> dict
     return out
 
 
+def _input_events(settings: Settings) -> Iterator[tuple[str | None, Any]]:
+    """Every record on the four input topics with its ``event_id`` (``None`` where the value
+    is not a JSON object), each topic read to its end."""
+    for kind in ("lead-created", "contact-attempted", "stage-changed", "email-opened"):
+        for msg in read_topic(settings, settings.topic(kind), idle=1.0):
+            try:
+                event_id = orjson.loads(msg.value()).get("event_id")
+            except (orjson.JSONDecodeError, AttributeError):
+                event_id = None
+            yield event_id, msg
+
+
 def shutdown_audit(stream: Stream) -> dict[str, int]:
     """After a worker left and before anyone took over: its input offsets against its leads'
     changelog. ``applied_not_committed``: events whose effect is in the changelog but whose
@@ -643,17 +650,12 @@ def shutdown_audit(stream: Stream) -> dict[str, int]:
     settings = stream.settings
     valid = {m.event[1]["event_id"] for m in stream.valid if m.event is not None}
     first: dict[str, tuple[tuple[str, int], int]] = {}
-    for kind in ("lead-created", "contact-attempted", "stage-changed", "email-opened"):
-        for msg in read_topic(settings, settings.topic(kind), idle=1.0):
-            try:
-                event_id = orjson.loads(msg.value()).get("event_id")
-            except (orjson.JSONDecodeError, AttributeError):
-                continue
-            if event_id not in valid:
-                continue
-            where = ((msg.topic(), msg.partition()), msg.offset())
-            if event_id not in first or where[1] < first[event_id][1]:
-                first[event_id] = where
+    for event_id, msg in _input_events(settings):
+        if event_id not in valid:
+            continue
+        where = ((msg.topic(), msg.partition()), msg.offset())
+        if event_id not in first or where[1] < first[event_id][1]:
+            first[event_id] = where
     ever: set[str] = set()
     final: dict[str, set[str]] = {}
     topic = f"{settings.app_id}-leads-changelog"

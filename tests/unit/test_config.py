@@ -95,3 +95,46 @@ def test_producer_idempotence_is_asked_of_the_broker_when_set(tmp_path) -> None:
         extra = create_app(settings).producer._settings_extra()
         assert extra.get("enable_idempotence", False) is wanted
     create_app(Settings(_env_file=None, data_dir=tmp_path))  # back to the default transport
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        (
+            "STREAMPROC_BUSINESS_HOURS",
+            '{"*": {"dayz": "mon-fri"}}',
+            "STREAMPROC_BUSINESS_HOURS: unknown key 'dayz' under '*' "
+            "(the keys: days, open, close, timezone, holidays)",
+        ),
+        (
+            "STREAMPROC_BUSINESS_HOURS",
+            '{"north": {"open": "18:00", "close": "17:00"}}',
+            "STREAMPROC_BUSINESS_HOURS: at 'north': close must be after open",
+        ),
+        (
+            "STREAMPROC_SLA_SOURCE_OVERRIDES",
+            '{"web": "fast"}',
+            "STREAMPROC_SLA_SOURCE_OVERRIDES: at 'web': Input should be a valid number",
+        ),
+        (
+            "STREAMPROC_STAGES",
+            "new,won",
+            "STREAMPROC_STAGES: at least 3 distinct stages, 'won' and 'lost' among them, "
+            "got ['new', 'won']",
+        ),
+        ("STREAMPROC_WON_STAGE", "closed", "STREAMPROC_WON_STAGE: 'closed' is not one of"),
+        (
+            "STREAMPROC_STAGE_PROBABILITIES",
+            '{"nope": 0.5}',
+            "STREAMPROC_STAGE_PROBABILITIES: unknown stages ['nope']",
+        ),
+    ],
+)
+def test_a_bad_key_inside_a_json_setting_names_the_variable_and_the_key(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value).startswith(f"bad setting {says}")
+    assert "\n" not in str(caught.value)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from streamproc.contract.events import EventKind
+from streamproc.contract.events import BusinessKind, EventKind
 from streamproc.contract.outputs import Alert, DeadLetter, MetricMessage, series_key
 from streamproc.contract.schemas import DIALECT, SCHEMA_FILES, write_schemas
 
@@ -55,6 +55,28 @@ EVENTS: dict[str, dict[str, Any]] = {
         "message_id": "m-1",
         "clicked": True,
     },
+    "cost-recorded": {
+        "event_id": "e-5",
+        "occurred_at": "2024-05-01T00:00:00Z",
+        "amount": 3100,
+        "category": "marketing",
+        "source": "google_ads",
+        "period_start": "2024-05-01T00:00:00Z",
+        "period_end": "2024-06-01T00:00:00Z",
+    },
+    "customer-churned": {
+        "event_id": "e-6",
+        "occurred_at": "2024-05-06T10:00:00Z",
+        "customer_id": "C-1",
+        "reason": "price",
+        "revenue_lost": 1200,
+    },
+    "nps-responded": {
+        "event_id": "e-7",
+        "occurred_at": "2024-05-06T10:00:00Z",
+        "customer_id": "C-1",
+        "score": 9,
+    },
 }
 
 
@@ -98,7 +120,8 @@ def test_schema_files_are_valid_draft_2020_12(name: str) -> None:
 
 
 def test_every_event_kind_has_a_schema() -> None:
-    assert {f"{kind.value}.schema.json" for kind in EventKind} <= set(SCHEMA_FILES)
+    kinds = [*EventKind, *BusinessKind]
+    assert {f"{kind.value}.schema.json" for kind in kinds} <= set(SCHEMA_FILES)
 
 
 @pytest.mark.parametrize("kind", list(EVENTS))
@@ -122,6 +145,17 @@ def test_sample_events_validate(kind: str) -> None:
         ("stage-changed", {"win_probability": 1.5}),
         ("stage-changed", {"deal_value": "100"}),
         ("email-opened", {"clicked": "yes"}),
+        ("lead-created", {"customer_id": ""}),
+        ("stage-changed", {"products": [{"product_id": "p"}] * 101}),
+        ("stage-changed", {"products": [{"product_id": "p", "quantity": 0}]}),
+        ("stage-changed", {"products": [{"quantity": 1}]}),
+        ("cost-recorded", {"amount": -1}),
+        ("cost-recorded", {"category": "travel"}),
+        ("cost-recorded", {"period_start": "2024-05-01T00:00:00"}),
+        ("customer-churned", {"revenue_lost": -5}),
+        ("customer-churned", {"customer_id": None}),
+        ("nps-responded", {"score": 11}),
+        ("nps-responded", {"score": 8.5}),
     ],
 )
 def test_invalid_events_fail_their_schema(kind: str, change: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from streamproc.cli import main
 from streamproc.config import Settings
 from streamproc.contract.events import EventKind
 from streamproc.exceptions import InvalidEvent
+from streamproc.tools.net import free_port
 from streamproc.tools.progress import Progress
 from streamproc.tools.replay import LineParser, replay
 
@@ -277,6 +279,20 @@ def test_cli_missing_file_is_one_line_and_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     missing = tmp_path / "missing.jsonl"
     assert err == [f"streamproc: cannot read {missing}: No such file or directory"]
+
+
+def test_cli_missing_file_is_said_before_waiting_for_a_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no broker listens there: the replay used to retry for 30 s, then blame the broker
+    monkeypatch.setenv("STREAMPROC_BROKER_URL", f"kafka://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    assert main(["replay", str(tmp_path / "missing.jsonl")]) == 2
+    assert time.monotonic() - started < 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"streamproc: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory"
+    ]
 
 
 # --- the progress bar ----------------------------------------------------------------------

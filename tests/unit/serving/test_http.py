@@ -1,0 +1,32 @@
+"""/kpis query checks: a typo answers 400 naming it and listing the valid choices."""
+
+from __future__ import annotations
+
+from streamproc.serving.http import bad_query
+
+
+def test_a_good_query_passes() -> None:
+    query = {"metric": "sales_forecast_value", "window": "today", "rep": "rep-01"}
+    assert bad_query(query) is None
+    assert bad_query({}) is None
+
+
+def test_an_unknown_metric_is_named_with_the_valid_ones() -> None:
+    answer = bad_query({"metric": "nope"})
+    assert answer is not None
+    assert answer["error"] == "unknown metric 'nope'"
+    assert "sales_forecast_value" in answer["valid"] and "nope" not in answer["valid"]
+
+
+def test_an_unknown_window_is_named_with_the_valid_ones() -> None:
+    answer = bad_query({"metric": "sales_contact_attempts", "window": "bogus"})
+    assert answer is not None
+    assert answer["error"] == "unknown window 'bogus'"
+    assert {"1h", "today", "7d"} <= set(answer["valid"])
+
+
+def test_an_unknown_label_is_named() -> None:
+    answer = bad_query({"repp": "rep-01"})
+    assert answer is not None
+    assert answer["error"] == "unknown query parameter 'repp'"
+    assert {"rep", "source", "stage", "metric", "window"} <= set(answer["valid"])
