@@ -7,7 +7,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-# Only what the package needs: the build context also holds .venv, tests and deploy folders.
+# Only what the package needs (.dockerignore keeps the rest, .venv above all, out of the context).
 COPY pyproject.toml ./
 COPY streamproc ./streamproc
 RUN pip install . \

@@ -114,10 +114,12 @@ async def _steady_load(
 
 async def _assigned_consumer(settings: Settings, topic: str, client_id: str) -> Any:
     """A consumer on every partition of ``topic``, positioned at its end now."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+    from aiokafka import TopicPartition  # type: ignore[import-untyped]
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.broker_hosts,
+    from streamproc.kafka import clients
+
+    consumer = clients.consumer(
+        settings,
         group_id=None,
         enable_auto_commit=False,
         client_id=client_id,

@@ -106,12 +106,11 @@ async def follow_commits(
     """Poll the group's committed offsets every 0.1 s until they add up to ``target`` or the
     time bound passes: (monotonic time, committed total)."""
     from aiokafka import TopicPartition  # type: ignore[import-untyped]
-    from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
+
+    from streamproc.kafka.clients import admin_client
 
     partitions = [TopicPartition(t, p) for t in sorted(topics) for p in range(settings.partitions)]
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.broker_hosts, client_id="streamproc-bench-progress"
-    )
+    admin = admin_client(settings, client_id="streamproc-bench-progress")
     await admin.start()
     try:
         while True:

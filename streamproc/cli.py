@@ -1,4 +1,8 @@
-"""The ``streamproc`` command line: worker, broker, topics, simulate, replay, schemas, demo."""
+"""The streamproc command line: live sales KPIs from CRM events in Kafka.
+
+Start with `streamproc demo` (nothing else needed); `streamproc COMMAND --help` explains a
+command. Every command reads the STREAMPROC_* settings (environment or a .env file):
+`streamproc settings` lists them with their defaults and current values."""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ import argparse
 import asyncio
 import logging
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from streamproc.config import Settings, load_settings
 from streamproc.exceptions import StreamprocError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 log = logging.getLogger("streamproc")
 
@@ -142,46 +148,125 @@ def _cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc.tools.reference import settings_table
+
+    print(settings_table(settings))  # noqa: T201 - the command's output
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from streamproc.tools.demo import run_demo
 
     return run_demo(settings, rate=args.rate, reps=args.reps)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamproc", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("worker", help="run a production worker").set_defaults(run=_cmd_worker)
-    broker = sub.add_parser("broker", help="the embedded Kafka-compatible broker alone")
-    broker.add_argument("--port", type=int, default=9092)
+_SETTINGS_NOTE = (
+    "Reads the STREAMPROC_* settings (environment or a .env file in the working directory); "
+    "`streamproc settings` lists each with its default and current value, "
+    "docs/configuration.md explains them."
+)
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's help; descriptions keep their own line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:  # unset, or a flag: no default
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _command(
+    sub: Any, name: str, summary: str, details: str = "", reads: str = _SETTINGS_NOTE
+) -> argparse.ArgumentParser:
+    """A sub-command whose --help says what it does, what it reads and every default."""
+    parts = (summary[0].upper() + summary[1:] + ".", details, reads)
+    description = "\n\n".join(textwrap.fill(part, 88) for part in parts if part)
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=description, formatter_class=_Help
+    )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamproc", description=__doc__, formatter_class=_Help)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = _command(
+        sub,
+        "demo",
+        "embedded broker + worker + simulated team, in one command",
+        "Prints the URLs to open and a line every 5 s; Ctrl-C stops everything it started.",
+    )
+    demo.add_argument("--rate", type=float, default=30.0, help="simulated events per second")
+    demo.add_argument("--reps", type=int, default=8, help="simulated team size")
+    demo.set_defaults(run=_cmd_demo)
+    _command(
+        sub,
+        "worker",
+        "run a production worker (until SIGTERM or Ctrl-C)",
+        "Waits for the broker (STREAMPROC_BROKER_URL), refuses missing topics (create them "
+        "with `streamproc topics create`) and serves /metrics, /kpis, /healthz and /readyz "
+        "on STREAMPROC_WEB_PORT.",
+    ).set_defaults(run=_cmd_worker)
+    broker = _command(
+        sub, "broker", "the embedded Kafka-compatible broker alone (memory only)", reads=""
+    )
+    broker.add_argument("--port", type=int, default=9092, help="port to listen on")
     broker.set_defaults(run=_cmd_broker)
-    topics = sub.add_parser("topics", help="topic management")
-    topics_sub = topics.add_subparsers(dest="action", required=True)
-    create = topics_sub.add_parser("create", help="create the topics (idempotent)")
+    topics = _command(sub, "topics", "topic management")
+    topics_sub = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = _command(
+        topics_sub,
+        "create",
+        "create the missing topics (idempotent)",
+        "Every topic gets STREAMPROC_PARTITIONS partitions under STREAMPROC_TOPIC_PREFIX.",
+    )
     create.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the broker")
     create.set_defaults(run=_cmd_topics)
-    simulate = sub.add_parser("simulate", help="a simulated sales team producing events")
+    simulate = _command(sub, "simulate", "a simulated sales team producing events")
     simulate.add_argument("--rate", type=float, default=20.0, help="events per second")
     simulate.add_argument("--reps", type=int, default=8, help="team size")
-    simulate.add_argument("--seed", type=int, default=0)
-    simulate.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
+    simulate.add_argument("--seed", type=int, default=0, help="same seed, same team and leads")
+    simulate.add_argument(
+        "--duration", type=float, default=None, help="seconds to run (unset: until Ctrl-C)"
+    )
     simulate.set_defaults(run=_cmd_simulate)
-    replay = sub.add_parser("replay", help="produce historical events from JSON Lines (backfill)")
+    replay = _command(
+        sub,
+        "replay",
+        "produce historical events from JSON Lines (backfill)",
+        "Each line is checked as the worker checks events; bad lines are reported as "
+        "FILE:LINE: reason and skipped. docs/events.md gives the line formats.",
+    )
     replay.add_argument("file", help='JSON Lines, one event a line ("-": stdin)')
     replay.add_argument("--dry-run", action="store_true", help="validate only, send nothing")
     replay.add_argument("--create-topics", action="store_true", help="create missing topics")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     replay.set_defaults(run=_cmd_replay)
-    bench = sub.add_parser(
+    _bench_parser(sub)
+    schemas = _command(sub, "schemas", "write the JSON Schemas of the events and outputs", reads="")
+    schemas.add_argument("--out", default="schemas", help="directory to write them into")
+    schemas.set_defaults(run=_cmd_schemas)
+    _command(
+        sub, "settings", "print every setting: its variable, default and current value"
+    ).set_defaults(run=_cmd_settings)
+    return parser
+
+
+def _bench_parser(sub: Any) -> None:
+    bench = _command(
+        sub,
         "bench",
-        help="the benchmark, from a source checkout: runs `python -m benchmarks` there",
-        description="Runs `python -m benchmarks` with these arguments; the benchmark is not "
-        "installed with the package: it runs from a source checkout.",
+        "the benchmark, from a source checkout: runs `python -m benchmarks` there",
+        "The benchmark is not installed with the package. Options left out take the "
+        "benchmark's own defaults (docs/performance.md).",
+        reads="",
     )
     bench.add_argument("--quick", action="store_true", help="200,000 events, ~3 minutes")
-    bench.add_argument("--events", type=int, help="history size (default 1,000,000)")
-    bench.add_argument("--leads", type=int, help="leads in the history (default events/10)")
-    bench.add_argument("--reps", type=int, help="reps in the history (default 100)")
+    bench.add_argument("--events", type=int, help="history size (benchmark: 1,000,000)")
+    bench.add_argument("--leads", type=int, help="leads in the history (benchmark: events/10)")
+    bench.add_argument("--reps", type=int, help="reps in the history (benchmark: 100)")
     bench.add_argument("--time-bound", type=float, help="seconds per throughput contender")
     bench.add_argument("--latency-seconds", type=float, help="length of the latency run")
     bench.add_argument("--latency-rate", type=float, help="events/s of the latency run")
@@ -189,23 +274,15 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--alert-wait", type=float, help="seconds to wait for the last alert")
     bench.add_argument("--only", help="contenders, comma-separated: raw,plain,naive,kpi2,kpi1")
     bench.add_argument("--profile", help="py-spy profile of the 1-worker run into this dir")
-    bench.add_argument("--workdir", help="keep logs and data here (default: a temp dir)")
+    bench.add_argument("--workdir", help="keep logs and data here (unset: a temp dir)")
     bench.add_argument(
         "--backfill", action="store_true", help="bench `streamproc replay` into a worker instead"
     )
     bench.set_defaults(run=_cmd_bench)
-    schemas = sub.add_parser("schemas", help="write the JSON Schemas")
-    schemas.add_argument("--out", default="schemas")
-    schemas.set_defaults(run=_cmd_schemas)
-    demo = sub.add_parser("demo", help="embedded broker + worker + simulated team")
-    demo.add_argument("--rate", type=float, default=30.0, help="simulated events per second")
-    demo.add_argument("--reps", type=int, default=8, help="simulated team size")
-    demo.set_defaults(run=_cmd_demo)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

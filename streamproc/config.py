@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
 import pydantic_settings
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streamproc.business_hours import BusinessHours, check_zone
@@ -63,12 +63,65 @@ class Settings(BaseSettings):
     producer_idempotence: bool = False
     """STREAMPROC_PRODUCER_IDEMPOTENCE: ``true`` on real Kafka: the broker drops a produce
     request retried across a connection cut (no repeated alert). tansu does not support it."""
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """STREAMPROC_KAFKA_SECURITY_PROTOCOL: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or
+    ``SASL_SSL``, as Kafka's ``security.protocol``; applies to every Kafka client."""
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    """STREAMPROC_KAFKA_SASL_MECHANISM: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``
+    (with a ``SASL_*`` protocol)."""
+    kafka_sasl_username: str | None = None
+    """STREAMPROC_KAFKA_SASL_USERNAME: the SASL user (Confluent Cloud: the API key)."""
+    kafka_sasl_password: SecretStr | None = None
+    """STREAMPROC_KAFKA_SASL_PASSWORD: the SASL password (Confluent Cloud: the API secret);
+    never logged, shown as ``**********``."""
+    kafka_ssl_cafile: Path | None = None
+    """STREAMPROC_KAFKA_SSL_CAFILE: PEM file of the CAs that signed the brokers' certificates;
+    unset, the system's CAs (enough for Confluent Cloud and MSK)."""
+    kafka_ssl_certfile: Path | None = None
+    """STREAMPROC_KAFKA_SSL_CERTFILE: PEM client certificate, for mutual TLS (with the key)."""
+    kafka_ssl_keyfile: Path | None = None
+    """STREAMPROC_KAFKA_SSL_KEYFILE: PEM private key of the client certificate."""
+    kafka_ssl_key_password: SecretStr | None = None
+    """STREAMPROC_KAFKA_SSL_KEY_PASSWORD: the password of an encrypted key file."""
+    kafka_ssl_check_hostname: bool = True
+    """STREAMPROC_KAFKA_SSL_CHECK_HOSTNAME: ``false`` accepts a broker certificate issued to
+    another name (still signed by a trusted CA): for brokers reached by IP or a tunnel."""
+    kafka_replication_factor: int = Field(default=1, ge=1, le=32)
+    """STREAMPROC_KAFKA_REPLICATION_FACTOR: replicas of the topics streamproc creates (its own
+    and Faust's changelogs); 3 on a managed cluster (Confluent Cloud requires it)."""
     redis_url: str | None = None
-    """STREAMPROC_REDIS_URL: ``redis://host:port/db``; unset, the worker runs without Redis."""
+    """STREAMPROC_REDIS_URL: ``redis://host:port/db``, ``rediss://`` for TLS; unset, the worker
+    runs without Redis."""
+    redis_username: str | None = None
+    """STREAMPROC_REDIS_USERNAME: the Redis ACL user (unset: the URL's, else ``default``)."""
+    redis_password: SecretStr | None = None
+    """STREAMPROC_REDIS_PASSWORD: the Redis password (instead of one in the URL, which would
+    show wherever the URL does); never logged."""
+    redis_ssl_cafile: Path | None = None
+    """STREAMPROC_REDIS_SSL_CAFILE: PEM CAs for a ``rediss://`` server; unset, the system's."""
+    redis_ssl_certfile: Path | None = None
+    """STREAMPROC_REDIS_SSL_CERTFILE: PEM client certificate for a Redis that asks for one."""
+    redis_ssl_keyfile: Path | None = None
+    """STREAMPROC_REDIS_SSL_KEYFILE: PEM private key of the Redis client certificate."""
     web_port: int = Field(default=6066, ge=1, le=65535)
     """STREAMPROC_WEB_PORT: the worker's HTTP port (/metrics, /kpis, /healthz, /readyz)."""
     web_host: str = "127.0.0.1"
     """STREAMPROC_WEB_HOST: the address the web server binds and other workers reach."""
+    web_tls_certfile: Path | None = None
+    """STREAMPROC_WEB_TLS_CERTFILE: PEM certificate (chain): the worker serves HTTPS."""
+    web_tls_keyfile: Path | None = None
+    """STREAMPROC_WEB_TLS_KEYFILE: PEM private key of the web certificate."""
+    web_tls_cafile: Path | None = None
+    """STREAMPROC_WEB_TLS_CAFILE: PEM CAs a worker trusts when it asks the other workers for
+    their /kpis over HTTPS; unset, the system's."""
+    web_auth_username: str | None = None
+    """STREAMPROC_WEB_AUTH_USERNAME: with the password, HTTP basic auth on every path but
+    /healthz (Prometheus: ``basic_auth`` in the scrape config)."""
+    web_auth_password: SecretStr | None = None
+    """STREAMPROC_WEB_AUTH_PASSWORD: the basic auth password; never logged."""
+    web_auth_token: SecretStr | None = None
+    """STREAMPROC_WEB_AUTH_TOKEN: a bearer token accepted on every path but /healthz
+    (``Authorization: Bearer <token>``; Prometheus: ``authorization`` in the scrape config)."""
     data_dir: Path = Path("data")
     """STREAMPROC_DATA_DIR: the worker's own directory (one per worker, kept between
     restarts): a copy of its tables' changelogs on disk, so a restart reads only the tail."""
@@ -79,7 +132,11 @@ class Settings(BaseSettings):
     partitions: int = Field(default=4, ge=1, le=1024)
     """STREAMPROC_PARTITIONS: partitions of every topic (co-partitioned)."""
     timezone: str = "UTC"
-    """STREAMPROC_TIMEZONE: IANA zone whose midnight starts the ``today`` window."""
+    """STREAMPROC_TIMEZONE: IANA zone whose midnight starts the ``today`` window (and the
+    days and months of the calendar periods)."""
+    fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
+    """STREAMPROC_FISCAL_YEAR_START_MONTH: 1-12, the month fiscal years and quarters begin
+    (4: quarters start in April, July, October and January)."""
     response_sla_seconds: float = Field(default=300.0, gt=0)
     """STREAMPROC_RESPONSE_SLA_SECONDS: first-contact SLA of a lead."""
     sla_source_overrides: dict[str, float] = Field(default_factory=dict)
@@ -183,6 +240,9 @@ class Settings(BaseSettings):
             raise ValueError("STREAMPROC_STAGE_PROBABILITIES: every probability must be 0-1")
         if any(s <= 0 for s in self.sla_source_overrides.values()):
             raise ValueError("STREAMPROC_SLA_SOURCE_OVERRIDES: every SLA must be > 0")
+        problem = _security_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
 
     # Derived, read-only conveniences -------------------------------------------------------
@@ -223,6 +283,48 @@ class Settings(BaseSettings):
         return netloc.replace(";", ",")
 
 
+def _security_problem(s: Settings) -> str | None:
+    """The first inconsistent combination of the security settings, as one line that starts
+    with the variable to change; None if they fit together."""
+    protocol = s.kafka_security_protocol
+    sasl, tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+    checks = [
+        (
+            sasl and not (s.kafka_sasl_username and s.kafka_sasl_password),
+            f"STREAMPROC_KAFKA_SASL_USERNAME and STREAMPROC_KAFKA_SASL_PASSWORD are required "
+            f"with STREAMPROC_KAFKA_SECURITY_PROTOCOL={protocol}",
+        ),
+        (
+            not tls and any((s.kafka_ssl_cafile, s.kafka_ssl_certfile, s.kafka_ssl_keyfile)),
+            f"STREAMPROC_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS, yet "
+            "STREAMPROC_KAFKA_SSL_CAFILE, _CERTFILE or _KEYFILE is set: set it to SSL or SASL_SSL",
+        ),
+        (
+            (s.kafka_ssl_certfile is None) != (s.kafka_ssl_keyfile is None),
+            "STREAMPROC_KAFKA_SSL_CERTFILE and STREAMPROC_KAFKA_SSL_KEYFILE go together",
+        ),
+        (
+            (s.redis_ssl_certfile is None) != (s.redis_ssl_keyfile is None),
+            "STREAMPROC_REDIS_SSL_CERTFILE and STREAMPROC_REDIS_SSL_KEYFILE go together",
+        ),
+        (
+            any((s.redis_ssl_cafile, s.redis_ssl_certfile))
+            and not (s.redis_url or "").startswith("rediss://"),
+            "STREAMPROC_REDIS_URL must be rediss://... when STREAMPROC_REDIS_SSL_CAFILE or "
+            "_CERTFILE is set",
+        ),
+        (
+            (s.web_tls_certfile is None) != (s.web_tls_keyfile is None),
+            "STREAMPROC_WEB_TLS_CERTFILE and STREAMPROC_WEB_TLS_KEYFILE go together",
+        ),
+        (
+            (s.web_auth_username is None) != (s.web_auth_password is None),
+            "STREAMPROC_WEB_AUTH_USERNAME and STREAMPROC_WEB_AUTH_PASSWORD go together",
+        ),
+    ]
+    return next((message for failed, message in checks if failed), None)
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning a validation error into one line naming the setting."""
     try:
@@ -236,7 +338,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def _one_line(err: Any) -> str:
-    """``STREAMPROC_X: what is wrong``, with the key inside a JSON setting when it is one."""
+    """``STREAMPROC_<NAME>: what is wrong``, with the key inside a JSON setting when it is one."""
     message = str(err["msg"]).removeprefix("Value error, ")
     loc = [str(part) for part in err.get("loc", ())]
     if not loc:  # a check across settings: its message names the variable first
@@ -266,6 +368,9 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
     for name, value in settings.model_dump(mode="json").items():
         if value is None:
             continue
+        secret = getattr(settings, name)
+        if isinstance(secret, SecretStr):  # dumped as "**********"
+            value = secret.get_secret_value()
         env[f"STREAMPROC_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     env.update(extra)
     return env

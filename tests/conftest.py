@@ -24,6 +24,7 @@ from streamproc.tools.net import free_port
 from tests.support.faults import stop_all
 from tests.support.harness import WorkerProcess
 from tests.support.redis_server import RedisServer
+from tests.support.tls import Certs, Stunnel, make_certs
 
 _RUN = secrets.token_hex(2)  # tells this run's keys apart in a Redis shared with other runs
 _SEQUENCE = itertools.count(1)
@@ -53,6 +54,57 @@ def broker() -> Iterator[EmbeddedBroker]:
         _missing_service(f"no tansu binary: {exc}")
     yield embedded
     embedded.stop()
+
+
+class TlsBroker:
+    """A tansu broker behind stunnel: mutual TLS on ``url``, the broker advertising it."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.certs: Certs = make_certs(workdir / "certs")
+        self.port = free_port()
+        self.broker = EmbeddedBroker(advertised=f"127.0.0.1:{self.port}")
+        ca = self.certs.ca
+        self.stunnel = Stunnel(self.port, self.broker.port, self.certs.server, workdir, ca)
+
+    def start(self) -> TlsBroker:
+        self.broker.start()
+        try:
+            self.stunnel.start()
+        except BaseException:
+            self.broker.stop()
+            raise
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"kafka://127.0.0.1:{self.port}"
+
+    def settings(self) -> dict[str, Any]:
+        """The overrides of a client that connects with the client certificate."""
+        return {
+            "broker_url": self.url,
+            "kafka_security_protocol": "SSL",
+            "kafka_ssl_cafile": self.certs.ca,
+            "kafka_ssl_certfile": self.certs.client.cert,
+            "kafka_ssl_keyfile": self.certs.client.key,
+        }
+
+    def stop(self) -> None:
+        self.stunnel.stop()
+        self.broker.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_broker(
+    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TlsBroker]:
+    """``TlsBroker``: its own tansu (advertising the TLS port) behind Debian's stunnel4,
+    which asks for a client certificate signed by the test CA."""
+    if Stunnel.binary() is None:
+        _missing_service("no stunnel4 (apt-get install stunnel4; scripts/test does)")
+    endpoint = TlsBroker(tmp_path_factory.mktemp("tls-broker")).start()
+    yield endpoint
+    endpoint.stop()
 
 
 @pytest.fixture

@@ -7,14 +7,19 @@ import argparse
 import faust
 
 from benchmarks.contenders.common import Status
+from streamproc.config import load_settings
+from streamproc.kafka.security import faust_credentials
 
 __all__ = ["make_app", "run"]
 
 
 def make_app(args: argparse.Namespace) -> faust.App:
+    # The security settings (STREAMPROC_KAFKA_*) from the environment, as the worker's.
+    settings = load_settings(broker_url=f"kafka://{args.broker}")
     return faust.App(
         args.app_id,
-        broker=f"kafka://{args.broker}",
+        broker=settings.broker_url,
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         datadir=args.datadir,
         topic_partitions=args.partitions,

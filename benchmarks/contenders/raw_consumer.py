@@ -10,16 +10,19 @@ import asyncio
 import time
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka import TopicPartition  # type: ignore[import-untyped]
 
 from benchmarks.contenders.common import Status, parse_args
+from streamproc.config import load_settings
+from streamproc.kafka import clients
 
 
 async def main() -> None:
     args = parse_args(__doc__ or "")
     status = Status(args.status, args.expect)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=args.broker,
+    # The security settings (STREAMPROC_KAFKA_*) from the environment, as the worker's.
+    consumer = clients.consumer(
+        load_settings(broker_url=f"kafka://{args.broker}"),
         client_id=args.app_id,
         group_id=None,
         enable_auto_commit=False,

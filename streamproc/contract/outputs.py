@@ -10,7 +10,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 __all__ = ["Alert", "AlertKind", "DeadLetter", "MetricMessage", "Window", "series_key"]
 
-Window = Literal["1h", "today", "7d"]
+Window = Literal[
+    "1h", "today", "7d", "month", "quarter", "year", "last_month", "last_quarter", "last_year"
+]
 AlertKind = Literal["response_sla_breached", "response_sla_resolved"]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]

@@ -16,13 +16,43 @@ from typing import Any
 from streamproc.engine.facts import FAMILIES, Fact
 from streamproc.engine.windows import HOUR, MINUTE, WindowBounds, WindowClock
 
-__all__ = ["DIST_FAMILIES", "Acc", "Multiset", "PartitionAggregates", "SortedValues", "fact_diff"]
+__all__ = [
+    "DIST_FAMILIES",
+    "SKETCH_ERROR",
+    "Acc",
+    "Multiset",
+    "PartitionAggregates",
+    "Rollup",
+    "SortedValues",
+    "fact_diff",
+    "sketched",
+]
 
 # Families whose individual values are kept (quantiles, minimum, counts below a deadline).
 DIST_FAMILIES = frozenset(name for name, family in FAMILIES.items() if family.values)
 # A window that moved over more buckets than this since the last look (a long pause):
 # every series counts as changed rather than each being checked.
 MAX_MOVED_KEYS = 48
+# The calendar periods keep values as a log-bucketed sketch (DDSketch's mapping): each value
+# stands for its bucket's centre, at most this far from it relatively, so every quantile read
+# from them is within 1 % of the exact one. A year of first contacts of a rep is then a few
+# hundred (value, count) pairs, not one float per lead.
+SKETCH_ERROR = 0.01
+_GAMMA = (1 + SKETCH_ERROR) / (1 - SKETCH_ERROR)
+_LOG_GAMMA = math.log(_GAMMA)
+_CENTRE = 2 / (_GAMMA + 1)
+# family -> labels -> month key (as a string) -> accumulator: what evicted leads left in
+# the periods, as changelogged and restored (``streamproc.state.rollup_log``)
+Rollup = dict[str, dict[tuple[str, ...], dict[str, "Acc"]]]
+
+
+def sketched(value: float) -> float:
+    """The centre of the sketch bucket holding ``value`` (0 for 0; the sign kept)."""
+    if value == 0:
+        return 0.0
+    magnitude = abs(value)
+    centre = _CENTRE * _GAMMA ** math.ceil(math.log(magnitude) / _LOG_GAMMA)
+    return centre if value > 0 else -centre
 
 
 class SortedValues:
@@ -85,15 +115,23 @@ class Acc:
         self._quantiles: tuple[tuple[float, ...], list[float]] | None = None
 
     @classmethod
-    def merged(cls, accs: Sequence[Acc]) -> Acc:
+    def merged(cls, accs: Sequence[Acc], counted: bool = False) -> Acc:
         """One accumulator of all of ``accs``, its values frozen (``SortedValues``): sorted
-        once from all their runs, not merged pairwise."""
+        once from all their runs, not merged pairwise. ``counted`` (the periods'
+        sketches, a few values many times each): the counts add up in a dict, nothing is
+        expanded (read it, do not change it)."""
         out = cls()
         out.count = sum(acc.count for acc in accs)
         out.total = sum(acc.total for acc in accs)
-        runs = [_run(acc.values) for acc in accs if acc.values is not None]
-        if runs:
-            out.values = SortedValues.of_runs(runs)
+        multisets = [acc.values for acc in accs if acc.values is not None]
+        if multisets and counted:
+            out.values = {}
+            for acc in accs:
+                if acc.values is not None:
+                    out.merge(acc)
+            out._quantiles = None
+        elif multisets:
+            out.values = SortedValues.of_runs(_run(m) for m in multisets)
         return out
 
     def sorted_values(self) -> array[float]:
@@ -115,6 +153,22 @@ class Acc:
                 values[value] = n
             else:
                 del values[value]
+
+    def add_sketched(self, value: float, sign: int) -> None:
+        """``add``, the value kept as its sketch bucket's centre (``sketched``); the total
+        stays exact."""
+        self._quantiles = None
+        self.count += sign
+        self.total += value * sign
+        values = self.values
+        if values is not None:
+            assert isinstance(values, dict), "a frozen accumulator is read only"
+            centre = sketched(value)
+            n = values.get(centre, 0) + sign
+            if n:
+                values[centre] = n
+            else:
+                del values[centre]
 
     def merge(self, other: Acc) -> None:
         self._quantiles = None
@@ -318,18 +372,73 @@ class _Buckets:
             self.totals = None
 
 
-class _Series:
-    """The buckets of one (family, labels) at the three levels: minutes (``1h``), hours
-    (``7d``) and local days (``today``)."""
+class _Months:
+    """The month buckets of one series (the calendar periods), in two parts: ``kept``, the
+    facts of the leads still kept (retracted and re-added as they change, rebuilt from
+    them after a take-over), and ``archive``, what evicted leads left (changelogged as
+    rollups, restored after a take-over). A lead's facts are in one of the two, never both.
 
-    __slots__ = ("d", "h", "m")
+    At most 24 months per series (``last_year`` to now): memory grows with the series, not
+    with the leads of the periods. Values (distribution families) are sketched.
+    """
+
+    __slots__ = ("archive", "dist", "kept")
+
+    def __init__(self, dist: bool) -> None:
+        self.dist = dist
+        self.kept: dict[int, Acc] = {}
+        self.archive: dict[int, Acc] = {}
+
+    def add(self, key: int, value: float, sign: int, archived: bool = False) -> None:
+        accs = self.archive if archived else self.kept
+        acc = accs.get(key)
+        if acc is None:
+            acc = accs[key] = Acc(self.dist)
+        acc.add_sketched(value, sign)
+        if not acc.count:
+            del accs[key]  # the float dust of retractions goes with the last fact
+
+    @property
+    def used(self) -> bool:
+        return bool(self.kept or self.archive)
+
+    def holds(self, key: int) -> bool:
+        return key in self.kept or key in self.archive
+
+    def merge(self, lo: int, hi: int) -> Acc:
+        """Months ``lo`` to ``hi`` (inclusive), kept and archived, merged (values counted)."""
+        out = Acc(self.dist)
+        for accs in (self.kept, self.archive):
+            for key, acc in accs.items():
+                if lo <= key <= hi:
+                    out.merge(acc)
+        return out
+
+    def drop_before(self, key: int) -> list[int]:
+        """Forget months before ``key``; returns the archived months dropped."""
+        for k in [k for k in self.kept if k < key]:
+            del self.kept[k]
+        dropped = [k for k in self.archive if k < key]
+        for k in dropped:
+            del self.archive[k]
+        return dropped
+
+
+class _Series:
+    """The buckets of one (family, labels) at the four levels: minutes (``1h``), hours
+    (``7d``), local days (``today``) and local months (the calendar periods)."""
+
+    __slots__ = ("M", "d", "h", "m")
 
     def __init__(self, dist: bool) -> None:
         self.m = _Buckets(dist)
         self.h = _Buckets(dist)
         self.d = _Buckets(dist)
+        self.M = _Months(dist)
 
-    def level(self, name: str) -> _Buckets:
+    def level(self, name: str) -> _Buckets | _Months:
+        if name == "M":
+            return self.M
         return self.m if name == "m" else self.h if name == "h" else self.d
 
     def window(self, bounds: WindowBounds) -> Acc | None:
@@ -342,7 +451,7 @@ class _Series:
         return self.level(bounds.level).merge(bounds.first_key, bounds.last_key)
 
     def empty(self) -> bool:
-        return not (self.m.used or self.h.used or self.d.used)
+        return not (self.m.used or self.h.used or self.d.used or self.M.used)
 
 
 class PartitionAggregates:
@@ -353,22 +462,29 @@ class PartitionAggregates:
         self.windowed: dict[str, dict[tuple[str, ...], _Series]] = {}
         self.live: dict[str, dict[tuple[str, ...], Acc]] = {}
         self.wm_minute, self.wm_hour, self.wm_day = clock.watermarks(now)
+        self.wm_period = clock.period_watermark(now)
+        # What evictions added to the archive since ``take_archived`` (a rollup of the
+        # changes), and the archived months pruned since (their records go)
+        self._archived: Rollup = {}
+        self._archived_months: set[int] = set()
+        self._dropped_months: set[int] = set()
         # (family, labels) whose accumulators facts changed since ``take_touched``
         self.touched: set[tuple[str, tuple[str, ...]]] = set()
         self._taken_at: tuple[WindowBounds, ...] | None = None  # bounds of the last take
 
     def apply(self, facts: Iterable[Fact], sign: int) -> None:
         # The hot path of the engine: locals and inlined bucket keys on purpose.
-        day = self.clock.day
+        day, month = self.clock.day, self.clock.month
         windowed = self.windowed
         wm_minute, wm_hour, wm_day = self.wm_minute, self.wm_hour, self.wm_day
+        wm_period = self.wm_period  # the oldest of the four
         touch = self.touched.add
         for family, labels, t, value in facts:
             if t is None:
                 self._live(family, labels, value, sign)
                 touch((family, labels))
                 continue
-            if t < wm_hour and t < wm_day:
+            if t < wm_period:
                 continue  # past retention: in the lead state, not in any window
             touch((family, labels))
             per_family = windowed.get(family)
@@ -383,6 +499,7 @@ class PartitionAggregates:
                 series.h.add(int(t // HOUR), value, sign)
             if t >= wm_day:
                 series.d.add(day(t), value, sign)
+            series.M.add(month(t), value, sign)
             if sign < 0 and series.empty():
                 del per_family[labels]
 
@@ -403,17 +520,80 @@ class PartitionAggregates:
         self.wm_minute = max(self.wm_minute, wm_m)
         self.wm_hour = max(self.wm_hour, wm_h)
         self.wm_day = max(self.wm_day, wm_d)
+        self.wm_period = max(self.wm_period, self.clock.period_watermark(now))
         first_m = self.clock.minute(self.wm_minute)
         first_h = self.clock.hour(self.wm_hour)
         first_d = self.clock.day(self.wm_day)
+        first_month = self.clock.month(self.wm_period)
         for per_family in self.windowed.values():
             for labels in list(per_family):
                 series = per_family[labels]
                 series.m.drop_before(first_m)
                 series.h.drop_before(first_h)
                 series.d.drop_before(first_d)
+                self._dropped_months.update(series.M.drop_before(first_month))
                 if series.empty():
                     del per_family[labels]
+
+    # --- the archive: what evicted leads left in the periods --------------------------------
+
+    def _series(self, family: str, labels: tuple[str, ...]) -> _Series:
+        per_family = self.windowed.setdefault(family, {})
+        series = per_family.get(labels)
+        if series is None:
+            series = per_family[labels] = _Series(family in DIST_FAMILIES)
+        return series
+
+    def archive(self, facts: Iterable[Fact]) -> None:
+        """The facts of a lead being forgotten (retracted with ``apply(facts, -1)``): their
+        part in the periods stays, in the archive."""
+        month = self.clock.month
+        for family, labels, t, value in facts:
+            if t is None or t < self.wm_period:
+                continue
+            key = month(t)
+            self._series(family, labels).M.add(key, value, 1, archived=True)
+            per_window = self._archived.setdefault(family, {}).setdefault(labels, {})
+            acc = per_window.get(str(key))
+            if acc is None:
+                acc = per_window[str(key)] = Acc(family in DIST_FAMILIES)
+            acc.add_sketched(value, 1)
+            self._archived_months.add(key)
+            self.touched.add((family, labels))
+
+    def take_archived(self) -> tuple[Rollup, set[int], set[int]]:
+        """(what the archive got since the last call, the months it changed, the archived
+        months pruned since), and start afresh."""
+        out = (self._archived, self._archived_months, self._dropped_months)
+        self._archived, self._archived_months, self._dropped_months = {}, set(), set()
+        return out
+
+    def archived_month(self, key: int) -> Rollup:
+        """Everything the archive holds for month ``key``."""
+        out: Rollup = {}
+        for family, per_family in self.windowed.items():
+            for labels, series in per_family.items():
+                acc = series.M.archive.get(key)
+                if acc is not None:
+                    out.setdefault(family, {})[labels] = {str(key): acc}
+        return out
+
+    def restore(self, rollup: Rollup) -> None:
+        """Add a rollup (a month's record, a pending eviction's) to the archive."""
+        for family, per_labels in rollup.items():
+            if family not in FAMILIES:
+                continue  # a family this version no longer derives
+            for labels, per_window in per_labels.items():
+                months = self._series(family, labels).M
+                for window, acc in per_window.items():
+                    key = int(window)
+                    if self.clock.month_start(key + 1) <= self.wm_period:
+                        continue  # before last_year: pruned
+                    target = months.archive.get(key)
+                    if target is None:
+                        target = months.archive[key] = Acc(months.dist)
+                    target.merge(acc)
+                self.touched.add((family, labels))
 
     def take_touched(
         self, all_bounds: Sequence[WindowBounds]

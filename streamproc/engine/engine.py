@@ -7,7 +7,7 @@ difference reaches the aggregates, so the cost per event stays small.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from sys import intern
 from typing import NamedTuple
@@ -20,7 +20,7 @@ from streamproc.contract.events import (
     EventParser,
     LeadCreated,
 )
-from streamproc.engine.aggregates import PartitionAggregates, fact_diff
+from streamproc.engine.aggregates import PartitionAggregates, Rollup, fact_diff
 from streamproc.engine.facts import Fact, FactDeriver
 from streamproc.engine.lead import Attempt, Created, LeadState, Open, StageMove
 from streamproc.engine.windows import RETENTION_SECONDS, WindowClock
@@ -110,7 +110,7 @@ class Engine:
         self.leads = leads
         self.parser = EventParser(settings)
         self.deriver = deriver or FactDeriver(settings)
-        self.clock = WindowClock(settings.zone)
+        self.clock = WindowClock(settings.zone, settings.fiscal_year_start_month)
         self.partitions: dict[int, PartitionAggregates] = {}
         # Messages already dead-lettered (durable: see LeadLog), one mark per message: after
         # a seek back, messages can be applied out of offset order, so a per-partition
@@ -175,11 +175,20 @@ class Engine:
             part = self.partitions[partition] = PartitionAggregates(self.clock, now)
         return part
 
-    def rebuild(self, partitions: Iterable[int], now: float) -> int:
-        """Derive the aggregates of newly owned partitions from their recovered leads."""
+    def rebuild(
+        self,
+        partitions: Iterable[int],
+        now: float,
+        rollups: Mapping[int, Iterable[Rollup]] | None = None,
+    ) -> int:
+        """Derive the aggregates of newly owned partitions from their recovered leads, and
+        restore what their forgotten leads left in the periods (``rollups``)."""
         wanted = {p for p in partitions if p not in self.partitions}
         if not wanted:
             return 0
+        for p in wanted:
+            for rollup in (rollups or {}).get(p, ()):
+                self.aggregates(p, now).restore(rollup)
         built = 0
         for lead in self.leads.values():
             if lead.partition in wanted:
@@ -244,7 +253,10 @@ class Engine:
                 continue
             part = self.partitions.get(lead.partition)
             if part is not None:
-                part.apply(facts, -1)  # its live facts; the windowed ones are past retention
+                # Its live facts and the 7-day levels' leave; in the periods its facts move
+                # from the kept part to the archive (the changelogged rollups).
+                part.apply(facts, -1)
+                part.archive(facts)
             del self.leads[lead.lead_id]
             gone.append(lead)
         return gone

@@ -1,8 +1,11 @@
 """Event-time windows: which buckets a fact lands in, and which buckets make up a window.
 
-Three bucket levels serve the three windows of the contract: minutes (``1h``: the 60
-minutes up to and including the current one), hours (``7d``: the 168 hours up to and
-including the current one) and local days (``today``, in the configured time zone).
+Four bucket levels serve the windows of the contract: minutes (``1h``: the 60 minutes up
+to and including the current one), hours (``7d``: the 168 hours up to and including the
+current one), local days (``today``, in the configured time zone) and local months (the
+calendar periods ``month``, ``quarter``, ``year`` and their ``last_*``: every one of them
+is a run of whole local months, the fiscal year starting in
+``STREAMPROC_FISCAL_YEAR_START_MONTH``). A month bucket key is ``year * 12 + month - 1``.
 """
 
 from __future__ import annotations
@@ -11,14 +14,31 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-__all__ = ["RETENTION_SECONDS", "WINDOWS", "WINDOW_MEANINGS", "WindowBounds", "WindowClock"]
+__all__ = [
+    "PERIODS",
+    "RETENTION_SECONDS",
+    "WINDOWS",
+    "WINDOW_MEANINGS",
+    "WindowBounds",
+    "WindowClock",
+]
 
-WINDOWS = ("1h", "today", "7d")
+PERIODS = ("month", "quarter", "year", "last_month", "last_quarter", "last_year")
+WINDOWS = ("1h", "today", "7d", *PERIODS)
 WINDOW_MEANINGS = {
     "1h": "the 60 minutes up to and including the current one (minute buckets)",
     "today": "since local midnight in `STREAMPROC_TIMEZONE` (default UTC)",
     "7d": "the 168 hours up to and including the current one (hour buckets)",
+    "month": "since local midnight of the 1st of the current month",
+    "quarter": "since the start of the current fiscal quarter "
+    "(`STREAMPROC_FISCAL_YEAR_START_MONTH`)",
+    "year": "since the start of the current fiscal year",
+    "last_month": "the previous month, whole",
+    "last_quarter": "the previous fiscal quarter, whole",
+    "last_year": "the previous fiscal year, whole",
 }
+# first month of the period (months back from the current one's start), months in it
+_PERIOD_SPANS = {"month": 1, "quarter": 3, "year": 12}
 RETENTION_SECONDS = 7 * 86400  # the longest window: older events are "late"
 MINUTE = 60
 HOUR = 3600
@@ -33,7 +53,7 @@ class WindowBounds:
     name: str
     start: float
     end: float
-    level: str  # "m", "h" or "d"
+    level: str  # "m", "h", "d" or "M" (months)
     first_key: int
     last_key: int
 
@@ -41,9 +61,11 @@ class WindowBounds:
 class WindowClock:
     """Maps event times to bucket keys and "now" to window bounds, in one time zone."""
 
-    def __init__(self, zone: ZoneInfo) -> None:
+    def __init__(self, zone: ZoneInfo, fiscal_start_month: int = 1) -> None:
         self.zone = zone
+        self.fiscal_offset = fiscal_start_month - 1  # months from January
         self._day_cache: dict[int, int] = {}
+        self._month_of_day: dict[int, int] = {}
 
     # --- bucket keys ---------------------------------------------------------------------
 
@@ -66,6 +88,29 @@ class WindowClock:
             self._day_cache[slot] = cached
         return cached
 
+    def month(self, t: float) -> int:
+        """The local month's key (``year * 12 + month - 1``) of event time ``t``."""
+        d = self.day(t)
+        key = self._month_of_day.get(d)
+        if key is None:
+            if len(self._month_of_day) > 4096:
+                self._month_of_day.clear()
+            local = date.fromordinal(d)
+            key = self._month_of_day[d] = local.year * 12 + local.month - 1
+        return key
+
+    def month_start(self, key: int) -> float:
+        """Epoch seconds of local midnight on the 1st of month ``key``."""
+        first = date(key // 12, key % 12 + 1, 1)
+        return self.midnight(first.toordinal())
+
+    def period_start(self, span: int, key: int) -> int:
+        """The first month of the period of ``span`` months (1, 3 or 12) holding ``key``:
+        quarters and years count from the fiscal year's first month."""
+        if span == 1:
+            return key
+        return key - (key - self.fiscal_offset) % span
+
     def midnight(self, ordinal: int) -> float:
         """Epoch seconds of local midnight starting that day (DST-safe)."""
         local = datetime.combine(date.fromordinal(ordinal), time(0), tzinfo=self.zone)
@@ -83,10 +128,25 @@ class WindowClock:
         if name == "today":
             d = self.day(now)
             return WindowBounds(name, self.midnight(d), self.midnight(d + 1), "d", d, d)
+        if name in PERIODS:
+            return self._period(name, now)
         raise ValueError(f"unknown window {name!r}")
+
+    def _period(self, name: str, now: float) -> WindowBounds:
+        last = name.startswith("last_")
+        span = _PERIOD_SPANS[name.removeprefix("last_")]
+        first = self.period_start(span, self.month(now)) - (span if last else 0)
+        end = first + span
+        return WindowBounds(
+            name, self.month_start(first), self.month_start(end), "M", first, end - 1
+        )
 
     def all_bounds(self, now: float) -> tuple[WindowBounds, ...]:
         return tuple(self.bounds(name, now) for name in WINDOWS)
+
+    def period_watermark(self, now: float) -> float:
+        """The oldest event time the periods keep: the start of ``last_year``."""
+        return self.month_start(self.period_start(12, self.month(now)) - 12)
 
     def watermarks(self, now: float) -> tuple[float, float, float]:
         """Oldest event time each level still keeps (minute, hour, day), on bucket edges."""

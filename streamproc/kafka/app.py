@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 import faust
 
 from streamproc.config import Settings
+from streamproc.kafka.security import faust_credentials
 from streamproc.kafka.transport import install as install_transport
 
 __all__ = ["Table", "connect", "create_app", "store_of", "take_events"]
@@ -43,13 +44,14 @@ def create_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=settings.broker_url,
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         datadir=str(settings.data_dir),
         autodiscover=False,
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.kafka_replication_factor,
         # Memory tables replay their changelog on every assignment: standbys buy nothing.
         table_standby_replicas=0,
         consumer_auto_offset_reset="earliest",

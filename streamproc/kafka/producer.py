@@ -11,6 +11,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from streamproc.config import Settings
+from streamproc.kafka import clients
 
 __all__ = ["EventProducer"]
 
@@ -36,7 +37,6 @@ class EventProducer:
         self._settings = settings
         self._topics: dict[str, str] = {}
         self._options = {
-            "bootstrap_servers": settings.broker_hosts,
             "client_id": client_id,
             "linger_ms": linger_ms,
             "acks": "all",
@@ -51,7 +51,10 @@ class EventProducer:
     async def start(self) -> None:
         if self._producer is not None:
             return
-        producer = AIOKafkaProducer(**self._options)
+        # A certificate, password or protocol that cannot work: one line, not aiokafka's
+        # bootstrap errors (streamproc.kafka.clients).
+        await clients.check_connection(self._settings)
+        producer = clients.producer(self._settings, **self._options)
         await producer.start()
         self._producer = producer
 

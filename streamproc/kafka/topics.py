@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 
 from streamproc.config import Settings
 from streamproc.exceptions import BrokerUnreachable, TopicsError
+from streamproc.kafka.clients import admin_client, check_connection
 
 __all__ = [
     "BUSINESS_EVENTS",
@@ -91,9 +92,7 @@ def topic_names(settings: Settings) -> TopicNames:
 
 @asynccontextmanager
 async def _admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.broker_hosts, client_id=f"{settings.app_id}-admin"
-    )
+    admin = admin_client(settings, client_id=f"{settings.app_id}-admin")
     try:
         await admin.start()
         yield admin
@@ -132,7 +131,8 @@ async def create_topics(settings: Settings) -> list[str]:
 
 def _new_topic(name: str, names: TopicNames, settings: Settings) -> NewTopic:
     configs = _COMPACT if name in names.compacted else {}
-    return NewTopic(name, settings.partitions, 1, topic_configs=dict(configs))
+    replicas = settings.kafka_replication_factor
+    return NewTopic(name, settings.partitions, replicas, topic_configs=dict(configs))
 
 
 def _report_existing(name: str, count: int, wanted: int) -> None:
@@ -305,5 +305,8 @@ def _log_unreachable(settings: Settings, cause: str, waited: float, log_every: f
 
 
 async def _probe(settings: Settings) -> None:
+    # First one connection of our own: a failure that no retry cures (a certificate, a
+    # password, a protocol mismatch) raises BrokerError with one line, at once.
+    await check_connection(settings)
     async with _admin(settings) as admin:
         await admin.describe_cluster()

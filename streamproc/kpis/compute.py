@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from streamproc.engine.aggregates import Acc, PartitionAggregates
 from streamproc.engine.facts import FAMILIES
-from streamproc.engine.windows import WindowBounds, WindowClock
+from streamproc.engine.windows import PERIODS, WindowBounds, WindowClock
 from streamproc.kpis.catalogue import (
     CATALOGUE,
     QUANTILES,
@@ -372,7 +372,9 @@ def merging(items: Iterable[Summary]) -> Generator[None, None, Summary]:
     for family, lists in parts.items():
         into = merged[family] = {}
         for labels, accs_by_window in lists.items():
-            into[labels] = {w: Acc.merged(accs) for w, accs in accs_by_window.items()}
+            into[labels] = {
+                w: Acc.merged(accs, counted=w in PERIODS) for w, accs in accs_by_window.items()
+            }
             yield None
     return merged
 

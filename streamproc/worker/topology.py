@@ -40,6 +40,7 @@ from streamproc.serving.sinks.base import Sink
 from streamproc.serving.sinks.metric_topics import MetricTopicsSink
 from streamproc.serving.sinks.redis_snapshot import RedisSnapshotSink
 from streamproc.state.lead_log import LeadLog, decode_recovered
+from streamproc.state.rollup_log import LEADS_PER_ROUND, Recovered, RollupLog
 from streamproc.state.store import STORE_URL, register_store
 from streamproc.worker.batches import EventBatches
 from streamproc.worker.partials import PartialsIntake, PublishRounds
@@ -73,6 +74,7 @@ class Topology:
         self.partials_topic = self._topic(self.names.partials)
         self.metric_topics = {name: self._topic(name) for name in self.names.metrics.values()}
         self.lead_log = LeadLog(self.leads_table)
+        self.rollup_log = RollupLog(self.lead_log.writer)
         self.alerts = AlertPublisher(
             AlertWatch(settings, self.sla_clock),
             self._topic(self.names.alerts),
@@ -204,10 +206,24 @@ class Topology:
             return
         candidates = await busy.drain(self.engine.eviction_candidates(now))
         async with self.state_lock.writer:
-            gone = self.engine.evict(now, candidates) if self.ready else []
+            if self.ready:
+                await self._evict(now, [c for c in candidates if c is not None])
+
+    async def _evict(self, now: float, candidates: list[str]) -> None:
+        """Forget leads past retention, in rounds whose rollups are changelogged with the
+        leads' tombstones (``state.rollup_log``); a round left unfinished goes first."""
+        parts = self.engine.partitions
+        if self.rollup_log.unfinished:
+            await self.rollup_log.flush(parts)
+        for start in range(0, max(len(candidates), 1), LEADS_PER_ROUND):
+            gone = self.engine.evict(now, candidates[start : start + LEADS_PER_ROUND])
+            self.events.forget(gone)
+            forgotten: dict[int, list[str]] = {}
+            for lead in gone:
+                forgotten.setdefault(lead.partition, []).append(lead.lead_id)
+            self.rollup_log.take(parts, forgotten)
+            await self.rollup_log.flush(parts)
             if gone:
-                self.events.forget(gone)
-                await self.lead_log.forget(gone)
                 log.info("evicted %d leads past retention", len(gone))
 
     # --- rebalances ------------------------------------------------------------------------
@@ -239,10 +255,15 @@ class Topology:
         log.info("assigned lead partitions %s (dropped %d leads)", sorted(active), len(dropped))
 
     async def _on_recovered(self) -> None:
+        found = Recovered()
+        found.take(self.engine.leads)  # the rollups first: they are no lead states
         self.engine.dead_marks |= decode_recovered(self.engine.leads)
         active = self.active_partitions()
         self.engine.keep_only(active)
-        built = self.engine.rebuild(active, time.time())
+        self.rollup_log.keep_only(active)
+        new = [p for p in active if p not in self.engine.partitions]
+        rollups = self.rollup_log.recovered(found, new, self.engine.leads)
+        built = self.engine.rebuild(active, time.time(), rollups)
         self.alerts.watch.schedule_all(self.engine.leads.values())
         self.ready = True
         log.info("recovered partitions %s: %d leads derived", sorted(active), built)

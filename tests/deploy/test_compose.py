@@ -205,3 +205,50 @@ def test_dockerfile() -> None:
     for copy in args["COPY"]:
         for source in copy.split()[:-1]:
             assert (ROOT / source).exists(), source
+
+
+def _hosts_named(text: str) -> set[str]:
+    """Host names in URLs (``scheme://host:port``) and ``host:port`` targets of a config."""
+    urls = re.findall(r"[a-z]+://([A-Za-z][\w.-]*)(?::\d+)?", text)
+    targets = re.findall(r"[\"'\s]([A-Za-z][\w.-]*):\d+[\"']", text)
+    return set(urls) | set(targets)
+
+
+def test_every_host_a_config_names_is_a_service(compose: dict) -> None:
+    """alertmanager.yml used to post to http://alert-webhook:8080, which no service was."""
+    services = set(compose["services"])
+    configs = {
+        "alertmanager": ROOT / "alertmanager" / "alertmanager.yml",
+        "prometheus": ROOT / "prometheus" / "prometheus.yml",
+        "grafana": ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yaml",
+    }
+    env = compose["services"]["worker"]["environment"]
+    named = {
+        "worker env": _hosts_named(" ".join(str(v) for v in env.values())),
+        **{name: _hosts_named(path.read_text(encoding="utf-8")) for name, path in configs.items()},
+    }
+    assert "alert-webhook" in named["alertmanager"] and "kafka" in named["worker env"]
+    for where, hosts in named.items():
+        assert hosts - {"localhost"} <= services, (where, sorted(hosts - services))
+
+
+def test_the_alert_webhook_service_runs_the_mounted_receiver(compose: dict) -> None:
+    service = compose["services"]["alert-webhook"]
+    script = repo_path(compose, "alert-webhook", service["command"][1])
+    assert script.is_file() and service["command"][2] in service["expose"]
+    assert "alert-webhook" in compose["services"]["alertmanager"]["depends_on"]
+
+
+def test_dockerignore_keeps_the_venv_out_and_what_the_image_copies_in() -> None:
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".venv", ".git", "tests"} <= ignored
+    copied = [
+        line.split()[1]
+        for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()
+        if line.startswith("COPY ")
+    ]
+    assert copied and not [source for source in copied if source in ignored]

@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import Producer
 
 from streamproc.config import Settings
+from streamproc.engine.windows import PERIODS
 from streamproc.tools.net import free_port
 from tests.support.harness import WorkerProcess, combined, parse_samples, select, series, wait_until
 from tests.support.scenario import OLDEST, Scenario, expected, noon_zone
@@ -38,7 +39,9 @@ def _kpis(samples: dict) -> dict:  # type: ignore[type-arg]
     return {
         (name, tuple(sorted(labels))): value
         for (name, labels), value in samples.items()
-        if name.startswith("sales_") and name != "sales_oldest_awaiting_contact_seconds"
+        if name.startswith("sales_")
+        and name != "sales_oldest_awaiting_contact_seconds"
+        and not {("window", period) for period in PERIODS} & set(labels)
     }
 
 

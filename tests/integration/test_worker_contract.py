@@ -6,9 +6,11 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.config import child_env
 from tests.support.harness import wait_until
@@ -45,6 +47,17 @@ def test_metrics_pass_promtool_check_metrics(
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert worker.get("/healthz")[0] == 200
+    # every metric a worker exports is documented
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    exported = {f.name for f in text_string_to_metric_families(text)}
+    assert len(exported) > 20
+
+    def documents(name: str) -> bool:
+        # the parser drops a counter's _total; prometheus_client adds a _created per counter
+        base = name.removesuffix("_created")
+        return any(f"`{n}`" in documented for n in (name, base, f"{base}_total"))
+
+    assert not [name for name in sorted(exported) if not documents(name)]
 
     def lag() -> float:
         return sum(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.config import DEFAULT_STAGES, Settings, load_settings
+from streamproc.config import DEFAULT_STAGES, Settings, child_env, load_settings
 from streamproc.exceptions import SettingsError
 
 
@@ -138,3 +138,61 @@ def test_a_bad_key_inside_a_json_setting_names_the_variable_and_the_key(
         load_settings()
     assert str(caught.value).startswith(f"bad setting {says}")
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        (
+            {"STREAMPROC_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+            ["STREAMPROC_KAFKA_SASL_USERNAME", "STREAMPROC_KAFKA_SASL_PASSWORD", "SASL_SSL"],
+        ),
+        (
+            {"STREAMPROC_KAFKA_SSL_CAFILE": "ca.pem"},
+            ["STREAMPROC_KAFKA_SECURITY_PROTOCOL=PLAINTEXT", "SSL or SASL_SSL"],
+        ),
+        (
+            {"STREAMPROC_KAFKA_SECURITY_PROTOCOL": "SSL", "STREAMPROC_KAFKA_SSL_CERTFILE": "c"},
+            ["STREAMPROC_KAFKA_SSL_CERTFILE and STREAMPROC_KAFKA_SSL_KEYFILE go together"],
+        ),
+        (
+            {"STREAMPROC_REDIS_URL": "redis://r:6379/0", "STREAMPROC_REDIS_SSL_CAFILE": "ca"},
+            ["STREAMPROC_REDIS_URL must be rediss://"],
+        ),
+        (
+            {"STREAMPROC_WEB_AUTH_USERNAME": "prometheus"},
+            ["STREAMPROC_WEB_AUTH_USERNAME and STREAMPROC_WEB_AUTH_PASSWORD go together"],
+        ),
+        (
+            {"STREAMPROC_KAFKA_SECURITY_PROTOCOL": "SASL"},
+            ["STREAMPROC_KAFKA_SECURITY_PROTOCOL", "'PLAINTEXT', 'SSL'"],
+        ),
+    ],
+)
+def test_security_settings_that_do_not_fit_together(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], names: list[str]
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "\n" not in message
+    for name in names:
+        assert name in message
+
+
+def test_secrets_are_hidden_but_reach_child_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMPROC_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("STREAMPROC_KAFKA_SASL_USERNAME", "alice")
+    monkeypatch.setenv("STREAMPROC_KAFKA_SASL_PASSWORD", "pw-kafka-1")
+    monkeypatch.setenv("STREAMPROC_REDIS_PASSWORD", "pw-redis-2")
+    monkeypatch.setenv("STREAMPROC_WEB_AUTH_TOKEN", "tok-3")
+    settings = load_settings()
+    for secret in ("pw-kafka-1", "pw-redis-2", "tok-3"):
+        assert secret not in repr(settings) and secret not in str(settings.model_dump())
+    env = child_env(settings)
+    assert env["STREAMPROC_KAFKA_SASL_PASSWORD"] == "pw-kafka-1"
+    assert env["STREAMPROC_REDIS_PASSWORD"] == "pw-redis-2"
+    assert env["STREAMPROC_WEB_AUTH_TOKEN"] == "tok-3"
+    assert env["STREAMPROC_KAFKA_SASL_USERNAME"] == "alice"

@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproc.engine.aggregates import DIST_FAMILIES, Acc, PartitionAggregates, SortedValues
+from streamproc.engine.aggregates import (
+    DIST_FAMILIES,
+    Acc,
+    PartitionAggregates,
+    SortedValues,
+    sketched,
+)
 from streamproc.engine.facts import Fact
 from streamproc.engine.windows import HOUR, MINUTE, WindowBounds, WindowClock
 from streamproc.kpis.compute import quantile, rounded
@@ -22,10 +28,14 @@ ZONE = ZoneInfo("Europe/Paris")
 NOW = datetime(2026, 3, 10, 23, 50, 15, tzinfo=ZONE).timestamp()  # 10 minutes to midnight
 DAY = 86400
 
-# Times: mostly within the last hours (every window and level), some over the whole week.
-_times = st.one_of(st.integers(-3 * HOUR, 5 * MINUTE), st.integers(-8 * DAY, 0), st.just(0)).map(
-    lambda s: NOW + s + 0.25
-)
+# Times: mostly within the last hours (every window and level), some over the whole week,
+# some over the calendar periods (back past the start of last_year).
+_times = st.one_of(
+    st.integers(-3 * HOUR, 5 * MINUTE),
+    st.integers(-8 * DAY, 0),
+    st.integers(-450 * DAY, 0),
+    st.just(0),
+).map(lambda s: NOW + s + 0.25)
 _values = st.sampled_from([0.1, 0.2, 0.3, 1.5, 1234.56, 7.0, 0.0])
 _facts = st.one_of(
     st.builds(
@@ -55,19 +65,22 @@ _ops = st.lists(
 
 def _expected(part: PartitionAggregates, applied: list[Fact], bounds: WindowBounds) -> dict:  # type: ignore[type-arg]
     """The oracle: (family, labels) -> (count, total, values) of the applied facts that lie
-    in the window and that its level still keeps (at or after the level's watermark)."""
+    in the window and that its level still keeps (at or after the level's watermark); the
+    periods (months) keep each value as its sketch bucket's centre."""
     clock = part.clock
     key_of, watermark = {
         "m": (clock.minute, part.wm_minute),
         "h": (clock.hour, part.wm_hour),
         "d": (clock.day, part.wm_day),
+        "M": (clock.month, part.wm_period),
     }[bounds.level]
+    kept = sketched if bounds.level == "M" else float
     out: dict = {}  # type: ignore[type-arg]
     for family, labels, t, value in applied:
         if t is None or t < watermark or not bounds.first_key <= key_of(t) <= bounds.last_key:
             continue
         count, total, values = out.get((family, labels), (0, 0.0, Counter()))
-        out[family, labels] = (count + 1, total + value, values + Counter([value]))
+        out[family, labels] = (count + 1, total + value, values + Counter([kept(value)]))
     return {
         k: (c, rounded(t), dict(v) if k[0] in DIST_FAMILIES else {}) for k, (c, t, v) in out.items()
     }
@@ -113,7 +126,7 @@ def _run(part: PartitionAggregates, ops: list, now: float, applied: list[Fact]) 
 @settings(max_examples=300, deadline=None)
 @given(_ops)
 def test_windows_equal_the_facts_applied_to_them(ops: list) -> None:  # type: ignore[type-arg]
-    part = PartitionAggregates(WindowClock(ZONE), NOW)
+    part = PartitionAggregates(WindowClock(ZONE, fiscal_start_month=4), NOW)
     applied: list[Fact] = []
     now = _run(part, ops, NOW, applied)
     _check_windows(part, now, applied)

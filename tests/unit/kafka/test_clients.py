@@ -1,0 +1,178 @@
+"""Every Kafka client the project creates gets the security settings, and only
+``streamproc.kafka.clients`` creates them (Faust's own from the same settings)."""
+
+from __future__ import annotations
+
+import ast
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+from streamproc.config import Settings
+from streamproc.kafka import clients, topics
+from streamproc.kafka.app import create_app
+from streamproc.kafka.producer import EventProducer
+from streamproc.kafka.security import describe, explain
+from tests.support.tls import Certs, make_certs
+
+ROOT = Path(__file__).resolve().parents[3]
+CLIENT_CLASSES = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient", "AIOKafkaClient"}
+PASSWORD = "s3cret-pa55word-xyz"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def sasl_ssl(certs: Certs, tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        broker_url="kafka://broker-1.example:9093;broker-2.example:9093",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="alice",
+        kafka_sasl_password=PASSWORD,
+        kafka_ssl_cafile=certs.ca,
+        kafka_ssl_certfile=certs.client.cert,
+        kafka_ssl_keyfile=certs.client.key,
+    )
+
+
+def _assert_secured(options: dict[str, Any], certs: Certs) -> None:
+    """aiokafka's view of one client: what it will send to the broker."""
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert options["sasl_plain_username"] == "alice"
+    assert options["sasl_plain_password"] == PASSWORD
+    context = options["ssl_context"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
+    subjects = [dict(item[0] for item in ca["subject"]) for ca in context.get_ca_certs()]
+    assert {"commonName": "test-ca"} in subjects  # the CA file, not only the system's
+
+
+def _client_options(client: Any) -> dict[str, Any]:
+    return {
+        "security_protocol": client._security_protocol,
+        "sasl_mechanism": client._sasl_mechanism,
+        "sasl_plain_username": client._sasl_plain_username,
+        "sasl_plain_password": client._sasl_plain_password,
+        "ssl_context": client._ssl_context,
+    }
+
+
+async def test_producer_consumer_and_admin_get_the_settings(
+    sasl_ssl: Settings, certs: Certs
+) -> None:
+    producer = clients.producer(sasl_ssl, client_id="p")
+    consumer = clients.consumer(sasl_ssl, "t", group_id=None)
+    admin = clients.admin_client(sasl_ssl)
+    for client in (producer.client, consumer._client, admin._client):
+        _assert_secured(_client_options(client), certs)
+        assert client._bootstrap_servers == "broker-1.example:9093,broker-2.example:9093"
+    await producer.stop()
+    await consumer.stop()
+    await admin.close()
+
+
+async def test_the_commands_clients_get_the_settings(
+    sasl_ssl: Settings, certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event producer (simulate, replay) and the admin client (topics create, the
+    worker's checks), as the commands start them (without connecting)."""
+
+    async def nothing(*args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(clients, "check_connection", nothing)
+    monkeypatch.setattr(AIOKafkaProducer, "start", nothing)
+    monkeypatch.setattr(AIOKafkaAdminClient, "start", nothing)
+    producer = EventProducer(sasl_ssl)
+    await producer.start()
+    _assert_secured(_client_options(producer._started().client), certs)
+    async with topics._admin(sasl_ssl) as admin:
+        _assert_secured(_client_options(admin._client), certs)
+
+
+async def test_faust_s_consumer_and_producer_get_the_settings(
+    sasl_ssl: Settings, certs: Certs
+) -> None:
+    app = create_app(sasl_ssl)
+    consumer = app.consumer._new_consumer_thread()._create_worker_consumer(app.transport)
+    _assert_secured(_client_options(consumer._client), certs)
+    _assert_secured(dict(app.producer._settings_auth()), certs)
+    conf = app.conf
+    _assert_secured(credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context), certs)
+    assert PASSWORD not in repr(conf.broker_credentials)
+
+
+async def test_plaintext_by_default(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    producer = clients.producer(settings)
+    assert producer.client._security_protocol == "PLAINTEXT"
+    assert producer.client._ssl_context is None
+    assert create_app(settings).conf.broker_credentials is None
+
+
+async def test_tls_without_sasl(certs: Certs, tmp_path: Path) -> None:
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        kafka_security_protocol="SSL",
+        kafka_ssl_check_hostname=False,
+    )
+    options = _client_options(clients.consumer(settings)._client)
+    assert options["security_protocol"] == "SSL"
+    assert options["sasl_plain_password"] is None
+    assert options["ssl_context"].check_hostname is False
+    assert options["ssl_context"].verify_mode == ssl.CERT_REQUIRED  # still verifies the CA
+    app = create_app(settings)
+    assert dict(app.producer._settings_auth())["security_protocol"] == "SSL"
+
+
+def test_the_password_is_in_no_description_or_error(sasl_ssl: Settings) -> None:
+    assert PASSWORD not in repr(sasl_ssl)
+    assert PASSWORD not in str(sasl_ssl.model_dump())
+    assert describe(sasl_ssl) == (
+        f"SASL_SSL (SCRAM-SHA-512 as alice), CA file {sasl_ssl.kafka_ssl_cafile}, "
+        f"client certificate {sasl_ssl.kafka_ssl_certfile}"
+    )
+    refused = explain(sasl_ssl, "b:9093", RuntimeError("SaslAuthenticationFailed: bad"), False)
+    assert refused is not None
+    assert "STREAMPROC_KAFKA_SASL_PASSWORD" in refused and PASSWORD not in refused
+
+
+def _creations(path: Path) -> list[str]:
+    """``AIOKafkaProducer(...)``-like calls and imports of the client classes in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            if name in CLIENT_CLASSES or name == "create_conn":
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} calls {name}")
+        elif isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if alias.name in CLIENT_CLASSES or alias.name == "create_conn":
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {alias.name}")
+    return found
+
+
+def test_only_the_clients_module_creates_aiokafka_clients() -> None:
+    """A client created elsewhere would miss the TLS and SASL settings. Two modules import
+    a client class for type hints only."""
+    allowed = {ROOT / "streamproc" / "kafka" / "clients.py"}
+    files = [*(ROOT / "streamproc").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
+    assert len(files) > 50
+    found = [hit for path in files if path not in allowed for hit in _creations(path)]
+    hints = {"streamproc/kafka/topics.py", "streamproc/kafka/producer.py"}
+    assert [hit for hit in found if " calls " in hit] == []
+    assert [hit for hit in found if " imports " in hit and hit.split(":")[0] not in hints] == []

@@ -1,0 +1,87 @@
+"""The command line's help: plain text, every command listed, every option explained with
+its default, the settings a command reads named; ``streamproc settings`` prints them all."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from streamproc.cli import build_parser, main
+from streamproc.config import Settings
+
+
+def _commands(
+    parser: argparse.ArgumentParser, prefix: str = ""
+) -> dict[str, argparse.ArgumentParser]:
+    """Every (sub-)command's parser by its name, ``topics create`` included."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[prefix + name] = sub
+                found.update(_commands(sub, f"{prefix}{name} "))
+    return found
+
+
+def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as caught:
+        main([*argv, "--help"])
+    assert caught.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_the_top_help_is_plain_text_listing_every_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = _help([], capsys)
+    assert "``" not in text
+    for name in (
+        "demo",
+        "worker",
+        "broker",
+        "topics",
+        "simulate",
+        "replay",
+        "bench",
+        "schemas",
+        "settings",
+    ):
+        assert f"\n    {name} " in text, name
+    assert "streamproc settings" in text
+
+
+def test_every_option_has_help_and_shows_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = _commands(build_parser())
+    assert {"demo", "worker", "topics create", "bench", "settings"} <= set(commands)
+    for name, parser in commands.items():
+        text = _help(name.split(), capsys)
+        assert "``" not in text, name
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            assert action.help, f"{name} {action.dest}: no help"
+            if action.default not in (None, False):
+                assert f"(default: {action.default})" in " ".join(text.split()), (
+                    f"{name} {action.dest}: default not shown"
+                )
+
+
+@pytest.mark.parametrize("command", ["worker", "demo", "simulate", "replay", "topics create"])
+def test_commands_that_read_settings_say_where_they_are(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = " ".join(_help(command.split(), capsys).split())
+    assert "STREAMPROC_*" in text and "`streamproc settings`" in text
+
+
+def test_settings_prints_every_variable_and_marks_the_ones_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMPROC_PARTITIONS", "8")
+    assert main(["settings"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in Settings.model_fields:
+        assert any(f" STREAMPROC_{name.upper()}=" in line for line in lines), name
+    assert "* STREAMPROC_PARTITIONS=8   (default: 4)" in lines
+    assert "  STREAMPROC_WEB_PORT=6066   (default: 6066)" in lines
