@@ -21,7 +21,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
+
+from streamproc.config import Settings
+from streamproc.kafka import clients
 
 __all__ = ["ChangelogRecord", "Read", "Resume", "digest", "read_changelog"]
 
@@ -76,13 +79,13 @@ def _record(raw: Any) -> ChangelogRecord:
 
 
 async def read_changelog(
-    servers: list[str], topic: str, resume: dict[int, Resume | None], apply: Apply
+    settings: Settings, topic: str, resume: dict[int, Resume | None], apply: Apply
 ) -> Read:
     """Read each partition of ``resume`` from after its ``applied`` offset (all of it when
     None or when the check fails) to its end, handing the records to ``apply`` in offset
     order, in chunks."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=servers,
+    consumer = clients.consumer(
+        settings,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_bytes=FETCH_BYTES,
@@ -113,7 +116,7 @@ async def read_changelog(
 
 
 async def _still_there(
-    consumer: AIOKafkaConsumer, tp: TopicPartition, resume: Resume | None, begin: int, end: int
+    consumer: Any, tp: TopicPartition, resume: Resume | None, begin: int, end: int
 ) -> bool:
     if resume is None:
         return False
@@ -134,7 +137,7 @@ async def _still_there(
 
 
 async def _read_to_end(
-    consumer: AIOKafkaConsumer,
+    consumer: Any,
     tps: dict[int, TopicPartition],
     starts: dict[int, int],
     ends: dict[TopicPartition, int],

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from faust.stores import STORES, memory
-from faust.transport.drivers.aiokafka import server_list
 from faust.types import TP, EventT
 
+from streamproc.config import Settings
 from streamproc.kafka.changelog_reader import ChangelogRecord, Resume, digest, read_changelog
 from streamproc.state.disk import Mark, StateDB
 
@@ -35,7 +35,6 @@ __all__ = ["STORE_URL", "DiskStore", "register_store"]
 log = logging.getLogger(__name__)
 # A host part: yarl takes a URL with none for false, and Faust then picks its default store.
 STORE_URL = "streamproc-disk://local/"
-KAFKA_PORT = 9092
 
 
 def register_store() -> None:
@@ -53,6 +52,11 @@ class DiskStore(memory.Store[Any, Any]):
         self._held: set[int] = set()  # partitions whose disk copy is at the log's end
         self.last_read: dict[int, int] = {}  # records the raw reader read, per partition
         self._ends: dict[int, int] = {}  # the log's end offsets the broker gave the reader
+        self.settings: Settings | None = None  # ``configure``: the broker to read from
+
+    def configure(self, settings: Settings) -> None:
+        """The worker's settings: the raw reader connects with them (TLS, SASL)."""
+        self.settings = settings
 
     # --- the database --------------------------------------------------------------------
 
@@ -137,8 +141,9 @@ class DiskStore(memory.Store[Any, Any]):
         for p in partitions:
             mark = db.mark(p)
             resume[p] = None if mark is None else Resume(*mark)
-        servers = server_list(self.app.conf.broker, KAFKA_PORT)
-        read = await read_changelog(servers, self.topic, resume, self._apply_read)
+        if self.settings is None:
+            raise RuntimeError("DiskStore.configure(settings) was not called")
+        read = await read_changelog(self.settings, self.topic, resume, self._apply_read)
         self.last_read = read.records
         self._ends.update(read.ends)
         self._held |= partitions

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiorwlock import RWLock
@@ -41,7 +41,7 @@ from streamproc.serving.sinks.metric_topics import MetricTopicsSink
 from streamproc.serving.sinks.redis_snapshot import RedisSnapshotSink
 from streamproc.state.lead_log import LeadLog, decode_recovered
 from streamproc.state.rollup_log import LEADS_PER_ROUND, Recovered, RollupLog
-from streamproc.state.store import STORE_URL, register_store
+from streamproc.state.store import STORE_URL, DiskStore, register_store
 from streamproc.worker.batches import EventBatches
 from streamproc.worker.partials import PartialsIntake, PublishRounds
 from streamproc.worker.reading import KpiReader
@@ -118,13 +118,15 @@ class Topology:
     def _table(self, name: str) -> Table:
         # Raw bytes on the changelog; the engine keeps decoded objects in the same store,
         # whose changelog is also kept on disk (``state.store``: a restart reads its tail).
-        return self.app.Table(
+        table = self.app.Table(
             name,
             key_type=bytes,
             value_type=bytes,
             partitions=self.settings.partitions,
             store=STORE_URL,
         )
+        cast(DiskStore, table.data).configure(self.settings)
+        return table
 
     def _topic(self, *names: str) -> faust.TopicT:
         return self.app.topic(*names, key_serializer="raw", value_serializer="raw")

@@ -7,11 +7,11 @@ import asyncio
 import secrets
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
+from streamproc.config import Settings
+from streamproc.kafka import clients
 from streamproc.kafka.changelog_reader import ChangelogRecord, Resume, read_changelog
-from streamproc.tools.broker import EmbeddedBroker
 
 
 class Copy:
@@ -28,14 +28,14 @@ class Copy:
         self.records.setdefault(partition, []).extend(records)
 
 
-async def _log(servers: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+async def _log(settings: Settings, topic: str) -> None:
+    admin = clients.admin_client(settings)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, 2, 1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=servers)
+    producer = clients.producer(settings)
     await producer.start()
     try:
         # One record per batch: tansu's end offset is the last batch's first offset + 1
@@ -48,13 +48,13 @@ async def _log(servers: str, topic: str) -> None:
         await producer.stop()
 
 
-def test_read_resume_and_read_again(broker: EmbeddedBroker) -> None:
-    servers = broker.bootstrap_servers
+def test_read_resume_and_read_again(settings_factory) -> None:
+    settings = settings_factory()
     topic = f"reader-{secrets.token_hex(3)}"
-    asyncio.run(_log(servers, topic))
+    asyncio.run(_log(settings, topic))
 
     whole = Copy()
-    read = asyncio.run(read_changelog([servers], topic, {0: None, 1: None}, whole.apply))
+    read = asyncio.run(read_changelog(settings, topic, {0: None, 1: None}, whole.apply))
     assert (read.records, read.ends) == ({0: 100, 1: 1}, {0: 100, 1: 1})
     assert [r.offset for r in whole.records[0]] == list(range(100))
     assert whole.records[0][42].value == b"v42" and whole.records[1][0].value is None
@@ -63,18 +63,18 @@ def test_read_resume_and_read_again(broker: EmbeddedBroker) -> None:
     at = whole.records[0][59]
     tail = Copy()
     resume = {0: Resume(59, 59, at.digest)}
-    assert asyncio.run(read_changelog([servers], topic, resume, tail.apply)).records == {0: 40}
+    assert asyncio.run(read_changelog(settings, topic, resume, tail.apply)).records == {0: 40}
     assert [r.offset for r in tail.records[0]] == list(range(60, 100))
     assert not tail.fresh
 
     # The record at the checked offset is another one: not this log, read it all again.
     other = {0: Resume(59, 59, whole.records[0][58].digest)}
     again = Copy()
-    assert asyncio.run(read_changelog([servers], topic, other, again.apply)).records == {0: 100}
+    assert asyncio.run(read_changelog(settings, topic, other, again.apply)).records == {0: 100}
     assert again.fresh == {0}
     # A copy that went further than the log goes: not this log either.
     ahead = {1: Resume(5, 5, whole.records[1][0].digest)}
-    assert asyncio.run(read_changelog([servers], topic, ahead, Copy().apply)).records == {1: 1}
+    assert asyncio.run(read_changelog(settings, topic, ahead, Copy().apply)).records == {1: 1}
     # At the end already: nothing to read.
     done = {1: Resume(0, 0, whole.records[1][0].digest)}
-    assert asyncio.run(read_changelog([servers], topic, done, Copy().apply)).records == {1: 0}
+    assert asyncio.run(read_changelog(settings, topic, done, Copy().apply)).records == {1: 0}
