@@ -52,8 +52,9 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.kafka_replication_factor,
-        # Memory tables replay their changelog on every assignment: standbys buy nothing.
-        table_standby_replicas=0,
+        # Standby partitions go to the disk copy only (streamproc.state.store): a partition
+        # that moves to a standby loads from its disk after reading the last few records.
+        table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         # tansu (and small clusters) join in seconds with these instead of Faust's 60 s.
         broker_session_timeout=10,

@@ -204,6 +204,13 @@ class DiskStore(memory.Store[Any, Any]):
         for event in batch:
             by_partition.setdefault(event.message.partition, []).append(event.message)
         for partition, messages in by_partition.items():
+            mark = self.db.mark(partition)
+            if mark is not None:
+                # Already on disk (read by ``catch_up`` since Faust buffered them): an older
+                # value must not overwrite a newer one, nor the mark go back.
+                messages = [m for m in messages if m.offset > mark.applied]
+            if not messages:
+                continue
             last = messages[-1]
             sig = digest(last.key, last.value, round(last.timestamp * 1000))
             self.db.apply(
