@@ -45,15 +45,18 @@ def parser() -> argparse.ArgumentParser:
         description=(
             "The streamproc benchmark: throughput of the KPI worker (1 and 2 workers) and of "
             "three baselines on the same history, latency and alert delay under a steady "
-            "load, peak RSS. Starts an embedded broker; run from a source checkout. "
+            "load, peak RSS; then the take-over part (restart, empty data dir, hand-overs, "
+            "1,000,000 leads). Starts an embedded broker; run from a source checkout. "
             "STREAMPROC_* settings apply to the workers. Prints a table, then one JSON line."
         ),
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"the quick preset: {_QUICK.events:,} events, ~3 minutes (default: the full "
-        f"bench, {_FULL.events:,} events, 10-18 minutes on 2 cores)",
+        help=f"the quick preset: {_QUICK.events:,} events, ~3 minutes, then the take-over part "
+        f"at {_QUICK.takeover_leads:,} leads, ~3 more (default: the full "
+        f"bench, {_FULL.events:,} events, 10-18 minutes on 2 cores, then the take-over part, "
+        "~30 more)",
     )
     parser.add_argument("--events", type=int, help=f"history size {_default('events')}")
     parser.add_argument(
@@ -90,6 +93,34 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         metavar="SECONDS",
         help=f"seconds to wait for the last alert after it is due {_default('alert_wait')}",
+    )
+    parser.add_argument(
+        "--takeover-leads",
+        type=int,
+        metavar="N",
+        help="leads of the take-over part's history, ~4.35 events each; 0 skips it "
+        f"{_default('takeover_leads')}",
+    )
+    parser.add_argument(
+        "--takeover-big-leads",
+        type=int,
+        metavar="N",
+        help="leads of its second history: peak RSS and restart; 0 skips it "
+        f"{_default('takeover_big_leads')}",
+    )
+    parser.add_argument(
+        "--takeover-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds a take-over worker may take to build or serve a history "
+        f"{_default('takeover_timeout')}",
+    )
+    parser.add_argument(
+        "--handover-settle",
+        type=float,
+        metavar="SECONDS",
+        help="seconds two workers run together, exact, before one is stopped "
+        f"{_default('handover_settle')}",
     )
     parser.add_argument(
         "--only",
@@ -132,6 +163,10 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         "profile": args.profile,
         "workdir": args.workdir,
         "contenders": args.only,
+        "takeover_leads": args.takeover_leads,
+        "takeover_big_leads": args.takeover_big_leads,
+        "takeover_timeout": args.takeover_timeout,
+        "handover_settle": args.handover_settle,
     }
     overrides = {k: v for k, v in given.items() if v is not None}
     return BenchOptions.quick_preset(**overrides) if args.quick else BenchOptions(**overrides)

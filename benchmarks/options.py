@@ -16,6 +16,8 @@ __all__ = [
     "MARKER_REP",
     "MIB",
     "SLA_SOURCE",
+    "TAKEOVER_BIG_LEADS",
+    "TAKEOVER_LEADS",
     "BenchError",
     "BenchOptions",
 ]
@@ -24,7 +26,19 @@ DAY = 86400.0
 MIB = 1024 * 1024
 MARKER_REP = "bench-marker"
 SLA_SOURCE = "bench-sla"
-CONTENDERS = ("raw", "plain", "naive", "kpi2", "kpi1")
+CONTENDERS = ("raw", "plain", "naive", "kpi2", "kpi1", "takeover")
+TAKEOVER_LEADS = 100_000
+"""The take-over goals are set at this many leads (and ``TAKEOVER_BIG_LEADS``)."""
+TAKEOVER_BIG_LEADS = 1_000_000
+
+
+def _at(r: dict[str, Any], size_key: str, size: int, figure: str) -> float:
+    """A take-over figure measured at the goal's size; at another size the goal is n/a."""
+    if r.get(size_key) != size:
+        raise KeyError(figure)
+    return float(r[figure])
+
+
 GOALS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "events_per_s >= 2.5x naive": lambda r: (
         r["events_per_s"] / r["naive_faust_events_per_s"] >= 2.5
@@ -37,6 +51,22 @@ GOALS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "alert <= 1 s": lambda r: r["alert_latency_ms"] <= 1000,
     # ``rss_mb`` is in MiB (as printed); 300 MB are 286.1 MiB.
     "RSS <= 300 MB": lambda r: r["rss_mb"] * MIB <= 300e6,
+    "restart <= 5 s": lambda r: _at(r, "takeover_leads", TAKEOVER_LEADS, "takeover_restart_s") <= 5,
+    "empty data dir <= 10 s": lambda r: (
+        _at(r, "takeover_leads", TAKEOVER_LEADS, "takeover_empty_s") <= 10
+    ),
+    "handover SIGTERM <= 3 s": lambda r: (
+        _at(r, "takeover_leads", TAKEOVER_LEADS, "handover_sigterm_s") <= 3
+    ),
+    "handover SIGKILL <= session timeout + 3 s": lambda r: (
+        _at(r, "takeover_leads", TAKEOVER_LEADS, "handover_sigkill_s") <= r["session_timeout_s"] + 3
+    ),
+    "RSS at 1M leads <= 400 MB": lambda r: (
+        _at(r, "takeover_big_leads", TAKEOVER_BIG_LEADS, "rss_1m_leads_mb") * MIB <= 400e6
+    ),
+    "restart at 1M leads <= 15 s": lambda r: (
+        _at(r, "takeover_big_leads", TAKEOVER_BIG_LEADS, "takeover_restart_1m_s") <= 15
+    ),
 }
 """The issue's goals, checked on the JSON figures (a missing figure: not checked)."""
 
@@ -75,6 +105,14 @@ class BenchOptions:
     alert_wait: float = 10.0
     """Seconds to wait for the last probe's alert after its due time."""
     contenders: tuple[str, ...] = CONTENDERS
+    takeover_leads: int = TAKEOVER_LEADS
+    """Leads of the take-over part's history (~4.35 events each over 6 days); 0: skipped."""
+    takeover_big_leads: int = TAKEOVER_BIG_LEADS
+    """Leads of its second history (peak RSS, restart); 0: skipped."""
+    takeover_timeout: float = 900.0
+    """Seconds a worker may take to build a take-over history, or to serve it again."""
+    handover_settle: float = 10.0
+    """Seconds two workers run together, exact, before one is stopped (standbys warm up)."""
     profile: Path | None = None
     """Write a py-spy profile of the one-worker throughput run here (a directory)."""
     workdir: Path | None = None
@@ -91,6 +129,9 @@ class BenchOptions:
             "latency_seconds": 10.0,
             "alert_probes": 3,
             "alert_wait": 3.0,
+            "takeover_leads": 10_000,
+            "takeover_big_leads": 0,
+            "takeover_timeout": 300.0,
             "quick": True,
         }
         values.update(overrides)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.latency import Latency
@@ -49,6 +50,7 @@ def build_figures(
     latency: Latency | None,
     memory: dict[str, float],
     profile: dict[str, Any] | None,
+    takeover: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     opts = run.options
     figures: dict[str, Any] = {
@@ -106,6 +108,7 @@ def build_figures(
         figures["rss_end_mb"] = round(memory["VmRSS"], 1)
     if "2 workers" in memory:
         figures["rss_mb_2_workers_max"] = round(memory["2 workers"], 1)
+    figures.update(takeover or {})
     figures["goals"] = check_goals(figures)
     if profile is not None:
         figures["profile"] = {
@@ -201,6 +204,7 @@ def print_table(
             w("  profile of the latency run, streamproc functions, callees included:")
             for frame, share in profile["live"]["ours"][:10]:
                 w(f"      {share * 100:5.1f}%  {frame}")
+    _takeover_rows(w, figures)
     w("  goals: " + ", ".join(f"{k}: {_verdict(v)}" for k, v in figures["goals"].items()))
     w("  * CPU cores used by other processes on the machine meanwhile (not the bench's)")
     w(f"  durations (s): {run.durations}")
@@ -208,3 +212,36 @@ def print_table(
 
 def _verdict(value: bool | None) -> str:
     return "n/a" if value is None else "met" if value else "NOT met"
+
+
+_TAKEOVER_ROWS = (
+    ("takeover_restart_s", "SIGTERM, restarted on its data dir", "takeover_leads"),
+    ("takeover_empty_s", "a new worker, empty data dir", "takeover_leads"),
+    ("handover_sigterm_s", "2 workers, one SIGTERMed: the other alone", "takeover_leads"),
+    ("handover_sigkill_s", "2 workers, one SIGKILLed: the other alone", "takeover_leads"),
+    ("takeover_restart_1m_s", "SIGTERM, restarted on its data dir", "takeover_big_leads"),
+)
+
+
+def _takeover_rows(w: Callable[[str], None], figures: dict[str, Any]) -> None:
+    """The take-over part: seconds until every series is served exactly again."""
+    if not any(key in figures for key, _, _ in _TAKEOVER_ROWS):
+        return
+    w("  take-over, seconds until the worker(s) serve every series exactly:")
+    for key, label, size in _TAKEOVER_ROWS:
+        if key in figures:
+            w(f"    {label:<44} {figures[size]:>10,} leads {figures[key]:>8.1f}s")
+    if "takeover_build_s" in figures:
+        w(
+            f"    (the history built in {figures['takeover_build_s']:.1f}s; the first worker "
+            f"stopped in {figures['takeover_stop_s']:.1f}s; session timeout "
+            f"{figures['session_timeout_s']:g}s; other processes used "
+            f"{figures['takeover_foreign_cpu_cores']:.2f} cores meanwhile)"
+        )
+    if "rss_1m_leads_mb" in figures:
+        w(
+            f"    worker peak RSS at {figures['takeover_big_leads']:,} leads: "
+            f"{figures['rss_1m_leads_mb']} MiB (building {figures['rss_1m_build_mb']}, "
+            f"restarted {figures['rss_1m_restart_mb']}); built in "
+            f"{figures['takeover_build_1m_s']:.1f}s"
+        )

@@ -20,7 +20,8 @@ from benchmarks.options import DAY, MIB, BenchError, BenchOptions
 from benchmarks.processes import CpuWatch, WorkerHandle, stop_workers
 from benchmarks.profiling import start_profiler, stop_profiler, top_functions
 from benchmarks.report import build_figures, print_table, row
-from benchmarks.session import BenchRun, phase
+from benchmarks.session import BenchRun, phase, produce_events
+from benchmarks.takeover import run_takeover
 from benchmarks.throughput import (
     CONTENDER_MODULES,
     Throughput,
@@ -31,7 +32,6 @@ from benchmarks.throughput import (
     wait_ready,
 )
 from streamproc.config import Settings, child_env
-from streamproc.tools.progress import Progress
 from streamproc.tools.sales_team import SimEvent, history
 
 __all__ = ["run_backfill_bench", "run_bench", "write_history_jsonl"]
@@ -50,23 +50,7 @@ def _history(settings: Settings, options: BenchOptions) -> Iterator[SimEvent]:
 
 
 async def _produce_history(settings: Settings, options: BenchOptions, stream: TextIO) -> int:
-    from streamproc.kafka.producer import EventProducer
-
-    events = _history(settings, options)
-    bar = Progress(options.events, stream=stream, label="produce")
-    async with EventProducer(settings, linger_ms=20, client_id="streamproc-bench") as producer:
-        for i, (kind, event) in enumerate(events, 1):
-            await producer.send(kind, event)
-            if i % 2000 == 0:
-                bar.update(2000)
-                await asyncio.sleep(0)
-        await producer.flush()
-        await asyncio.sleep(0.05)
-        failed = producer.failed
-    bar.close()
-    if failed:
-        raise BenchError(f"{failed} events of the history were not delivered")
-    return options.events
+    return await produce_events(settings, _history(settings, options), options.events, stream)
 
 
 def run_bench(
@@ -82,16 +66,21 @@ def run_bench(
     latency: Latency | None = None
     memory: dict[str, float] = {}
     profile: dict[str, Any] | None = None
+    takeover: dict[str, Any] = {}
+    # The take-over part has its own histories and broker: without another contender, the
+    # main history is not produced at all.
+    main_part = any(name != "takeover" for name in options.contenders)
     try:
-        with phase(run, "setup"):
-            run.start()
-        run.log(
-            f"bench: {options.events:,} events, {options.lead_count:,} leads, {options.reps} "
-            f"reps over {options.span_days:g} days, {run.settings.partitions} partitions; "
-            f"work dir {run.workdir}"
-        )
-        with phase(run, "produce"):
-            asyncio.run(_produce_history(run.settings, options, sys.stderr))
+        if main_part:
+            with phase(run, "setup"):
+                run.start()
+            run.log(
+                f"bench: {options.events:,} events, {options.lead_count:,} leads, "
+                f"{options.reps} reps over {options.span_days:g} days, "
+                f"{run.settings.partitions} partitions; work dir {run.workdir}"
+            )
+            with phase(run, "produce"):
+                asyncio.run(_produce_history(run.settings, options, sys.stderr))
         for name in ("raw", "plain", "naive"):
             if name in options.contenders:
                 with phase(run, name):
@@ -133,8 +122,11 @@ def run_bench(
                     profile["live"] = top_functions(live)
     finally:
         run.close()
+    if "takeover" in options.contenders:
+        with phase(run, "takeover"):
+            takeover = run_takeover(run.base, options, out)
     run.durations["total"] = round(time.monotonic() - wall, 1)
-    figures = build_figures(run, results, latency, memory, profile)
+    figures = build_figures(run, results, latency, memory, profile, takeover)
     print_table(run, results, latency, memory, figures, profile)
     out.write(json.dumps(figures, separators=(",", ":")) + "\n")
     out.flush()

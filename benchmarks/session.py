@@ -9,27 +9,32 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from benchmarks.options import SLA_SOURCE, BenchOptions
+from benchmarks.options import SLA_SOURCE, BenchError, BenchOptions
 from benchmarks.processes import code_version
 from streamproc.config import Settings
 from streamproc.kafka.topics import create_topics, topic_names
 from streamproc.tools.broker import EmbeddedBroker
 from streamproc.tools.net import free_port
+from streamproc.tools.progress import Progress
+from streamproc.tools.sales_team import SimEvent
 
-__all__ = ["BenchRun", "phase"]
+__all__ = ["BenchRun", "phase", "produce_events"]
 
 
 class BenchRun:
     """State of one bench run: the broker, the base settings, the work directory."""
 
-    def __init__(self, settings: Settings, options: BenchOptions, out: TextIO) -> None:
+    def __init__(
+        self, settings: Settings, options: BenchOptions, out: TextIO, part: str = ""
+    ) -> None:
         self.options = options
         self.out = out
-        self.tag = f"{os.getpid():x}{int(time.time()) % 100000:x}"
+        # ``part`` tells apart the runs of one bench (the take-over part has its own broker).
+        self.tag = f"{part}{os.getpid():x}{int(time.time()) % 100000:x}"
         if options.workdir is not None:
             options.workdir.mkdir(parents=True, exist_ok=True)
             self.workdir = options.workdir
@@ -96,3 +101,26 @@ def phase(run: BenchRun, name: str) -> Iterator[None]:
         yield
     finally:
         run.durations[name] = round(time.monotonic() - started, 1)
+
+
+async def produce_events(
+    settings: Settings, events: Iterable[SimEvent], count: int, stream: TextIO
+) -> int:
+    """Send ``count`` events with the project's producer, as an outside service would;
+    raises if any was not delivered."""
+    from streamproc.kafka.producer import EventProducer
+
+    bar = Progress(count, stream=stream, label="produce")
+    async with EventProducer(settings, linger_ms=20, client_id="streamproc-bench") as producer:
+        for i, (kind, event) in enumerate(events, 1):
+            await producer.send(kind, event)
+            if i % 2000 == 0:
+                bar.update(2000)
+                await asyncio.sleep(0)
+        await producer.flush()
+        await asyncio.sleep(0.05)
+        failed = producer.failed
+    bar.close()
+    if failed:
+        raise BenchError(f"{failed} events of the history were not delivered")
+    return count

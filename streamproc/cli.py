@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from streamproc.config import Settings, load_settings
+from streamproc.engine.windows import RETENTION_SECONDS
 from streamproc.exceptions import StreamprocError
 
 __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("streamproc")
+DEMO_HISTORY_DAYS = round(RETENTION_SECONDS / 86400 - 0.1, 1)
+"""The demo's past: just within the retention (older events count as late, in no window)."""
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -71,6 +74,7 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
             seed=args.seed,
             duration=args.duration,
             stop=None,
+            history_days=args.history_days,
         )
     )
     log.info("simulation sent %d events", sent)
@@ -158,7 +162,7 @@ def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from streamproc.tools.demo import run_demo
 
-    return run_demo(settings, rate=args.rate, reps=args.reps)
+    return run_demo(settings, rate=args.rate, reps=args.reps, history_days=args.history_days)
 
 
 _SETTINGS_NOTE = (
@@ -196,10 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "demo",
         "embedded broker + worker + simulated team, in one command",
-        "Prints the URLs to open and a line every 5 s; Ctrl-C stops everything it started.",
+        "Feeds the worker the simulated team's recent past first (whole lives of leads, "
+        "with a progress bar), so every board has plausible values on first open; then "
+        "prints the URLs to open and a line every 5 s. Ctrl-C stops everything it started.",
     )
-    demo.add_argument("--rate", type=float, default=30.0, help="simulated events per second")
+    demo.add_argument("--rate", type=float, default=4.0, help="simulated events per second")
     demo.add_argument("--reps", type=int, default=8, help="simulated team size")
+    demo.add_argument(
+        "--history-days",
+        type=float,
+        default=DEMO_HISTORY_DAYS,
+        help="days of the team's past fed to the worker before it goes live",
+    )
     demo.set_defaults(run=_cmd_demo)
     _command(
         sub,
@@ -230,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0, help="same seed, same team and leads")
     simulate.add_argument(
         "--duration", type=float, default=None, help="seconds to run (unset: until Ctrl-C)"
+    )
+    simulate.add_argument(
+        "--history-days",
+        type=float,
+        default=0.0,
+        help="first send this many days of the team's past (whole lives, ~100 leads a day "
+        "for 8 reps, then up to an hour at the rate), as fast as the broker takes them",
     )
     simulate.set_defaults(run=_cmd_simulate)
     replay = _command(

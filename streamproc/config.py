@@ -172,6 +172,9 @@ class Settings(BaseSettings):
     """STREAMPROC_OPEN_LEAD_RETENTION_DAYS: a lead still waiting for its first contact or with
     an open deal is forgotten after this many days without an event (it leaves the live
     gauges); other leads go once their last event is past the 7-day windows."""
+    prune_interval_seconds: float = Field(default=60.0, gt=0)
+    """STREAMPROC_PRUNE_INTERVAL_SECONDS: how often the windows are pruned and leads past
+    retention forgotten (their part of the calendar periods goes to the rollups)."""
     label_cap: int = Field(default=500, ge=2)
     """STREAMPROC_LABEL_CAP: distinct values per label before the rest fold into ``other``."""
     publish_interval_seconds: float = Field(default=1.0, gt=0)

@@ -31,6 +31,7 @@ from streamproc.exceptions import InvalidEvent
 __all__ = [
     "BUSINESS_MODELS",
     "EVENT_MODELS",
+    "MAX_PERIOD_DAYS",
     "MAX_PRODUCTS",
     "RFC3339_PATTERN",
     "AnyEvent",
@@ -94,6 +95,9 @@ class BusinessKind(StrEnum):
 Kind: TypeAlias = EventKind | BusinessKind
 # The contract's limit on a won deal's product list: a list of 10,000 is invalid, not cut.
 MAX_PRODUCTS = 100
+# A cost is spread over the days of its period, one share a day: a longer period than two
+# years (annual contracts, leap year included, fit) is invalid rather than thousands of shares.
+MAX_PERIOD_DAYS = 731
 
 
 def _to_datetime(value: object) -> object:
@@ -354,8 +358,13 @@ class CostRecorded(_Common):
         start, end = self.period_start, self.period_end
         if (start is None) != (end is None):
             raise PydanticCustomError("rule", "period_start and period_end go together")
-        if start is not None and end is not None and end <= start:
-            raise PydanticCustomError("rule", "period_end must be after period_start")
+        if start is not None and end is not None:
+            if end <= start:
+                raise PydanticCustomError("rule", "period_end must be after period_start")
+            if (end - start).total_seconds() > MAX_PERIOD_DAYS * 86400:
+                raise PydanticCustomError(
+                    "rule", "the period is longer than {days} days", {"days": MAX_PERIOD_DAYS}
+                )
         return self
 
 

@@ -10,17 +10,29 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from sys import intern
-from typing import NamedTuple
+from typing import Literal, NamedTuple
+
+import orjson
 
 from streamproc.config import Settings
 from streamproc.contract.events import (
+    BusinessKind,
     ContactAttempted,
+    CostRecorded,
     EmailOpened,
     EventKind,
     EventParser,
     LeadCreated,
 )
 from streamproc.engine.aggregates import PartitionAggregates, Rollup, fact_diff
+from streamproc.engine.customer import (
+    CustomerFacts,
+    CustomerState,
+    Deal,
+    cost_key,
+    deal_of,
+    event_row,
+)
 from streamproc.engine.facts import Fact, FactDeriver
 from streamproc.engine.lead import Attempt, Created, LeadState, Open, StageMove
 from streamproc.engine.windows import RETENTION_SECONDS, WindowClock
@@ -29,11 +41,14 @@ from streamproc.exceptions import InvalidEvent
 SCAN_CHUNK = 2000  # leads scanned for eviction between two chances for the event loop
 DeadMark = tuple[str, int, int]  # (source topic, partition, offset) of a dead-lettered message
 
-__all__ = ["BatchResult", "DeadLetterItem", "DeadMark", "Engine", "RawMessage"]
+__all__ = ["CUSTOMERS", "BatchResult", "DeadLetterItem", "DeadMark", "Engine", "RawMessage"]
+
+CUSTOMERS: Literal["customers"] = "customers"  # the kind of the internal customers topic
+Forward = tuple[str, bytes]  # (customer key, message) for the internal customers topic
 
 
 class RawMessage(NamedTuple):
-    kind: EventKind
+    kind: EventKind | BusinessKind | Literal["customers"]
     topic: str
     partition: int
     offset: int
@@ -55,6 +70,9 @@ class BatchResult:
     dead_marks: list[DeadMark] = field(default_factory=list)
     # (topic, outcome) -> count
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+    # For the internal customers topic: business events and the won deals of changed leads
+    forward: list[Forward] = field(default_factory=list)
+    changed_customers: list[CustomerState] = field(default_factory=list)
 
     def count(self, topic: str, outcome: str) -> None:
         key = (topic, outcome)
@@ -84,8 +102,12 @@ def to_item(event: object) -> Created | Attempt | StageMove | Open:
             intern(event.team_id),
             event.existing_customer,
             event.estimated_value,
+            event.customer_id,
+            intern(event.segment),
         )
     reason = event.lost_reason  # type: ignore[attr-defined]
+    lines = event.products  # type: ignore[attr-defined]
+    products = None if lines is None else tuple(sorted({intern(p.product_id) for p in lines}))
     return StageMove(
         ts,
         eid,
@@ -94,6 +116,7 @@ def to_item(event: object) -> Created | Attempt | StageMove | Open:
         event.deal_value,  # type: ignore[attr-defined]
         event.win_probability,  # type: ignore[attr-defined]
         None if reason is None else intern(reason),
+        products,
     )
 
 
@@ -105,12 +128,15 @@ class Engine:
         settings: Settings,
         leads: MutableMapping[str, LeadState],
         deriver: FactDeriver | None = None,
+        customers: MutableMapping[str, CustomerState] | None = None,
     ) -> None:
         self.settings = settings
         self.leads = leads
+        self.customers: MutableMapping[str, CustomerState] = {} if customers is None else customers
         self.parser = EventParser(settings)
         self.deriver = deriver or FactDeriver(settings)
         self.clock = WindowClock(settings.zone, settings.fiscal_year_start_month)
+        self.customer_facts = CustomerFacts(self.clock)
         self.partitions: dict[int, PartitionAggregates] = {}
         # Messages already dead-lettered (durable: see LeadLog), one mark per message: after
         # a seek back, messages can be applied out of offset order, so a per-partition
@@ -125,9 +151,18 @@ class Engine:
         changed: dict[str, LeadState] = {}
         late_before = now - RETENTION_SECONDS
         deriver = self.deriver
+        deals: dict[str, tuple[str, Deal] | None] = {}  # re-derived lead -> deal before
+        customers = _CustomerBatch(self, now)
         for msg in batch:
+            kind = msg.kind
+            if kind == CUSTOMERS:
+                customers.apply(msg, result)
+                continue
+            if isinstance(kind, BusinessKind):
+                self._forward(msg, kind, now, result)
+                continue
             try:
-                event = self.parser.parse(msg.kind, msg.key, msg.value, now)
+                event = self.parser.parse(kind, msg.key, msg.value, now)
             except InvalidEvent as exc:
                 result.count(msg.topic, "invalid")
                 self._dead_letter(msg, exc.reason, result)
@@ -145,6 +180,8 @@ class Engine:
             item = to_item(event)
             if lead_id not in before and deriver.affects(lead, item):
                 before[lead_id] = deriver.facts(lead)
+            if lead_id not in deals and isinstance(item, (Created, StageMove)):
+                deals[lead_id] = self._deal(lead) if lead.created or lead.stages else None
             lead.append(item)  # new: ``has`` said so
             self.aggregates(lead.partition, now).apply(deriver.event_facts(item), 1)
             changed[lead_id] = lead
@@ -155,8 +192,48 @@ class Engine:
             part = self.aggregates(lead.partition, now)
             part.apply(retract, -1)
             part.apply(add, 1)
+        for lead_id, old_deal in deals.items():
+            self._report_deal(changed[lead_id], old_deal, result)
+        customers.finish(result)
         result.changed.extend(changed.values())
         return result
+
+    # --- customers -----------------------------------------------------------------------
+
+    def _deal(self, lead: LeadState) -> tuple[str, Deal]:
+        value = self.deriver.deal_value(lead)
+        return deal_of(lead, self.settings.won_stage, value)
+
+    def _report_deal(
+        self, lead: LeadState, old: tuple[str, Deal] | None, result: BatchResult
+    ) -> None:
+        """Send the lead's deal to its customer when it changed and was or is won; a lead
+        that moved to another customer (its lead-created came late) leaves its old one."""
+        customer, deal = self._deal(lead)
+        was_won = old is not None and old[1].won is not None
+        if deal.won is None and not was_won:
+            return
+        if old is not None and old[0] == customer and old[1][2:] == deal[2:]:
+            return  # won, value, segment, rep and source as before
+        result.forward.append((customer, orjson.dumps({"deal": [customer, *deal]})))
+        if old is not None and was_won and old[0] != customer:
+            gone = deal._replace(won=None, value=0.0)
+            result.forward.append((old[0], orjson.dumps({"deal": [old[0], *gone]})))
+
+    def _forward(
+        self, msg: RawMessage, kind: BusinessKind, now: float, result: BatchResult
+    ) -> None:
+        """A business event: validated here, applied by the owner of its customer."""
+        try:
+            event = self.parser.parse(kind, msg.key, msg.value, now)
+        except InvalidEvent as exc:
+            result.count(msg.topic, "invalid")
+            self._dead_letter(msg, exc.reason, result)
+            return
+        key = cost_key(event) if isinstance(event, CostRecorded) else event.customer_id
+        row = {"event": [key, event.event_id, event_row(event)]}
+        result.forward.append((key, orjson.dumps(row)))
+        result.count(msg.topic, "forwarded")
 
     def _dead_letter(self, msg: RawMessage, reason: str, result: BatchResult) -> None:
         """Once per message: a replay after a crash does not dead-letter it again."""
@@ -181,13 +258,24 @@ class Engine:
         now: float,
         rollups: Mapping[int, Iterable[Rollup]] | None = None,
     ) -> int:
-        """Derive the aggregates of newly owned partitions from their recovered leads, and
-        restore what their forgotten leads left in the periods (``rollups``)."""
+        """Derive the aggregates of newly owned partitions from their recovered leads and
+        customers, and restore what their forgotten leads left in the periods
+        (``rollups``)."""
         wanted = {p for p in partitions if p not in self.partitions}
+        built = self._rebuild_leads(wanted, now, rollups or {})
+        for customer in self.customers.values():
+            if customer.partition in wanted:
+                facts = self.customer_facts.facts(customer)
+                self.aggregates(customer.partition, now).apply(facts, 1)
+        return built
+
+    def _rebuild_leads(
+        self, wanted: set[int], now: float, rollups: Mapping[int, Iterable[Rollup]]
+    ) -> int:
         if not wanted:
             return 0
         for p in wanted:
-            for rollup in (rollups or {}).get(p, ()):
+            for rollup in rollups.get(p, ()):
                 self.aggregates(p, now).restore(rollup)
         built = 0
         for lead in self.leads.values():
@@ -209,6 +297,9 @@ class Engine:
         gone = [lid for lid, lead in self.leads.items() if lead.partition not in keep]
         for lead_id in gone:
             del self.leads[lead_id]
+        moved = [key for key, c in self.customers.items() if c.partition not in keep]
+        for key in moved:
+            del self.customers[key]
         return gone
 
     def prune(self, now: float) -> None:
@@ -260,3 +351,60 @@ class Engine:
             del self.leads[lead.lead_id]
             gone.append(lead)
         return gone
+
+
+class _CustomerBatch:
+    """The internal customers topic's messages of one batch, applied to the customers; each
+    touched customer derived once before and once after (as the leads are)."""
+
+    def __init__(self, engine: Engine, now: float) -> None:
+        self.engine = engine
+        self.now = now
+        self.before: dict[str, list[Fact]] = {}
+        self.changed: dict[str, CustomerState] = {}
+
+    def apply(self, msg: RawMessage, result: BatchResult) -> None:
+        try:
+            key, change = _decode_customer(msg.value)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            result.count(msg.topic, "invalid")
+            self.engine._dead_letter(msg, f"not a customer message: {exc}", result)
+            return
+        customers = self.engine.customers
+        customer = customers.get(key)
+        if customer is None:
+            customer = customers[key] = CustomerState(key, msg.partition)
+        if key not in self.before:
+            self.before[key] = self.engine.customer_facts.facts(customer)
+        applied = (
+            customer.put_deal(change)
+            if isinstance(change, Deal)
+            else customer.add_event(change[0], change[1])
+        )
+        if applied:
+            self.changed[key] = customer
+        result.count(msg.topic, "processed" if applied else "duplicate")
+
+    def finish(self, result: BatchResult) -> None:
+        facts = self.engine.customer_facts
+        for key, old in self.before.items():
+            customer = self.changed.get(key)
+            if customer is None:
+                continue
+            retract, add = fact_diff(old, facts.facts(customer))
+            part = self.engine.aggregates(customer.partition, self.now)
+            part.apply(retract, -1)
+            part.apply(add, 1)
+        result.changed_customers.extend(self.changed.values())
+
+
+def _decode_customer(value: bytes) -> tuple[str, Deal | tuple[str, list[object]]]:
+    """(customer key, a Deal or (event_id, event row)) of an internal customers message."""
+    data = orjson.loads(value)
+    if "deal" in data:
+        key, *fields = data["deal"]
+        return str(key), Deal(*fields)
+    key, event_id, row = data["event"]
+    if not isinstance(row, list) or row[0] not in ("churn", "nps", "cost"):
+        raise ValueError("unknown event row")
+    return str(key), (str(event_id), row)

@@ -8,6 +8,7 @@ ones whenever the lead changes: that is what makes late and out-of-order events 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -55,6 +56,18 @@ FAMILIES: Mapping[str, Family] = {
     "won_src": Family(("source",), "a deal closed won, by the lead's source"),
     "won_value": Family(("rep",), "a deal closed won; value: its deal value"),
     "won_existing": Family((), "a deal closed won from an existing customer"),
+    "won_new": Family(("rep", "source"), "a deal closed won from a lead not an existing customer"),
+    "won_ch": Family(
+        ("channel",),
+        "a deal closed won, by the channel of the lead's first connected attempt (none: never)",
+    ),
+    "lost_ch": Family(("channel",), "a deal closed lost, by the channel as for won_ch"),
+    "stage_response": Family(
+        ("stage",),
+        "the next rep activity (attempt or stage change) after a deal entered an open stage, "
+        "at the activity; value: seconds since the entry",
+        values=True,
+    ),
     "lost": Family(("rep", "reason"), "a deal closed lost"),
     "lost_src": Family(("source",), "a deal closed lost, by the lead's source"),
     "email_sent": Family(("rep",), "an email sent, at its send time"),
@@ -74,6 +87,26 @@ FAMILIES: Mapping[str, Family] = {
     "forecast_value": Family(
         ("rep",), "an open deal; value: deal value x win probability", live=True
     ),
+    # business outcomes (spec/business-events.md): products of won deals, from the leads
+    "product_win": Family(("product",), "a won deal that included the product"),
+    "product_pair": Family(
+        ("product_a", "product_b"), "a won deal that included both (product_a < product_b)"
+    ),
+    "product_attach": Family(
+        ("product_a", "product_b"), "a won deal that included both (both orders)"
+    ),
+    "segment_revenue": Family(("segment",), "a deal closed won; value: its deal value"),
+    # business outcomes, from the customers (``engine.customer``)
+    "new_customer": Family(("source", "segment"), "a customer's first won deal"),
+    "customer_active": Family(("segment",), "a customer won and not churned since", live=True),
+    "customer_activated": Family(("segment",), "a customer becoming active (won)"),
+    "customer_lost": Family(("segment",), "an active customer churning"),
+    "churned": Family(("segment", "reason"), "a churn event of a known customer"),
+    "revenue_churned": Family(("segment",), "a churn event; value: revenue_lost"),
+    "nps": Family(("rep", "category"), "an NPS answer of a known customer"),
+    "cost": Family(("category", "source"), "a cost; value: its amount (that day's share)"),
+    "marketing_cost": Family(("source",), "a marketing cost; value: its amount"),
+    "segment_cost": Family(("segment",), "a cost of a segment or of its customer; value"),
 }
 
 
@@ -125,7 +158,8 @@ class FactDeriver:
         A later, non-email attempt changes neither the first contact nor the emails, and an
         open of an email not sent (yet) joins nothing: the two most common events."""
         if isinstance(item, Attempt):
-            if item.channel == "email":
+            if item.channel == "email" or lead.stages:
+                # a deal's stage response time, its channel of first connection
                 return True
             first = lead.first_attempt()
             return first is None or item < first
@@ -181,6 +215,8 @@ class FactDeriver:
             return
         existing = bool(lead.creation and lead.creation.existing)
         value = self._deal_value(lead, history)
+        channel = self._connected_channel(lead)
+        activity = sorted([a.ts for a in lead.attempts] + [m.ts for m in history])
         for i, move in enumerate(history):
             if i + 1 < len(history):
                 self._stage_exit(move, history[i + 1], out)
@@ -188,12 +224,19 @@ class FactDeriver:
                 out.append(("won", (move.rep, source), move.ts, 1.0))
                 out.append(("won_src", (source,), move.ts, 1.0))
                 out.append(("won_value", (move.rep,), move.ts, value))
+                out.append(("won_ch", (channel,), move.ts, 1.0))
                 if existing:
                     out.append(("won_existing", (), move.ts, 1.0))
+                else:
+                    out.append(("won_new", (move.rep, source), move.ts, 1.0))
             elif move.to_stage == self._lost:
                 reason = move.lost_reason or "unknown"
                 out.append(("lost", (move.rep, reason), move.ts, 1.0))
                 out.append(("lost_src", (source,), move.ts, 1.0))
+                out.append(("lost_ch", (channel,), move.ts, 1.0))
+            else:
+                self._stage_response(move, activity, out)
+        self._won_business(lead, history, value, out)
         current = history[-1]
         if current.to_stage in (self._won, self._lost):
             return
@@ -204,6 +247,43 @@ class FactDeriver:
         out.append(("pipeline_value", (owner, current.to_stage), None, value))
         out.append(("forecast_value", (owner,), None, value * probability))
 
+    def _won_business(
+        self, lead: LeadState, history: list[StageMove], value: float, out: list[Fact]
+    ) -> None:
+        """Revenue by segment and the products of the deal: the products of its last won
+        event that lists them (a later won event replaces the list), once, at its win."""
+        wins = [move for move in history if move.to_stage == self._won]
+        if not wins:
+            return
+        creation = lead.creation
+        segment = creation.segment if creation is not None else "default"
+        for move in wins:
+            out.append(("segment_revenue", (segment,), move.ts, value))
+        listed = [move.products for move in wins if move.products is not None]
+        if not listed:
+            return
+        products, at = listed[-1], wins[0].ts
+        for i, a in enumerate(products):
+            out.append(("product_win", (a,), at, 1.0))
+            for b in products[i + 1 :]:  # sorted: a < b
+                out.append(("product_pair", (a, b), at, 1.0))
+                out.append(("product_attach", (a, b), at, 1.0))
+                out.append(("product_attach", (b, a), at, 1.0))
+
+    @staticmethod
+    def _connected_channel(lead: LeadState) -> str:
+        connected = [a for a in lead.attempts if a.connected]
+        return min(connected).channel if connected else "none"
+
+    @staticmethod
+    def _stage_response(move: StageMove, activity: list[float], out: list[Fact]) -> None:
+        """From the deal entering an open stage to the next attempt or stage change after
+        it (none yet: no fact), landing at that activity."""
+        i = bisect_right(activity, move.ts)
+        if i < len(activity):
+            nxt = activity[i]
+            out.append(("stage_response", (move.to_stage,), nxt, nxt - move.ts))
+
     def _stage_exit(self, move: StageMove, nxt: StageMove, out: list[Fact]) -> None:
         stage = move.to_stage
         out.append(("stage_exit", (stage,), nxt.ts, nxt.ts - move.ts))
@@ -211,6 +291,10 @@ class FactDeriver:
         forward = target != self._lost and self._rank.get(target, -1) > self._rank.get(stage, -1)
         if forward:
             out.append(("stage_forward", (stage,), nxt.ts, 1.0))
+
+    def deal_value(self, lead: LeadState) -> float:
+        """The deal's value as the facts use it (see ``_deal_value``)."""
+        return self._deal_value(lead, lead.stage_history())
 
     @staticmethod
     def _deal_value(lead: LeadState, history: list[StageMove]) -> float:

@@ -32,6 +32,10 @@ class Created(NamedTuple):
     team: str
     existing: bool
     estimated_value: float | None
+    # Added by the business events (spec/business-events.md); changelogs written before
+    # them decode with these defaults.
+    customer: str | None = None  # customer_id; None: the lead is its own customer
+    segment: str = "default"
 
 
 class Attempt(NamedTuple):
@@ -51,6 +55,7 @@ class StageMove(NamedTuple):
     deal_value: float | None
     probability: float | None
     lost_reason: str | None
+    products: tuple[str, ...] | None = None  # on a won move: the product ids, sorted, unique
 
 
 class Open(NamedTuple):
@@ -282,10 +287,16 @@ class LeadState:
         return state
 
 
+def _stage_move(row: list[Any]) -> StageMove:
+    move = StageMove(*row)
+    products = move.products
+    return move if products is None else move._replace(products=tuple(products))
+
+
 def _decode_items(data: dict[str, Any]) -> _Items:
     return _Items(
         [Created(*row) for row in data["c"]],
         [Attempt(*row) for row in data["a"]],
-        [StageMove(*row) for row in data["s"]],
+        [_stage_move(row) for row in data["s"]],
         [Open(*row) for row in data["o"]],
     )

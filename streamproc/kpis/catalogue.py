@@ -57,9 +57,23 @@ class Kind(StrEnum):
     """The sum of the values of ``reads[0]`` / the distinct series of ``reads[1]``."""
     TARGET_RATIO = "target_ratio"
     """Live: facts of ``reads[0]`` today / the label's daily target (where one is set)."""
+    SUM_PER_COUNT = "sum_per_count"
+    """The sum of the values of ``reads[0]`` / the facts of ``reads[1]``; not exported while
+    there are none."""
+    SUM_DIFF = "sum_diff"
+    """The sum of the values of ``reads[0]`` minus that of ``reads[1]``: split."""
+    ATTACH = "attach"
+    """Facts of ``reads[0]`` (labels a, b) / facts of ``reads[1]`` (one label, a's value)."""
+    AT_START_RATIO = "at_start_ratio"
+    """Facts of ``reads[0]`` in the window / the live count of ``reads[1]`` as it was at
+    the window's start: now, minus ``reads[2]`` (entries) in the window, plus ``reads[0]``
+    (exits) in the window."""
+    NPS = "nps"
+    """% of the facts of ``reads[0]`` labelled ``category="promoter"`` minus % labelled
+    ``detractor``, -100 to 100."""
 
 
-_SPLIT = frozenset({Kind.COUNT, Kind.SUM, Kind.DEADLINES_PASSED})
+_SPLIT = frozenset({Kind.COUNT, Kind.SUM, Kind.DEADLINES_PASSED, Kind.SUM_DIFF})
 _LIVE = frozenset({Kind.DEADLINES_PASSED, Kind.OLDEST_AGE, Kind.TARGET_RATIO})
 
 
@@ -75,6 +89,16 @@ class Kpi:
     topic: str  # the metric topic family: sales.metrics.<topic>
     help: str
     windowed: bool = True
+    total: bool = False  # also one series without its labels: the whole team
+
+    @property
+    def reads_by_labels(self) -> tuple[str, ...]:
+        """The families read through the KPI's own labels (the others are read whole)."""
+        if self.kind is Kind.ATTACH:
+            return self.reads[:1]
+        if self.kind is Kind.NPS:
+            return ()
+        return self.reads
 
     @property
     def split(self) -> bool:
@@ -105,13 +129,23 @@ def _k(
     help_: str,
     *,
     windowed: bool = True,
+    total: bool = False,
 ) -> Kpi:
     return Kpi(
-        name, kind, tuple(reads.split()), tuple(labels.split()), owner, topic, help_, windowed
+        name,
+        kind,
+        tuple(reads.split()),
+        tuple(labels.split()),
+        owner,
+        topic,
+        help_,
+        windowed,
+        total,
     )
 
 
 _RT, _ACT, _PIPE, _EMAIL = "response-time", "activity", "pipeline", "email"
+_CUST = "customers"
 C, S, R, M, Q = Kind.COUNT, Kind.SUM, Kind.RATIO, Kind.MEAN, Kind.QUANTILES
 
 CATALOGUE: tuple[Kpi, ...] = (
@@ -273,6 +307,44 @@ CATALOGUE: tuple[Kpi, ...] = (
         "Won / (won + lost) of the deals the rep closed in the window",
     ),
     _k(
+        "sales_channel_win_ratio",
+        R,
+        "won_ch won_ch lost_ch",
+        "channel",
+        "channel",
+        _PIPE,
+        "Won / (won + lost) of the deals closed in the window, by the channel of the lead's "
+        "first connected contact attempt (none: never connected)",
+    ),
+    _k(
+        "sales_new_customers",
+        C,
+        "won_new",
+        "rep source",
+        "rep",
+        _PIPE,
+        "Deals won from leads that were not existing customers",
+    ),
+    _k(
+        "sales_stage_response_time_seconds",
+        Q,
+        "stage_response",
+        "stage",
+        "stage",
+        _PIPE,
+        "A deal entering the stage to the next rep activity on it (attempt or stage change), "
+        "quantiles; at the activity's time",
+    ),
+    _k(
+        "sales_stage_response_time_avg_seconds",
+        M,
+        "stage_response",
+        "stage",
+        "stage",
+        _PIPE,
+        "A deal entering the stage to the next rep activity on it, mean",
+    ),
+    _k(
         "sales_revenue_per_rep",
         Kind.PER_DISTINCT,
         "won_value active",
@@ -348,6 +420,141 @@ CATALOGUE: tuple[Kpi, ...] = (
         _EMAIL,
         "Clicked / sent",
     ),
+    # business outcomes (spec/business-events.md): costs
+    _k("sales_cost", S, "cost", "category source", "category", _CUST, "Costs recorded"),
+    _k(
+        "sales_cost_per_lead",
+        Kind.SUM_PER_COUNT,
+        "marketing_cost created",
+        "source",
+        GLOBAL,
+        _CUST,
+        "Marketing cost / leads created (without source: the whole team)",
+        total=True,
+    ),
+    _k(
+        "sales_cost_per_new_customer",
+        Kind.SUM_PER_COUNT,
+        "marketing_cost new_customer",
+        "source",
+        GLOBAL,
+        _CUST,
+        "Marketing cost / new customers won (without source: the whole team)",
+        total=True,
+    ),
+    # products
+    _k(
+        "sales_product_wins",
+        C,
+        "product_win",
+        "product",
+        "product",
+        _CUST,
+        "Won deals that included the product",
+    ),
+    _k(
+        "sales_product_pair_wins",
+        C,
+        "product_pair",
+        "product_a product_b",
+        "product_a",
+        _CUST,
+        "Won deals that included both products (product_a < product_b)",
+    ),
+    _k(
+        "sales_product_attach_ratio",
+        Kind.ATTACH,
+        "product_attach product_win",
+        "product_a product_b",
+        GLOBAL,
+        _CUST,
+        "Of the won deals that included product_a, the share that also included product_b",
+    ),
+    # customers
+    _k(
+        "sales_customers_active",
+        C,
+        "customer_active",
+        "segment",
+        "segment",
+        _CUST,
+        "Customers with a won deal and not churned since",
+        windowed=False,
+    ),
+    _k(
+        "sales_customers_churned",
+        C,
+        "churned",
+        "segment reason",
+        "segment",
+        _CUST,
+        "Churn events of known customers",
+    ),
+    _k(
+        "sales_churn_ratio",
+        Kind.AT_START_RATIO,
+        "customer_lost customer_active customer_activated",
+        "segment",
+        "segment",
+        _CUST,
+        "Customers churned in the window / customers active at its start",
+    ),
+    _k(
+        "sales_revenue_churned",
+        S,
+        "revenue_churned",
+        "segment",
+        "segment",
+        _CUST,
+        "Sum of revenue_lost of the churn events",
+    ),
+    _k(
+        "sales_customer_revenue",
+        S,
+        "segment_revenue",
+        "segment",
+        "segment",
+        _CUST,
+        "Revenue won from the segment's customers",
+    ),
+    _k(
+        "sales_customer_cost",
+        S,
+        "segment_cost",
+        "segment",
+        "segment",
+        _CUST,
+        "Costs with that segment or with a customer of it",
+    ),
+    _k(
+        "sales_customer_profit",
+        Kind.SUM_DIFF,
+        "segment_revenue segment_cost",
+        "segment",
+        "segment",
+        _CUST,
+        "Revenue - cost of the segment: customer profitability",
+    ),
+    # NPS
+    _k(
+        "sales_nps_responses",
+        C,
+        "nps",
+        "category",
+        "category",
+        _CUST,
+        "NPS answers: promoter (9-10), passive (7-8), detractor (0-6)",
+    ),
+    _k(
+        "sales_nps_score",
+        Kind.NPS,
+        "nps",
+        "rep",
+        GLOBAL,
+        _CUST,
+        "% promoters - % detractors, -100 to 100 (without rep: the whole team)",
+        total=True,
+    ),
 )
 KPIS: Mapping[str, Kpi] = {k.name: k for k in CATALOGUE}
 
@@ -360,21 +567,38 @@ def _check(entry: Kpi) -> None:
     """A row that cannot be computed fails at import, naming itself."""
     if not entry.reads:
         raise ValueError(f"{entry.name}: reads no fact family")
-    for name in entry.reads:
+    for i, name in enumerate(entry.reads):
         family = FAMILIES.get(name)
         if family is None:
             raise ValueError(f"{entry.name}: unknown fact family {name!r}")
-        missing = set(entry.labels) - set(family.labels)
-        if missing:
-            raise ValueError(f"{entry.name}: {name} has no label {sorted(missing)}")
+        _check_labels(entry, name, family.labels)
         if entry.owner != GLOBAL and entry.owner not in family.labels:
             raise ValueError(f"{entry.name}: {name} has no owner label {entry.owner!r}")
-        if family.live == entry.windowed and entry.kind is not Kind.TARGET_RATIO:
+        # a windowed row reads windowed facts, a live row live ones; but the live count an
+        # at-start ratio starts from, and the day's facts of a target ratio
+        live = not entry.windowed or (entry.kind is Kind.AT_START_RATIO and i == 1)
+        if family.live != live and entry.kind is not Kind.TARGET_RATIO:
             raise ValueError(f"{entry.name}: windowed and live facts do not mix ({name})")
+    if entry.total and entry.owner != GLOBAL:
+        raise ValueError(f"{entry.name}: a team-wide series needs the global owner")
     if entry.owner != GLOBAL and entry.owner not in entry.labels:
         raise ValueError(f"{entry.name}: owner {entry.owner!r} is not one of its labels")
     if entry.kind in _LIVE and entry.windowed:
         raise ValueError(f"{entry.name}: a {entry.kind} KPI is live, not windowed")
+
+
+def _check_labels(entry: Kpi, name: str, labels: tuple[str, ...]) -> None:
+    if name in entry.reads_by_labels:
+        wanted = set(entry.labels)
+    elif entry.kind is Kind.NPS:
+        wanted = {*entry.labels, "category"}
+    else:  # the denominator of an attach ratio: one label, the value of the KPI's first
+        wanted = set()
+        if len(labels) != 1:
+            raise ValueError(f"{entry.name}: {name} must have one label")
+    missing = wanted - set(labels)
+    if missing:
+        raise ValueError(f"{entry.name}: {name} has no label {sorted(missing)}")
 
 
 for _entry in CATALOGUE:

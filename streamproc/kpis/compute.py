@@ -166,23 +166,21 @@ class _Reader:
         """Each family the KPI reads, by the KPI's labels, label values capped."""
         return [
             _fold(_project(family, kpi, self._accs(family, window)), self.ctx.cap)
-            for family in kpi.reads
+            for family in kpi.reads_by_labels
         ]
 
     def samples(self, kpi: Kpi) -> Iterator[Sample]:
         for window in self._windows if kpi.windowed else (None,):
             for labels, value in self._values(kpi, window):
-                yield Sample(
-                    kpi.name, dict(zip(kpi.series_labels, labels, strict=True)), window, value
-                )
+                # a team-wide series (``Kpi.total``) carries none of the KPI's labels
+                names = kpi.series_labels if labels else ()
+                yield Sample(kpi.name, dict(zip(names, labels, strict=True)), window, value)
 
     def _values(self, kpi: Kpi, window: WindowBounds | None) -> Iterator[tuple[Labels, float]]:
         kind, now = kpi.kind, self.ctx.now
-        if kind is Kind.PER_DISTINCT:
-            yield from self._per_distinct(kpi, window)
-            return
-        if kind is Kind.TARGET_RATIO:
-            yield from self._target_ratio(kpi)
+        special = _SPECIAL.get(kind)
+        if special is not None:
+            yield from special(self, kpi, window)
             return
         first, *rest = self.inputs(kpi, window)
         if kind is Kind.COUNT or kind is Kind.SUM:
@@ -211,6 +209,13 @@ class _Reader:
             for labels in set(first).union(*rest):
                 minus = sum(_passed(accs.get(labels), now) for accs in rest)
                 yield labels, float(_passed(first.get(labels), now) - minus)
+        elif kind is Kind.SUM_DIFF:
+            costs = rest[0]
+            for labels in first.keys() | costs.keys():
+                plus, less = first.get(labels), costs.get(labels)
+                value = (plus.total if plus else 0.0) - (less.total if less else 0.0)
+                if (plus and plus.count) or (less and less.count):
+                    yield labels, rounded(value)
         elif kind is Kind.OLDEST_AGE:
             # reps with no waiting lead drop out of the summary: no series rather than a
             # stale age
@@ -226,6 +231,69 @@ class _Reader:
         if distinct > 0:
             yield (), rounded(total / distinct)
 
+    def _sum_per_count(
+        self, kpi: Kpi, window: WindowBounds | None
+    ) -> Iterator[tuple[Labels, float]]:
+        sums, counts = self.inputs(kpi, window)
+        for labels, acc in counts.items():
+            spent = sums.get(labels)
+            if acc.count > 0 and spent is not None:
+                yield labels, rounded(spent.total / acc.count)
+        if kpi.total and sums:  # no cost recorded: absent, not 0
+            n = sum(acc.count for acc in counts.values())
+            if n > 0:
+                yield (), rounded(sum(acc.total for acc in sums.values()) / n)
+
+    def _attach(self, kpi: Kpi, window: WindowBounds | None) -> Iterator[tuple[Labels, float]]:
+        (pairs,) = self.inputs(kpi, window)
+        wins = _fold(self._accs(kpi.reads[1], window), self.ctx.cap)
+        for (a, b), acc in pairs.items():
+            base = wins.get((a,))
+            if base is not None and base.count > 0 and acc.count > 0:
+                yield (a, b), rounded(acc.count / base.count)
+
+    def _at_start_ratio(
+        self, kpi: Kpi, window: WindowBounds | None
+    ) -> Iterator[tuple[Labels, float]]:
+        exits = self.inputs(kpi, window)[0]
+        live = _fold(_project(kpi.reads[1], kpi, self._accs(kpi.reads[1], None)), self.ctx.cap)
+        # From the window's start to now: a past period (last_month) and the current one.
+        since = [window]
+        if window is not None and window.name.startswith("last_"):
+            current = window.name.removeprefix("last_")
+            since += [w for w in self._windows if w.name == current]
+        came_since, left_since = _Tally(), _Tally()
+        for w in since:
+            exits_in_w, _, entries_in_w = self.inputs(kpi, w)
+            left_since.add(exits_in_w)
+            came_since.add(entries_in_w)
+        for labels in exits.keys() | live.keys():
+            left = exits.get(labels)
+            gone = left.count if left else 0
+            now_active = live[labels].count if labels in live else 0
+            at_start = now_active - came_since.get(labels) + left_since.get(labels)
+            if at_start > 0:
+                yield labels, rounded(gone / at_start)
+
+    def _nps(self, kpi: Kpi, window: WindowBounds | None) -> Iterator[tuple[Labels, float]]:
+        """Per label value (the KPI's one label) and, with ``total``, for all of them."""
+        names = FAMILIES[kpi.reads[0]].labels
+        at, category = names.index(kpi.labels[0]), names.index("category")
+        by_label: dict[Labels, list[int]] = {}  # labels -> [promoters, detractors, answers]
+        team = [0, 0, 0]
+        for labels, acc in _fold(self._accs(kpi.reads[0], window), self.ctx.cap).items():
+            tally = by_label.setdefault((labels[at],), [0, 0, 0])
+            kind = labels[category]
+            for counts in (tally, team):
+                counts[0] += acc.count if kind == "promoter" else 0
+                counts[1] += acc.count if kind == "detractor" else 0
+                counts[2] += acc.count
+        if kpi.total:
+            by_label[()] = team
+        for labels, (promoters, detractors, answers) in by_label.items():
+            if answers > 0:
+                yield labels, rounded(100.0 * (promoters - detractors) / answers)
+
     def _target_ratio(self, kpi: Kpi) -> Iterator[tuple[Labels, float]]:
         targets = self.ctx.targets
         today = self._today
@@ -239,6 +307,32 @@ class _Reader:
             target = targets.get(labels[0])
             if target:
                 yield labels, rounded(count / target)
+
+
+_ValuesOf = Callable[[_Reader, Kpi, "WindowBounds | None"], Iterator[tuple[Labels, float]]]
+# The kinds read by a method of their own (the others: ``_Reader._values``).
+_SPECIAL: dict[Kind, _ValuesOf] = {
+    Kind.PER_DISTINCT: _Reader._per_distinct,
+    Kind.TARGET_RATIO: lambda reader, kpi, _: reader._target_ratio(kpi),
+    Kind.SUM_PER_COUNT: _Reader._sum_per_count,
+    Kind.ATTACH: _Reader._attach,
+    Kind.AT_START_RATIO: _Reader._at_start_ratio,
+    Kind.NPS: _Reader._nps,
+}
+
+
+class _Tally:
+    """Counts by labels, added up over several windows."""
+
+    def __init__(self) -> None:
+        self.by: dict[Labels, int] = {}
+
+    def add(self, accs: dict[Labels, Acc]) -> None:
+        for labels, acc in accs.items():
+            self.by[labels] = self.by.get(labels, 0) + acc.count
+
+    def get(self, labels: Labels) -> int:
+        return self.by.get(labels, 0)
 
 
 def _read_all(

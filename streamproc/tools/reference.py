@@ -24,6 +24,7 @@ _TOPICS = {
     "activity": "Activity",
     "pipeline": "Pipeline and deals",
     "email": "Email",
+    "customers": "Costs, products, customers and NPS (optional business events)",
 }
 _KIND_TEXT = {
     Kind.COUNT: "count",
@@ -52,6 +53,18 @@ def _computed(kpi: Kpi) -> str:
         return f"{reads[0]} today / the rep's daily target"
     if kpi.kind is Kind.PER_DISTINCT:
         return f"sum of {reads[0]} / distinct {reads[1]} series"
+    if kpi.kind is Kind.SUM_PER_COUNT:
+        return f"sum of {reads[0]} / count of {reads[1]}"
+    if kpi.kind is Kind.SUM_DIFF:
+        return f"sum of {reads[0]} - sum of {reads[1]}"
+    if kpi.kind is Kind.ATTACH:
+        return f"{reads[0]} (a, b) / {reads[1]} (a)"
+    if kpi.kind is Kind.AT_START_RATIO:
+        return (
+            f"{reads[0]} / (live {reads[1]} - {reads[2]} in the window + {reads[0]} in the window)"
+        )
+    if kpi.kind is Kind.NPS:
+        return f"100 x (promoters - detractors) / answers of {reads[0]}"
     if kpi.kind is Kind.DEADLINES_PASSED:
         minus = f" minus those of {', '.join(reads[1:])}" if reads[1:] else ""
         return f"deadlines of {reads[0]} passed{minus}"

@@ -27,6 +27,7 @@ __all__ = [
     "LOST_REASONS",
     "SOURCES",
     "STAGE_CHANGED",
+    "History",
     "Rep",
     "SalesTeam",
     "SimEvent",
@@ -99,6 +100,20 @@ WARM_LEADS = 100_000  # at most this many leads pre-fill the pipeline (about a s
 
 
 @dataclass(frozen=True, slots=True)
+class History:
+    """How much past a ``SalesTeam`` keeps (see its docstring)."""
+
+    days: float = 7.0
+    """How far back the quiet team's leads arrive."""
+    leads_per_day: float = 100.0
+    """The quiet team's leads per day (a floor of 8 reps: ~100)."""
+    warm_seconds: float = 3600.0
+    """How deep the pre-fill at the live rate goes (at most)."""
+    pace: float = 1.0
+    """The quiet team's pace (1: a deal takes about a week from the first conversation)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Rep:
     """A sales rep and their habits."""
 
@@ -138,11 +153,14 @@ def _cumulative(weights: Sequence[float]) -> list[float]:
     return out
 
 
-def _make_reps(rng: random.Random, count: int) -> tuple[Rep, ...]:
-    """``count`` reps whose median response spreads from a minute to two hours."""
+def _make_reps(rng: random.Random, count: int, scale: float = 1.0) -> tuple[Rep, ...]:
+    """``count`` reps whose median response spreads from a minute to two hours (times
+    ``scale``)."""
     if count < 1:
         raise ValueError("reps must be >= 1")
-    spread = [60.0 * 120.0 ** (i / (count - 1)) if count > 1 else 600.0 for i in range(count)]
+    spread = [
+        scale * (60.0 * 120.0 ** (i / (count - 1)) if count > 1 else 600.0) for i in range(count)
+    ]
     rng.shuffle(spread)  # the fast rep is not always rep-01
     return tuple(Rep.draw(rng, i, median) for i, median in enumerate(spread))
 
@@ -212,9 +230,12 @@ class _Timeline:
 class _Model:
     """The lead life cycle: who gets the lead, how fast, how far it goes, what it is worth."""
 
-    def __init__(self, settings: Settings, reps: tuple[Rep, ...], pace: float = 1.0) -> None:
+    def __init__(
+        self, settings: Settings, reps: tuple[Rep, ...], pace: float = 1.0, react: float = 1.0
+    ) -> None:
         self.reps = reps
         self.pace = pace
+        self.react = react  # scales the time a reader takes to open an email
         self.rep_cum = _cumulative([r.load for r in reps])
         self.source_cum = _cumulative([s.share for s in SOURCES])
         self.open = [s for s in settings.stages if s not in settings.closed_stages]
@@ -412,7 +433,7 @@ class _Model:
         opened: dict[str, Any] = {"message_id": message_id}
         if rng.random() < 0.5:  # some mail trackers know the sender, some do not
             opened["rep_id"], opened["team_id"] = tl.lead.rep.rep_id, tl.lead.rep.team_id
-        first = sent + _wait(rng, OPEN_MEDIAN, 1.4, 4.0, OPEN_CAP)
+        first = sent + _wait(rng, OPEN_MEDIAN * self.react, 1.4, 4.0, OPEN_CAP * self.react)
         tl.add(first, EMAIL_OPENED, opened if rng.random() < 0.5 else {**opened, "clicked": False})
         if rng.random() < (WARM_CLICK if warm else COLD_CLICK):
             click = first + _wait(rng, CLICK_MEDIAN, 1.0, 2.0, CLICK_CAP)
@@ -526,6 +547,13 @@ class SalesTeam:
     Response times and email opens run in real time (the SLA is in seconds). Later pipeline
     waits (follow-ups, days in a stage) are divided by ``pace``; by default pace grows with the
     rate so that about ``IN_FLIGHT`` deals are open at once (1, realistic days, at low rates).
+
+    With ``history`` (a ``History``), the past is kept instead of dropped: ``past_events()``
+    returns every event before ``start`` of the pre-filled leads (``warm_seconds`` deep at
+    ``rate``) and of a quieter, realistic team (pace 1, ``leads_per_day``) working
+    ``days`` before that, lead-created included, so that a worker fed the past first and
+    then the live events sees whole lives: every deal with its source, every open with its
+    send, every stage entry before its exit.
     """
 
     def __init__(
@@ -541,13 +569,17 @@ class SalesTeam:
         scramble_window: float = 60.0,
         duplicate_ratio: float = 0.02,
         warm_leads: int = WARM_LEADS,
+        history: History | None = None,
+        response_scale: float = 1.0,
     ) -> None:
         if rate <= 0 or (pace is not None and pace <= 0):
             raise ValueError("rate and pace must be > 0")
         self.start = time.time() if start is None else float(start)
         self.seed, self.rate = seed, rate
-        self.reps = _make_reps(random.Random(seed), reps)
-        self._model = _Model(settings, self.reps)
+        self.reps = _make_reps(random.Random(seed), reps, response_scale)
+        self._model = _Model(settings, self.reps, react=response_scale)
+        self._history = history
+        self._past: list[_Entry] = []
         warmup = self._size(pace, warm_leads)
         self._tag = _tag(seed, self.start)
         self._arrivals = random.Random(seed + 1)
@@ -560,6 +592,8 @@ class SalesTeam:
         self._next_idx = 0
         self._next_arrival = self.start - warmup + self._arrivals.expovariate(self.lead_rate)
         with _gc_paused():  # pre-fill: only the parts of lives after start remain
+            if history is not None:
+                self._quiet_team(settings, history)
             self._arrive_until(self.start)
 
     def _size(self, pace: float | None, warm_leads: int) -> float:
@@ -570,7 +604,27 @@ class SalesTeam:
         auto = max(1.0, self.lead_rate * sample.pipeline_seconds / IN_FLIGHT)
         self.pace = self._model.pace = auto if pace is None else pace
         ages = sample if self.pace == 1.0 else _calibrate(self._model, self.seed)
-        return min(ages.age_quantile(WARM_QUANTILE), warm_leads / self.lead_rate)
+        warm = min(ages.age_quantile(WARM_QUANTILE), warm_leads / self.lead_rate)
+        return warm if self._history is None else min(warm, self._history.warm_seconds)
+
+    def _quiet_team(self, settings: Settings, history: History) -> None:
+        """The realistic team before the pre-fill: whole lives, drawn at once."""
+        model = _Model(settings, self.reps, pace=history.pace, react=self._model.react)
+        arrivals = random.Random(self.seed + 2)
+        rate = history.leads_per_day / DAY
+        created = self.start - history.days * DAY
+        for idx in range(10**6):  # bounded: a history is at most a few hundred thousand leads
+            created += arrivals.expovariate(rate)
+            if created >= self.start:
+                break
+            lead = model.arrive(arrivals, -1 - idx, f"lead-{self._tag}-h{idx:06d}", created)
+            self._lives.seed((self.seed << 40) + (1 << 39) + idx)
+            self._schedule(lead, model.first(arrivals, lead) + model.rest(self._lives, lead))
+
+    def past_events(self) -> list[SimEvent]:
+        """With ``history``: every event before ``start``, in time order (once: then gone)."""
+        past, self._past = sorted(self._past, key=itemgetter(0, 1, 2)), []
+        return [_event(ts, n, kind, lead, x) for ts, _, n, kind, lead, x in past]
 
     @classmethod
     def for_rate(
@@ -624,9 +678,12 @@ class SalesTeam:
 
     def _schedule(self, lead: _Lead, raws: list[_Raw]) -> None:
         cursor, idx = self._cursor, lead.idx
+        keep = self._history is not None
         for ts, n, kind, extra in raws:
             if ts >= cursor:
                 self._put((ts, idx, n, kind, lead, extra))
+            elif keep:
+                self._past.append((ts, idx, n, kind, lead, extra))
 
     def _put(self, entry: _Entry) -> None:
         key = int(entry[0])

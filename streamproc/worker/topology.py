@@ -49,7 +49,6 @@ from streamproc.worker.reading import KpiReader
 __all__ = ["Topology", "build_topology"]
 
 log = logging.getLogger(__name__)
-PRUNE_SECONDS = 60.0
 REDIS_ALERT_CHANNEL = "streamproc:alerts"
 
 
@@ -145,7 +144,7 @@ class Topology:
         )
         app.agent(self.partials_topic, name="kpi-partials", concurrency=1)(self._consume_partials)
         app.timer(s.publish_interval_seconds, name="publish-partials")(self.rounds.run)
-        app.timer(PRUNE_SECONDS, name="prune-windows")(self._prune)
+        app.timer(s.prune_interval_seconds, name="prune-windows")(self._prune)
         app.timer(s.alert_check_interval_seconds, name="sla-watch")(self._check_alerts)
         self.leads_table.on_recover(self._on_recovered)
         connect(app.on_partitions_revoked, self._on_revoked)

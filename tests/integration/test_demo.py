@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,38 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
-def test_demo_shows_contact_attempts_and_stops_cleanly(tmp_path: Path) -> None:
+def _by(samples: dict, name: str, label: str) -> dict[str, list[float]]:  # type: ignore[type-arg]
+    """Values of metric ``name`` grouped by one label's value."""
+    out: dict[str, list[float]] = {}
+    for (metric, labels), value in samples.items():
+        if metric == name:
+            out.setdefault(dict(labels).get(label, ""), []).append(value)
+    return out
+
+
+def _assert_a_real_sales_floor(samples: dict) -> None:  # type: ignore[type-arg]
+    """What a sales manager sees on first open: ranges a real team has (the demo used to
+    show every won deal under source="unknown", open ratios of 0.04 and conversions of 1)."""
+    won = _by(samples, "sales_deals_won", "source")
+    assert sum(sum(v) for v in won.values()) >= 20, won
+    assert "unknown" not in won, f"won deals without a source: {won['unknown']}"
+    assert len(won) >= 4, "deals won from several sources"
+    opens = [v for v in _by(samples, "sales_email_open_ratio", "window").get("today", [])]
+    assert len(opens) >= 4 and all(0.1 < v < 0.9 for v in opens), opens
+    conversions = _by(samples, "sales_stage_conversion_ratio", "window")["today"]
+    assert all(0 < v <= 1 for v in conversions) and min(conversions) < 0.9, conversions
+    win = _by(samples, "sales_win_ratio", "window")["7d"]
+    assert all(0 < v < 1 for v in win), win
+    targets = _by(samples, "sales_activity_target_ratio", "rep")
+    assert len(targets) == 8, "a target per rep: the leaderboard is not empty"
+    assert all(0.05 < v[0] < 3 for v in targets.values()), targets
+    waiting = sum(sum(v) for v in _by(samples, "sales_leads_awaiting_contact", "rep").values())
+    assert 5 <= waiting <= 400, waiting
+
+
+def test_demo_starts_from_a_plausible_history_goes_live_and_stops_cleanly(
+    tmp_path: Path,
+) -> None:
     port = free_port()
     marker = f"STREAMPROC_WEB_PORT={port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
@@ -39,25 +71,31 @@ def test_demo_shows_contact_attempts_and_stops_cleanly(tmp_path: Path) -> None:
     env["TMPDIR"] = str(tmp_path)
     out = (tmp_path / "demo.out").open("wb")
     demo = subprocess.Popen(
-        [sys.executable, "-m", "streamproc", "demo", "--rate", "40"],
+        [sys.executable, "-m", "streamproc", "demo"],
         cwd=tmp_path,
         env=env,
         stdout=out,
         stderr=subprocess.STDOUT,
     )
+    metrics = f"http://127.0.0.1:{port}/metrics"
     try:
+        wait_until(lambda: metrics in (tmp_path / "demo.out").read_text(), timeout=90)
+        with urllib.request.urlopen(metrics, timeout=5) as r:
+            first_look = parse_samples(r.read().decode())
+        _assert_a_real_sales_floor(first_look)
 
-        def attempts() -> float:
-            import urllib.request
+        def live() -> bool:  # the team goes on after its history: new leads come in
+            with urllib.request.urlopen(metrics, timeout=5) as r:
+                now = parse_samples(r.read().decode())
+            created = [
+                sum(_by(s, "sales_leads_created", "window")["1h"]) for s in (first_look, now)
+            ]
+            return created[1] > created[0]
 
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
-                samples = parse_samples(r.read().decode())
-            return sum(v for (name, _), v in samples.items() if name == "sales_contact_attempts")
-
-        assert wait_until(attempts, timeout=60, interval=1.0) > 0
+        wait_until(live, timeout=30, interval=1.0)
         text = (tmp_path / "demo.out").read_text()
-        assert f"http://127.0.0.1:{port}/metrics" in text
-        assert len(_processes_with(marker)) >= 2  # the worker and the simulator
+        assert "history read [" in text and "100%" in text, "a progress bar for the history"
+        assert _processes_with(marker), "the worker runs"
         demo.send_signal(signal.SIGINT)  # Ctrl-C
         assert demo.wait(30) == 0
     finally:

@@ -178,11 +178,29 @@ def expected(window_labels: bool = True) -> dict[tuple[str, tuple[tuple[str, str
         put("sales_deals_won", 1, window=w, rep="r2", source="facebook")  # L3
         put("sales_deals_won", 1, window=w, rep="r2", source="referral")  # L4
         put("sales_revenue_won", 13000.0, window=w, rep="r2")  # 5000 + 8000
+        # no segment given: both in "default"; no cost recorded: profit is the revenue
+        put("sales_customer_revenue", 13000.0, window=w, segment="default")
+        put("sales_customer_profit", 13000.0, window=w, segment="default")
         put("sales_deals_lost", 1, window=w, rep="r1", reason="price")  # L5
         put("sales_win_ratio", 0.5, window=w, source="facebook")  # L3 won, L5 lost
         put("sales_win_ratio", 1.0, window=w, source="referral")  # L4 won
         put("sales_rep_win_ratio", 1.0, window=w, rep="r2")  # L3, L4 won
         put("sales_rep_win_ratio", 0.0, window=w, rep="r1")  # L5 lost
+        put("sales_new_customers", 1, window=w, rep="r2", source="facebook")  # L3 (L4 existing)
+        # first connected attempt: L3 call (won), L4 sms (won), L5 never (lost)
+        put("sales_channel_win_ratio", 1.0, window=w, channel="call")
+        put("sales_channel_win_ratio", 1.0, window=w, channel="sms")
+        put("sales_channel_win_ratio", 0.0, window=w, channel="none")
+        # entry of an open stage to the next attempt or move: contacted L1 47->40 420 s;
+        # qualified L1 40->30 600, L3 37->10 1620, L5 14->12 120; proposal L4 25->5 1200
+        # (L1's proposal, L2's negotiation and L10's proposal: no activity since)
+        for q, c, qu, p in (("0.5", 420.0, 600.0, 1200.0), ("0.9", 420.0, 1416.0, 1200.0)):
+            put("sales_stage_response_time_seconds", c, window=w, stage="contacted", quantile=q)
+            put("sales_stage_response_time_seconds", qu, window=w, stage="qualified", quantile=q)
+            put("sales_stage_response_time_seconds", p, window=w, stage="proposal", quantile=q)
+        put("sales_stage_response_time_avg_seconds", 420.0, window=w, stage="contacted")
+        put("sales_stage_response_time_avg_seconds", 780.0, window=w, stage="qualified")
+        put("sales_stage_response_time_avg_seconds", 1200.0, window=w, stage="proposal")
         put("sales_revenue_per_rep", 6500.0, window=w)  # 13000 / {r1, r2}
         put("sales_upsell_ratio", 0.5, window=w)  # L4 of L3, L4
         put("sales_emails_sent", 1, window=w, rep="r1")
