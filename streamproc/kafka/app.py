@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 import faust
 
 from streamproc.config import Settings
+from streamproc.kafka.assignor import install as install_assignor
 from streamproc.kafka.security import faust_credentials
 from streamproc.kafka.transport import install as install_transport
 
@@ -38,6 +39,7 @@ class _Topic(faust.Topic):
 
 def create_app(settings: Settings) -> faust.App:
     install_transport(idempotent_producer=settings.producer_idempotence)
+    install_assignor()
     # Other workers call this URL (/kpis fan-out): a wildcard bind is reached by host name.
     wildcard = settings.web_host in ("0.0.0.0", "::")
     host = socket.gethostname() if wildcard else settings.web_host
