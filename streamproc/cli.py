@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from streamproc.config import Settings, load_settings
-from streamproc.engine.windows import RETENTION_SECONDS
 from streamproc.exceptions import StreamprocError
 
 __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("streamproc")
-DEMO_HISTORY_DAYS = round(RETENTION_SECONDS / 86400 - 0.1, 1)
-"""The demo's past: just within the retention (older events count as late, in no window)."""
+DEMO_HISTORY_DAYS = 62.0
+"""The demo's past: two months, so this month's and last month's boards have values."""
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:

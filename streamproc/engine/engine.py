@@ -41,14 +41,25 @@ from streamproc.exceptions import InvalidEvent
 SCAN_CHUNK = 2000  # leads scanned for eviction between two chances for the event loop
 DeadMark = tuple[str, int, int]  # (source topic, partition, offset) of a dead-lettered message
 
-__all__ = ["CUSTOMERS", "BatchResult", "DeadLetterItem", "DeadMark", "Engine", "RawMessage"]
+__all__ = [
+    "CUSTOMERS",
+    "BatchResult",
+    "DeadLetterItem",
+    "DeadMark",
+    "Engine",
+    "MessageKind",
+    "RawMessage",
+]
 
 CUSTOMERS: Literal["customers"] = "customers"  # the kind of the internal customers topic
 Forward = tuple[str, bytes]  # (customer key, message) for the internal customers topic
 
 
+MessageKind = EventKind | BusinessKind | Literal["customers"]
+
+
 class RawMessage(NamedTuple):
-    kind: EventKind | BusinessKind | Literal["customers"]
+    kind: MessageKind
     topic: str
     partition: int
     offset: int
@@ -142,6 +153,12 @@ class Engine:
         # a seek back, messages can be applied out of offset order, so a per-partition
         # "highest offset" would pass over one not dead-lettered yet.
         self.dead_marks: set[DeadMark] = set()
+        # Per input topic of each partition: the latest event time read and the wall time of
+        # its last message. A backfill reads its four topics at different speeds: a lead is
+        # not forgotten while one of its partition's topics is behind its last event (what is
+        # still to come may be part of its life, e.g. the lead-created carrying its source).
+        self.reached: dict[tuple[int, EventKind], tuple[float, float]] = {}
+        self.reading_since: dict[int, float] = {}  # partition -> wall time of its first event
 
     # --- batches -------------------------------------------------------------------------
 
@@ -167,6 +184,7 @@ class Engine:
                 result.count(msg.topic, "invalid")
                 self._dead_letter(msg, exc.reason, result)
                 continue
+            self._mark_read(msg.partition, kind, event.ts, now)
             lead_id = event.lead_id
             lead = self.leads.get(lead_id)
             if lead is None:
@@ -233,7 +251,8 @@ class Engine:
         key = cost_key(event) if isinstance(event, CostRecorded) else event.customer_id
         row = {"event": [key, event.event_id, event_row(event)]}
         result.forward.append((key, orjson.dumps(row)))
-        result.count(msg.topic, "forwarded")
+        # accepted; a repeat is found (and changes nothing) where its customer is kept
+        result.count(msg.topic, "processed")
 
     def _dead_letter(self, msg: RawMessage, reason: str, result: BatchResult) -> None:
         """Once per message: a replay after a crash does not dead-letter it again."""
@@ -325,9 +344,10 @@ class Engine:
                 yield None
 
     def evict(self, now: float, candidates: Iterable[str | None] | None = None) -> list[LeadState]:
-        """Forget leads that can no longer change a KPI: every event past retention and no
-        live fact (not waiting, no open deal), or live but silent for the open-lead
-        retention (stale: it leaves the live gauges). Returns them, for the changelog.
+        """Forget leads that can no longer change a KPI: every event past retention, no live
+        fact (not waiting, no open deal) and nothing of its life still to be read (see
+        ``_more_may_come``); or silent for the open-lead retention (stale: it leaves the
+        live gauges). Returns them, for the changelog.
         ``candidates``: the leads to look at (``eviction_candidates``), default all."""
         cutoff = now - RETENTION_SECONDS
         stale = now - self.settings.open_lead_retention_days * 86400
@@ -338,9 +358,12 @@ class Engine:
             lead = self.leads.get(lead_id) if lead_id is not None else None
             if lead is None or lead.last_ts >= cutoff:
                 continue
+            fresh = lead.last_ts >= stale  # not silent for the open-lead retention
+            if fresh and self._more_may_come(lead, now):
+                continue
             with lead.reading():
                 facts = self.deriver.all_facts(lead)
-            if lead.last_ts >= stale and any(f[2] is None for f in facts):
+            if fresh and any(f[2] is None for f in facts):
                 continue
             part = self.partitions.get(lead.partition)
             if part is not None:
@@ -351,6 +374,29 @@ class Engine:
             del self.leads[lead.lead_id]
             gone.append(lead)
         return gone
+
+    def _mark_read(self, partition: int, kind: EventKind, ts: float, now: float) -> None:
+        mark = (partition, kind)
+        got = self.reached.get(mark)
+        self.reached[mark] = (ts if got is None or ts > got[0] else got[0], now)
+        if partition not in self.reading_since:
+            self.reading_since[partition] = now
+
+    def _more_may_come(self, lead: LeadState, now: float) -> bool:
+        """Whether an input topic of the lead's partition is still being read and has not
+        reached the lead's last event (or not delivered at all yet): more of its life may
+        come. A topic silent for a whole prune interval (``STREAMPROC_PRUNE_INTERVAL_SECONDS``,
+        60 s) is idle, not behind: the consumer fetches every assigned partition in turn,
+        each within a second or so while it has a backlog."""
+        idle, partition = self.settings.prune_interval_seconds, lead.partition
+        for kind in EventKind:
+            got = self.reached.get((partition, kind))
+            if got is None:
+                if now - self.reading_since.get(partition, now) < idle:
+                    return True
+            elif got[0] < lead.last_ts and now - got[1] < idle:
+                return True
+        return False
 
 
 class _CustomerBatch:
@@ -381,9 +427,8 @@ class _CustomerBatch:
             if isinstance(change, Deal)
             else customer.add_event(change[0], change[1])
         )
-        if applied:
+        if applied:  # not counted as input: its input was counted where it arrived
             self.changed[key] = customer
-        result.count(msg.topic, "processed" if applied else "duplicate")
 
     def finish(self, result: BatchResult) -> None:
         facts = self.engine.customer_facts

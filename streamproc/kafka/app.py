@@ -37,12 +37,15 @@ class _Topic(faust.Topic):
         super()._on_published(fut, message=message, producer=producer, state=state)
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings, **web: Any) -> faust.App:
+    """The worker's Faust app; ``web``: more ``faust.App`` settings of its web server (TLS,
+    middlewares: ``serving.web_security``)."""
     install_transport(idempotent_producer=settings.producer_idempotence)
     install_assignor()
     # Other workers call this URL (/kpis fan-out): a wildcard bind is reached by host name.
     wildcard = settings.web_host in ("0.0.0.0", "::")
     host = socket.gethostname() if wildcard else settings.web_host
+    scheme = "https" if settings.web_tls_certfile else "http"
     return faust.App(
         settings.app_id,
         broker=settings.broker_url,
@@ -79,10 +82,11 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=host,
-        canonical_url=f"http://{host}:{settings.web_port}",
+        canonical_url=f"{scheme}://{host}:{settings.web_port}",
         web_in_thread=False,
         topic_allow_declare=True,
         Topic=_Topic,
+        **web,
     )
 
 

@@ -72,7 +72,9 @@ class EventProducer:
         topic = self._topics.get(kind)
         if topic is None:
             topic = self._topics[kind] = self._settings.topic(kind)
-        return await self.send_raw(topic, event["lead_id"], orjson.dumps(event))
+        # a lead's events by lead, a customer's by customer (spec/business-events.md)
+        key = event.get("lead_id") or event.get("customer_id") or event["event_id"]
+        return await self.send_raw(topic, key, orjson.dumps(event))
 
     async def send_raw(
         self, topic: str, key: str | bytes | None, value: bytes | None

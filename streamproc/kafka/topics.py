@@ -158,8 +158,8 @@ def _created(topic_errors: Iterable[tuple[object, ...]]) -> list[str]:
 async def check_topics(settings: Settings) -> frozenset[str]:
     """Raise ``TopicsError`` (one line) if an input topic is missing or counts differ.
 
-    Returns the optional business topics that exist (none unless the internal customers
-    topic exists too: without it their events could not reach their customers)."""
+    Returns the optional topics that exist: the internal customers topic, and with it the
+    business topics (without it their events could not reach their customers)."""
     names = topic_names(settings)
     async with _admin(settings) as admin:
         counts = await _partition_counts(admin)
@@ -181,7 +181,7 @@ async def check_topics(settings: Settings) -> frozenset[str]:
         )
     if problems:
         raise TopicsError("; ".join([*problems, _fix(present, settings.partitions)]))
-    return business if names.customers in counts else frozenset()
+    return business | {names.customers} if names.customers in counts else frozenset()
 
 
 def _fix(present: dict[str, int], wanted: int) -> str:

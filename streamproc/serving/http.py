@@ -20,6 +20,7 @@ from streamproc.engine.windows import WINDOWS
 from streamproc.exceptions import WebPortBusy
 from streamproc.kpis.catalogue import KPIS
 from streamproc.kpis.compute import Sample
+from streamproc.serving.web_security import WebSecurity
 
 PEER_TIMEOUT_SECONDS = 3.0
 
@@ -66,7 +67,7 @@ def check_web_port(settings: Settings) -> None:
             ) from None
 
 
-def register_routes(app: faust.App, topology: Served) -> None:
+def register_routes(app: faust.App, topology: Served, security: WebSecurity) -> None:
 
     @app.page("/metrics")
     async def metrics(web: View, request: Request) -> Response:
@@ -103,7 +104,7 @@ def register_routes(app: faust.App, topology: Served) -> None:
         ]
         if local:
             return web.json({"kpis": rows})
-        body = await fan_out(app, rows, query)
+        body = await fan_out(app, rows, query, security)
         return web.json(body)
 
 
@@ -149,14 +150,14 @@ def matches(row: dict[str, Any], query: dict[str, str]) -> bool:
 
 
 async def fan_out(
-    app: faust.App, rows: list[dict[str, Any]], query: dict[str, str]
+    app: faust.App, rows: list[dict[str, Any]], query: dict[str, str], security: WebSecurity
 ) -> dict[str, Any]:
     """Every series is owned by exactly one worker: ask the others for theirs and merge."""
     own = str(app.conf.canonical_url).rstrip("/")
     peers = sorted({str(url).rstrip("/") for url in app.router.tables_metadata()} - {own})
     errors: list[str] = []
     results = await asyncio.gather(
-        *(_peer(app, url, query) for url in peers), return_exceptions=True
+        *(_peer(app, url, query, security) for url in peers), return_exceptions=True
     )
     for url, result in zip(peers, results, strict=True):
         if isinstance(result, BaseException):
@@ -167,10 +168,16 @@ async def fan_out(
     return {"kpis": rows, "workers": 1 + len(peers), "complete": not errors, "errors": errors}
 
 
-async def _peer(app: faust.App, url: str, query: dict[str, str]) -> list[dict[str, Any]]:
+async def _peer(
+    app: faust.App, url: str, query: dict[str, str], security: WebSecurity
+) -> list[dict[str, Any]]:
     params = {**query, "local": "1"}
     timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_SECONDS)
-    async with app.http_client.get(f"{url}/kpis", params=params, timeout=timeout) as r:
+    headers, context = security.peer_headers(), security.peer_ssl()
+    get = app.http_client.get(
+        f"{url}/kpis", params=params, timeout=timeout, headers=headers, ssl=context or True
+    )
+    async with get as r:
         r.raise_for_status()
         body = await r.json()
     return list(body["kpis"])

@@ -80,8 +80,9 @@ def _run(
         pace=DEMO_PACE,
         history=history,
         response_scale=DEMO_RESPONSE_SCALE,
+        outcomes=True,
     )
-    past = team.past_events()
+    past = team.invoices() + team.past_events()
     with EmbeddedBroker(free_port(), log_path=workdir / "broker.log") as broker:
         update: dict[str, Any] = {"broker_url": broker.url, "data_dir": workdir / "data"}
         if not settings.activity_targets:  # the leaderboard needs targets: the team's pace
@@ -91,7 +92,10 @@ def _run(
         worker_log = workdir / "worker.log"
         with _child(demo, ["worker"], worker_log) as worker:
             _wait_ready(demo, worker, worker_log, stop)
-            _backfill(demo, past, worker, worker_log, stop)
+            if not stop[0]:
+                _backfill(demo, past, worker, worker_log, stop)
+            if stop[0]:  # Ctrl-C before the team went live
+                return
             with _LiveTeam(demo, team) as live:
                 _banner(demo, broker.url, workdir)
                 _summaries(demo, {"worker": (worker, worker_log)}, live, stop)

@@ -18,6 +18,7 @@ from statistics import NormalDist
 from typing import Any, NamedTuple, TypeAlias
 
 from streamproc.config import Settings
+from streamproc.tools.outcomes import OUTCOME_KINDS, LeadOutcomes, monthly_invoices
 
 __all__ = [
     "CONTACT_ATTEMPTED",
@@ -231,9 +232,15 @@ class _Model:
     """The lead life cycle: who gets the lead, how fast, how far it goes, what it is worth."""
 
     def __init__(
-        self, settings: Settings, reps: tuple[Rep, ...], pace: float = 1.0, react: float = 1.0
+        self,
+        settings: Settings,
+        reps: tuple[Rep, ...],
+        pace: float = 1.0,
+        react: float = 1.0,
+        outcomes: bool = False,
     ) -> None:
         self.reps = reps
+        self.outcomes = outcomes  # segments, products, NPS and churn (``tools.outcomes``)
         self.pace = pace
         self.react = react  # scales the time a reader takes to open an email
         self.rep_cum = _cumulative([r.load for r in reps])
@@ -272,6 +279,8 @@ class _Model:
             created["existing_customer"] = lead.existing
         if ar.random() < 0.65:
             created["estimated_value"] = lead.estimate
+        if self.outcomes:
+            created |= LeadOutcomes(lead.lead_id, lead.existing).created_fields(lead.existing)
         stage = {"from_stage": None, "to_stage": self.open[0]}
         return [
             (lead.created, 0, LEAD_CREATED, created),
@@ -370,7 +379,15 @@ class _Model:
             move["deal_value"] = round(base * rng.uniform(0.85, 1.05), -1)
         if rng.random() < 0.1:
             move["win_probability"] = 1.0
+        if not self.outcomes:
+            tl.add(ts, STAGE_CHANGED, move)
+            return
+        lead = tl.lead
+        outcomes = LeadOutcomes(lead.lead_id, lead.existing)
+        move["products"] = outcomes.products()
         tl.add(ts, STAGE_CHANGED, move)
+        for at, kind, fields in outcomes.after_win(ts, lead.rep.close_skill, self.pace):
+            tl.add(at, kind, fields)
 
     def _close_lost(self, tl: _Timeline, ts: float, before: str, reason: str) -> None:
         move: dict[str, Any] = {"from_stage": before, "to_stage": self.lost, "lost_reason": reason}
@@ -445,6 +462,8 @@ class _Model:
 def _event(ts: float, n: int, kind: str, lead: _Lead, extra: dict[str, Any] | None) -> SimEvent:
     """The contract's JSON object of one raw event."""
     lead_id = lead.lead_id
+    if kind in OUTCOME_KINDS:  # no lead or rep fields: the customer's, in extra
+        return kind, {"event_id": f"{lead_id}.{n}", "occurred_at": rfc3339(ts), **(extra or {})}
     event: dict[str, Any] = {
         "event_id": f"{lead_id}.{n}",
         "occurred_at": rfc3339(ts),
@@ -571,13 +590,14 @@ class SalesTeam:
         warm_leads: int = WARM_LEADS,
         history: History | None = None,
         response_scale: float = 1.0,
+        outcomes: bool = False,
     ) -> None:
         if rate <= 0 or (pace is not None and pace <= 0):
             raise ValueError("rate and pace must be > 0")
         self.start = time.time() if start is None else float(start)
         self.seed, self.rate = seed, rate
         self.reps = _make_reps(random.Random(seed), reps, response_scale)
-        self._model = _Model(settings, self.reps, react=response_scale)
+        self._model = _Model(settings, self.reps, react=response_scale, outcomes=outcomes)
         self._history = history
         self._past: list[_Entry] = []
         warmup = self._size(pace, warm_leads)
@@ -609,7 +629,13 @@ class SalesTeam:
 
     def _quiet_team(self, settings: Settings, history: History) -> None:
         """The realistic team before the pre-fill: whole lives, drawn at once."""
-        model = _Model(settings, self.reps, pace=history.pace, react=self._model.react)
+        model = _Model(
+            settings,
+            self.reps,
+            pace=history.pace,
+            react=self._model.react,
+            outcomes=self._model.outcomes,
+        )
         arrivals = random.Random(self.seed + 2)
         rate = history.leads_per_day / DAY
         created = self.start - history.days * DAY
@@ -625,6 +651,16 @@ class SalesTeam:
         """With ``history``: every event before ``start``, in time order (once: then gone)."""
         past, self._past = sorted(self._past, key=itemgetter(0, 1, 2)), []
         return [_event(ts, n, kind, lead, x) for ts, _, n, kind, lead, x in past]
+
+    def invoices(self) -> list[SimEvent]:
+        """With outcomes: last month's and this month's costs, recorded at ``start``."""
+        if not self._model.outcomes:
+            return []
+        per_day = {src.name: self.lead_rate * DAY * src.share for src in SOURCES}
+        if self._history is not None:  # the quiet team brings the leads of most of a month
+            per_day = {name: self._history.leads_per_day * src.share
+                       for name, src in ((s.name, s) for s in SOURCES)}  # fmt: skip
+        return monthly_invoices(self.start, per_day, self.seed)
 
     @classmethod
     def for_rate(

@@ -88,6 +88,7 @@ async def run_simulation(
         pace=DEMO_PACE if history is not None else None,
         history=history,
         response_scale=DEMO_RESPONSE_SCALE if history is not None else 1.0,
+        outcomes=True,
     )
     log.info(
         "simulating %d reps at %.1f events/s (%.2f leads/s, pace %.0f) to %s",
@@ -111,7 +112,7 @@ async def _past_then_live(
     step: float,
     log_every: float,
 ) -> int:
-    sent = await send_past(team.past_events(), producer, stream=sys.stderr)
+    sent = await send_past(team.invoices() + team.past_events(), producer, stream=sys.stderr)
     return sent + await run_team(team, producer, duration, stop, step=step, log_every=log_every)
 
 

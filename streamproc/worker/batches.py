@@ -11,18 +11,54 @@ import faust
 from aiorwlock import RWLock
 from faust.types import Message, RecordMetadata
 
-from streamproc.contract.events import EventKind
 from streamproc.contract.outputs import DeadLetter
-from streamproc.engine.engine import BatchResult, DeadLetterItem, DeadMark, Engine, RawMessage
+from streamproc.engine.customer import CustomerState
+from streamproc.engine.engine import (
+    BatchResult,
+    DeadLetterItem,
+    DeadMark,
+    Engine,
+    MessageKind,
+    RawMessage,
+)
 from streamproc.engine.lead import LeadState
 from streamproc.serving.alerts import AlertPublisher
 from streamproc.serving.prometheus import ProcessorMetrics
+from streamproc.state.customer_log import CustomerLog
 from streamproc.state.lead_log import LeadLog
 from streamproc.worker.acks import ack_applied, current
 
-__all__ = ["EventBatches"]
+__all__ = ["CustomerFlow", "EventBatches"]
 
 log = logging.getLogger(__name__)
+
+
+class CustomerFlow:
+    """Where a batch's customer messages go: the business events and won deals to the
+    internal customers topic, the changed customers to their changelog."""
+
+    def __init__(
+        self, topic: faust.TopicT, customer_log: CustomerLog, business: frozenset[str]
+    ) -> None:
+        self.topic = topic
+        self.log = customer_log
+        self.business = business  # their partitions are not the leads': no durable mark
+        self.unwritten: dict[str, CustomerState] = {}
+
+    async def send(self, result: BatchResult) -> list[Awaitable[RecordMetadata]]:
+        """Queue the messages for the customers; the caller awaits them before any ack (a
+        crash before: the batch is read again, and its customers' duplicates change nothing)."""
+        return [
+            await self.topic.send(key=key.encode(), value=value) for key, value in result.forward
+        ]
+
+    async def write(self, result: BatchResult) -> None:
+        self.unwritten.update((c.customer_id, c) for c in result.changed_customers)
+        await self.log.write(list(self.unwritten.values()))
+        self.unwritten.clear()
+
+    def keep_only(self, active: set[int]) -> None:
+        self.unwritten = {k: c for k, c in self.unwritten.items() if c.partition in active}
 
 
 class EventBatches:
@@ -32,13 +68,14 @@ class EventBatches:
         self,
         app: faust.App,
         engine: Engine,
-        kinds: dict[str, EventKind],
+        kinds: dict[str, MessageKind],
         lead_log: LeadLog,
         alerts: AlertPublisher,
         metrics: ProcessorMetrics,
         dead_letter_topic: faust.TopicT,
         state_lock: RWLock,
         ready: Callable[[], bool],
+        customers: CustomerFlow | None = None,
     ) -> None:
         self.app = app
         self.engine = engine
@@ -49,6 +86,7 @@ class EventBatches:
         self.dead_letter_topic = dead_letter_topic
         self.state_lock = state_lock
         self.ready = ready
+        self.customers = customers
         # Changed by a batch whose changelog write failed: read again, that batch changes
         # nothing (its events are duplicates now), so these go with the next write, and
         # nothing is acked before they are written.
@@ -85,11 +123,18 @@ class EventBatches:
         self._count(result, raw)
         self.unwritten.update((lead.lead_id, lead) for lead in result.changed)
         self.unwritten_marks.update(result.dead_marks)
-        # Dead letters delivered first: only then is their mark (with the leads) made durable.
+        # Dead letters delivered first: only then is their mark (with the leads) made durable;
+        # the customers' messages too, before the leads that sent them are.
         dead = [await self._dead_letter(item) for item in result.dead_letters]
-        await asyncio.gather(*dead)
+        flow = self.customers
+        forwarded = await flow.send(result) if flow is not None else []
+        await asyncio.gather(*dead, *forwarded)
         written = list(self.unwritten.values())
-        await self.lead_log.write(written, self.unwritten_marks)
+        marks = self.unwritten_marks
+        if flow is not None:
+            marks = {mark for mark in marks if mark[0] not in flow.business}
+            await flow.write(result)
+        await self.lead_log.write(written, marks)
         self.unwritten.clear()
         self.unwritten_marks.clear()
         await self.alerts.after_change(result.changed, now)
@@ -101,6 +146,8 @@ class EventBatches:
         """What moved away unwritten had no event of it acked: its new owner reads them again."""
         self.unwritten = {k: v for k, v in self.unwritten.items() if v.partition in active}
         self.unwritten_marks = {m for m in self.unwritten_marks if m[1] in active}
+        if self.customers is not None:
+            self.customers.keep_only(active)
 
     def forget(self, leads: Iterable[LeadState]) -> None:
         """Evicted leads: their tombstone is the last word, not an earlier state."""

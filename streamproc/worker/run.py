@@ -12,6 +12,7 @@ from streamproc.kafka.security import describe
 from streamproc.kafka.topics import check_topics, wait_for_broker
 from streamproc.runtime.heap import freeze_after_full_collections, start_heap_trimmer
 from streamproc.serving.http import check_web_port
+from streamproc.serving.web_security import WebSecurity
 from streamproc.state.disk import lock_data_dir
 from streamproc.worker.topology import build_topology
 
@@ -21,22 +22,24 @@ log = logging.getLogger(__name__)
 BROKER_WAIT_SECONDS = 24 * 3600.0  # a worker outlives a broker that is slow to come up
 
 
-async def preflight(settings: Settings, broker_wait: float = BROKER_WAIT_SECONDS) -> None:
+async def preflight(settings: Settings, broker_wait: float = BROKER_WAIT_SECONDS) -> frozenset[str]:
     """Refuse a busy web port, wait for the broker, then refuse topics that are missing or not
-    co-partitioned: each error is one line saying what to do."""
+    co-partitioned: each error is one line saying what to do. Returns the optional topics
+    present (``check_topics``)."""
     check_web_port(settings)
     log.info("Kafka %s: %s", settings.broker_hosts, describe(settings))
+    log.info("HTTP on port %d: %s", settings.web_port, WebSecurity(settings).describe())
     await wait_for_broker(settings, timeout=broker_wait)
-    await check_topics(settings)
+    return await check_topics(settings)
 
 
 def run_worker(settings: Settings) -> None:
     """Block running one worker until SIGTERM/SIGINT (Faust's worker stops gracefully)."""
     _lock = lock_data_dir(settings.data_dir)  # held until the process exits
-    asyncio.run(preflight(settings))
+    optional = asyncio.run(preflight(settings))
     freeze_after_full_collections()
     start_heap_trimmer()
     asyncio.set_event_loop(asyncio.new_event_loop())
-    topology = build_topology(settings)
+    topology = build_topology(settings, optional=optional)
     worker = faust.Worker(topology.app, loglevel=settings.log_level.upper())
     worker.execute_from_commandline()

@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry
 
 from streamproc.business_hours import SlaClock
 from streamproc.config import Settings
-from streamproc.contract.events import EventKind
+from streamproc.contract.events import BusinessKind, EventKind
 from streamproc.contract.outputs import Alert
-from streamproc.engine.engine import Engine
+from streamproc.engine.engine import CUSTOMERS, Engine, MessageKind
 from streamproc.engine.facts import FactDeriver
 from streamproc.engine.sla_watch import AlertWatch
 from streamproc.kafka.app import Table, connect, create_app, store_of, take_events
@@ -39,10 +39,12 @@ from streamproc.serving.prometheus import LagCollector, ProcessorMetrics
 from streamproc.serving.sinks.base import Sink
 from streamproc.serving.sinks.metric_topics import MetricTopicsSink
 from streamproc.serving.sinks.redis_snapshot import RedisSnapshotSink
+from streamproc.serving.web_security import WebSecurity
+from streamproc.state.customer_log import CustomerLog, decode_recovered_customers
 from streamproc.state.lead_log import LeadLog, decode_recovered
 from streamproc.state.rollup_log import LEADS_PER_ROUND, Recovered, RollupLog
 from streamproc.state.store import STORE_URL, DiskStore, register_store
-from streamproc.worker.batches import EventBatches
+from streamproc.worker.batches import CustomerFlow, EventBatches
 from streamproc.worker.partials import PartialsIntake, PublishRounds
 from streamproc.worker.reading import KpiReader
 
@@ -55,20 +57,37 @@ REDIS_ALERT_CHANNEL = "streamproc:alerts"
 class Topology:
     """Everything one worker runs; ``build_topology`` creates it, ``worker.run`` starts it."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CollectorRegistry | None = None,
+        optional: frozenset[str] = frozenset(),
+    ) -> None:
         self.settings = settings
         self.names = topic_names(settings)
-        self.app = app = create_app(settings)
+        self.web_security = WebSecurity(settings)
+        self.app = app = create_app(settings, **self.web_security.app_options())
         register_store()
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.metrics = ProcessorMetrics.create(self.registry)
         self.registry.register(LagCollector(self.consumer_lag))
-        self.kinds = {self.names.inputs[k]: EventKind(k) for k in self.names.inputs}
+        self.lead_topics = frozenset(self.names.inputs.values())
+        self.kinds: dict[str, MessageKind] = {
+            self.names.inputs[k]: EventKind(k) for k in self.names.inputs
+        }
+        # The optional topics that exist (``check_topics``): customers only with them.
+        self.with_customers = self.names.customers in optional
+        business = {t: BusinessKind(k) for k, t in self.names.business.items() if t in optional}
+        if self.with_customers:
+            self.kinds.update(business)
+            self.kinds[self.names.customers] = CUSTOMERS
         self.leads_table = self._table("leads")
         self.partials_table = self._table("partials")
+        self.customers_table = self._table("customers") if self.with_customers else None
         self.sla_clock = SlaClock(settings.business_hours)
         deriver = FactDeriver(settings, due=self.sla_clock.due)
-        self.engine = Engine(settings, store_of(self.leads_table), deriver)
+        customers = store_of(self.customers_table) if self.customers_table is not None else None
+        self.engine = Engine(settings, store_of(self.leads_table), deriver, customers)
         self.events_topic = self._topic(*self.kinds)
         self.partials_topic = self._topic(self.names.partials)
         self.metric_topics = {name: self._topic(name) for name in self.names.metrics.values()}
@@ -96,6 +115,7 @@ class Topology:
             self._topic(self.names.dead_letter),
             self.state_lock,
             self._ready,
+            self._customer_flow(frozenset(business)),
         )
         view = PartialsView(settings.partitions)
         self.reader = KpiReader(
@@ -113,6 +133,12 @@ class Topology:
 
     def _ready(self) -> bool:
         return self.ready
+
+    def _customer_flow(self, business: frozenset[str]) -> CustomerFlow | None:
+        if self.customers_table is None:
+            return None
+        topic = self._topic(self.names.customers)
+        return CustomerFlow(topic, CustomerLog(self.customers_table), business)
 
     def _table(self, name: str) -> Table:
         # Raw bytes on the changelog; the engine keeps decoded objects in the same store,
@@ -230,8 +256,9 @@ class Topology:
     # --- rebalances ------------------------------------------------------------------------
 
     def active_partitions(self) -> set[int]:
-        """The input partitions assigned to this worker."""
-        return self._active(self.kinds)
+        """The lead topics' partitions assigned to this worker (the internal customers
+        topic's are the same numbers; the business topics' are theirs alone)."""
+        return self._active(self.lead_topics)
 
     def _active(self, topics: Iterable[str]) -> set[int]:
         wanted = set(topics)
@@ -259,6 +286,7 @@ class Topology:
         found = Recovered()
         found.take(self.engine.leads)  # the rollups first: they are no lead states
         self.engine.dead_marks |= decode_recovered(self.engine.leads)
+        decode_recovered_customers(self.engine.customers)
         active = self.active_partitions()
         self.engine.keep_only(active)
         self.rollup_log.keep_only(active)
@@ -298,7 +326,12 @@ class Topology:
         return self.reader.owned_samples(now)
 
 
-def build_topology(settings: Settings, registry: CollectorRegistry | None = None) -> Topology:
-    topology = Topology(settings, registry)
-    register_routes(topology.app, topology)
+def build_topology(
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    optional: frozenset[str] = frozenset(),
+) -> Topology:
+    """The worker's topology; ``optional``: the optional topics present (``check_topics``)."""
+    topology = Topology(settings, registry, optional)
+    register_routes(topology.app, topology, topology.web_security)
     return topology

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import subprocess
 import sys
 import threading
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from streamproc.tools.net import free_port, wait_port
 from streamproc.tools.sales_team import rfc3339
 from tests.support.harness import wait_until
+from tests.support.prometheus import Prometheus
 from tests.support.scenario import Scenario, noon_zone
 
 pytestmark = pytest.mark.integration
@@ -40,48 +36,6 @@ def _real_values(expr: str) -> str:
     return expr.replace('rep=~".*"', 'rep=~"r1|r2"').replace(
         'source=~".*"', 'source=~"referral|webinar"'
     )
-
-
-class Prometheus:
-    def __init__(self, workdir: Path, target: str) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            pytest.fail("prometheus missing: the README's test command installs Debian's package")
-        self.port = free_port()
-        config = workdir / "prometheus.yml"
-        rules = ROOT / "prometheus" / "rules" / "streamproc-alerts.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            f"rule_files: ['{rules}']\n"
-            "scrape_configs:\n"
-            f"  - job_name: streamproc\n    static_configs: [{{targets: ['{target}']}}]\n"
-        )
-        self.log = (workdir / "prometheus.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={workdir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_port("127.0.0.1", self.port, timeout=30)
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(
-            {"query": expr}
-        )
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            body = orjson.loads(resp.read())
-        assert body["status"] == "success", body
-        return body["data"]["result"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(15)
-        self.log.close()
 
 
 def _trickle(producer, settings, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]

@@ -7,49 +7,26 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
-from streamproc.config import Settings, child_env
+from streamproc.config import Settings
 from streamproc.tools.sales_team import history
 from tests.conftest import TlsBroker
-from tests.support.harness import WorkerProcess, wait_until
+from tests.support.harness import (
+    WorkerProcess,
+    event_counts,
+    leads_created_7d,
+    run_cli,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "kafka-Pa55-never-shown"
-
-
-def _cli(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamproc", *args],
-        env=child_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _counts(worker: WorkerProcess) -> dict[str, float]:
-    out: Counter[str] = Counter()
-    for (name, labels), value in worker.samples().items():
-        if name == "streamproc_events_total":
-            out[dict(labels)["outcome"]] += value
-    return dict(out)
-
-
-def _leads_7d(worker: WorkerProcess) -> float:
-    return sum(
-        value
-        for (name, labels), value in worker.samples().items()
-        if name == "sales_leads_created" and dict(labels).get("window") == "7d"
-    )
 
 
 def test_worker_and_commands_through_mutual_tls(
@@ -59,28 +36,28 @@ def test_worker_and_commands_through_mutual_tls(
     tmp_path: Path,
 ) -> None:
     settings = settings_factory(**tls_broker.settings())
-    created = _cli(settings, "topics", "create", "--wait", "20")
+    created = run_cli(settings, "topics", "create", "--wait", "20")
     assert created.returncode == 0, created.stderr
     assert "topics created: " + settings.topic("lead-created") in created.stderr
 
     events = list(history(settings, 300, 30, 2 * 86400.0, reps=4, seed=11))
     path = tmp_path / "history.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps({"type": k, "event": e}) for k, e in events) + b"\n")
-    replayed = _cli(settings, "replay", "--no-progress", str(path))
+    replayed = run_cli(settings, "replay", "--no-progress", str(path))
     assert replayed.returncode == 0, replayed.stderr
     assert "300 lines, 300 events sent" in replayed.stderr
 
     worker = worker_factory(settings)
     assert f"Kafka 127.0.0.1:{tls_broker.port}: SSL, CA file" in worker.log()
-    wait_until(lambda: _counts(worker).get("processed") == 300, timeout=60)
-    assert _leads_7d(worker) == sum(1 for kind, _ in events if kind == "lead-created")
+    wait_until(lambda: event_counts(worker).get("processed") == 300, timeout=60)
+    assert leads_created_7d(worker) == sum(1 for kind, _ in events if kind == "lead-created")
 
-    simulated = _cli(settings, "simulate", "--rate", "40", "--duration", "3", "--seed", "5")
+    simulated = run_cli(settings, "simulate", "--rate", "40", "--duration", "3", "--seed", "5")
     assert simulated.returncode == 0, simulated.stderr
     sent = int(re.findall(r"simulation sent (\d+) events", simulated.stderr)[-1])
     assert sent > 60
-    wait_until(lambda: _counts(worker).get("processed") == 300 + sent, timeout=60)
-    assert _counts(worker) == {"processed": 300.0 + sent}  # nothing invalid, nothing twice
+    wait_until(lambda: event_counts(worker).get("processed") == 300 + sent, timeout=60)
+    assert event_counts(worker) == {"processed": 300.0 + sent}  # nothing invalid, nothing twice
 
 
 def _one_line_failure(done: subprocess.CompletedProcess[str], *names: str) -> str:
@@ -119,14 +96,14 @@ def test_a_missing_client_certificate_stops_topics_create_with_one_line(
     tls_broker: TlsBroker, settings_factory: Callable[..., Settings]
 ) -> None:
     overrides = {**tls_broker.settings(), "kafka_ssl_certfile": None, "kafka_ssl_keyfile": None}
-    done = _cli(settings_factory(**overrides), "topics", "create", "--wait", "20")
+    done = run_cli(settings_factory(**overrides), "topics", "create", "--wait", "20")
     _one_line_failure(done, "STREAMPROC_KAFKA_SSL_CERTFILE", f"broker 127.0.0.1:{tls_broker.port}")
 
 
 def test_plaintext_against_the_tls_port_is_one_line(
     tls_broker: TlsBroker, settings_factory: Callable[..., Settings]
 ) -> None:
-    done = _cli(settings_factory(broker_url=tls_broker.url), "replay", "--create-topics", "-")
+    done = run_cli(settings_factory(broker_url=tls_broker.url), "replay", "--create-topics", "-")
     _one_line_failure(done, "STREAMPROC_KAFKA_SECURITY_PROTOCOL=PLAINTEXT", "speaks TLS")
 
 
@@ -144,5 +121,5 @@ def test_a_sasl_login_the_broker_refuses_never_shows_the_password(
     }
     settings = settings_factory(**{**tls_broker.settings(), **sasl})
     for args in (["topics", "create", "--wait", "20"], ["simulate", "--duration", "2"]):
-        done = _cli(settings, *args)
+        done = run_cli(settings, *args)
         _one_line_failure(done, "STREAMPROC_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")

@@ -15,8 +15,9 @@ import orjson
 
 from streamproc.config import Settings
 from streamproc.contract.events import BusinessKind, EventKind
-from streamproc.engine.engine import CUSTOMERS, Engine, RawMessage
+from streamproc.engine.engine import Engine, RawMessage
 from streamproc.engine.windows import WindowBounds, WindowClock
+from tests.support.truth import process_all
 
 Event = tuple[str, dict[str, Any]]  # (kind, event)
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -277,21 +278,4 @@ class EngineRun:
         )
 
     def feed(self, messages: list[RawMessage], now: float, batch: int = 1000) -> None:
-        pending = list(messages)
-        while pending:
-            chunk, pending = pending[:batch], pending[batch:]
-            result = self.engine.process(chunk, now)
-            for key, value in result.forward:
-                self.offset += 1
-                part = zlib.crc32(key.encode()) % self.partitions
-                pending.append(
-                    RawMessage(
-                        CUSTOMERS,
-                        self.settings.topic("internal.customers"),
-                        part,
-                        self.offset,
-                        key.encode(),
-                        value,
-                        None,
-                    )
-                )
+        process_all(self.engine, messages, now, batch, self.partitions)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import os
 import signal
+import ssl
+import subprocess
 import sys
 import time
 import urllib.error
@@ -65,7 +68,18 @@ class WorkerProcess:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.web_port}"
+        scheme = "https" if self.settings.web_tls_certfile else "http"
+        return f"{scheme}://127.0.0.1:{self.settings.web_port}"
+
+    def _credentials(self) -> dict[str, str]:
+        """The worker's own credentials (``STREAMPROC_WEB_AUTH_*``), as Prometheus sends them."""
+        s = self.settings
+        if s.web_auth_token is not None:
+            return {"Authorization": f"Bearer {s.web_auth_token.get_secret_value()}"}
+        if s.web_auth_username is not None and s.web_auth_password is not None:
+            pair = f"{s.web_auth_username}:{s.web_auth_password.get_secret_value()}"
+            return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+        return {}
 
     def start(self) -> WorkerProcess:
         self._log = self.log_path.open("ab")
@@ -74,9 +88,19 @@ class WorkerProcess:
         self.proc = spawn_child(argv, self._log, env)
         return self
 
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    def get(
+        self, path: str, timeout: float = 5.0, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """GET over HTTPS (trusting ``STREAMPROC_WEB_TLS_CAFILE``) when the worker serves it,
+        with the worker's credentials unless ``headers`` are given."""
+        request = urllib.request.Request(
+            self.base_url + path, headers=self._credentials() if headers is None else headers
+        )
+        context = None
+        if self.settings.web_tls_certfile is not None:
+            context = ssl.create_default_context(cafile=self.settings.web_tls_cafile)
         try:
-            with urllib.request.urlopen(self.base_url + path, timeout=timeout) as resp:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
@@ -200,3 +224,35 @@ def vm_rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise ValueError(f"no VmRSS for pid {pid}")
+
+
+def run_cli(
+    settings: Settings, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``streamproc ARGS`` in a child process that sees exactly ``settings``."""
+    return subprocess.run(
+        [sys.executable, "-m", "streamproc", *args],
+        env=child_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def event_counts(worker: WorkerProcess) -> dict[str, float]:
+    """``streamproc_events_total`` of a worker by outcome."""
+    out: dict[str, float] = defaultdict(float)
+    for (name, labels), value in worker.samples().items():
+        if name == "streamproc_events_total":
+            out[dict(labels)["outcome"]] += value
+    return dict(out)
+
+
+def leads_created_7d(worker: WorkerProcess) -> float:
+    """``sales_leads_created{window="7d"}`` summed over its other labels."""
+    return sum(
+        value
+        for (name, labels), value in worker.samples().items()
+        if name == "sales_leads_created" and dict(labels).get("window") == "7d"
+    )

@@ -212,6 +212,7 @@ def expected(window_labels: bool = True) -> dict[tuple[str, tuple[tuple[str, str
         put("sales_email_click_ratio", 1.0, window=w, rep="r1")
         put("sales_email_open_ratio", 1.0, window=w, rep="r2")
         put("sales_email_click_ratio", 0.0, window=w, rep="r2")
+    put("sales_customers_active", 2, segment="default")  # L3 and L4: won, new customers
     put("sales_leads_awaiting_contact", 1, rep="r2", source="webinar")  # L6
     put("sales_leads_awaiting_contact", 1, rep="r1", source="referral")  # L7
     put("sales_leads_awaiting_contact", 1, rep="r3", source="referral")  # L10, 8 days

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -9,7 +10,7 @@ import orjson
 
 from streamproc.config import Settings
 from streamproc.contract.events import EventKind
-from streamproc.engine.engine import Engine, RawMessage
+from streamproc.engine.engine import CUSTOMERS, BatchResult, Engine, RawMessage
 from streamproc.kpis.compute import (
     ReadContext,
     Sample,
@@ -47,7 +48,7 @@ class Truth:
                     None,
                 )
             )
-        self.engine.process(batch, now)
+        process_all(self.engine, batch, now)
 
     def kpis(self, now: float) -> dict[SeriesKey, float]:
         samples = engine_samples(self.engine, now)
@@ -58,6 +59,24 @@ class Truth:
                 labels["window"] = s.window.name
             out[(s.metric, frozenset(labels.items()))] = s.value
         return out
+
+
+def process_all(
+    engine: Engine, messages: list[RawMessage], now: float, batch: int = 1000, partitions: int = 1
+) -> list[BatchResult]:
+    """Process the messages as a worker would: what the engine forwards to the internal
+    customers topic comes back to it (partition by key over ``partitions``) in a later batch."""
+    pending, results, offset = list(messages), [], 0
+    topic = engine.settings.topic("internal.customers")
+    while pending:
+        chunk, pending = pending[:batch], pending[batch:]
+        result = engine.process(chunk, now)
+        results.append(result)
+        for key, value in result.forward:
+            offset += 1
+            part = zlib.crc32(key.encode()) % partitions
+            pending.append(RawMessage(CUSTOMERS, topic, part, offset, key.encode(), value, None))
+    return results
 
 
 def engine_samples(engine: Engine, now: float, owners_only: bool = False) -> list[Sample]:

@@ -109,8 +109,11 @@ class Outage:
     def down(self) -> bool:
         return self.state == "down"
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, hint: str = "") -> None:
+        """``hint``: what to check, for a failure that waiting will not cure."""
         self.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if hint:
+            self.error += f": {hint}"
         if self.state != "down":
             self._log.warning(
                 "%s unavailable, retrying in the background: %s", self.target, self.error

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Gauge
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
 from streamproc.config import Settings
 from streamproc.contract.outputs import series_key
@@ -27,7 +27,7 @@ from streamproc.runtime.heap import json_to_keep
 from streamproc.runtime.slices import run_in_slices
 from streamproc.serving.sinks.base import Backoff, Outage, rfc3339, stop_task
 
-__all__ = ["KEY_PREFIX", "Owns", "RedisSnapshotSink", "canonical_labels"]
+__all__ = ["KEY_PREFIX", "Owns", "RedisSnapshotSink", "canonical_labels", "redis_security"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,34 @@ def _stored_labels(raw: bytes) -> dict[str, str] | None:
     return None
 
 
+def redis_security(settings: Settings) -> dict[str, Any]:
+    """redis-py's connection options for the credentials and TLS files of the settings (a
+    ``rediss://`` URL turns TLS on; its CA is the system's unless a CA file is set)."""
+    options: dict[str, Any] = {}
+    if settings.redis_username is not None:
+        options["username"] = settings.redis_username
+    if settings.redis_password is not None:
+        options["password"] = settings.redis_password.get_secret_value()
+    if settings.redis_ssl_cafile is not None:
+        options["ssl_ca_certs"] = str(settings.redis_ssl_cafile)
+    if settings.redis_ssl_certfile is not None and settings.redis_ssl_keyfile is not None:
+        options["ssl_certfile"] = str(settings.redis_ssl_certfile)
+        options["ssl_keyfile"] = str(settings.redis_ssl_keyfile)
+    return options
+
+
+def _hint(exc: BaseException) -> str:
+    """The settings to check for a failure that waiting will not cure."""
+    text = str(exc).lower()
+    if isinstance(exc, AuthenticationError) or "noauth" in text or "wrongpass" in text:
+        return "check STREAMPROC_REDIS_USERNAME and STREAMPROC_REDIS_PASSWORD"
+    if "certificate verify failed" in text:
+        return "check STREAMPROC_REDIS_SSL_CAFILE (the CA that signed Redis' certificate)"
+    if "wrong version number" in text or "record layer failure" in text:
+        return "Redis does not speak TLS there: check rediss:// in STREAMPROC_REDIS_URL"
+    return ""
+
+
 def _safe_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
@@ -106,6 +134,7 @@ class RedisSnapshotSink:
         backoff: Backoff | None = None,
     ) -> None:
         self._url = settings.redis_url
+        self._settings = settings
         self._owns = owns
         self._gauge = redis_up_gauge
         self._prefix = key_prefix
@@ -142,6 +171,7 @@ class RedisSnapshotSink:
             return
         self._client = aioredis.Redis.from_url(
             self._url,
+            **redis_security(self._settings),
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,
             # Our own loop retries with backoff; redis-py's retries would only delay that.
@@ -199,7 +229,7 @@ class RedisSnapshotSink:
             try:
                 await self._cycle(self._client)
             except _ERRORS as exc:
-                self._outage.failed(exc)
+                self._outage.failed(exc, _hint(exc))
                 self._need_full = True  # Redis may come back empty: re-sync everything
                 delay, failed = self._backoff.next(), True
                 continue
@@ -311,5 +341,5 @@ class RedisSnapshotSink:
                 await self._client.publish(channel, payload)
             except _ERRORS as exc:
                 self._alerts_dropped += 1
-                self._outage.failed(exc)
+                self._outage.failed(exc, _hint(exc))
                 self._need_full = True

@@ -13,7 +13,7 @@ from streamproc.engine.engine import Engine, RawMessage
 from streamproc.engine.windows import PERIODS
 from streamproc.kpis.compute import split_samples
 from tests.support.scenario import Scenario, expected, noon_zone
-from tests.support.truth import engine_samples
+from tests.support.truth import engine_samples, process_all
 
 SCENARIO = Scenario()
 SETTINGS = Settings(
@@ -46,7 +46,7 @@ def _kpis(
     engine = Engine(SETTINGS, {})
     now = SCENARIO.now + 1
     for start in range(0, len(messages), batch):
-        engine.process(messages[start : start + batch], now)
+        process_all(engine, messages[start : start + batch], now)
     samples = engine_samples(engine, now, owners_only)
     out = {}
     for s in samples:

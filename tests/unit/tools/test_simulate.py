@@ -325,3 +325,77 @@ async def test_run_simulation_stops_on_event(settings: Settings) -> None:
     stop.set()
     count = await asyncio.wait_for(task, 10.0)  # a bound, not a speed test
     assert count == len(fake.sent) and fake.flushed
+
+
+# --- a team with its past (the demo's history) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def with_past(settings: Settings) -> tuple[SalesTeam, list[SimEvent], list[SimEvent]]:
+    """A team at 4 events/s with 3 days of past; its past and its first 10 live minutes."""
+    from streamproc.tools.sales_team import History
+
+    team = SalesTeam.for_rate(
+        settings,
+        4.0,
+        seed=9,
+        start=START,
+        pace=150.0,
+        response_scale=0.1,
+        history=History(days=3, leads_per_day=96, warm_seconds=1800, pace=10),
+    )
+    past = team.past_events()
+    live = team.events_between(START, START + 600)
+    return team, past, live
+
+
+def test_the_past_is_whole_lives_before_the_start(with_past, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    team, past, live = with_past
+    assert team.past_events() == [], "taken once"
+    times = [ts(e) for _, e in past]
+    assert times == sorted(times) and max(times) < START <= min(ts(e) for _, e in live)
+    assert START - 3 * 86400 <= min(times) < START - 2.9 * 86400
+    for kind, event in past[:2000]:
+        check_event(settings, kind, event)
+    created = {e["lead_id"] for k, e in past if k == "lead-created"}
+    # every lead of the past and of the live minutes (but those born live) has its creation
+    assert {e["lead_id"] for _, e in past} == created
+    born_live = {e["lead_id"] for k, e in live if k == "lead-created"}
+    assert {e["lead_id"] for _, e in live} <= created | born_live
+    # every open has its send, every close its source: what the demo's boards need
+    sent = {e["message_id"] for k, e in past if k == "contact-attempted" and "message_id" in e}
+    opened = {e["message_id"] for k, e in past if k == "email-opened"}
+    assert opened <= sent and 0.2 < len(opened) / len(sent) < 0.8
+    closes = Counter(
+        e["to_stage"] for k, e in past if k == "stage-changed" and e["to_stage"] in ("won", "lost")
+    )
+    assert closes["won"] >= 10 and closes["lost"] >= closes["won"]
+
+
+def test_the_past_does_not_change_the_live_events(settings: Settings) -> None:
+    """Same seed and start, with or without the past: the same live team (and determinism)."""
+    from streamproc.tools.sales_team import History
+
+    def first_minutes(history: History | None) -> list[SimEvent]:
+        team = SalesTeam.for_rate(settings, 4.0, seed=2, start=START, pace=150.0, history=history)
+        return [e for e in team.events_between(START, START + 300) if "-h" not in e[1]["lead_id"]]
+
+    plain = first_minutes(None)
+    assert plain and first_minutes(History(days=1, warm_seconds=10**6)) == plain
+
+
+async def test_run_simulation_with_history_sends_the_past_first(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeProducer()
+    began = time.time()
+    count = await run_simulation(
+        settings, rate=20.0, reps=4, seed=1, duration=0.5, producer=fake, history_days=2.0
+    )
+    times = [ts(ev) for _, ev in fake.sent]
+    past = [t for t in times if t < began]
+    assert count == len(fake.sent) and len(past) > 500
+    assert times[: len(past)] == sorted(past), "the past first, in time order"
+    assert min(past) >= began - 2 * 86400 - 5
+    assert past[-1] < began <= min(times[len(past) :])
+    assert "history [" in capsys.readouterr().err, "with a progress bar"

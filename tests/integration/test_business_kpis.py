@@ -1,0 +1,140 @@
+"""The business outcome KPIs end to end: an external confluent-kafka producer, the real broker
+(tansu), real workers; the issue's scenario by hand, with hostile variants dead-lettered, on
+one worker, on two scraped together, and after a SIGKILL and a take-over."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from streamproc.config import Settings
+from streamproc.engine.windows import WindowClock
+from streamproc.kpis.catalogue import KPIS
+from streamproc.tools.net import free_port
+from tests.support.business import BusinessScenario, SeriesKey, is_customer_metric, key_of
+from tests.support.harness import WorkerProcess, combined, select, wait_until
+from tests.support.scenario import noon_zone
+
+pytestmark = pytest.mark.integration
+
+WHEN = "2024-05-06T09:30:00Z"
+# Each new event's hostile variants: dead-lettered, the worker healthy, no KPI changed.
+HOSTILE: list[tuple[str, dict[str, Any]]] = [
+    ("cost-recorded", {"amount": -5, "category": "marketing"}),
+    (
+        "cost-recorded",
+        {
+            "amount": 5,
+            "category": "marketing",
+            "period_start": "2024-06-01T00:00:00Z",
+            "period_end": "2024-05-01T00:00:00Z",
+        },
+    ),
+    ("nps-responded", {"customer_id": "CUST-A", "score": 11}),
+    ("customer-churned", {"customer_id": "CUST-A", "revenue_lost": -1}),
+    (
+        "stage-changed",
+        {
+            "lead_id": "G1",
+            "rep_id": "r1",
+            "to_stage": "won",
+            "products": [{"product_id": "crm"}] * 10_000,
+        },
+    ),
+]
+
+
+def _settings(settings_factory: Callable[..., Settings], now: float) -> Settings:
+    return settings_factory(timezone=noon_zone(now), partitions=3)
+
+
+def _scenario(settings: Settings) -> BusinessScenario:
+    clock = WindowClock(ZoneInfo(settings.timezone), settings.fiscal_year_start_month)
+    return BusinessScenario(time.time(), clock)
+
+
+def _produce(producer: Producer, scenario: BusinessScenario, settings: Settings) -> None:
+    for kind, event in scenario.events:
+        producer.produce(settings.topic(kind), key=key_of(kind, event), value=orjson.dumps(event))
+    for kind, event in scenario.events[::4]:  # a quarter sent twice
+        producer.produce(settings.topic(kind), key=key_of(kind, event), value=orjson.dumps(event))
+    for i, (kind, fields) in enumerate(HOSTILE):
+        event = {"event_id": f"hostile-{i}", "occurred_at": WHEN} | fields
+        producer.produce(settings.topic(kind), key=key_of(kind, event), value=orjson.dumps(event))
+    assert producer.flush(10) == 0
+
+
+def _kpis(samples: dict[Any, float]) -> dict[SeriesKey, float]:
+    return {
+        (name, tuple(sorted(labels))): value
+        for (name, labels), value in samples.items()
+        if is_customer_metric(name)
+    }
+
+
+def _differences(workers: list[WorkerProcess], truth: dict[SeriesKey, float]) -> dict[str, Any]:
+    total, _ = combined(workers)
+    got = _kpis(total)
+    wrong = {
+        k: (got.get(k), v) for k, v in truth.items() if got.get(k) != pytest.approx(v, abs=1e-5)
+    }
+    extra = sorted(set(got) - set(truth))
+    return {"wrong (got, want)": wrong, "extra": extra} if wrong or extra else {}
+
+
+def _settle(workers: list[WorkerProcess], truth: dict[SeriesKey, float], timeout: float) -> None:
+    with contextlib.suppress(TimeoutError):  # the assertion below says what differs
+        wait_until(lambda: not _differences(workers, truth), timeout=timeout)
+    assert not _differences(workers, truth)
+
+
+def _outcomes(workers: list[WorkerProcess]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for worker in workers:
+        for (_, labels), value in select(worker.samples(), "streamproc_events_total").items():
+            key = dict(labels)["outcome"]
+            out[key] = out.get(key, 0) + value
+    return out
+
+
+def test_the_issue_scenario_on_one_worker_with_hostile_input_dead_lettered(
+    settings_factory, make_topics, worker_factory, kafka_producer
+) -> None:
+    settings = _settings(settings_factory, time.time())
+    scenario = _scenario(settings)
+    make_topics(settings)
+    worker = worker_factory(settings)
+    _produce(kafka_producer(), scenario, settings)
+    _settle([worker], scenario.expected(), timeout=40)
+    outcome = _outcomes([worker])
+    assert outcome["invalid"] == len(HOSTILE)
+    assert worker.get("/healthz")[0] == 200
+
+
+def test_two_workers_then_a_sigkill_and_a_take_over(
+    settings_factory, make_topics, worker_factory, kafka_producer
+) -> None:
+    settings = _settings(settings_factory, time.time())
+    scenario = _scenario(settings)
+    make_topics(settings)
+    first = worker_factory(settings, ready=False)
+    second = worker_factory(settings.model_copy(update={"web_port": free_port()}), ready=False)
+    first.wait_ready()
+    second.wait_ready()
+    _produce(kafka_producer(), scenario, settings)
+    truth = scenario.expected()
+    _settle([first, second], truth, timeout=60)
+    exporters = combined([first, second])[1]
+    whole = {
+        k: n for k, n in exporters.items() if is_customer_metric(k[0]) and not KPIS[k[0]].split
+    }
+    assert whole and set(whole.values()) == {1}, whole  # each whole series by its owner alone
+    first.kill()
+    _settle([second], truth, timeout=90)
