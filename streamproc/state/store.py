@@ -119,12 +119,22 @@ class DiskStore(memory.Store[Any, Any]):
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         """Load the partitions that became active from disk, after the worker's own
-        rebalance handlers (they see only what it held before) and before the table's
-        recovery callbacks (they decode what was loaded)."""
+        rebalance handlers (they see only what it held before) and before any table's
+        recovery callbacks (they decode what was loaded): Faust completes the tables one
+        after the other, each with its callbacks, so the first to complete loads them all."""
         await super().on_recovery_completed(active_tps, standby_tps)
+        for table in self.app.tables.values():
+            store = table.data
+            if isinstance(store, DiskStore):
+                store.load_active(active_tps)
+
+    def load_active(self, active_tps: set[TP]) -> None:
+        """Load from disk the active partitions not in memory yet; unload the others."""
         actives = self._partitions(active_tps)
         for p in self._loaded - actives:
             self._unload(p)
+        if not actives - self._loaded:
+            return
         started = time.monotonic()
         loaded = sum(self._load(p) for p in sorted(actives - self._loaded))
         log.info(
