@@ -73,6 +73,7 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
             seed=args.seed,
             duration=args.duration,
             stop=None,
+            targets=True,
             history_days=args.history_days,
         )
     )
@@ -90,6 +91,23 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         dry_run=args.dry_run,
         create=args.create_topics,
     )
+
+
+def _cmd_targets(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc.tools.targets import delete_target, list_targets, set_target
+
+    rep = getattr(args, "rep", None)
+    if args.action == "set":
+        asyncio.run(set_target(settings, args.measure, args.period, rep, args.value))
+        log.info("target set: %s %s %s = %s", args.measure, args.period, rep or "team", args.value)
+    elif args.action == "delete":
+        asyncio.run(delete_target(settings, args.measure, args.period, rep))
+        log.info("target deleted: %s %s %s", args.measure, args.period, rep or "team")
+    else:
+        targets = asyncio.run(list_targets(settings))
+        for (measure, period, who), value in sorted(targets.items()):
+            print(f"{measure}\t{period}\t{who or '*'}\t{value:g}")  # noqa: T201 - the output
+    return 0
 
 
 _BENCH_VALUES = (
@@ -262,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--create-topics", action="store_true", help="create missing topics")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     replay.set_defaults(run=_cmd_replay)
+    _targets_parser(sub)
     _bench_parser(sub)
     schemas = _command(sub, "schemas", "write the JSON Schemas of the events and outputs", reads="")
     schemas.add_argument("--out", default="schemas", help="directory to write them into")
@@ -270,6 +289,33 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "settings", "print every setting: its variable, default and current value"
     ).set_defaults(run=_cmd_settings)
     return parser
+
+
+def _targets_parser(sub: Any) -> None:
+    from streamproc.contract.targets import MEASURES, TARGET_PERIODS
+
+    targets = _command(
+        sub,
+        "targets",
+        "set, list and delete the targets (quotas) on the topic sales.targets",
+        "Every worker applies a change within seconds, without a restart. Measures: "
+        f"{', '.join(MEASURES)}; periods: {', '.join(TARGET_PERIODS)} (day: the today "
+        "window). Without --rep, the team's target.",
+    )
+    actions = targets.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, summary in (("set", "set or change a target"), ("delete", "remove a target")):
+        parser = _command(actions, action, summary)
+        parser.add_argument("--measure", required=True, choices=MEASURES, help="what is counted")
+        parser.add_argument(
+            "--period", required=True, choices=tuple(TARGET_PERIODS), help="over which period"
+        )
+        parser.add_argument("--rep", default=None, help="a rep id (unset: the team)")
+        if action == "set":
+            parser.add_argument("value", type=float, help="the target, a positive number")
+        parser.set_defaults(run=_cmd_targets)
+    _command(actions, "list", "print the targets in force, one a line").set_defaults(
+        run=_cmd_targets
+    )
 
 
 def _bench_parser(sub: Any) -> None:

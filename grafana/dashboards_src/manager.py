@@ -13,9 +13,11 @@ from .panels import (
     PanelBuilder,
     Query,
     big_stat,
+    choice,
     finish,
     leaderboard,
     links,
+    merged_table,
     section,
     trend,
     variable,
@@ -27,6 +29,8 @@ UID = "sales-manager"
 W = 'window="$window"'
 R = 'rep=~"$rep"'
 S = 'source=~"$source"'
+P = 'window="$period"'  # the calendar period picked (month, quarter, year)
+LAST = 'window="last_$period"'  # the one before it, whole
 NEUTRAL = [(None, "blue")]
 SHARE = [(None, "red"), (0.5, "orange"), (0.8, "green")]
 
@@ -267,8 +271,293 @@ def _email() -> list[PanelBuilder]:
     ]
 
 
+def _costs() -> list[PanelBuilder]:
+    by_source = f'{W}, {S}, source!=""'  # the team's series has no source label
+    return [
+        leaderboard(
+            "Cost per lead by source",
+            [
+                Query(
+                    f"sort_desc(max by (source) (sales_cost_per_lead{{{by_source}}}))", "{{source}}"
+                )
+            ],
+            CURRENCY_UNIT,
+            NEUTRAL,
+            "Marketing cost / leads created in the window, by the source the cost bought.",
+        ),
+        leaderboard(
+            "Cost per new customer by source",
+            [
+                Query(
+                    f"sort_desc(max by (source) (sales_cost_per_new_customer{{{by_source}}}))",
+                    "{{source}}",
+                )
+            ],
+            CURRENCY_UNIT,
+            NEUTRAL,
+            "Marketing cost / new customers won in the window (cost per conversion).",
+        ),
+        big_stat(
+            "Cost per lead, team",
+            [Query(f'max(sales_cost_per_lead{{{W}, source=""}})')],
+            CURRENCY_UNIT,
+            NEUTRAL,
+            "All marketing cost / all leads created in the window.",
+            height=5,
+        ),
+        big_stat(
+            "Cost per new customer, team",
+            [Query(f'max(sales_cost_per_new_customer{{{W}, source=""}})')],
+            CURRENCY_UNIT,
+            NEUTRAL,
+            "All marketing cost / all new customers won in the window.",
+            height=5,
+        ),
+    ]
+
+
+def _customers() -> list[PanelBuilder]:
+    return [
+        merged_table(
+            "Winning product combinations",
+            [
+                Query(f"sort_desc(sum by (product_a, product_b) (sales_product_pair_wins{{{W}}}))"),
+                Query(f"max by (product_a, product_b) (sales_product_attach_ratio{{{W}}})"),
+            ],
+            {
+                "product_a": "Product A",
+                "product_b": "Product B",
+                "Value #A": "Won together",
+                "Value #B": "Attach ratio (A -> B)",
+            },
+            "The busiest pairs of products won in one deal, and of the deals won with A, the "
+            "share that also had B.",
+        ),
+        trend(
+            "Active and churned customers by segment",
+            [
+                Query("sum by (segment) (sales_customers_active)", "{{segment}} active"),
+                Query(f"sum by (segment) (sales_customers_churned{{{W}}})", "{{segment}} churned"),
+            ],
+            "none",
+            "Live: customers won and not churned since; churn events in the window.",
+        ),
+        leaderboard(
+            "Churn ratio by segment",
+            [Query(f"sort_desc(max by (segment) (sales_churn_ratio{{{W}}}))", "{{segment}}")],
+            "percentunit",
+            [(None, "green"), (0.03, "orange"), (0.1, "red")],
+            "Customers churned in the window / customers active at its start.",
+            maximum=1,
+        ),
+        leaderboard(
+            "Profit by segment",
+            [Query(f"sort_desc(sum by (segment) (sales_customer_profit{{{W}}}))", "{{segment}}")],
+            CURRENCY_UNIT,
+            [(None, "red"), (0, "green")],
+            "Revenue won - costs of the segment and its customers, in the window.",
+        ),
+        big_stat(
+            "NPS, team",
+            [Query(f'max(sales_nps_score{{{W}, rep=""}})')],
+            "none",
+            [(None, "red"), (0, "orange"), (30, "green")],
+            "% promoters - % detractors of the answers in the window, -100 to 100.",
+            width=8,
+            height=10,
+        ),
+        leaderboard(
+            "NPS answers: promoters, passives, detractors",
+            [
+                Query(
+                    f"sum by (category) (sales_nps_responses{{{W}}}) "
+                    f"/ scalar(sum(sales_nps_responses{{{W}}}))",
+                    "{{category}}",
+                )
+            ],
+            "percentunit",
+            NEUTRAL,
+            "The three shares of the answers in the window (promoters 9-10, passives 7-8, "
+            "detractors 0-6).",
+            width=12,
+            maximum=1,
+        ),
+        leaderboard(
+            "NPS by rep",
+            [Query(f'sort_desc(max by (rep) (sales_nps_score{{{W}, {R}, rep!=""}}))', "{{rep}}")],
+            "none",
+            [(None, "red"), (0, "orange"), (30, "green")],
+            "NPS of the answers about each rep's customers (the rep of the first won deal).",
+            width=12,
+        ),
+    ]
+
+
+def _this_vs_last(metric: str, by: str = "") -> list[Query]:
+    """The period picked and the one before it, side by side."""
+    group = f" by ({by})" if by else ""
+    name = f"{{{{{by}}}}} " if by else ""
+    return [
+        Query(f"sum{group} ({metric}{{{P}, {R}}})", f"{name}this $period"),
+        Query(f"sum{group} ({metric}{{{LAST}, {R}}})", f"{name}last $period"),
+    ]
+
+
+def _win_ratio(window: str) -> str:
+    """Won / (won + lost) of the reps picked: from the split counts, exact over workers."""
+    won = f"sum(sales_deals_won{{{window}, {R}}})"
+    return f"{won} / ({won} + sum(sales_deals_lost{{{window}, {R}}}))"
+
+
+def _mean_response(window: str) -> str:
+    """The reps' mean response time, weighted by their first contacts."""
+    contacts = f"sum by (rep) (sales_first_contacts{{{window}, {R}}})"
+    per_rep = f"max by (rep) (sales_response_time_avg_seconds{{{window}, {R}}})"
+    return f"sum({per_rep} * {contacts}) / sum(sales_first_contacts{{{window}, {R}}})"
+
+
+def _periods() -> list[PanelBuilder]:
+    neutral, quota = NEUTRAL, [(None, "red"), (0.7, "orange"), (1.0, "green")]
+    return [
+        leaderboard(
+            "Revenue won: this vs last period",
+            _this_vs_last("sales_revenue_won"),
+            CURRENCY_UNIT,
+            neutral,
+            "Revenue won in the period picked (Period) and in the one before it, whole.",
+            width=6,
+            height=6,
+        ),
+        leaderboard(
+            "New customers: this vs last period",
+            _this_vs_last("sales_new_customers"),
+            "none",
+            neutral,
+            "Deals won from leads that were not customers yet.",
+            width=6,
+            height=6,
+        ),
+        leaderboard(
+            "Win ratio: this vs last period",
+            [Query(_win_ratio(P), "this $period"), Query(_win_ratio(LAST), "last $period")],
+            "percentunit",
+            SHARE,
+            "Won / (won + lost) of the deals the reps picked closed in the period.",
+            width=6,
+            height=6,
+            maximum=1,
+        ),
+        leaderboard(
+            "Response time: this vs last period",
+            [Query(_mean_response(P), "this $period"), Query(_mean_response(LAST), "last $period")],
+            "s",
+            [(None, "green"), (SLA_SECONDS, "red")],
+            "Lead created to first contact, mean over the reps picked.",
+            width=6,
+            height=6,
+        ),
+        leaderboard(
+            "Leads per source: this vs last period",
+            _this_vs_last("sales_leads_created", "source"),
+            "none",
+            neutral,
+            "Leads created in the period picked and the one before, by lead source.",
+            width=12,
+        ),
+        leaderboard(
+            "Quota attainment by rep",
+            [
+                Query(
+                    "sort_desc(max by (rep) (sales_target_attainment_ratio"
+                    f'{{measure="revenue_won", period="$period", {R}, rep!=""}}))',
+                    "{{rep}}",
+                )
+            ],
+            "percentunit",
+            quota,
+            "Revenue won in the period / the rep's revenue_won target "
+            "(streamproc targets set --measure revenue_won --period ...).",
+            width=6,
+            no_value="No revenue targets: streamproc targets set",
+        ),
+        leaderboard(
+            "Forecast coverage",
+            [
+                Query(
+                    'sort_desc(max by (rep) (sales_forecast_coverage_ratio{period="$period", '
+                    f"{R}}}))",
+                    "{{rep}}",
+                )
+            ],
+            "percentunit",
+            quota,
+            "(Revenue won in the period + live weighted forecast) / the revenue_won target: "
+            "is there enough pipeline to make quota (an empty name: the team).",
+            width=6,
+            no_value="No revenue targets: streamproc targets set",
+        ),
+    ]
+
+
+def _conversion() -> list[PanelBuilder]:
+    ratio = [(None, "red"), (0.2, "orange"), (0.4, "green")]
+    return [
+        leaderboard(
+            "Win ratio per rep",
+            [Query(f"sort_desc(max by (rep) (sales_rep_win_ratio{{{W}, {R}}}))", "{{rep}}")],
+            "percentunit",
+            ratio,
+            "Won / (won + lost) of the deals each rep closed in the window.",
+            width=6,
+            maximum=1,
+        ),
+        leaderboard(
+            "Win ratio per outreach channel",
+            [Query(f"sort_desc(max by (channel) (sales_channel_win_ratio{{{W}}}))", "{{channel}}")],
+            "percentunit",
+            ratio,
+            "Won / (won + lost) of the deals closed in the window, by the channel of the "
+            "lead's first connected attempt (none: never connected).",
+            width=6,
+            maximum=1,
+        ),
+        leaderboard(
+            "Response time per stage",
+            [
+                Query(
+                    f"sort_desc(max by (stage) (sales_stage_response_time_avg_seconds{{{W}}}))",
+                    "{{stage}}",
+                )
+            ],
+            "s",
+            NEUTRAL,
+            "A deal entering the stage to the next rep activity on it (attempt or stage "
+            "change), mean.",
+            width=6,
+        ),
+        leaderboard(
+            "Lost deals by reason: this vs last month",
+            [
+                Query(
+                    f'sum by (reason) (sales_deals_lost{{window="month", {R}}})',
+                    "{{reason}} this month",
+                ),
+                Query(
+                    f'sum by (reason) (sales_deals_lost{{window="last_month", {R}}})',
+                    "{{reason}} last month",
+                ),
+            ],
+            "none",
+            NEUTRAL,
+            "Deals closed lost this month and last month, by lost reason.",
+            width=6,
+        ),
+    ]
+
+
 def _variables() -> list[Builder[dashboard_model.VariableModel]]:
     return [
+        choice("period", "Period", ["month", "quarter", "year"]),
         variable("window", "Window", "label_values(sales_leads_created, window)", False, "today"),
         variable("rep", "Rep", "label_values(sales_leads_created, rep)"),
         variable("source", "Lead source", "label_values(sales_leads_created, source)"),
@@ -293,8 +582,12 @@ def build() -> dashboard_model.Dashboard:
         .variables(_variables())
         .links(links())
     )
+    board = section(board, "This period vs last, and quotas", _periods())
+    board = section(board, "Conversion per rep, channel and stage", _conversion())
     board = section(board, "Speed to lead", _speed_to_lead())
     board = section(board, "Activity", _activity())
     board = section(board, "Pipeline", _pipeline())
     board = section(board, "Deals", _deals())
-    return finish(section(board, "Email", _email()))
+    board = section(board, "Email", _email())
+    board = section(board, "Costs", _costs())
+    return finish(section(board, "Customers, products and NPS", _customers()))

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from grafana_foundation_sdk.builders import bargauge, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import bargauge, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as common_builder
 from grafana_foundation_sdk.builders import dashboard as dashboard_builder
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.variants import Dataquery
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as dashboard_model
+from grafana_foundation_sdk.models import prometheus as prometheus_model
 
 __all__ = [
     "CURRENCY_UNIT",
@@ -25,6 +26,7 @@ __all__ = [
     "finish",
     "leaderboard",
     "links",
+    "merged_table",
     "section",
     "trend",
     "variable",
@@ -142,6 +144,41 @@ def leaderboard(
     return panel.max(maximum) if maximum is not None else panel
 
 
+def merged_table(
+    title: str,
+    queries: Sequence[Query],
+    columns: dict[str, str],
+    description: str,
+    width: int = 12,
+    height: int = 10,
+) -> table.Panel:
+    """A table of instant queries joined on their labels (Grafana's merge): one row per
+    label set, one column per query. ``columns``: the value column of each query (``Value
+    #A``...) and each label kept -> its header, in order; the rest is hidden."""
+    targets = []
+    for target in _targets(queries, instant=True):
+        assert isinstance(target, prometheus.Dataquery)
+        targets.append(target.format(prometheus_model.PromQueryFormat.TABLE))
+    organize = {
+        "excludeByName": {"Time": True},
+        "indexByName": {name: i for i, name in enumerate(columns)},
+        "renameByName": columns,
+    }
+    return (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(targets)
+        .with_transformation(dashboard_model.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(
+            dashboard_model.DataTransformerConfig(id_val="organize", options=organize)
+        )
+        .span(width)
+        .height(height)
+    )
+
+
 def trend(
     title: str,
     queries: Sequence[Query],
@@ -218,6 +255,22 @@ def variable(
             dashboard_model.VariableOption(selected=True, text=default, value=default)
         )
     return built
+
+
+def choice(name: str, label: str, options: Sequence[str]) -> dashboard_builder.CustomVariable:
+    """A fixed list of values, the first one current (e.g. the period of the quota panels)."""
+    return (
+        dashboard_builder.CustomVariable(name)
+        .label(label)
+        .values(",".join(options))
+        .options(
+            [
+                dashboard_model.VariableOption(selected=i == 0, text=option, value=option)
+                for i, option in enumerate(options)
+            ]
+        )
+        .current(dashboard_model.VariableOption(selected=True, text=options[0], value=options[0]))
+    )
 
 
 def links() -> list[Builder[dashboard_model.DashboardLink]]:

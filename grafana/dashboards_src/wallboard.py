@@ -156,6 +156,38 @@ def _deals() -> list[PanelBuilder]:
     ]
 
 
+def _quota() -> list[PanelBuilder]:
+    month = 'measure="revenue_won", period="month"'
+    return [
+        leaderboard(
+            "Quota this month",
+            [
+                Query(
+                    f'sort_desc(max by (rep) (sales_target_attainment_ratio{{{month}, rep!=""}}))',
+                    "{{rep}}",
+                )
+            ],
+            "percentunit",
+            [(None, "red"), (0.7, "orange"), (1.0, "green")],
+            "Revenue won this month / each rep's monthly revenue target.",
+            width=12,
+            no_value="No revenue targets: streamproc targets set",
+        ),
+        leaderboard(
+            "Team revenue vs target this month",
+            [
+                Query('sum(sales_revenue_won{window="month"}) or vector(0)', "won"),
+                Query(f'max(sales_target{{{month}, rep=""}})', "target"),
+            ],
+            CURRENCY_UNIT,
+            [(None, "blue")],
+            "Revenue won this month, all reps, and the team's monthly revenue target.",
+            width=12,
+            no_value="No team target: streamproc targets set",
+        ),
+    ]
+
+
 def build() -> dashboard_model.Dashboard:
     """The wallboard: refresh 10 s, dark, no variables (an unattended screen)."""
     board = (
@@ -174,4 +206,5 @@ def build() -> dashboard_model.Dashboard:
     )
     board = section(board, "Speed to lead", _speed_to_lead())
     board = section(board, "Activity", _activity())
-    return finish(section(board, "Deals", _deals()))
+    board = section(board, "Deals", _deals())
+    return finish(section(board, "Quota", _quota()))

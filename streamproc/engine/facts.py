@@ -62,6 +62,13 @@ FAMILIES: Mapping[str, Family] = {
         "a deal closed won, by the channel of the lead's first connected attempt (none: never)",
     ),
     "lost_ch": Family(("channel",), "a deal closed lost, by the channel as for won_ch"),
+    # The team's totals of the target measures (one series each), for team targets
+    "team_attempt": Family((), "a contact attempt (the team's count)"),
+    "team_created": Family((), "a lead created (the team's count)"),
+    "team_won_new": Family((), "a deal won from a new customer (the team's count)"),
+    "team_forecast": Family(
+        (), "an open deal; value: deal value x win probability (the team's)", live=True
+    ),
     "stage_response": Family(
         ("stage",),
         "the next rep activity (attempt or stage change) after a deal entered an open stage, "
@@ -137,6 +144,7 @@ class FactDeriver:
             labels = (item.rep, item.channel)
             out: list[Fact] = [
                 ("attempt", labels, item.ts, 1.0),
+                ("team_attempt", (), item.ts, 1.0),
                 ("active", (item.rep,), item.ts, 1.0),
             ]
             if item.connected:
@@ -190,6 +198,7 @@ class FactDeriver:
         if creation is None:
             return
         out.append(("created", (creation.rep, source), creation.ts, 1.0))
+        out.append(("team_created", (), creation.ts, 1.0))
         sla = self.settings.sla_for(source)
         first = lead.first_attempt()
         if first is not None:
@@ -229,6 +238,7 @@ class FactDeriver:
                     out.append(("won_existing", (), move.ts, 1.0))
                 else:
                     out.append(("won_new", (move.rep, source), move.ts, 1.0))
+                    out.append(("team_won_new", (), move.ts, 1.0))
             elif move.to_stage == self._lost:
                 reason = move.lost_reason or "unknown"
                 out.append(("lost", (move.rep, reason), move.ts, 1.0))
@@ -246,6 +256,7 @@ class FactDeriver:
         owner = lead.owner
         out.append(("pipeline_value", (owner, current.to_stage), None, value))
         out.append(("forecast_value", (owner,), None, value * probability))
+        out.append(("team_forecast", (), None, value * probability))
 
     def _won_business(
         self, lead: LeadState, history: list[StageMove], value: float, out: list[Fact]

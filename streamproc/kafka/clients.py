@@ -1,9 +1,12 @@
 """The only place that creates aiokafka clients: each gets the broker and the security
-settings (``kafka.security``), so a TLS or SASL cluster works for every command at once.
+settings (``kafka.security``), so a TLS or SASL cluster works for every command at once. A
+unit test checks that no other module of the package or of the benchmarks calls an
+aiokafka client class.
 
-Faust creates its own consumer and producer from ``broker_credentials``, which
-``kafka.app`` sets from the same settings. A unit test checks that no other module of the
-package or of the benchmarks calls an aiokafka client class.
+Starting one first connects once the way it will (``check_connection``): a setting that
+cannot work stops it with one line naming the setting and the broker. Faust creates its
+own consumer and producer from ``broker_credentials``, which ``kafka.app`` sets from the
+same settings (the worker's start-up check has connected by then).
 """
 
 from __future__ import annotations
@@ -30,38 +33,77 @@ def _options(settings: Settings, options: dict[str, Any]) -> dict[str, Any]:
     return {"bootstrap_servers": settings.broker_hosts, **aiokafka_options(settings), **options}
 
 
+class _Checked:
+    """``start()`` first connects once the way the client will (``check_connection``): a
+    certificate, password or protocol that cannot work is one line naming the setting,
+    not aiokafka's bootstrap errors and a traceback."""
+
+    def _check_first(self, settings: Settings) -> None:
+        self._checked_settings = settings
+
+    async def start(self) -> None:
+        await check_connection(self._checked_settings)
+        await super().start()  # type: ignore[misc]  # the aiokafka class's
+
+
+class _Producer(_Checked, AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
+    pass
+
+
+class _Consumer(_Checked, AIOKafkaConsumer):  # type: ignore[misc]
+    pass
+
+
+class _Admin(_Checked, AIOKafkaAdminClient):  # type: ignore[misc]
+    pass
+
+
 def producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
     """An ``AIOKafkaProducer`` (not started) with ``options`` on top of the settings'."""
-    return AIOKafkaProducer(**_options(settings, options))
+    client = _Producer(**_options(settings, options))
+    client._check_first(settings)
+    return client
 
 
 def consumer(settings: Settings, *topics: str, **options: Any) -> AIOKafkaConsumer:
     """An ``AIOKafkaConsumer`` (not started) of ``topics`` (none: assign partitions later)."""
-    return AIOKafkaConsumer(*topics, **_options(settings, options))
+    client = _Consumer(*topics, **_options(settings, options))
+    client._check_first(settings)
+    return client
 
 
 def admin_client(settings: Settings, **options: Any) -> AIOKafkaAdminClient:
     """An ``AIOKafkaAdminClient`` (not started)."""
-    return AIOKafkaAdminClient(**_options(settings, options))
+    client = _Admin(**_options(settings, options))
+    client._check_first(settings)
+    return client
 
 
 async def check_connection(settings: Settings) -> None:
-    """Connect to the first bootstrap broker the way every client does (TLS, SASL login).
+    """Connect to a bootstrap broker the way every client does (TLS, SASL login): returns at
+    the first that takes the connection.
 
-    Raises ``BrokerError`` with one line naming the setting to change when no retry can
-    help (a certificate, a password, a protocol mismatch); re-raises any other failure (a
-    broker down or slow: the caller retries)."""
-    broker = settings.broker_hosts.split(",")[0]
+    If none does: raises ``BrokerError`` with one line naming the setting to change when
+    no retry can help (a certificate, a password, a protocol mismatch, judged on the first
+    broker); re-raises the first broker's failure otherwise (down or slow: the caller
+    retries)."""
+    options = aiokafka_options(settings)
+    failures: list[tuple[str, Exception]] = []
+    for broker in settings.broker_hosts.split(","):
+        host, _, port = broker.rpartition(":")
+        try:
+            await _connect(host, int(port), options)
+            return
+        except Exception as exc:
+            failures.append((broker, exc))
+    broker, first = failures[0]
     host, _, port = broker.rpartition(":")
-    try:
-        await _connect(host, int(port), aiokafka_options(settings))
-    except Exception as exc:
-        other_side = await _speaks_other_protocol(settings, host, int(port), exc)
-        alert = await _tls_alert(settings, host, int(port), exc)
-        message = explain(settings, broker, alert or exc, other_side)
-        if message is not None:
-            raise BrokerError(message) from None
-        raise
+    other_side = await _speaks_other_protocol(settings, host, int(port), first)
+    alert = await _tls_alert(settings, host, int(port), first)
+    message = explain(settings, broker, alert or first, other_side)
+    if message is not None:
+        raise BrokerError(message) from None
+    raise first
 
 
 async def _connect(host: str, port: int, options: dict[str, Any]) -> None:

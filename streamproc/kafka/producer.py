@@ -51,9 +51,6 @@ class EventProducer:
     async def start(self) -> None:
         if self._producer is not None:
             return
-        # A certificate, password or protocol that cannot work: one line, not aiokafka's
-        # bootstrap errors (streamproc.kafka.clients).
-        await clients.check_connection(self._settings)
         producer = clients.producer(self._settings, **self._options)
         await producer.start()
         self._producer = producer

@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 
 from streamproc.config import Settings
 from streamproc.exceptions import BrokerUnreachable, TopicsError
-from streamproc.kafka.clients import admin_client, check_connection
+from streamproc.kafka.clients import admin_client
 
 __all__ = [
     "BUSINESS_EVENTS",
@@ -53,6 +53,8 @@ class TopicNames:
     """Internal, compacted; keyed like the inputs, so it must be co-partitioned with them."""
     business: dict[str, str]
     """Optional business event kind (``cost-recorded``...) -> topic; any partition count."""
+    targets: str
+    """Compacted: the targets (quotas), read whole by every worker; any partition count."""
     customers: str
     """Internal: the business events and the won deals, repartitioned by customer; it must
     be co-partitioned with the inputs (a customer's partition number is a lead's)."""
@@ -64,7 +66,7 @@ class TopicNames:
 
     @property
     def compacted(self) -> list[str]:
-        return [*self.metrics.values(), self.partials]
+        return [*self.metrics.values(), self.partials, self.targets]
 
     def all(self) -> list[str]:
         return [
@@ -87,6 +89,7 @@ def topic_names(settings: Settings) -> TopicNames:
         partials=settings.topic("internal.partials"),
         business={kind: settings.topic(kind) for kind in BUSINESS_EVENTS},
         customers=settings.topic("internal.customers"),
+        targets=settings.topic("targets"),
     )
 
 
@@ -305,8 +308,7 @@ def _log_unreachable(settings: Settings, cause: str, waited: float, log_every: f
 
 
 async def _probe(settings: Settings) -> None:
-    # First one connection of our own: a failure that no retry cures (a certificate, a
-    # password, a protocol mismatch) raises BrokerError with one line, at once.
-    await check_connection(settings)
+    # The admin's start connects once first (kafka.clients): a failure that no retry cures
+    # (a certificate, a password, a protocol mismatch) raises BrokerError with one line.
     async with _admin(settings) as admin:
         await admin.describe_cluster()

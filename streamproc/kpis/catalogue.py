@@ -21,10 +21,13 @@ from streamproc.engine.facts import FAMILIES
 
 __all__ = [
     "CATALOGUE",
+    "FORECAST_FAMILIES",
     "GLOBAL",
     "KPIS",
+    "MEASURE_FAMILIES",
     "QUANTILES",
     "SUMMARY_FAMILIES",
+    "TARGET_KINDS",
     "Kind",
     "Kpi",
     "kpi",
@@ -68,12 +71,29 @@ class Kind(StrEnum):
     """Facts of ``reads[0]`` in the window / the live count of ``reads[1]`` as it was at
     the window's start: now, minus ``reads[2]`` (entries) in the window, plus ``reads[0]``
     (exits) in the window."""
+    TARGET = "target"
+    """Live: each target in force (``ReadContext.period_targets``), labels measure, period
+    and rep (none for the team); exported by the owner of the rep (the team: global)."""
+    TARGET_ATTAINMENT = "target_attainment"
+    """Live: a target's measure in the current period (``MEASURE_FAMILIES``) / the target."""
+    FORECAST_COVERAGE = "forecast_coverage"
+    """Live: (revenue won in the period + live weighted forecast) / the revenue target."""
     NPS = "nps"
     """% of the facts of ``reads[0]`` labelled ``category="promoter"`` minus % labelled
     ``detractor``, -100 to 100."""
 
 
 _SPLIT = frozenset({Kind.COUNT, Kind.SUM, Kind.DEADLINES_PASSED, Kind.SUM_DIFF})
+TARGET_KINDS = frozenset({Kind.TARGET, Kind.TARGET_ATTAINMENT, Kind.FORECAST_COVERAGE})
+# target measure -> (the family of a rep's actual, of the team's, whether it is a sum)
+MEASURE_FAMILIES = {
+    "contact_attempts": ("attempt", "team_attempt", False),
+    "leads_created": ("created", "team_created", False),
+    "new_customers": ("won_new", "team_won_new", False),
+    "deals_won": ("won", "won_src", False),
+    "revenue_won": ("won_value", "won_value", True),
+}
+FORECAST_FAMILIES = ("forecast_value", "team_forecast")  # a rep's, the team's
 _LIVE = frozenset({Kind.DEADLINES_PASSED, Kind.OLDEST_AGE, Kind.TARGET_RATIO})
 
 
@@ -115,8 +135,11 @@ class Kpi:
         return self.kind in (Kind.QUANTILES, Kind.DEADLINES_PASSED, Kind.OLDEST_AGE)
 
     def owner_key(self, labels: Mapping[str, str]) -> str:
-        """The aggregation key whose owner exports this series whole."""
-        return GLOBAL if self.owner == GLOBAL else f"{self.owner}:{labels[self.owner]}"
+        """The aggregation key whose owner exports this series whole (a series without its
+        owner label, the team's, is the global owner's)."""
+        if self.owner == GLOBAL or not labels.get(self.owner):
+            return GLOBAL
+        return f"{self.owner}:{labels[self.owner]}"
 
 
 def _k(
@@ -147,6 +170,11 @@ def _k(
 _RT, _ACT, _PIPE, _EMAIL = "response-time", "activity", "pipeline", "email"
 _CUST = "customers"
 C, S, R, M, Q = Kind.COUNT, Kind.SUM, Kind.RATIO, Kind.MEAN, Kind.QUANTILES
+
+_TARGET_READS = " ".join(
+    sorted({f for rep, team, _ in MEASURE_FAMILIES.values() for f in (rep, team)})
+    + list(FORECAST_FAMILIES)
+)
 
 CATALOGUE: tuple[Kpi, ...] = (
     # speed to lead
@@ -246,6 +274,38 @@ CATALOGUE: tuple[Kpi, ...] = (
         "rep",
         _ACT,
         "Connects / attempts",
+    ),
+    _k(
+        "sales_target",
+        Kind.TARGET,
+        _TARGET_READS,
+        "measure period rep",
+        "rep",
+        _ACT,
+        "The target in force, from the topic sales.targets (the team's: no rep label); "
+        "STREAMPROC_ACTIVITY_TARGETS: the default daily contact_attempts target of a rep",
+        windowed=False,
+    ),
+    _k(
+        "sales_target_attainment_ratio",
+        Kind.TARGET_ATTAINMENT,
+        _TARGET_READS,
+        "measure period rep",
+        "rep",
+        _ACT,
+        "The measure in the current period (day: today) / the target",
+        windowed=False,
+    ),
+    _k(
+        "sales_forecast_coverage_ratio",
+        Kind.FORECAST_COVERAGE,
+        _TARGET_READS,
+        "period rep",
+        "rep",
+        _PIPE,
+        "(Revenue won in the current period + live weighted forecast) / the revenue_won "
+        "target of the period: is there enough pipeline to make quota",
+        windowed=False,
     ),
     _k(
         "sales_activity_target_ratio",
@@ -567,6 +627,11 @@ def _check(entry: Kpi) -> None:
     """A row that cannot be computed fails at import, naming itself."""
     if not entry.reads:
         raise ValueError(f"{entry.name}: reads no fact family")
+    if entry.kind in TARGET_KINDS:  # labels of their own (measure, period, rep)
+        unknown = [name for name in entry.reads if name not in FAMILIES]
+        if unknown:
+            raise ValueError(f"{entry.name}: unknown fact families {unknown}")
+        return
     for i, name in enumerate(entry.reads):
         family = FAMILIES.get(name)
         if family is None:
@@ -610,7 +675,10 @@ def _routes() -> dict[str, tuple[str, ...]]:
     routes: dict[str, set[str]] = {}
     for entry in CATALOGUE:
         for family in entry.reads:
-            routes.setdefault(family, set()).add(entry.owner)
+            owner = entry.owner
+            if entry.kind in TARGET_KINDS and owner not in FAMILIES[family].labels:
+                owner = GLOBAL  # a team total: the team's targets are the global owner's
+            routes.setdefault(family, set()).add(owner)
     return {family: tuple(sorted(owners)) for family, owners in routes.items()}
 
 

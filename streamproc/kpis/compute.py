@@ -22,14 +22,19 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from streamproc.contract.targets import TARGET_PERIODS, TargetKey
 from streamproc.engine.aggregates import Acc, PartitionAggregates
 from streamproc.engine.facts import FAMILIES
 from streamproc.engine.windows import PERIODS, WindowBounds, WindowClock
 from streamproc.kpis.catalogue import (
     CATALOGUE,
+    FORECAST_FAMILIES,
+    GLOBAL,
+    MEASURE_FAMILIES,
     QUANTILES,
     ROUTES,
     SUMMARY_FAMILIES,
+    TARGET_KINDS,
     Kind,
     Kpi,
     owner_keys,
@@ -41,6 +46,7 @@ __all__ = [
     "ReadContext",
     "Sample",
     "Summary",
+    "daily_attempt_targets",
     "merge_summaries",
     "merged_whole_samples",
     "merging",
@@ -50,6 +56,7 @@ __all__ = [
     "split_samples",
     "summaries",
     "summaries_in_steps",
+    "targets_in_force",
     "whole_samples",
 ]
 
@@ -77,6 +84,28 @@ class ReadContext:
     cap: int  # distinct values per label before the rest fold into "other"
     targets: Mapping[str, float] = field(default_factory=dict)  # rep -> daily attempts
     target_reps: Collection[str] = ()  # reps whose target ratio this worker exports
+    # (measure, period, rep; "": the team) -> the target in force
+    period_targets: Mapping[TargetKey, float] = field(default_factory=dict)
+    owns: Callable[[str], bool] = field(default=lambda key: True)  # owner key -> exported here
+
+
+def targets_in_force(
+    activity_targets: Mapping[str, float], on_topic: Mapping[TargetKey, float]
+) -> dict[TargetKey, float]:
+    """The targets a worker applies: ``STREAMPROC_ACTIVITY_TARGETS`` as the default daily
+    ``contact_attempts`` target of each rep, those on the topic over them."""
+    out = {("contact_attempts", "day", rep): value for rep, value in activity_targets.items()}
+    out.update(on_topic)
+    return out
+
+
+def daily_attempt_targets(targets: Mapping[TargetKey, float]) -> dict[str, float]:
+    """rep -> daily ``contact_attempts`` target (``sales_activity_target_ratio``)."""
+    return {
+        rep: value
+        for (measure, period, rep), value in targets.items()
+        if measure == "contact_attempts" and period == "day" and rep
+    }
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -174,7 +203,10 @@ class _Reader:
             for labels, value in self._values(kpi, window):
                 # a team-wide series (``Kpi.total``) carries none of the KPI's labels
                 names = kpi.series_labels if labels else ()
-                yield Sample(kpi.name, dict(zip(names, labels, strict=True)), window, value)
+                named = dict(zip(names, labels, strict=True))
+                if kpi.kind in TARGET_KINDS and not named.get("rep"):
+                    named.pop("rep", None)  # a team target: no rep label
+                yield Sample(kpi.name, named, window, value)
 
     def _values(self, kpi: Kpi, window: WindowBounds | None) -> Iterator[tuple[Labels, float]]:
         kind, now = kpi.kind, self.ctx.now
@@ -308,6 +340,39 @@ class _Reader:
             if target:
                 yield labels, rounded(count / target)
 
+    def _targets(self, kpi: Kpi) -> Iterator[tuple[Labels, float]]:
+        """Each target this worker exports (its rep's owner; the team's: global), its
+        attainment or its revenue's forecast coverage."""
+        for (measure, period, rep), target in sorted(self.ctx.period_targets.items()):
+            if not self.ctx.owns(f"rep:{rep}" if rep else GLOBAL):
+                continue
+            if kpi.kind is Kind.TARGET:
+                yield (measure, period, rep), target
+            elif kpi.kind is Kind.TARGET_ATTAINMENT:
+                yield (measure, period, rep), rounded(self._actual(measure, period, rep) / target)
+            elif measure == "revenue_won":
+                won = self._actual(measure, period, rep)
+                yield (period, rep), rounded((won + self._forecast(rep)) / target)
+
+    def _actual(self, measure: str, period: str, rep: str) -> float:
+        """The measure of a rep (the team: "") in the target period's current window."""
+        window = next((w for w in self._windows if w.name == TARGET_PERIODS[period]), None)
+        if window is None:
+            return 0.0
+        rep_family, team_family, is_sum = MEASURE_FAMILIES[measure]
+        family = rep_family if rep else team_family
+        at = FAMILIES[family].labels.index("rep") if rep else -1
+        return sum(
+            (acc.total if is_sum else acc.count)
+            for labels, acc in self._accs(family, window).items()
+            if at < 0 or labels[at] == rep
+        )
+
+    def _forecast(self, rep: str) -> float:
+        rep_family, team_family = FORECAST_FAMILIES
+        accs = self._accs(rep_family if rep else team_family, None)
+        return sum(acc.total for labels, acc in accs.items() if not rep or labels == (rep,))
+
 
 _ValuesOf = Callable[[_Reader, Kpi, "WindowBounds | None"], Iterator[tuple[Labels, float]]]
 # The kinds read by a method of their own (the others: ``_Reader._values``).
@@ -318,6 +383,9 @@ _SPECIAL: dict[Kind, _ValuesOf] = {
     Kind.ATTACH: _Reader._attach,
     Kind.AT_START_RATIO: _Reader._at_start_ratio,
     Kind.NPS: _Reader._nps,
+    Kind.TARGET: lambda reader, kpi, _: reader._targets(kpi),
+    Kind.TARGET_ATTAINMENT: lambda reader, kpi, _: reader._targets(kpi),
+    Kind.FORECAST_COVERAGE: lambda reader, kpi, _: reader._targets(kpi),
 }
 
 
@@ -359,6 +427,7 @@ def _memo(accs: AccsFor) -> AccsFor:
 
 _SPLIT_KPIS = tuple(k for k in CATALOGUE if k.split)
 _WHOLE_KPIS = tuple(k for k in CATALOGUE if not k.split)
+_TARGET_KPIS = tuple(k for k in CATALOGUE if k.kind in TARGET_KINDS)
 
 
 # --- split metrics: this worker's partitions ---------------------------------------------
@@ -508,18 +577,25 @@ def merged_whole_samples(
             else:
                 target.update(per_labels)
     windows = clock.all_bounds(ctx.now)
-    kpis = CATALOGUE if with_counts else _WHOLE_KPIS
+    kpis = [k for k in (CATALOGUE if with_counts else _WHOLE_KPIS) if k.kind not in TARGET_KINDS]
     for owner in sorted({k.owner for k in kpis}):
-        summary = by_kind.get(owner, {})
-
-        def accs(
-            family: str, bounds: WindowBounds | None, s: Summary = summary
-        ) -> dict[Labels, Acc]:
-            name = LIVE if bounds is None else bounds.name
-            return {
-                labels: per_window[name]
-                for labels, per_window in s.get(family, {}).items()
-                if name in per_window
-            }
-
+        accs = _accs_of(by_kind.get(owner, {}))
         yield from _read_all((k for k in kpis if k.owner == owner), accs, windows, ctx)
+    # targets read a rep's actuals (rep keys) and the team's (the global key)
+    both: Summary = {}
+    for kind in ("rep", GLOBAL):
+        for family, per_labels in by_kind.get(kind, {}).items():
+            both.setdefault(family, {}).update(per_labels)
+    yield from _read_all(_TARGET_KPIS, _accs_of(both), windows, ctx)
+
+
+def _accs_of(summary: Summary) -> AccsFor:
+    def accs(family: str, bounds: WindowBounds | None) -> dict[Labels, Acc]:
+        name = LIVE if bounds is None else bounds.name
+        return {
+            labels: per_window[name]
+            for labels, per_window in summary.get(family, {}).items()
+            if name in per_window
+        }
+
+    return accs

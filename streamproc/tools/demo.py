@@ -38,6 +38,7 @@ from streamproc.tools.simulate import (
     run_team,
     send_past,
 )
+from streamproc.tools.targets import plausible_targets, publish_targets
 
 __all__ = ["run_demo"]
 
@@ -89,6 +90,12 @@ def _run(
             update["activity_targets"] = daily_targets(past, team.start - history.warm_seconds)
         demo = settings.model_copy(update=update)
         asyncio.run(create_topics(demo))
+        # every target panel shows data: quotas sized to the simulated team (the daily
+        # attempts: the activity targets above, from the team's own pace)
+        reps_ids = [rep.rep_id for rep in team.reps]
+        quotas = plausible_targets(reps_ids, team.lead_rate)
+        quotas = [t for t in quotas if t[0] != "contact_attempts"]
+        asyncio.run(publish_targets(demo, quotas))
         worker_log = workdir / "worker.log"
         with _child(demo, ["worker"], worker_log) as worker:
             _wait_ready(demo, worker, worker_log, stop)

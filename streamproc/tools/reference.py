@@ -14,7 +14,7 @@ from typing import Any
 from streamproc.config import Settings
 from streamproc.engine.facts import FAMILIES
 from streamproc.engine.windows import WINDOW_MEANINGS
-from streamproc.kpis.catalogue import CATALOGUE, GLOBAL, QUANTILES, Kind, Kpi
+from streamproc.kpis.catalogue import CATALOGUE, GLOBAL, MEASURE_FAMILIES, QUANTILES, Kind, Kpi
 from streamproc.serving.prometheus import PROCESSOR_METRICS
 
 __all__ = ["PAGES", "metrics_page", "settings_page", "settings_table", "write_reference"]
@@ -65,6 +65,12 @@ def _computed(kpi: Kpi) -> str:
         )
     if kpi.kind is Kind.NPS:
         return f"100 x (promoters - detractors) / answers of {reads[0]}"
+    if kpi.kind is Kind.TARGET:
+        return "the target on `sales.targets` (or `STREAMPROC_ACTIVITY_TARGETS`)"
+    if kpi.kind is Kind.TARGET_ATTAINMENT:
+        return "the measure in the period (see below) / the target"
+    if kpi.kind is Kind.FORECAST_COVERAGE:
+        return "(sum of `won_value` in the period + live `forecast_value`) / revenue_won target"
     if kpi.kind is Kind.DEADLINES_PASSED:
         minus = f" minus those of {', '.join(reads[1:])}" if reads[1:] else ""
         return f"deadlines of {reads[0]} passed{minus}"
@@ -96,6 +102,23 @@ def metrics_page() -> str:
         "| `window` | meaning |",
         "| --- | --- |",
         *(f"| `{name}` | {meaning} |" for name, meaning in WINDOW_MEANINGS.items()),
+        "",
+        "Counts, sums, ratios and means are exact in every window. Quantiles of `month`,",
+        "`quarter`, `year` and the `last_*` windows come from a sketch: within 1 % of the exact",
+        "ones (docs/architecture.md, calendar periods); those of `1h`, `today`, `7d` are exact.",
+        "",
+        "## Targets",
+        "",
+        "Set with `streamproc targets` on the topic `sales.targets`. A target's measure in its",
+        "period (`day`: the `today` window; `month`, `quarter`, `year`: those windows):",
+        "",
+        "| measure | a rep's | the team's |",
+        "| --- | --- | --- |",
+        *(
+            f"| `{measure}` | {'sum' if is_sum else 'count'} of `{rep}` | "
+            f"{'sum' if is_sum else 'count'} of `{team}` |"
+            for measure, (rep, team, is_sum) in MEASURE_FAMILIES.items()
+        ),
         "",
         "## Several workers",
         "",

@@ -12,6 +12,7 @@ from bisect import bisect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from operator import itemgetter
 from statistics import NormalDist
@@ -112,6 +113,16 @@ class History:
     """How deep the pre-fill at the live rate goes (at most)."""
     pace: float = 1.0
     """The quiet team's pace (1: a deal takes about a week from the first conversation)."""
+    seasonality: float = 0.0
+    """0 - 1: how much the quiet team's leads swing over the year (``season``): 0.3, from
+    30 % above the average in November to 30 % below in May."""
+
+
+def season(t: float, seasonality: float) -> float:
+    """The lead rate's factor at ``t`` (UTC months): 1 + ``seasonality`` x a yearly cosine
+    peaking in mid-November (budgets spent before the year ends) and lowest in mid-May."""
+    month = datetime.fromtimestamp(t, UTC).month - 1 + 0.5
+    return 1.0 + seasonality * math.cos(2 * math.pi * (month - 10.5) / 12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,12 +648,19 @@ class SalesTeam:
             outcomes=self._model.outcomes,
         )
         arrivals = random.Random(self.seed + 2)
-        rate = history.leads_per_day / DAY
+        # Seasons by thinning: arrivals at the highest rate, each kept with the season's
+        # share of it (without seasonality every one is kept, as before).
+        peak = 1.0 + history.seasonality
+        rate = history.leads_per_day / DAY * peak
         created = self.start - history.days * DAY
         for idx in range(10**6):  # bounded: a history is at most a few hundred thousand leads
             created += arrivals.expovariate(rate)
             if created >= self.start:
                 break
+            if history.seasonality and arrivals.random() * peak > season(
+                created, history.seasonality
+            ):
+                continue
             lead = model.arrive(arrivals, -1 - idx, f"lead-{self._tag}-h{idx:06d}", created)
             self._lives.seed((self.seed << 40) + (1 << 39) + idx)
             self._schedule(lead, model.first(arrivals, lead) + model.rest(self._lives, lead))

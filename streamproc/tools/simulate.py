@@ -14,6 +14,7 @@ from streamproc.config import Settings
 from streamproc.kafka.producer import EventProducer
 from streamproc.tools.progress import Progress
 from streamproc.tools.sales_team import History, SalesTeam, SimEvent
+from streamproc.tools.targets import plausible_targets, publish_targets
 
 __all__ = [
     "DEMO_PACE",
@@ -41,6 +42,9 @@ QUIET_LEADS_PER_REP_DAY = 12.0
 """The realistic team of the history: ~100 leads a day for 8 reps."""
 
 
+SEASONALITY = 0.3
+
+
 def demo_history(rate: float, reps: int, days: float) -> History:
     """The past a demo or ``simulate --history-days`` starts from: ``days`` of a realistic
     floor, then up to an hour at ``rate`` (``WARM_EVENTS`` at most)."""
@@ -51,6 +55,9 @@ def demo_history(rate: float, reps: int, days: float) -> History:
         # A deal takes about a week at pace 1: over a short history, quicker, so that deals
         # are won and lost within it (7 days: ~1.6 days from first conversation to close).
         pace=max(1.0, 30.0 / days),
+        # a quarter or more of history: its seasons too (a year: November 30 % busier
+        # than the average, May 30 % quieter)
+        seasonality=SEASONALITY if days >= 90 else 0.0,
     )
 
 
@@ -67,13 +74,15 @@ async def run_simulation(
     log_every: float = 10.0,
     scramble: bool = False,
     history_days: float = 0.0,
+    targets: bool = False,
 ) -> int:
     """Send a simulated team's events as they happen, until ``duration`` or ``stop``; with
     ``history_days``, its past first, as fast as the broker takes it.
 
     Each ``step`` seconds, the events whose ``occurred_at`` has passed are sent (event time is
     the wall clock). Returns the number of events sent. A given ``producer`` must be started
-    by the caller and is left running.
+    by the caller and is left running. ``targets``: first publish a plausible set of targets
+    for the team (``plausible_targets``), so that every target panel shows data.
     """
     history = demo_history(rate, reps, history_days) if history_days > 0 else None
     # Drawing the team pre-fills its pipeline (up to a second or two): not on the event loop.
@@ -98,6 +107,10 @@ async def run_simulation(
         team.pace,
         settings.broker_hosts,
     )
+    if targets:
+        reps_ids = [rep.rep_id for rep in team.reps]
+        sent = await publish_targets(settings, plausible_targets(reps_ids, team.lead_rate))
+        log.info("published %d targets (streamproc targets list shows them)", sent)
     if producer is not None:
         return await _past_then_live(team, producer, duration, stop, step, log_every)
     async with EventProducer(settings) as own:
@@ -112,7 +125,8 @@ async def _past_then_live(
     step: float,
     log_every: float,
 ) -> int:
-    sent = await send_past(team.invoices() + team.past_events(), producer, stream=sys.stderr)
+    # the past in time order, then the invoices (recorded at the start: "now")
+    sent = await send_past(team.past_events() + team.invoices(), producer, stream=sys.stderr)
     return sent + await run_team(team, producer, duration, stop, step=step, log_every=log_every)
 
 

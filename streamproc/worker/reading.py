@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streamproc.config import Settings
+from streamproc.contract.targets import TargetKey
 from streamproc.engine.engine import Engine
 from streamproc.kpis.compute import (
     ReadContext,
     Sample,
     Summary,
+    daily_attempt_targets,
     merged_whole_samples,
     split_samples,
+    targets_in_force,
 )
 from streamproc.partials.codec import owner_partition
 from streamproc.partials.owner import PartialsView
@@ -35,8 +38,10 @@ class KpiReader:
         view: PartialsView,
         registry: CollectorRegistry,
         owned: Callable[[], set[int]],
+        targets: Callable[[], Mapping[TargetKey, float]] = dict,
     ) -> None:
         self.settings = settings
+        self.targets = targets
         self.engine = engine
         self.view = view
         self.registry = registry
@@ -83,8 +88,9 @@ class KpiReader:
         return own + b"".join(part for part in parts if part is not None)
 
     def _context(self, now: float) -> ReadContext:
-        targets = self.settings.activity_targets
+        period_targets = targets_in_force(self.settings.activity_targets, self.targets())
+        daily = daily_attempt_targets(period_targets)
         # reps with a daily target whose key this worker owns: their ratio is exported
         # even before their first attempt
-        reps = [rep for rep in targets if self.owns(f"rep:{rep}")]
-        return ReadContext(now, self.settings.label_cap, targets, reps)
+        reps = [rep for rep in daily if self.owns(f"rep:{rep}")]
+        return ReadContext(now, self.settings.label_cap, daily, reps, period_targets, self.owns)

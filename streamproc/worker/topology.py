@@ -22,11 +22,12 @@ from prometheus_client import CollectorRegistry
 from streamproc.business_hours import SlaClock
 from streamproc.config import Settings
 from streamproc.contract.events import BusinessKind, EventKind
-from streamproc.contract.outputs import Alert
+from streamproc.contract.outputs import Alert, DeadLetter
 from streamproc.engine.engine import CUSTOMERS, Engine, MessageKind
 from streamproc.engine.facts import FactDeriver
 from streamproc.engine.sla_watch import AlertWatch
 from streamproc.kafka.app import Table, connect, create_app, store_of, take_events
+from streamproc.kafka.targets import TargetsReader
 from streamproc.kafka.topics import topic_names
 from streamproc.kafka.transport import BatchRoute, route_batches
 from streamproc.kpis.catalogue import KPIS
@@ -105,6 +106,7 @@ class Topology:
         # in order (a batch waited up to ~120 ms for an alert round's two round trips);
         # exclusive for eviction and for a rebalance (``_on_revoked``), which wait for all.
         self.state_lock = RWLock(fast=True)
+        self.dead_letters = self._topic(self.names.dead_letter)
         self.events = EventBatches(
             app,
             self.engine,
@@ -112,14 +114,20 @@ class Topology:
             self.lead_log,
             self.alerts,
             self.metrics,
-            self._topic(self.names.dead_letter),
+            self.dead_letters,
             self.state_lock,
             self._ready,
             self._customer_flow(frozenset(business)),
         )
         view = PartialsView(settings.partitions)
+        self.targets = TargetsReader(settings, self.names.targets, self._refused_target)
         self.reader = KpiReader(
-            settings, self.engine, view, self.registry, lambda: self._active([self.names.partials])
+            settings,
+            self.engine,
+            view,
+            self.registry,
+            lambda: self._active([self.names.partials]),
+            lambda: self.targets.targets,
         )
         self.redis = RedisSnapshotSink(settings, self._owns, self.metrics.redis_up)
         self.sinks: list[Sink] = [MetricTopicsSink(settings, self._send_metric), self.redis]
@@ -176,6 +184,7 @@ class Topology:
         connect(app.on_partitions_revoked, self._on_revoked)
         connect(app.on_partitions_assigned, self._on_assigned)
         app.task(self._start_sinks)
+        app.task(self._read_targets)
         connect(app.on_before_shutdown, self._stop_sinks)
 
     async def _consume_events(self, stream: faust.StreamT[Any]) -> None:
@@ -196,6 +205,25 @@ class Topology:
     async def _start_sinks(self) -> None:
         for sink in self.sinks:
             await sink.start()
+
+    async def _read_targets(self) -> None:
+        await self.targets.run()
+
+    async def _refused_target(self, record: Any, reason: str) -> None:
+        """A bad target is dead-lettered by the worker owning that partition number of the
+        inputs (every worker reads every target: not by all of them)."""
+        if record.partition not in self.active_partitions():
+            return
+        letter = DeadLetter.from_raw(
+            reason=reason,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            timestamp_ms=record.timestamp,
+            value=record.value,
+        )
+        await self.dead_letters.send(key=record.key, value=letter.model_dump_json().encode())
 
     async def _stop_sinks(self, app: faust.App | None = None, *_: Any, **__: Any) -> None:
         for sink in self.sinks:

@@ -125,7 +125,9 @@ def test_kafka_single_node_kraft(compose: dict) -> None:
 
 
 def _workers(compose: dict) -> list[dict]:
-    return [svc for name, svc in sorted(compose["services"].items()) if name.startswith("worker")]
+    """The workers of the default stack (worker-1, worker-2; not the sasl profile's)."""
+    services = compose["services"]
+    return [svc for name, svc in sorted(services.items()) if re.fullmatch(r"worker-\d+", name)]
 
 
 def test_workers(compose: dict) -> None:
@@ -273,3 +275,41 @@ def test_dockerignore_keeps_the_venv_out_and_what_the_image_copies_in() -> None:
         if line.startswith("COPY ")
     ]
     assert copied and not [source for source in copied if source in ignored]
+
+
+def test_the_sasl_profile_connects_a_worker_to_a_sasl_ssl_kafka(compose: dict) -> None:
+    """``--profile sasl``: a Kafka whose client listener takes only SASL_SSL, its certificate
+    made for the name the workers use, and workers whose settings match it."""
+    from streamproc.config import Settings
+
+    services = compose["services"]
+    for name in ("sasl-certs", "kafka-sasl", "topic-init-sasl", "worker-sasl"):
+        assert services[name]["profiles"] == ["sasl"], name
+    kafka = services["kafka-sasl"]["environment"]
+    assert "SECURE:SASL_SSL" in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+    assert "SECURE://kafka-sasl:9094" in kafka["KAFKA_ADVERTISED_LISTENERS"]
+    assert kafka["KAFKA_SSL_KEYSTORE_LOCATION"] == "/certs/kafka.p12"
+    certs = " ".join(services["sasl-certs"]["command"])
+    assert "SAN=dns:kafka-sasl" in certs and "-file ca.pem" in certs
+
+    for name in ("topic-init-sasl", "worker-sasl"):
+        env = services[name]["environment"]
+        assert "sasl-certs:/certs:ro" in services[name]["volumes"]
+        settings = Settings(
+            _env_file=None,
+            **{key.removeprefix("STREAMPROC_").lower(): value for key, value in env.items()},
+        )
+        assert settings.broker_hosts == "kafka-sasl:9094"
+        assert settings.kafka_security_protocol == "SASL_SSL"
+        assert settings.kafka_sasl_mechanism in kafka["KAFKA_SASL_ENABLED_MECHANISMS"]
+        assert settings.kafka_ssl_cafile is not None
+        assert settings.kafka_ssl_cafile.as_posix() == "/certs/ca.pem"
+        assert settings.kafka_ssl_check_hostname  # the certificate is for kafka-sasl
+        password = settings.kafka_sasl_password
+        assert password is not None
+        user = f'user_{settings.kafka_sasl_username}="{password.get_secret_value()}";'
+        assert user in kafka["KAFKA_LISTENER_NAME_SECURE_PLAIN_SASL_JAAS_CONFIG"]
+    # Its own consumer group and Redis database: the default stack's data stays its own.
+    sasl, plain = services["worker-sasl"]["environment"], services["worker-1"]["environment"]
+    assert sasl["STREAMPROC_APP_ID"] != plain.get("STREAMPROC_APP_ID", "streamproc")
+    assert sasl["STREAMPROC_REDIS_URL"] != plain["STREAMPROC_REDIS_URL"]

@@ -168,7 +168,10 @@ def test_wallboard_is_an_unattended_screen() -> None:
 def test_manager_filters_by_rep_source_and_window() -> None:
     board = load(GRAFANA / "dashboards" / "sales-manager.json")
     variables = {var["name"]: var for var in board["templating"]["list"]}
-    assert set(variables) == {"rep", "source", "window"}
+    assert set(variables) == {"rep", "source", "window", "period"}
+    period = variables.pop("period")  # the calendar period of the this-vs-last and quotas
+    assert period["type"] == "custom" and period["query"] == "month,quarter,year"
+    assert period["current"]["value"] == "month"
     for name, var in variables.items():
         assert var["type"] == "query"
         assert var["query"].startswith("label_values(") and var["query"].endswith(f", {name})")

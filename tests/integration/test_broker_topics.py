@@ -92,9 +92,11 @@ def test_topic_names_follow_the_prefix(settings_factory: SettingsFactory) -> Non
     assert names.business["nps-responded"] == "acme.nps-responded"
     assert names.customers == "acme.internal.customers"
     assert names.metrics["customers"] == "acme.metrics.customers"
-    # inputs, business inputs, internal customers, dead letters and alerts, metrics, partials
-    assert len(set(names.all())) == 4 + 3 + 1 + 2 + 5 + 1
-    assert set(names.compacted) == {*names.metrics.values(), names.partials}
+    assert names.targets == "acme.targets"
+    # inputs, business inputs, internal customers, dead letters and alerts, metrics,
+    # partials, targets
+    assert len(set(names.all())) == 4 + 3 + 1 + 2 + 5 + 1 + 1
+    assert set(names.compacted) == {*names.metrics.values(), names.partials, names.targets}
 
 
 async def test_external_producer_round_trip_to_aiokafka(

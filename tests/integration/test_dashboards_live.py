@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 
+from streamproc.engine.windows import WindowClock
 from streamproc.tools.sales_team import rfc3339
+from streamproc.tools.targets import publish_targets
+from tests.support.business import BusinessScenario, key_of
 from tests.support.harness import wait_until
 from tests.support.prometheus import Prometheus
 from tests.support.scenario import Scenario, noon_zone
@@ -60,6 +65,28 @@ def _trickle(producer, settings, stop: threading.Event) -> None:  # type: ignore
         time.sleep(0.2)
 
 
+def _last_month(clock: WindowClock, now: float) -> list[tuple[str, dict[str, Any]]]:
+    """Two deals of last month: r1's won (a new customer), r2's lost."""
+    start = clock.month_start(clock.month(now) - 1) + 3 * 86400
+    out: list[tuple[str, dict[str, Any]]] = []
+    for i, (rep, source, stage) in enumerate(
+        (("r1", "referral", "won"), ("r2", "webinar", "lost"))
+    ):
+        lead, t = f"last-{i}", start + i * 3600
+        common = {"lead_id": lead, "rep_id": rep}
+        out += [
+            ("lead-created", {**common, "event_id": f"{lead}-c", "occurred_at": rfc3339(t),
+                              "source": source}),
+            ("contact-attempted", {**common, "event_id": f"{lead}-a",
+                                   "occurred_at": rfc3339(t + 120), "channel": "call",
+                                   "connected": True}),
+            ("stage-changed", {**common, "event_id": f"{lead}-s", "occurred_at": rfc3339(t + 600),
+                               "to_stage": stage, "deal_value": 4000,
+                               **({"lost_reason": "price"} if stage == "lost" else {})}),
+        ]  # fmt: skip
+    return out
+
+
 def test_every_panel_query_returns_data(
     tmp_path, settings_factory, make_topics, worker_factory, kafka_producer
 ) -> None:
@@ -70,7 +97,20 @@ def test_every_panel_query_returns_data(
     producer = kafka_producer()
     for topic, key, value in scenario.messages(settings.topic_prefix):
         producer.produce(topic, key=key, value=value)
+    clock = WindowClock(ZoneInfo(settings.timezone), settings.fiscal_year_start_month)
+    for kind, event in BusinessScenario(scenario.now, clock).events:  # costs, customers, NPS
+        producer.produce(settings.topic(kind), key=key_of(kind, event), value=orjson.dumps(event))
+    for kind, event in _last_month(clock, scenario.now):  # the "last period" panels
+        producer.produce(
+            settings.topic(kind), key=event["lead_id"].encode(), value=orjson.dumps(event)
+        )
     producer.flush(10)
+    # the quota panels: monthly revenue targets of r1, r2 and the team
+    asyncio.run(publish_targets(settings, [
+        ("revenue_won", "month", "r1", 20000.0),
+        ("revenue_won", "month", "r2", 20000.0),
+        ("revenue_won", "month", None, 50000.0),
+    ]))  # fmt: skip
     stop = threading.Event()
     feeder = threading.Thread(target=_trickle, args=(producer, settings, stop), daemon=True)
     feeder.start()

@@ -95,6 +95,8 @@ def test_demo_starts_from_a_plausible_history_goes_live_and_stops_cleanly(
             return created[1] > created[0]
 
         wait_until(live, timeout=30, interval=1.0)
+        with urllib.request.urlopen(metrics, timeout=5) as r:
+            _assert_a_real_sales_floor(parse_samples(r.read().decode()))  # live, still so
         text = (tmp_path / "demo.out").read_text()
         assert "history read [" in text and "100%" in text, "a progress bar for the history"
         assert _processes_with(marker), "the worker runs"

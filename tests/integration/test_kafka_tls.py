@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from streamproc.config import Settings
+from streamproc.tools.net import free_port
 from streamproc.tools.sales_team import history
 from tests.conftest import TlsBroker
 from tests.support.harness import (
@@ -110,8 +111,8 @@ def test_plaintext_against_the_tls_port_is_one_line(
 def test_a_sasl_login_the_broker_refuses_never_shows_the_password(
     tls_broker: TlsBroker, settings_factory: Callable[..., Settings]
 ) -> None:
-    """tansu takes no SASL login: the mechanism is refused, and neither ``topics create``
-    nor ``simulate`` (at debug level) shows the password anywhere."""
+    """tansu takes no SASL login: the mechanism is refused, and neither ``topics create``,
+    ``simulate`` nor ``targets list`` (at debug level) shows the password anywhere."""
     sasl = {
         "kafka_security_protocol": "SASL_SSL",
         "kafka_sasl_mechanism": "SCRAM-SHA-256",
@@ -120,6 +121,18 @@ def test_a_sasl_login_the_broker_refuses_never_shows_the_password(
         "log_level": "debug",
     }
     settings = settings_factory(**{**tls_broker.settings(), **sasl})
-    for args in (["topics", "create", "--wait", "20"], ["simulate", "--duration", "2"]):
+    commands = (["topics", "create", "--wait", "20"], ["simulate", "--duration", "2"])
+    for args in (*commands, ["targets", "list"]):
         done = run_cli(settings, *args)
         _one_line_failure(done, "STREAMPROC_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")
+
+
+def test_a_first_bootstrap_broker_that_is_down_does_not_stop_the_others(
+    tls_broker: TlsBroker, settings_factory: Callable[..., Settings]
+) -> None:
+    down = f"127.0.0.1:{free_port()}"
+    url = f"kafka://{down};127.0.0.1:{tls_broker.port}"
+    done = run_cli(
+        settings_factory(**{**tls_broker.settings(), "broker_url": url}), "topics", "create"
+    )
+    assert done.returncode == 0, done.stderr

@@ -8,9 +8,13 @@ from __future__ import annotations
 import contextlib
 import random
 import re
+import subprocess
+import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,10 +22,11 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from streamproc.config import Settings
+from streamproc.config import Settings, child_env
 from streamproc.engine.aggregates import SKETCH_ERROR
 from streamproc.engine.windows import PERIODS, WindowClock
 from streamproc.tools.net import free_port
+from streamproc.tools.sales_team import history
 from tests.support.harness import SeriesKey, WorkerProcess, combined, series, wait_until
 
 ZONE = "Asia/Tokyo"  # UTC+9: 23:30 UTC on the last day of a month is 08:30 on the 1st
@@ -250,3 +255,58 @@ def test_the_history_lands_in_the_periods_worked_out_by_hand(
     # D is the time zone's: in UTC its creation is on the last day of last month
     utc = WindowClock(ZoneInfo("UTC"), FISCAL)
     assert utc.month(history.boundary) == utc.month(day.timestamp()) - 1
+
+
+def test_a_replayed_year_fills_every_period_at_once(
+    settings_factory: Callable[..., Settings],
+    make_topics: Callable[[Settings], None],
+    worker_factory: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """`streamproc replay` of a year of history (with its progress bar): every period holds
+    the leads created in it, counted from the file, also once they are forgotten."""
+    settings = settings_factory(
+        timezone=ZONE, fiscal_year_start_month=FISCAL, partitions=4, prune_interval_seconds=1
+    )
+    make_topics(settings)
+    worker = worker_factory(settings)
+    now = time.time()
+    events = list(history(settings, 6000, 600, 365 * 86400.0, reps=4, seed=18, end=now - 60))
+    path = tmp_path / "year.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"type": k, "event": e}) + b"\n" for k, e in events))
+    done = subprocess.run(
+        [sys.executable, "-m", "streamproc", "replay", str(path)],
+        env={**child_env(settings), "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "6000 events sent" in done.stderr.replace(",", "")
+    clock = WindowClock(ZoneInfo(ZONE), FISCAL)
+    months = Counter(
+        clock.month(datetime.fromisoformat(e["occurred_at"]).timestamp())
+        for kind, e in events
+        if kind == "lead-created"
+    )
+    want = {}
+    for name in PERIODS:
+        bounds = clock.bounds(name, now)
+        n = sum(c for m, c in months.items() if bounds.first_key <= m <= bounds.last_key)
+        if n:
+            want[name] = float(n)
+    assert set(want) >= {"year", "last_year"} and sum(months.values()) == 600
+
+    def created() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for (metric, labels), value in worker.samples().items():
+            window = dict(labels).get("window")
+            if metric == "sales_leads_created" and window in PERIODS:
+                out[window] = out.get(window, 0.0) + value
+        return out
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: created() == want and _evicted(worker) > 500, timeout=60)
+    assert created() == want
+    assert _evicted(worker) > 500, "the year's leads are forgotten: the rollups hold them"

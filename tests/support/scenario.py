@@ -228,6 +228,9 @@ def expected(window_labels: bool = True) -> dict[tuple[str, tuple[tuple[str, str
     put("sales_forecast_value", 31947.0, rep="r1")  # 27600 x 0.12 + 34500 x 0.83
     put("sales_forecast_value", 500.0, rep="r3")  # 1000 x 0.50 (proposal's default)
     put("sales_activity_target_ratio", 0.3, rep="r1")  # 3 attempts today / target 10
+    # STREAMPROC_ACTIVITY_TARGETS {"r1": 10}: the default daily contact_attempts target
+    put("sales_target", 10.0, measure="contact_attempts", period="day", rep="r1")
+    put("sales_target_attainment_ratio", 0.3, measure="contact_attempts", period="day", rep="r1")
     return e
 
 

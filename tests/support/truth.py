@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 
 from streamproc.config import Settings
 from streamproc.contract.events import EventKind
+from streamproc.contract.targets import TargetKey
 from streamproc.engine.engine import CUSTOMERS, BatchResult, Engine, RawMessage
 from streamproc.kpis.compute import (
     ReadContext,
     Sample,
     Summary,
+    daily_attempt_targets,
     split_samples,
     summaries,
+    targets_in_force,
     whole_samples,
 )
 
@@ -79,7 +82,12 @@ def process_all(
     return results
 
 
-def engine_samples(engine: Engine, now: float, owners_only: bool = False) -> list[Sample]:
+def engine_samples(
+    engine: Engine,
+    now: float,
+    owners_only: bool = False,
+    on_topic: Mapping[TargetKey, float] | None = None,
+) -> list[Sample]:
     """Every sample of one engine that owns every key, as a single worker would export it
     (``owners_only``: what the owners export whole for subscribers, counts included)."""
     owned: dict[str, list[Summary]] = {}
@@ -87,8 +95,9 @@ def engine_samples(engine: Engine, now: float, owners_only: bool = False) -> lis
         for key, summary in summaries(part, engine.clock, now).items():
             owned.setdefault(key, []).append(summary)
     settings = engine.settings
-    targets = settings.activity_targets
-    ctx = ReadContext(now, settings.label_cap, targets, list(targets))
+    in_force = targets_in_force(settings.activity_targets, on_topic or {})
+    daily = daily_attempt_targets(in_force)
+    ctx = ReadContext(now, settings.label_cap, daily, list(daily), in_force)
     samples = (
         []
         if owners_only

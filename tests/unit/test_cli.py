@@ -85,3 +85,13 @@ def test_settings_prints_every_variable_and_marks_the_ones_set(
         assert any(f" STREAMPROC_{name.upper()}=" in line for line in lines), name
     assert "* STREAMPROC_PARTITIONS=8   (default: 4)" in lines
     assert "  STREAMPROC_WEB_PORT=6066   (default: 6066)" in lines
+
+
+def test_settings_never_prints_a_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "Secret" in str(Settings.model_fields["kafka_sasl_password"].annotation)
+    monkeypatch.setenv("STREAMPROC_KAFKA_SASL_PASSWORD", "hunter2-secret")
+    assert main(["settings"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and "* STREAMPROC_KAFKA_SASL_PASSWORD=**********" in out

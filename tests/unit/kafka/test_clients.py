@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
@@ -18,6 +18,8 @@ from streamproc.kafka import clients, topics
 from streamproc.kafka.app import create_app
 from streamproc.kafka.producer import EventProducer
 from streamproc.kafka.security import describe, explain
+from streamproc.kafka.targets import TargetsReader
+from streamproc.tools.targets import delete_target, list_targets, plausible_targets, publish_targets
 from tests.support.tls import Certs, make_certs
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -83,23 +85,46 @@ async def test_producer_consumer_and_admin_get_the_settings(
     await admin.close()
 
 
+class _Started(Exception):
+    """Raised by a client's start() in place of connecting: the client is caught there."""
+
+
 async def test_the_commands_clients_get_the_settings(
     sasl_ssl: Settings, certs: Certs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The event producer (simulate, replay) and the admin client (topics create, the
-    worker's checks), as the commands start them (without connecting)."""
+    """Every client the commands and the worker's readers start, caught as it starts: the
+    event producer (simulate, replay), the admin client (topics create, the worker's
+    checks), the targets' producer and readers (``streamproc targets``, the worker)."""
+    started: list[Any] = []
+
+    async def catch(client: Any) -> None:
+        started.append(client)
+        raise _Started
 
     async def nothing(*args: Any) -> None:
         return None
 
     monkeypatch.setattr(clients, "check_connection", nothing)
-    monkeypatch.setattr(AIOKafkaProducer, "start", nothing)
-    monkeypatch.setattr(AIOKafkaAdminClient, "start", nothing)
-    producer = EventProducer(sasl_ssl)
-    await producer.start()
-    _assert_secured(_client_options(producer._started().client), certs)
-    async with topics._admin(sasl_ssl) as admin:
-        _assert_secured(_client_options(admin._client), certs)
+    for cls in (AIOKafkaProducer, AIOKafkaConsumer, AIOKafkaAdminClient):
+        monkeypatch.setattr(cls, "start", catch)
+    target = plausible_targets(["rep-1"], 1.0)[0]
+    starts = {
+        "event producer": EventProducer(sasl_ssl).start(),
+        "admin": topics.create_topics(sasl_ssl),
+        "targets producer": publish_targets(sasl_ssl, [target]),
+        "targets tombstone": delete_target(sasl_ssl, *target[:3]),
+        "targets list": list_targets(sasl_ssl),
+        "worker's targets reader": TargetsReader(sasl_ssl, "t")._follow(),
+    }
+    for name, start in starts.items():
+        with pytest.raises(_Started):
+            await start
+        client = started[-1]
+        inner = getattr(client, "client", None) or client._client
+        _assert_secured(_client_options(inner), certs)
+        assert len(started) == list(starts).index(name) + 1, name
+        stop = getattr(client, "stop", None) or client.close
+        await stop()
 
 
 async def test_faust_s_consumer_and_producer_get_the_settings(

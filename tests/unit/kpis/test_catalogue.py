@@ -9,7 +9,16 @@ import pytest
 from streamproc.config import Settings
 from streamproc.engine.facts import FAMILIES
 from streamproc.kpis import catalogue
-from streamproc.kpis.catalogue import CATALOGUE, GLOBAL, KPIS, ROUTES, Kind, Kpi, owner_keys
+from streamproc.kpis.catalogue import (
+    CATALOGUE,
+    GLOBAL,
+    KPIS,
+    ROUTES,
+    TARGET_KINDS,
+    Kind,
+    Kpi,
+    owner_keys,
+)
 from streamproc.tools.sales_team import history
 from tests.support.truth import Truth
 
@@ -26,7 +35,10 @@ def test_names_are_unique_and_follow_the_prometheus_conventions() -> None:
 def test_every_family_a_row_reads_is_routed_to_the_rows_owner() -> None:
     for kpi in CATALOGUE:
         for family in kpi.reads:
-            assert kpi.owner in ROUTES[family], (kpi.name, family)
+            # a target's team totals (no rep label) go to the global owner, the team's
+            team = kpi.kind in TARGET_KINDS and kpi.owner not in FAMILIES[family].labels
+            assert (GLOBAL if team else kpi.owner) in ROUTES[family], (kpi.name, family)
+    assert owner_keys("team_attempt", ()) == [GLOBAL]
     assert owner_keys("won_src", ("referral",)) == [GLOBAL, "source:referral"]
     assert owner_keys("attempt", ("r1", "call")) == ["rep:r1"]
 

@@ -288,7 +288,7 @@ def test_cli_missing_file_is_said_before_waiting_for_a_broker(
     monkeypatch.setenv("STREAMPROC_BROKER_URL", f"kafka://127.0.0.1:{free_port()}")
     started = time.monotonic()
     assert main(["replay", str(tmp_path / "missing.jsonl")]) == 2
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # not the 30 s broker wait
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         f"streamproc: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory"

@@ -6,7 +6,7 @@ import asyncio
 import re
 import time
 from collections import Counter, defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -392,10 +392,33 @@ async def test_run_simulation_with_history_sends_the_past_first(
     count = await run_simulation(
         settings, rate=20.0, reps=4, seed=1, duration=0.5, producer=fake, history_days=2.0
     )
-    times = [ts(ev) for _, ev in fake.sent]
+    assert count == len(fake.sent)
+    times = [ts(ev) for kind, ev in fake.sent if kind in KINDS]  # the leads' events
     past = [t for t in times if t < began]
-    assert count == len(fake.sent) and len(past) > 500
+    assert len(past) > 500
     assert times[: len(past)] == sorted(past), "the past first, in time order"
     assert min(past) >= began - 2 * 86400 - 5
     assert past[-1] < began <= min(times[len(past) :])
     assert "history [" in capsys.readouterr().err, "with a progress bar"
+
+
+def test_a_year_of_history_has_seasons(settings: Settings) -> None:
+    """simulate --history-days 365: the quiet team's leads swing over the year."""
+    from streamproc.tools.sales_team import History, season
+
+    def utc(month: int) -> float:
+        return datetime(2026, month, 15, tzinfo=UTC).timestamp()
+
+    assert season(utc(11), 0.3) == pytest.approx(1.3, abs=0.01)  # the peak: mid-November
+    assert season(utc(5), 0.3) == pytest.approx(0.7, abs=0.01)  # the trough: mid-May
+    assert season(utc(5), 0.0) == 1.0
+    start = datetime(2026, 12, 31, tzinfo=UTC).timestamp()
+    year = History(days=365, leads_per_day=40, warm_seconds=60, seasonality=0.3)
+    team = SalesTeam.for_rate(settings, 1.0, reps=4, seed=3, start=start, history=year)
+    created = Counter(
+        datetime.fromisoformat(e["occurred_at"]).month
+        for kind, e in team.past_events()
+        if kind == "lead-created" and e["occurred_at"] < "2026-12-31"
+    )
+    # ~40 leads a day x 30 days x 1.3 in November, x 0.7 in May
+    assert 1400 < created[11] < 1730 and 700 < created[5] < 990
