@@ -123,10 +123,12 @@ class DiskStore(memory.Store[Any, Any]):
         recovery callbacks (they decode what was loaded): Faust completes the tables one
         after the other, each with its callbacks, so the first to complete loads them all."""
         await super().on_recovery_completed(active_tps, standby_tps)
+        # Every table's active partitions: ``active_tps`` holds only this table's.
+        actives = set(self.app.assignor.assigned_actives())
         for table in self.app.tables.values():
             store = table.data
             if isinstance(store, DiskStore):
-                store.load_active(active_tps)
+                store.load_active(actives)
 
     def load_active(self, active_tps: set[TP]) -> None:
         """Load from disk the active partitions not in memory yet; unload the others."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-from typing import Any
 
 import pytest
 
@@ -24,19 +23,6 @@ from tests.support.harness import WorkerProcess
 pytestmark = pytest.mark.fault
 
 _READ = re.compile(r"(\S+-leads-changelog): (\d+) records read from the changelog")
-
-
-def verify_state(stream: Stream, live: list[WorkerProcess], figures: dict, **kw: Any) -> None:
-    """``verify``; an xfail when the only series that differ are the customers': a worker
-    killed and restarted loses customers on main without the disk store too (seen with this
-    test's scenario run against main's code), a bug of the customers flow to fix there."""
-    try:
-        verify(stream, live, figures, timeout=45, **kw)
-    except AssertionError as exc:
-        differing = set(re.findall(r"'(sales_\w+)'", str(exc).split("; changelog:")[0]))
-        if differing and all(name.startswith("sales_customers_") for name in differing):
-            pytest.xfail(f"known customers bug after a restart: {sorted(differing)}")
-        raise
 
 
 def leads_read(worker: WorkerProcess) -> list[int]:
@@ -67,7 +53,7 @@ def test_a_restart_with_its_data_dir_reads_only_the_tail_and_a_foreign_one_all(
     assert restart_reads and restart_reads[0] < written / 10, (restart_reads, written)
     feed.release()
     feed.join()
-    verify_state(stream, [again], figures, crashed=one)
+    verify(stream, [again], figures, crashed=one)
 
     # Its data dir copied for a second worker of the group, beside a worker with an empty
     # one: the copy's partitions are of this very log (trusted, their tail read), the
@@ -80,7 +66,7 @@ def test_a_restart_with_its_data_dir_reads_only_the_tail_and_a_foreign_one_all(
     wait_settled([copy, empty], settings.partitions)
     figures["copy_read"], figures["empty_read"] = leads_read(copy), leads_read(empty)
     assert sum(leads_read(empty)) > 1_000  # its partitions' leads, read whole
-    verify_state(stream, [copy, empty], figures, crashed=one)  # its repeats still excused
+    verify(stream, [copy, empty], figures, crashed=one)  # its repeats still excused
 
 
 def test_a_standby_is_promoted_while_events_flow(
@@ -107,4 +93,4 @@ def test_a_standby_is_promoted_while_events_flow(
     assert takeover and max(takeover) < 300, takeover
     feed.release()
     feed.join()
-    verify_state(stream, [second], figures, crashed=first)
+    verify(stream, [second], figures, crashed=first)
