@@ -22,7 +22,9 @@ ENV STREAMPROC_WEB_HOST=0.0.0.0 \
     STREAMPROC_DATA_DIR=/home/streamproc/data
 
 EXPOSE 6066
+# /healthz over HTTPS when the worker serves it (STREAMPROC_WEB_TLS_CERTFILE): its own
+# certificate is not checked on this loopback probe; /healthz needs no credentials.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as r; r.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('STREAMPROC_WEB_PORT', '6066'), timeout=2)"]
+    CMD ["python", "-c", "import os, ssl, urllib.request as r; tls = bool(os.environ.get('STREAMPROC_WEB_TLS_CERTFILE')); r.urlopen(('https' if tls else 'http') + '://127.0.0.1:%s/healthz' % os.environ.get('STREAMPROC_WEB_PORT', '6066'), timeout=2, context=ssl._create_unverified_context() if tls else None)"]
 
 CMD ["streamproc", "worker"]

@@ -109,6 +109,13 @@ def parser() -> argparse.ArgumentParser:
         f"{_default('takeover_big_leads')}",
     )
     parser.add_argument(
+        "--periods-leads",
+        type=int,
+        metavar="N",
+        help="leads of the periods part's year of history, measured against its last 7 "
+        f"days alone; 0 skips it {_default('periods_leads')}",
+    )
+    parser.add_argument(
         "--takeover-timeout",
         type=float,
         metavar="SECONDS",
@@ -165,6 +172,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         "contenders": args.only,
         "takeover_leads": args.takeover_leads,
         "takeover_big_leads": args.takeover_big_leads,
+        "periods_leads": args.periods_leads,
         "takeover_timeout": args.takeover_timeout,
         "handover_settle": args.handover_settle,
     }

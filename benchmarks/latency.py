@@ -82,7 +82,8 @@ def _team_for(settings: Settings, rate: float, reps: int, seed: int, lead: float
         else:
             slope = 0.5
         asked = math.exp(points[-1][0] + (math.log(rate) - points[-1][1]) / slope)
-    return SalesTeam.for_rate(settings, asked, reps, seed, start=time.time() + lead)
+    # With the business outcomes (invoices, NPS answers, churn) at the simulator's rates.
+    return SalesTeam.for_rate(settings, asked, reps, seed, start=time.time() + lead, outcomes=True)
 
 
 async def _steady_load(
@@ -99,6 +100,9 @@ async def _steady_load(
     team = await asyncio.to_thread(
         _team_for, settings, opts.latency_rate, opts.reps, opts.seed + 1, 3.0
     )
+    for kind, event in team.invoices():  # this month's and last month's costs, recorded now
+        await producer.send(kind, event)
+        sent[0] += 1
     await asyncio.sleep(max(0.0, team.start - time.time()))
     flowing.set()
     cursor = team.start

@@ -30,6 +30,8 @@ CONTENDERS = ("raw", "plain", "naive", "kpi2", "kpi1", "takeover")
 TAKEOVER_LEADS = 100_000
 """The take-over goals are set at this many leads (and ``TAKEOVER_BIG_LEADS``)."""
 TAKEOVER_BIG_LEADS = 1_000_000
+PERIODS_LEADS = 100_000
+"""The periods goals: a year of this many leads against its last 7 days alone."""
 
 
 def _at(r: dict[str, Any], size_key: str, size: int, figure: str) -> float:
@@ -63,6 +65,13 @@ GOALS: dict[str, Callable[[dict[str, Any]], bool]] = {
     ),
     "RSS at 1M leads <= 400 MB": lambda r: (
         _at(r, "takeover_big_leads", TAKEOVER_BIG_LEADS, "rss_1m_leads_mb") * MIB <= 400e6
+    ),
+    "periods: RSS within 10 % of 7 days": lambda r: (
+        _at(r, "periods_leads", PERIODS_LEADS, "periods_rss_mb") <= 1.1 * r["periods_7d_rss_mb"]
+    ),
+    "periods: take-over within 10 % of 7 days": lambda r: (
+        _at(r, "periods_leads", PERIODS_LEADS, "periods_takeover_s")
+        <= 1.1 * r["periods_7d_takeover_s"]
     ),
     "restart at 1M leads <= 15 s": lambda r: (
         _at(r, "takeover_big_leads", TAKEOVER_BIG_LEADS, "takeover_restart_1m_s") <= 15
@@ -109,6 +118,8 @@ class BenchOptions:
     """Leads of the take-over part's history (~4.35 events each over 6 days); 0: skipped."""
     takeover_big_leads: int = TAKEOVER_BIG_LEADS
     """Leads of its second history (peak RSS, restart); 0: skipped."""
+    periods_leads: int = PERIODS_LEADS
+    """Leads of the periods part's year (its last 7 days are measured too); 0: skipped."""
     takeover_timeout: float = 900.0
     """Seconds a worker may take to build a take-over history, or to serve it again."""
     handover_settle: float = 10.0
@@ -131,6 +142,7 @@ class BenchOptions:
             "alert_wait": 3.0,
             "takeover_leads": 10_000,
             "takeover_big_leads": 0,
+            "periods_leads": 0,  # a year of history is not quick
             "takeover_timeout": 300.0,
             "quick": True,
         }

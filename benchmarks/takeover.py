@@ -303,6 +303,10 @@ def run_takeover(settings: Settings, options: BenchOptions, out: TextIO) -> dict
         figures.update(_takeover_part(settings, options, out))
     if options.takeover_big_leads > 0:
         figures.update(_big_part(settings, options, out))
+    if options.periods_leads > 0:
+        from benchmarks.periods import run_periods  # it builds on this module
+
+        figures.update(run_periods(settings, options, out))
     return figures
 
 

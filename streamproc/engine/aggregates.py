@@ -125,11 +125,12 @@ class Acc:
         out.total = sum(acc.total for acc in accs)
         multisets = [acc.values for acc in accs if acc.values is not None]
         if multisets and counted:
-            out.values = {}
-            for acc in accs:
-                if acc.values is not None:
-                    out.merge(acc)
-            out._quantiles = None
+            # the values only: ``merge`` would add each count and total a second time
+            values: dict[float, int] = {}
+            for multiset in multisets:
+                for value, n in multiset.items():
+                    values[value] = values.get(value, 0) + n
+            out.values = values
         elif multisets:
             out.values = SortedValues.of_runs(_run(m) for m in multisets)
         return out

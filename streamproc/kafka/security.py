@@ -8,6 +8,7 @@ here (aiokafka needs the text) and never into a log line, an error or ``/readyz`
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from faust.auth import SASLCredentials, SSLCredentials
@@ -119,48 +120,79 @@ def explain(settings: Settings, broker: str, exc: BaseException, other_side: boo
     would make work (a certificate, a password, a protocol mismatch); None for the others
     (a broker down or slow). ``other_side``: the broker answered with the other protocol
     (TLS where the settings say plaintext, or the reverse)."""
-    text = _chain(exc)
-    protocol = settings.kafka_security_protocol
     where = f"broker {broker}"
     if other_side:
-        speaks = "plaintext" if _uses_tls(settings) else "TLS"
-        fix = "PLAINTEXT or SASL_PLAINTEXT" if _uses_tls(settings) else "SSL or SASL_SSL"
-        return (
-            f"{where} speaks {speaks} but STREAMPROC_KAFKA_SECURITY_PROTOCOL={protocol}: "
-            f"set it to {fix}"
-        )
-    if "mismatch" in text and "certificate verify failed" in text:
-        return (
-            f"TLS to {where} failed: its certificate is not issued to that name ({exc}): use a "
-            "name it holds in STREAMPROC_BROKER_URL, or STREAMPROC_KAFKA_SSL_CHECK_HOSTNAME=false"
-        )
-    if "certificate verify failed" in text:
-        cafile = settings.kafka_ssl_cafile
-        trusted = f"STREAMPROC_KAFKA_SSL_CAFILE ({cafile})" if cafile else "the system's CAs"
-        return (
-            f"TLS to {where} failed: its certificate is not signed by a CA in {trusted}: set "
-            f"STREAMPROC_KAFKA_SSL_CAFILE to the PEM file of the CA that signed it ({exc})"
-        )
-    if "certificate required" in text:
-        return (
-            f"{where} asks for a client certificate (mutual TLS): set "
-            "STREAMPROC_KAFKA_SSL_CERTFILE and STREAMPROC_KAFKA_SSL_KEYFILE"
-        )
-    if any(alert in text for alert in ("unknown ca", "bad certificate", "certificate unknown")):
-        return (
-            f"{where} refused the client certificate STREAMPROC_KAFKA_SSL_CERTFILE "
-            f"({settings.kafka_ssl_certfile}): it is not signed by a CA the broker trusts"
-        )
-    if "unsupportedsaslmechanism" in text:
-        return (
-            f"{where} does not accept SASL mechanism {settings.kafka_sasl_mechanism}: set "
-            "STREAMPROC_KAFKA_SASL_MECHANISM to one it accepts (PLAIN, SCRAM-SHA-256 or "
-            "SCRAM-SHA-512), or check STREAMPROC_KAFKA_SECURITY_PROTOCOL"
-        )
-    if "saslauthenticationfailed" in text or "authenticationfailed" in text:
-        return (
-            f"{where} refused the SASL login of {settings.kafka_sasl_username!r} "
-            f"({settings.kafka_sasl_mechanism}): check STREAMPROC_KAFKA_SASL_USERNAME and "
-            "STREAMPROC_KAFKA_SASL_PASSWORD"
-        )
+        return _protocol_mismatch(settings, where)
+    text = _chain(exc)
+    for needs, message in _FAILURES:
+        if all(word in text for word in needs):
+            return message(settings, where, exc)
     return None
+
+
+def _protocol_mismatch(settings: Settings, where: str) -> str:
+    speaks, fix = ("plaintext", "PLAINTEXT or SASL_PLAINTEXT")
+    if not _uses_tls(settings):
+        speaks, fix = ("TLS", "SSL or SASL_SSL")
+    protocol = f"STREAMPROC_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
+    return f"{where} speaks {speaks} but {protocol}: set it to {fix}"
+
+
+def _wrong_name(settings: Settings, where: str, exc: BaseException) -> str:
+    return (
+        f"TLS to {where} failed: its certificate is not issued to that name ({exc}): use a "
+        "name it holds in STREAMPROC_BROKER_URL, or STREAMPROC_KAFKA_SSL_CHECK_HOSTNAME=false"
+    )
+
+
+def _untrusted(settings: Settings, where: str, exc: BaseException) -> str:
+    cafile = settings.kafka_ssl_cafile
+    trusted = f"STREAMPROC_KAFKA_SSL_CAFILE ({cafile})" if cafile else "the system's CAs"
+    return (
+        f"TLS to {where} failed: its certificate is not signed by a CA in {trusted}: set "
+        f"STREAMPROC_KAFKA_SSL_CAFILE to the PEM file of the CA that signed it ({exc})"
+    )
+
+
+def _no_client_certificate(settings: Settings, where: str, exc: BaseException) -> str:
+    return (
+        f"{where} asks for a client certificate (mutual TLS): set "
+        "STREAMPROC_KAFKA_SSL_CERTFILE and STREAMPROC_KAFKA_SSL_KEYFILE"
+    )
+
+
+def _refused_certificate(settings: Settings, where: str, exc: BaseException) -> str:
+    return (
+        f"{where} refused the client certificate STREAMPROC_KAFKA_SSL_CERTFILE "
+        f"({settings.kafka_ssl_certfile}): it is not signed by a CA the broker trusts"
+    )
+
+
+def _mechanism(settings: Settings, where: str, exc: BaseException) -> str:
+    return (
+        f"{where} does not accept SASL mechanism {settings.kafka_sasl_mechanism}: set "
+        "STREAMPROC_KAFKA_SASL_MECHANISM to one it accepts (PLAIN, SCRAM-SHA-256 or "
+        "SCRAM-SHA-512), or check STREAMPROC_KAFKA_SECURITY_PROTOCOL"
+    )
+
+
+def _login(settings: Settings, where: str, exc: BaseException) -> str:
+    # The username only: the error of a refused login never carries the password.
+    return (
+        f"{where} refused the SASL login of {settings.kafka_sasl_username!r} "
+        f"({settings.kafka_sasl_mechanism}): check STREAMPROC_KAFKA_SASL_USERNAME and "
+        "STREAMPROC_KAFKA_SASL_PASSWORD"
+    )
+
+
+_FAILURES: list[tuple[tuple[str, ...], Callable[[Settings, str, BaseException], str]]] = [
+    # (words all in the lower-case error chain, the line), first match wins
+    (("certificate verify failed", "mismatch"), _wrong_name),
+    (("certificate verify failed",), _untrusted),
+    (("certificate required",), _no_client_certificate),
+    (("unknown ca",), _refused_certificate),
+    (("bad certificate",), _refused_certificate),
+    (("certificate unknown",), _refused_certificate),
+    (("unsupportedsaslmechanism",), _mechanism),
+    (("authenticationfailed",), _login),  # SaslAuthenticationFailed, AuthenticationFailedError
+]

@@ -27,8 +27,11 @@ async def preflight(settings: Settings, broker_wait: float = BROKER_WAIT_SECONDS
     co-partitioned: each error is one line saying what to do. Returns the optional topics
     present (``check_topics``)."""
     check_web_port(settings)
+    web = WebSecurity(settings)
+    web.app_options()  # a web certificate or key that cannot be loaded: one line, now
+    web.peer_ssl()
     log.info("Kafka %s: %s", settings.broker_hosts, describe(settings))
-    log.info("HTTP on port %d: %s", settings.web_port, WebSecurity(settings).describe())
+    log.info("HTTP on port %d: %s", settings.web_port, web.describe())
     await wait_for_broker(settings, timeout=broker_wait)
     return await check_topics(settings)
 

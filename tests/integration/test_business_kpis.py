@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+import redis
 from confluent_kafka import Producer
 
 from streamproc.config import Settings
@@ -19,7 +20,7 @@ from streamproc.engine.windows import WindowClock
 from streamproc.kpis.catalogue import KPIS
 from streamproc.tools.net import free_port
 from tests.support.business import BusinessScenario, SeriesKey, is_customer_metric, key_of
-from tests.support.harness import WorkerProcess, combined, select, wait_until
+from tests.support.harness import TopicReader, WorkerProcess, combined, select, wait_until
 from tests.support.scenario import noon_zone
 
 pytestmark = pytest.mark.integration
@@ -105,9 +106,12 @@ def _outcomes(workers: list[WorkerProcess]) -> dict[str, float]:
 
 
 def test_the_issue_scenario_on_one_worker_with_hostile_input_dead_lettered(
-    settings_factory, make_topics, worker_factory, kafka_producer
+    settings_factory, make_topics, worker_factory, kafka_producer, redis_server_factory
 ) -> None:
-    settings = _settings(settings_factory, time.time())
+    redis_server = redis_server_factory()
+    settings = _settings(settings_factory, time.time()).model_copy(
+        update={"redis_url": redis_server.url}
+    )
     scenario = _scenario(settings)
     make_topics(settings)
     worker = worker_factory(settings)
@@ -116,6 +120,37 @@ def test_the_issue_scenario_on_one_worker_with_hostile_input_dead_lettered(
     outcome = _outcomes([worker])
     assert outcome["invalid"] == len(HOSTILE)
     assert worker.get("/healthz")[0] == 200
+    # The same values whole on /kpis (the team's NPS with labels {}) and on the metric topic.
+    status, body = worker.get("/kpis?metric=sales_nps_score&window=today")
+    assert status == 200
+    scores = {tuple(sorted(k["labels"].items())): k["value"] for k in orjson.loads(body)["kpis"]}
+    assert scores == {(): 30.0, (("rep", "r1"),): 33.333333, (("rep", "r2"),): 33.333333,
+                      (("rep", "r3"),): 0.0}  # fmt: skip
+    reader = TopicReader(settings, settings.topic("metrics.customers"))
+
+    def churn_today() -> object:
+        reader.poll()
+        return next(
+            (m["value"] for m in reader.latest().values()
+             if m["metric"] == "sales_churn_ratio" and m["window"] == "today"),
+            None,
+        )  # fmt: skip
+
+    try:
+        assert wait_until(lambda: churn_today() == 0.4, timeout=20)
+    finally:
+        reader.close()
+    # And in the Redis snapshot.
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+
+        def active_smb() -> object:
+            raw = client.hget("streamproc:kpi:sales_customers_active", 'segment="smb"')
+            return raw and orjson.loads(raw)["value"]
+
+        assert wait_until(lambda: active_smb() == 5, timeout=20)
+    finally:
+        client.close()
 
 
 def test_two_workers_then_a_sigkill_and_a_take_over(

@@ -109,10 +109,12 @@ def test_plaintext_against_the_tls_port_is_one_line(
 
 
 def test_a_sasl_login_the_broker_refuses_never_shows_the_password(
-    tls_broker: TlsBroker, settings_factory: Callable[..., Settings]
+    tls_broker: TlsBroker,
+    settings_factory: Callable[..., Settings],
+    worker_factory: Callable[..., WorkerProcess],
 ) -> None:
     """tansu takes no SASL login: the mechanism is refused, and neither ``topics create``,
-    ``simulate`` nor ``targets list`` (at debug level) shows the password anywhere."""
+    ``simulate``, ``targets list`` nor the worker (at debug level) shows the password."""
     sasl = {
         "kafka_security_protocol": "SASL_SSL",
         "kafka_sasl_mechanism": "SCRAM-SHA-256",
@@ -125,6 +127,10 @@ def test_a_sasl_login_the_broker_refuses_never_shows_the_password(
     for args in (*commands, ["targets", "list"]):
         done = run_cli(settings, *args)
         _one_line_failure(done, "STREAMPROC_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")
+    worker = worker_factory(settings, ready=False)
+    assert worker.proc.wait(30) == 2
+    worker_run = subprocess.CompletedProcess([], 2, "", worker.log())
+    _one_line_failure(worker_run, "STREAMPROC_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")
 
 
 def test_a_first_bootstrap_broker_that_is_down_does_not_stop_the_others(

@@ -6,6 +6,10 @@ password or token appears in a log line or an HTTP answer."""
 from __future__ import annotations
 
 import base64
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -18,7 +22,7 @@ import orjson
 import pytest
 import redis
 
-from streamproc.config import Settings
+from streamproc.config import Settings, child_env
 from streamproc.tools.net import free_port
 from streamproc.tools.sales_team import history
 from tests.conftest import TlsBroker
@@ -129,6 +133,17 @@ def _assert_no_secret(*texts: str | bytes) -> None:
             assert secret not in shown
 
 
+def _image_healthcheck(settings: Settings) -> subprocess.CompletedProcess[str]:
+    """The Dockerfile's HEALTHCHECK command, run here with the worker's environment."""
+    text = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    command = json.loads(text.split("HEALTHCHECK", 1)[1].split("CMD", 1)[1].splitlines()[0])
+    assert command[:2] == ["python", "-c"]
+    env = {**child_env(settings), "PATH": os.environ.get("PATH", "")}
+    return subprocess.run(
+        [sys.executable, "-c", command[2]], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
 def _snapshot_leads_7d(settings: Settings) -> float:
     client = _redis(settings)
     try:
@@ -166,6 +181,7 @@ def test_a_secured_worker_scraped_by_prometheus_with_redis_over_tls(
 
     # The HTTP: open /healthz, the rest behind the credentials, HTTPS only.
     assert worker.get("/healthz", headers={})[0] == 200
+    assert _image_healthcheck(settings).returncode == 0  # the Dockerfile's, over HTTPS
     status, body = worker.get("/metrics", headers={})
     assert status == 401 and b"STREAMPROC_WEB_AUTH_USERNAME" in body
     assert worker.get("/kpis", headers=_basic("prometheus", "wrong"))[0] == 401

@@ -266,12 +266,13 @@ def test_frozen_values_read_as_the_multiset_they_were_made_of(
         max_size=5,
     ),
     st.lists(st.booleans(), min_size=5, max_size=5),
+    st.booleans(),
 )
 def test_accumulators_merged_at_once_equal_those_merged_pairwise(
-    parts: list[dict[float, int]], frozen: list[bool]
+    parts: list[dict[float, int]], frozen: list[bool], counted: bool
 ) -> None:
-    """``Acc.merged`` (the owner's: one sort of all runs) against ``merge`` one by one,
-    from parts in either form."""
+    """``Acc.merged`` (the owner's: one sort of all runs; ``counted``, the periods': the
+    counts added up) against ``merge`` one by one, from parts in either form."""
     accs = []
     for part, freeze in zip(parts, frozen, strict=False):
         acc = Acc(dist=True)
@@ -281,11 +282,12 @@ def test_accumulators_merged_at_once_equal_those_merged_pairwise(
     pairwise = Acc(dist=True)
     for acc in accs:
         pairwise.merge(acc)
-    at_once = Acc.merged(accs)
-    assert isinstance(at_once.values, SortedValues)
+    at_once = Acc.merged(accs, counted=counted)
     assert (at_once.count, at_once.total) == (pairwise.count, pairwise.total)
-    assert dict(at_once.values.items()) == pairwise.values
-    assert list(at_once.values.array) == sorted(at_once.values.array)
+    assert at_once.values is not None and dict(at_once.values.items()) == pairwise.values
+    if not counted:
+        assert isinstance(at_once.values, SortedValues)
+        assert list(at_once.values.array) == sorted(at_once.values.array)
     assert at_once.quantiles((0.0, 0.5, 0.9, 1.0)) == pairwise.quantiles((0.0, 0.5, 0.9, 1.0))
 
 

@@ -86,3 +86,10 @@ def test_a_lead_that_never_gets_its_creation_goes_once_stale() -> None:
     engine.process(_life(), NOW)
     later = NOW + SETTINGS.open_lead_retention_days * DAY
     assert [lead.lead_id for lead in engine.evict(later)] == ["old-lead"]
+
+
+def test_after_a_restart_with_nothing_to_read_old_leads_go_at_once() -> None:
+    before = Engine(SETTINGS, {})
+    before.process(_life(), NOW)
+    recovered = Engine(SETTINGS, dict(before.leads))  # its leads, from the changelog
+    assert [lead.lead_id for lead in recovered.evict(NOW)] == ["old-lead"]

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from streamproc.config import Settings
 from streamproc.engine.aggregates import SKETCH_ERROR, Acc, PartitionAggregates, sketched
 from streamproc.engine.windows import WindowClock
-from streamproc.kpis.compute import quantile
+from streamproc.kpis.compute import ReadContext, Summary, quantile, summaries, whole_samples
+from streamproc.partials.codec import decode, encode
 from tests.support.facts import fact
 from tests.support.truth import Truth
 
@@ -140,6 +141,43 @@ def test_an_archived_fact_stays_in_its_period_and_restores_elsewhere() -> None:
     for month in sorted(months):
         other.restore(part.archived_month(month))
     assert {name: _period(other, name) for name in before} == before
+
+
+def test_the_owner_counts_each_partitions_period_facts_once() -> None:
+    """Two partitions' partials of one rep, merged by the owner (the series it exports
+    whole: metric topics, Redis, /kpis): by hand, December has 2 first contacts (30 s,
+    45 s), one within the SLA; the year adds November's (60 s). The periods' counted
+    multisets once added each count and total twice (2x in Redis, half the SLA ratio)."""
+    clock = WindowClock(UTC)
+    one, two = PartitionAggregates(clock, NOW), PartitionAggregates(clock, NOW)
+    one.apply(
+        [
+            fact("first_contact", ("r1",), _utc(2026, 11, 3), 60.0),
+            fact("first_contact", ("r1",), _utc(2026, 12, 2), 30.0),
+            fact("first_contact_in_sla", ("r1",), _utc(2026, 12, 2), 1.0),
+        ],
+        1,
+    )
+    two.apply([fact("first_contact", ("r1",), _utc(2026, 12, 3), 45.0)], 1)
+    owned: dict[str, list[Summary]] = {}
+    for part in (one, two):  # as the owner gets them: encoded, sent, decoded
+        for key, summary in summaries(part, clock, NOW).items():
+            owned.setdefault(key, []).append(decode(encode(summary)))
+    metrics = ("first_contacts", "responded_within_sla_ratio", "response_time_avg_seconds")
+    got = {
+        (s.metric.removeprefix("sales_"), s.window.name): s.value
+        for s in whole_samples(owned, clock, ReadContext(NOW, 50), with_counts=True)
+        if s.window is not None and s.window.name in ("month", "year")
+        if s.metric.removeprefix("sales_") in metrics
+    }
+    assert got == {
+        ("first_contacts", "month"): 2.0,
+        ("first_contacts", "year"): 3.0,
+        ("responded_within_sla_ratio", "month"): 0.5,
+        ("responded_within_sla_ratio", "year"): pytest.approx(1 / 3),
+        ("response_time_avg_seconds", "month"): 37.5,
+        ("response_time_avg_seconds", "year"): 45.0,
+    }
 
 
 def test_pruning_drops_archived_months_before_last_year() -> None:

@@ -11,6 +11,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from streamproc.config import Settings
@@ -201,3 +206,66 @@ def test_only_the_clients_module_creates_aiokafka_clients() -> None:
     hints = {"streamproc/kafka/topics.py", "streamproc/kafka/producer.py"}
     assert [hit for hit in found if " calls " in hit] == []
     assert [hit for hit in found if " imports " in hit and hit.split(":")[0] not in hints] == []
+
+
+def _caused(outer: Exception, cause: Exception) -> Exception:
+    outer.__cause__ = cause
+    return outer
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (
+            ssl.SSLCertVerificationError(
+                "certificate verify failed: Hostname mismatch, certificate is not valid for 'b'"
+            ),
+            "STREAMPROC_KAFKA_SSL_CHECK_HOSTNAME=false",
+        ),
+        (
+            ssl.SSLCertVerificationError("certificate verify failed: self-signed certificate"),
+            "not signed by a CA in STREAMPROC_KAFKA_SSL_CAFILE",
+        ),
+        (
+            _caused(
+                KafkaConnectionError("Connection at b:9093 closed"),
+                ssl.SSLError(1, "[SSL] tlsv13 alert certificate required (_ssl.c:2580)"),
+            ),
+            "asks for a client certificate (mutual TLS): set STREAMPROC_KAFKA_SSL_CERTFILE",
+        ),
+        (
+            ssl.SSLError(1, "[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate"),
+            "refused the client certificate STREAMPROC_KAFKA_SSL_CERTFILE",
+        ),
+        (UnsupportedSaslMechanismError("conn"), "STREAMPROC_KAFKA_SASL_MECHANISM"),
+        (
+            SaslAuthenticationFailed("Authentication failed: Invalid credentials"),
+            "refused the SASL login of 'alice' (SCRAM-SHA-512): check "
+            "STREAMPROC_KAFKA_SASL_USERNAME and STREAMPROC_KAFKA_SASL_PASSWORD",
+        ),
+        (ConnectionRefusedError(111, "Connect call failed"), None),
+        (KafkaConnectionError("Connection at b:9093 closed"), None),
+    ],
+)
+def test_failures_no_retry_cures_are_one_line_naming_the_setting(
+    sasl_ssl: Settings, error: Exception, says: str | None
+) -> None:
+    line = explain(sasl_ssl, "b:9093", error, False)
+    if says is None:
+        assert line is None  # down or slow: the caller retries
+        return
+    assert line is not None and says in line and "b:9093" in line and "\n" not in line
+    assert PASSWORD not in line
+
+
+def test_a_protocol_mismatch_names_the_protocol_to_set(sasl_ssl: Settings, tmp_path: Path) -> None:
+    line = explain(sasl_ssl, "b:9093", TimeoutError(), True)
+    assert line == (
+        "broker b:9093 speaks plaintext but STREAMPROC_KAFKA_SECURITY_PROTOCOL=SASL_SSL: "
+        "set it to PLAINTEXT or SASL_PLAINTEXT"
+    )
+    plain = Settings(_env_file=None, data_dir=tmp_path)
+    assert explain(plain, "b:9093", OSError(), True) == (
+        "broker b:9093 speaks TLS but STREAMPROC_KAFKA_SECURITY_PROTOCOL=PLAINTEXT: "
+        "set it to SSL or SASL_SSL"
+    )

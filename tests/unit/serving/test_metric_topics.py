@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -241,3 +242,35 @@ def _rfc(epoch: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+async def test_a_month_ending_publishes_its_final_and_becomes_last_month(
+    make_sink, send: FakeSend
+) -> None:
+    """The calendar periods: when the month ends, its last value goes out with
+    ``final: true``; the same value is then the ``last_month`` series."""
+    clock = WindowClock(ZoneInfo("UTC"), fiscal_start_month=4)
+    november = datetime(2026, 11, 30, 23, 59, tzinfo=UTC).timestamp()
+    december = november + 120
+
+    def won(window: str, value: float, now: float) -> Sample:
+        return Sample("sales_revenue_won", {"rep": "r1"}, clock.bounds(window, now), value)
+
+    sink = make_sink(interval=0.02)
+    await sink.start()
+    await sink.publish([won("month", 5000.0, november)], november)
+    month = key_of(won("month", 0.0, november))
+    await async_wait_until(lambda: len(send.of(month)) == 1, 3.0)
+    # December: nothing won yet this month; November's 5,000 is last month's
+    await sink.publish([won("last_month", 5000.0, december)], december)
+    last = key_of(won("last_month", 0.0, december))
+    await async_wait_until(lambda: send.of(last) and len(send.of(month)) == 2, 3.0)
+    final = send.of(month)[1]
+    assert final["final"] is True and final["value"] == 5000.0
+    assert (final["window_start"], final["window_end"]) == (
+        _rfc(datetime(2026, 11, 1, tzinfo=UTC).timestamp()),
+        _rfc(datetime(2026, 12, 1, tzinfo=UTC).timestamp()),
+    )
+    [previous] = send.of(last)
+    assert previous["value"] == 5000.0 and previous["window"] == "last_month"
+    assert previous["window_start"] == final["window_start"]
