@@ -63,8 +63,11 @@ def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from streamproc.kafka.topics import wait_for_broker
     from streamproc.tools.simulate import run_simulation
 
+    # One line naming the broker and what to check, not aiokafka's traceback.
+    asyncio.run(wait_for_broker(settings, timeout=args.wait))
     sent = asyncio.run(
         run_simulation(
             settings,
@@ -267,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="first send this many days of the team's past (whole lives, ~100 leads a day "
         "for 8 reps, then up to an hour at the rate), as fast as the broker takes them",
     )
+    simulate.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the broker")
     simulate.set_defaults(run=_cmd_simulate)
     replay = _command(
         sub,

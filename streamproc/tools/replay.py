@@ -12,7 +12,8 @@ The type is one of ``lead-created``, ``contact-attempted``, ``stage-changed``,
 ``email-opened``; ``lead_created`` and dotted names ending in a kind (a topic name such as
 ``sales.lead-created``, a CloudEvents type such as ``com.acme.crm.lead-created``) are
 accepted too. Each event is checked with the worker's own parser (``EventParser``) and sent
-to its topic keyed by its ``lead_id``. A bad line is reported as ``FILE:LINE: reason`` and
+to its topic keyed by its ``lead_id`` (a business event by its ``customer_id``, a cost
+without one by its ``event_id``). A bad line is reported as ``FILE:LINE: reason`` and
 skipped; the rest is still sent.
 """
 
@@ -29,7 +30,7 @@ from typing import IO, Any, Protocol, TextIO
 import orjson
 
 from streamproc.config import Settings
-from streamproc.contract.events import EventKind, EventParser
+from streamproc.contract.events import BusinessKind, EventKind, EventParser, Kind
 from streamproc.exceptions import InvalidEvent, StreamprocError
 from streamproc.tools.progress import Progress
 
@@ -44,7 +45,8 @@ __all__ = [
 
 MAX_SHOWN = 1000
 """Bad lines printed one by one; further ones are counted in the summary only."""
-_KINDS = {kind.value: kind for kind in EventKind}
+# the lead events and the business events (spec/business-events.md)
+_KINDS: dict[str, Kind] = {kind.value: kind for kind in (*EventKind, *BusinessKind)}
 _KIND_FIELDS = ("type", "kind")
 
 
@@ -56,7 +58,7 @@ class ReplayError(StreamprocError):
 class ParsedLine:
     """A validated line, ready to send: the topic kind, the key and the value bytes."""
 
-    kind: EventKind
+    kind: Kind
     key: bytes
     value: bytes
 
@@ -106,7 +108,7 @@ class ReplayReport:
         return text
 
 
-def _kind(name: object) -> EventKind:
+def _kind(name: object) -> Kind:
     if not isinstance(name, str):
         raise InvalidEvent(f"event type must be a string, got {type(name).__name__}")
     text = name.strip().lower().replace("_", "-")
@@ -117,12 +119,17 @@ def _kind(name: object) -> EventKind:
     return kind
 
 
-def _lead_key(event: dict[str, Any]) -> bytes | None:
-    """The message key: the event's lead_id (inside ``data`` for a CloudEvents envelope)."""
-    lead_id = event.get("lead_id")
-    if lead_id is None and isinstance(event.get("data"), dict):
-        lead_id = event["data"].get("lead_id")
-    return lead_id.encode() if isinstance(lead_id, str) else None
+def _key_of(kind: Kind, event: dict[str, Any]) -> bytes | None:
+    """The message key: a lead event's lead_id, a churn's or NPS answer's customer_id, a
+    cost's customer_id else event_id (inside ``data`` for a CloudEvents envelope)."""
+    fields = ("lead_id",) if isinstance(kind, EventKind) else ("customer_id", "event_id")
+    data = event.get("data")
+    inner: dict[str, Any] = data if isinstance(data, dict) else {}
+    for name in fields:
+        value = event.get(name, inner.get(name))
+        if isinstance(value, str):
+            return value.encode()
+    return None
 
 
 class LineParser:
@@ -131,7 +138,7 @@ class LineParser:
     def __init__(self, settings: Settings) -> None:
         self._parser = EventParser(settings)
 
-    def split(self, line: bytes | str) -> tuple[EventKind, dict[str, Any]]:
+    def split(self, line: bytes | str) -> tuple[Kind, dict[str, Any]]:
         """The kind and the event object of a line, not yet validated as an event."""
         try:
             obj = orjson.loads(line)
@@ -159,10 +166,12 @@ class LineParser:
 
     def parse(self, line: bytes | str, now: float) -> ParsedLine:
         kind, event = self.split(line)
-        key = _lead_key(event)
+        key = _key_of(kind, event)
         value = orjson.dumps(event)
         parsed = self._parser.parse(kind, key, value, now)
-        return ParsedLine(kind, key or parsed.lead_id.encode(), value)
+        if key is None:  # an envelope's id stood for the event_id
+            key = (getattr(parsed, "lead_id", None) or parsed.event_id).encode()
+        return ParsedLine(kind, key, value)
 
 
 class Sender(Protocol):
@@ -236,8 +245,8 @@ async def replay(
             on_bad(bad)
 
     parser = LineParser(settings)
-    topics = {kind: settings.topic(kind.value) for kind in EventKind}
-    by_kind = dict.fromkeys((k.value for k in EventKind), 0)
+    topics = {kind: settings.topic(kind.value) for kind in _KINDS.values()}
+    by_kind = dict.fromkeys(_KINDS, 0)
     started = time.monotonic()
     unsent = 0
     base = (producer.sent, producer.failed) if producer is not None else (0, 0)

@@ -29,11 +29,12 @@ def _streamproc(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Comple
     )
 
 
-def test_no_broker_one_warning_then_one_line_naming_it_and_what_to_check(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["topics", "create"], ["simulate", "--duration", "1"]])
+def test_no_broker_one_warning_then_one_line_naming_it_and_what_to_check(
+    tmp_path: Path, command: list[str]
+) -> None:
     url = f"kafka://127.0.0.1:{free_port()}"
-    result = _streamproc(
-        "topics", "create", "--wait", "2", env={"STREAMPROC_BROKER_URL": url}, cwd=tmp_path
-    )
+    result = _streamproc(*command, "--wait", "2", env={"STREAMPROC_BROKER_URL": url}, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1] == (

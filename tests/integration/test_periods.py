@@ -217,6 +217,18 @@ def test_periods_by_hand_across_forgetting_a_kill_and_two_workers(
     whole = [k for k in whole if k[0] != "sales_revenue_won"]
     assert whole and all(exporters[k] == 1 for k in whole), "ratios, quantiles: once"
     assert not any(_evicted(w) for w in workers), "the forgotten leads were not recovered"
+    # /kpis answers for both workers, each series whole, the periods among the windows
+    for window in ("month", "last_month", "year"):
+        status, body = first.get(f"/kpis?metric=sales_revenue_won&window={window}")
+        answer = orjson.loads(body)
+        assert status == 200 and answer["complete"], answer
+        got = {row["labels"]["rep"]: row["value"] for row in answer["kpis"]}
+        expected = {
+            dict(k[1])["rep"]: v
+            for k, v in want.items()
+            if k[0] == "sales_revenue_won" and dict(k[1])["window"] == window
+        }
+        assert got == expected, window
 
 
 def _evicted(worker: WorkerProcess) -> int:

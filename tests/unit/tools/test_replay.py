@@ -318,3 +318,21 @@ def test_progress_disabled_draws_no_bar_but_keeps_notes() -> None:
     bar.note("line 1: bad")
     bar.close()
     assert out.getvalue() == "line 1: bad\n"
+
+
+def test_business_events_replay_keyed_by_customer_or_event(parser: LineParser) -> None:
+    churn = {"event_id": "c-1", "occurred_at": AT, "customer_id": "C-9", "reason": "price"}
+    cost = {"event_id": "k-1", "occurred_at": AT, "amount": 120, "category": "marketing"}
+    nps = {"event_id": "n-1", "occurred_at": AT, "customer_id": "C-9", "score": 9}
+    got = [
+        parser.parse(orjson.dumps({"type": "customer-churned", "event": churn}), NOW),
+        parser.parse(orjson.dumps({"type": "cost_recorded", **cost}), NOW),
+        parser.parse(orjson.dumps({"kind": "sales.nps-responded", "event": nps}), NOW),
+    ]
+    assert [(p.kind.value, p.key) for p in got] == [
+        ("customer-churned", b"C-9"),
+        ("cost-recorded", b"k-1"),
+        ("nps-responded", b"C-9"),
+    ]
+    with pytest.raises(InvalidEvent, match="score must be <= 10"):
+        parser.parse(orjson.dumps({"type": "nps-responded", "event": nps | {"score": 11}}), NOW)
