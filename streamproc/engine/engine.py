@@ -168,7 +168,7 @@ class Engine:
         result = BatchResult()
         before: dict[str, list[Fact]] = {}  # re-derived lead -> its facts before this batch
         changed: dict[str, LeadState] = {}
-        late_before = now - RETENTION_SECONDS
+        late_before = self.clock.period_watermark(now)  # the start of last_year
         deriver = self.deriver
         deals: dict[str, tuple[str, Deal] | None] = {}  # re-derived lead -> deal before
         customers = _CustomerBatch(self, now)

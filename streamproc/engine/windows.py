@@ -39,7 +39,8 @@ WINDOW_MEANINGS = {
 }
 # first month of the period (months back from the current one's start), months in it
 _PERIOD_SPANS = {"month": 1, "quarter": 3, "year": 12}
-RETENTION_SECONDS = 7 * 86400  # the longest window: older events are "late"
+RETENTION_SECONDS = 7 * 86400  # the 7-day windows: a lead is forgotten once this far past
+# (events older than the start of ``last_year`` are "late": ``period_watermark``)
 MINUTE = 60
 HOUR = 3600
 KEEP_MINUTES = 120  # minute buckets kept (the 1h window needs 60)

@@ -8,12 +8,15 @@ import random
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamproc.config import Settings
+from streamproc.contract.events import EventKind
 from streamproc.engine.aggregates import SKETCH_ERROR, Acc, PartitionAggregates, sketched
+from streamproc.engine.engine import Engine, RawMessage
 from streamproc.engine.windows import WindowClock
 from streamproc.kpis.compute import ReadContext, Summary, quantile, summaries, whole_samples
 from streamproc.partials.codec import decode, encode
@@ -223,3 +226,39 @@ def test_an_event_of_a_forgotten_lead_counts_as_a_new_leads() -> None:
     # a repeat of its won event: a lead the worker does not know, whose source is unknown
     truth.feed([("stage-changed", {**won, "occurred_at": "2026-11-03T10:00:00Z"})], now)
     assert _won_in(truth, "month", now) == {"referral": 1, "unknown": 1}
+
+
+def test_late_means_before_the_start_of_last_year() -> None:
+    engine = Engine(Settings(_env_file=None, fiscal_year_start_month=4), {})
+    now = NOW  # 6 December 2026: last_year is April 2025 - March 2026
+    messages = [
+        RawMessage(
+            EventKind.LEAD_CREATED,
+            "sales.lead-created",
+            0,
+            offset,
+            lead.encode(),
+            orjson.dumps(
+                {
+                    "event_id": lead,
+                    "lead_id": lead,
+                    "rep_id": "r1",
+                    "source": "web",
+                    "occurred_at": occurred,
+                }
+            ),
+            None,
+        )
+        for offset, (lead, occurred) in enumerate(
+            [
+                ("ten-days", "2026-11-26T12:00:00Z"),
+                ("in-last-year", "2025-04-01T00:30:00Z"),
+                ("before", "2025-03-31T23:30:00Z"),
+            ]
+        )
+    ]
+    result = engine.process(messages, now)
+    assert result.outcomes == {
+        ("sales.lead-created", "processed"): 2,
+        ("sales.lead-created", "late"): 1,
+    }
