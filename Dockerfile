@@ -15,6 +15,8 @@ RUN pip install . \
 
 USER streamproc
 WORKDIR /home/streamproc
+# Owned by the worker's user: a named volume mounted here starts with this ownership.
+RUN mkdir -p /home/streamproc/data
 ENV STREAMPROC_WEB_HOST=0.0.0.0 \
     STREAMPROC_WEB_PORT=6066 \
     STREAMPROC_DATA_DIR=/home/streamproc/data

@@ -123,7 +123,12 @@ class Settings(BaseSettings):
     """STREAMPROC_WEB_AUTH_TOKEN: a bearer token accepted on every path but /healthz
     (``Authorization: Bearer <token>``; Prometheus: ``authorization`` in the scrape config)."""
     data_dir: Path = Path("data")
-    """STREAMPROC_DATA_DIR: Faust's data directory."""
+    """STREAMPROC_DATA_DIR: the worker's own directory (one per worker, kept between
+    restarts): a copy of its tables' changelogs on disk, so a restart reads only the tail."""
+    standby_replicas: int = Field(default=1, ge=0, le=8)
+    """STREAMPROC_STANDBY_REPLICAS: other workers that keep a warm copy of each partition's
+    state on their disk (Faust's ``table_standby_replicas``): a partition moves to one of
+    them after a stop or a crash with only the changelog's last records to read."""
     app_id: str = Field(default="streamproc", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     """STREAMPROC_APP_ID: consumer group and prefix of the internal topics."""
     topic_prefix: str = Field(default="sales.", pattern=r"^[A-Za-z0-9._-]{0,100}$")

@@ -196,12 +196,18 @@ def make_topics() -> Callable[[Settings], None]:
 
 @pytest.fixture
 def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """``start(settings, name=None, ready=True)``: a ``streamproc worker`` process; the ones
+    """``start(settings, name=None, ready=True, disk=None)``: a ``streamproc worker`` process
+    with the data dir ``<data_dir>/<disk or name>`` and the log ``<name>.log``; the ones
     still running at teardown are stopped all at once (seconds saved per test)."""
     workers: list[WorkerProcess] = []
 
-    def start(settings: Settings, name: str | None = None, ready: bool = True) -> WorkerProcess:
-        worker = WorkerProcess(settings, tmp_path, name or f"worker-{len(workers) + 1}").start()
+    def start(
+        settings: Settings, name: str | None = None, ready: bool = True, disk: str | None = None
+    ) -> WorkerProcess:
+        # A data dir per worker: ``disk`` (default its name) again is a restart on that disk.
+        name = name or f"worker-{len(workers) + 1}"
+        own = settings.model_copy(update={"data_dir": settings.data_dir / (disk or name)})
+        worker = WorkerProcess(own, tmp_path, name).start()
         workers.append(worker)
         if ready:
             worker.wait_ready()

@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 import faust
 
 from streamproc.config import Settings
+from streamproc.kafka.assignor import install as install_assignor
 from streamproc.kafka.security import faust_credentials
 from streamproc.kafka.transport import install as install_transport
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings, **web: Any) -> faust.App:
     """The worker's Faust app; ``web``: more ``faust.App`` settings of its web server (TLS,
     middlewares: ``serving.web_security``)."""
     install_transport(idempotent_producer=settings.producer_idempotence)
+    install_assignor()
     # Other workers call this URL (/kpis fan-out): a wildcard bind is reached by host name.
     wildcard = settings.web_host in ("0.0.0.0", "::")
     host = socket.gethostname() if wildcard else settings.web_host
@@ -55,8 +57,9 @@ def create_app(settings: Settings, **web: Any) -> faust.App:
         value_serializer="raw",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.kafka_replication_factor,
-        # Memory tables replay their changelog on every assignment: standbys buy nothing.
-        table_standby_replicas=0,
+        # Standby partitions go to the disk copy only (streamproc.state.store): a partition
+        # that moves to a standby loads from its disk after reading the last few records.
+        table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         # tansu (and small clusters) join in seconds with these instead of Faust's 60 s.
         broker_session_timeout=10,

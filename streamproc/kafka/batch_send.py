@@ -28,10 +28,12 @@ def _aiokafka_producer(app: faust.App) -> Any:
 
 
 async def send_in_batches(
-    app: faust.App, topic: str, records: Iterable[BatchRecord]
+    app: faust.App, topic: str, records: Iterable[BatchRecord], timestamp_ms: int | None = None
 ) -> list[asyncio.Future[Any]]:
     """Queue ``records`` (in order per partition); returns the futures of their batches,
-    done when the broker has them all."""
+    done when the broker has them all (each with the ``RecordMetadata`` of its batch: its
+    partition and first offset). ``timestamp_ms``: every record's timestamp (default:
+    now, as aiokafka stamps it)."""
     producer = _aiokafka_producer(app)
     by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
     for key, value, partition in records:
@@ -40,7 +42,7 @@ async def send_in_batches(
     for partition, items in by_partition.items():
         batch, in_batch = producer.create_batch(), 0
         for key, value in items:
-            while batch.append(key=key, value=value, timestamp=None) is None:  # full
+            while batch.append(key=key, value=value, timestamp=timestamp_ms) is None:  # full
                 if not in_batch:
                     raise ValueError(f"a record of {len(value or b'')} bytes exceeds a batch")
                 deliveries.append(await producer.send_batch(batch, topic, partition=partition))

@@ -9,13 +9,16 @@ across two rebalances) finds it has read past that answer and dies of Faust's
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import faust
 
 from streamproc.kafka.app import Table
-from streamproc.kafka.batch_send import send_in_batches
+from streamproc.kafka.batch_send import BatchRecord, send_in_batches
+from streamproc.kafka.changelog_reader import digest
+from streamproc.state.store import DiskStore
 
 __all__ = ["END_MARKER", "ChangelogWriter", "Record", "Snapshot"]
 
@@ -41,6 +44,9 @@ class ChangelogWriter:
         # Several tasks write (batch handler, timers): a send can wait inside the producer,
         # so without this an older value could be appended after a newer one.
         self._enqueue = asyncio.Lock()
+        # The write enqueued before this one has reached the disk copy (or failed): each
+        # write is persisted after it, so the disk never takes an older value last.
+        self._persisted: asyncio.Future[None] | None = None
 
     async def write(self, records: Iterable[Record]) -> None:
         """Append the records, await them, then end each partition written with a marker.
@@ -53,14 +59,37 @@ class ChangelogWriter:
         app = cast(faust.App, self.table.app)  # an AppT: the worker's App
         topic = self.table.changelog_topic.get_topic_name()
         markers = [(END_MARKER, None, p) for p in {part for _, _, part in records}]
+        # Stamped by us: the disk copy's mark names the last marker by its digest.
+        stamp = int(time.time() * 1000)
         async with self._enqueue:  # snapshot and append in one order
             serialized = [(key, _serialized(value), part) for key, value, part in records]
             sent = await send_in_batches(app, topic, serialized)
             # Queued at once, not after the data's round trip (one round trip less for
             # every batch of events): aiokafka sends a partition's batches in order, one
             # request at a time per broker, and puts a batch to retry back at the front.
-            sent += await send_in_batches(app, topic, markers)
-        await asyncio.gather(*sent)
+            ends = await send_in_batches(app, topic, markers, timestamp_ms=stamp)
+            before, self._persisted = self._persisted, asyncio.get_running_loop().create_future()
+            persisted = self._persisted
+        try:
+            await asyncio.gather(*sent, *ends)
+            if before is not None:
+                await asyncio.wait([before])
+            self._persist(serialized, [end.result() for end in ends], stamp)
+        finally:
+            persisted.set_result(None)
+
+    def _persist(self, serialized: list[BatchRecord], ends: list[Any], stamp: int) -> None:
+        """Hand the delivered records to the table's disk copy, if it keeps one."""
+        store = self.table.data
+        if not isinstance(store, DiskStore):
+            return
+        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for key, value, part in serialized:
+            by_partition.setdefault(part, []).append((key, value))
+        sig = digest(END_MARKER, None, stamp)
+        for end in ends:  # RecordMetadata of each partition's marker
+            records = [*by_partition.get(end.partition, ()), (END_MARKER, None)]
+            store.persist_written(end.partition, records, end.offset, sig)
 
 
 def _serialized(value: bytes | Snapshot | None) -> bytes | None:

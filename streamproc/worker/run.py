@@ -13,6 +13,7 @@ from streamproc.kafka.topics import check_topics, wait_for_broker
 from streamproc.runtime.heap import freeze_after_full_collections, start_heap_trimmer
 from streamproc.serving.http import check_web_port
 from streamproc.serving.web_security import WebSecurity
+from streamproc.state.disk import lock_data_dir
 from streamproc.worker.topology import build_topology
 
 __all__ = ["preflight", "run_worker"]
@@ -37,6 +38,7 @@ async def preflight(settings: Settings, broker_wait: float = BROKER_WAIT_SECONDS
 
 def run_worker(settings: Settings) -> None:
     """Block running one worker until SIGTERM/SIGINT (Faust's worker stops gracefully)."""
+    _lock = lock_data_dir(settings.data_dir)  # held until the process exits
     optional = asyncio.run(preflight(settings))
     freeze_after_full_collections()
     start_heap_trimmer()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiorwlock import RWLock
@@ -44,6 +44,7 @@ from streamproc.serving.web_security import WebSecurity
 from streamproc.state.customer_log import CustomerLog, decode_recovered_customers
 from streamproc.state.lead_log import LeadLog, decode_recovered
 from streamproc.state.rollup_log import LEADS_PER_ROUND, Recovered, RollupLog
+from streamproc.state.store import STORE_URL, DiskStore, register_store
 from streamproc.worker.batches import CustomerFlow, EventBatches
 from streamproc.worker.partials import PartialsIntake, PublishRounds
 from streamproc.worker.reading import KpiReader
@@ -67,6 +68,7 @@ class Topology:
         self.names = topic_names(settings)
         self.web_security = WebSecurity(settings)
         self.app = app = create_app(settings, **self.web_security.app_options())
+        register_store()
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.metrics = ProcessorMetrics.create(self.registry)
         self.registry.register(LagCollector(self.consumer_lag))
@@ -147,10 +149,17 @@ class Topology:
         return CustomerFlow(topic, CustomerLog(self.customers_table), business)
 
     def _table(self, name: str) -> Table:
-        # Raw bytes on the changelog; the engine keeps decoded objects in the same store.
-        return self.app.Table(
-            name, key_type=bytes, value_type=bytes, partitions=self.settings.partitions
+        # Raw bytes on the changelog; the engine keeps decoded objects in the same store,
+        # whose changelog is also kept on disk (``state.store``: a restart reads its tail).
+        table = self.app.Table(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=self.settings.partitions,
+            store=STORE_URL,
         )
+        cast(DiskStore, table.data).configure(self.settings)
+        return table
 
     def _topic(self, *names: str) -> faust.TopicT:
         return self.app.topic(*names, key_serializer="raw", value_serializer="raw")

@@ -124,26 +124,48 @@ def test_kafka_single_node_kraft(compose: dict) -> None:
     assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == 1
 
 
+def _workers(compose: dict) -> list[dict]:
+    """The workers of the default stack (worker-1, worker-2; not the sasl profile's)."""
+    services = compose["services"]
+    return [svc for name, svc in sorted(services.items()) if re.fullmatch(r"worker-\d+", name)]
+
+
 def test_workers(compose: dict) -> None:
-    worker = compose["services"]["worker"]
-    assert worker["command"] == ["streamproc", "worker"]
-    assert worker["deploy"]["replicas"] == 2
-    assert worker["expose"] == ["6066"]
-    assert "ports" not in worker and "container_name" not in worker
-    assert (
-        worker["environment"]
-        | {
-            "STREAMPROC_BROKER_URL": "kafka://kafka:19092",
-            "STREAMPROC_REDIS_URL": "redis://redis:6379/0",
-            "STREAMPROC_WEB_HOST": "0.0.0.0",
-            "STREAMPROC_WEB_PORT": "6066",
-        }
-        == worker["environment"]
-    )
-    assert "6066/healthz" in " ".join(worker["healthcheck"]["test"])
-    assert worker["depends_on"]["topic-init"]["condition"] == "service_completed_successfully"
-    partitions = int(worker["environment"]["STREAMPROC_PARTITIONS"])
-    assert partitions >= worker["deploy"]["replicas"]
+    workers = _workers(compose)
+    assert len(workers) == 2
+    for worker in workers:
+        assert worker["command"] == ["streamproc", "worker"]
+        assert worker["expose"] == ["6066"]
+        assert "ports" not in worker and "container_name" not in worker
+        # One DNS name for all of them: Prometheus's dns_sd_configs finds every worker.
+        assert worker["networks"]["default"]["aliases"] == ["worker"]
+        assert (
+            worker["environment"]
+            | {
+                "STREAMPROC_BROKER_URL": "kafka://kafka:19092",
+                "STREAMPROC_REDIS_URL": "redis://redis:6379/0",
+                "STREAMPROC_WEB_HOST": "0.0.0.0",
+                "STREAMPROC_WEB_PORT": "6066",
+            }
+            == worker["environment"]
+        )
+        assert "6066/healthz" in " ".join(worker["healthcheck"]["test"])
+        assert worker["depends_on"]["topic-init"]["condition"] == "service_completed_successfully"
+        partitions = int(worker["environment"]["STREAMPROC_PARTITIONS"])
+        assert partitions >= len(workers)
+
+
+def test_each_worker_keeps_its_data_dir_on_a_volume_of_its_own(compose: dict) -> None:
+    dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    data_dir = re.search(r"STREAMPROC_DATA_DIR=(\S+)", dockerfile).group(1)  # type: ignore[union-attr]
+    assert f"mkdir -p {data_dir}" in dockerfile  # owned by the worker's user, as the volume
+    volumes = []
+    for worker in _workers(compose):
+        (mount,) = worker["volumes"]
+        volume, target = mount.split(":")
+        assert target == data_dir and volume in compose["volumes"]
+        volumes.append(volume)
+    assert len(set(volumes)) == len(volumes)  # a data dir serves one worker
 
 
 def test_one_shot_topic_init_and_simulator_profile(compose: dict) -> None:
@@ -162,7 +184,8 @@ def test_prometheus_scrapes_the_worker_service(compose: dict) -> None:
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "streamproc"]
     (sd,) = job["dns_sd_configs"]
     assert sd["names"] == ["worker"] and sd["type"] == "A"
-    assert str(sd["port"]) in compose["services"]["worker"]["expose"]
+    for worker in _workers(compose):
+        assert str(sd["port"]) in worker["expose"]
     assert config["rule_files"]
     for rule_file in config["rule_files"]:
         assert (config_path.parent / rule_file).is_file(), rule_file
@@ -222,7 +245,7 @@ def test_every_host_a_config_names_is_a_service(compose: dict) -> None:
         "prometheus": ROOT / "prometheus" / "prometheus.yml",
         "grafana": ROOT / "grafana" / "provisioning" / "datasources" / "prometheus.yaml",
     }
-    env = compose["services"]["worker"]["environment"]
+    env = compose["services"]["worker-1"]["environment"]
     named = {
         "worker env": _hosts_named(" ".join(str(v) for v in env.values())),
         **{name: _hosts_named(path.read_text(encoding="utf-8")) for name, path in configs.items()},
@@ -287,6 +310,6 @@ def test_the_sasl_profile_connects_a_worker_to_a_sasl_ssl_kafka(compose: dict) -
         user = f'user_{settings.kafka_sasl_username}="{password.get_secret_value()}";'
         assert user in kafka["KAFKA_LISTENER_NAME_SECURE_PLAIN_SASL_JAAS_CONFIG"]
     # Its own consumer group and Redis database: the default stack's data stays its own.
-    sasl, plain = services["worker-sasl"]["environment"], services["worker"]["environment"]
+    sasl, plain = services["worker-sasl"]["environment"], services["worker-1"]["environment"]
     assert sasl["STREAMPROC_APP_ID"] != plain.get("STREAMPROC_APP_ID", "streamproc")
     assert sasl["STREAMPROC_REDIS_URL"] != plain["STREAMPROC_REDIS_URL"]

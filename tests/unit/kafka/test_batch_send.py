@@ -14,7 +14,7 @@ class _Builder:
     def __init__(self, capacity: int) -> None:
         self.capacity, self.records = capacity, []
 
-    def append(self, *, key: bytes, value: bytes | None, timestamp: None) -> object | None:
+    def append(self, *, key: bytes, value: bytes | None, timestamp: int | None) -> object | None:
         if len(self.records) == self.capacity:
             return None  # aiokafka's answer when the batch is full
         self.records.append((key, value))

@@ -1,0 +1,168 @@
+"""Reads changelog partitions to their end with a plain aiokafka consumer, at the broker's
+read rate.
+
+Faust restores a table one message at a time (its recovery path: the conductor, an event
+per record, the table's callbacks): 100,000 leads took 49 s to restore that way, slower
+than computing them from the raw events (28.5 s). A raw consumer here reads ~240,000 -
+480,000 records/s. No consumer group: the partitions are assigned, so nothing waits for a
+join and the worker's group is not disturbed.
+
+A reader resumes where the caller's copy ends (``Resume``): first it checks that the
+record the caller saw last at ``checked`` is still there, the same (a data dir from an
+older broker, another cluster, or a log that was deleted and written again is not): if not,
+the partition is read again from its first offset and the caller told to start afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from streamproc.config import Settings
+from streamproc.kafka import clients
+
+__all__ = ["ChangelogRecord", "Read", "Resume", "digest", "read_changelog"]
+
+log = logging.getLogger(__name__)
+# Records handed to the caller at once: one database write each (~5 MB of leads).
+CHUNK = 10_000
+FETCH_BYTES = 16 * 1024 * 1024  # per request and per partition: a restore is bulk
+CHECK_POLLS = 10  # fetches of one second for the record to check before giving up on it
+
+
+@dataclass(frozen=True, slots=True)
+class ChangelogRecord:
+    offset: int
+    key: bytes
+    value: bytes | None
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where the caller's copy of a partition ends: every record up to ``applied`` is in it,
+    and the record at ``checked`` had ``digest`` (``checked`` -1: nothing to check)."""
+
+    applied: int
+    checked: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    records: dict[int, int]  # records read, per partition
+    ends: dict[int, int]  # the log's end offset the broker gave, per partition
+
+
+# (partition, records, fresh): ``fresh`` the first time for a partition read again from its
+# start: the caller forgets what it had of it before applying the records.
+Apply = Callable[[int, Sequence[ChangelogRecord], bool], Awaitable[None]]
+
+
+def digest(key: bytes | None, value: bytes | None, timestamp: int) -> bytes:
+    """What tells one changelog record from another at the same offset of another log."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (key or b"", value or b"", str(timestamp).encode()):
+        h.update(len(part).to_bytes(4, "big"))
+        h.update(part)
+    return h.digest()
+
+
+def _record(raw: Any) -> ChangelogRecord:
+    sig = digest(raw.key, raw.value, raw.timestamp)
+    return ChangelogRecord(raw.offset, raw.key or b"", raw.value, sig)
+
+
+async def read_changelog(
+    settings: Settings, topic: str, resume: dict[int, Resume | None], apply: Apply
+) -> Read:
+    """Read each partition of ``resume`` from after its ``applied`` offset (all of it when
+    None or when the check fails) to its end, handing the records to ``apply`` in offset
+    order, in chunks."""
+    consumer = clients.consumer(
+        settings,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=FETCH_BYTES,
+        max_partition_fetch_bytes=FETCH_BYTES,
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    try:
+        tps = {p: TopicPartition(topic, p) for p in resume}
+        consumer.assign(list(tps.values()))
+        firsts = await consumer.beginning_offsets(list(tps.values()))
+        ends = await consumer.end_offsets(list(tps.values()))
+        starts: dict[int, int] = {}
+        fresh: set[int] = set()
+        for p, tp in tps.items():
+            begin, end = firsts[tp], ends[tp]
+            if await _still_there(consumer, tp, resume[p], begin, end):
+                starts[p] = max(begin, resume[p].applied + 1)  # type: ignore[union-attr]
+            else:
+                if resume[p] is not None:
+                    log.info("%s: the copy on disk is not of this log: reading it all", tp)
+                starts[p] = begin
+                fresh.add(p)
+        read = await _read_to_end(consumer, tps, starts, ends, fresh, apply)
+        return Read(read, {p: ends[tp] for p, tp in tps.items()})
+    finally:
+        await consumer.stop()
+
+
+async def _still_there(
+    consumer: Any, tp: TopicPartition, resume: Resume | None, begin: int, end: int
+) -> bool:
+    if resume is None:
+        return False
+    if resume.checked < 0:
+        return resume.applied < 0
+    if resume.checked < begin:
+        return False
+    # tansu's end is the last record batch's first offset + 1: a worker killed between a
+    # write and its one-record end marker leaves records past it. So a record at or past
+    # the end is looked for too, but only briefly (it is most likely not there).
+    polls = CHECK_POLLS if resume.checked < end else 1
+    consumer.seek(tp, resume.checked)
+    for _ in range(polls):
+        batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
+        for record in batch.get(tp, []):
+            return bool(record.offset == resume.checked and _record(record).digest == resume.digest)
+    return False  # the broker gave nothing: read it all rather than trust it
+
+
+async def _read_to_end(
+    consumer: Any,
+    tps: dict[int, TopicPartition],
+    starts: dict[int, int],
+    ends: dict[TopicPartition, int],
+    fresh: set[int],
+    apply: Apply,
+) -> dict[int, int]:
+    read = dict.fromkeys(tps, 0)
+    pending: dict[TopicPartition, int] = {}
+    for p, tp in tps.items():
+        if p in fresh:
+            await apply(p, [], True)
+        if starts[p] < ends[tp]:
+            consumer.seek(tp, starts[p])
+            pending[tp] = p
+        else:
+            consumer.pause(tp)
+    while pending:
+        batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=CHUNK)
+        for tp, raws in batch.items():
+            if tp not in pending or not raws:
+                continue
+            part = pending[tp]
+            await apply(part, [_record(raw) for raw in raws], False)
+            read[part] += len(raws)
+            if raws[-1].offset + 1 >= ends[tp]:
+                del pending[tp]
+                consumer.pause(tp)
+    return read

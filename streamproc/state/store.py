@@ -1,0 +1,249 @@
+"""The worker's Faust table store: the table in memory, as with ``memory://``, and a copy of
+its changelog on disk (``state.disk``) that a restarted worker resumes from.
+
+On a rebalance (``on_rebalance``, before Faust's own recovery) every changelog partition
+this worker now holds, active or standby, is brought to the log's end by the raw reader
+(``kafka.changelog_reader``): a restart with its data dir reads only what was written since,
+a worker with an empty data dir reads the whole log at the broker's rate. The partitions
+that became active are then loaded from disk into the table, and Faust, asked for the
+persisted offsets, finds nothing left to recover: its per-message path never runs for an
+active partition. Standby partitions (``table_standby_replicas``) follow the active
+owner's writes through Faust's standby path, onto the disk only, so a partition that moves
+here loads from disk after a read of the last few records.
+
+The worker's own writes (``state.changelog.ChangelogWriter``) reach the disk once the
+broker has them (``persist_written``), in the order they were enqueued.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from faust.stores import STORES, memory
+from faust.types import TP, EventT
+
+from streamproc.config import Settings
+from streamproc.kafka.changelog_reader import ChangelogRecord, Resume, digest, read_changelog
+from streamproc.state.disk import Mark, StateDB
+
+__all__ = ["STORE_URL", "DiskStore", "register_store"]
+
+log = logging.getLogger(__name__)
+# A host part: yarl takes a URL with none for false, and Faust then picks its default store.
+STORE_URL = "streamproc-disk://local/"
+
+
+def register_store() -> None:
+    """Make ``streamproc-disk://`` name this store (tables take ``store=STORE_URL``)."""
+    STORES.aliases["streamproc-disk"] = f"{__name__}:DiskStore"
+
+
+class DiskStore(memory.Store[Any, Any]):
+    """A memory store whose changelog partitions are also kept on disk."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._db: StateDB | None = None
+        self._loaded: set[int] = set()  # active partitions whose keys are in ``data``
+        self._held: set[int] = set()  # partitions whose disk copy is at the log's end
+        self.last_read: dict[int, int] = {}  # records the raw reader read, per partition
+        self._ends: dict[int, int] = {}  # the log's end offsets the broker gave the reader
+        self.settings: Settings | None = None  # ``configure``: the broker to read from
+
+    def configure(self, settings: Settings) -> None:
+        """The worker's settings: the raw reader connects with them (TLS, SASL)."""
+        self.settings = settings
+
+    # --- the database --------------------------------------------------------------------
+
+    @property
+    def topic(self) -> str:
+        return str(self.table.changelog_topic.get_topic_name())
+
+    @property
+    def db(self) -> StateDB:
+        if self._db is None:
+            self._db = StateDB(Path(self.app.conf.datadir) / "state" / self.topic)
+        return self._db
+
+    async def on_stop(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        """Where Faust's recovery starts (after this offset): the disk copy's end."""
+        if tp.partition not in self._held:
+            return None
+        mark = self.db.mark(tp.partition)
+        if mark is None:
+            return None
+        # Never past the end the broker reports (Faust raises ConsistencyError): tansu's
+        # falls short of records a killed worker left after its last end marker.
+        return min(mark.applied, self._ends.get(tp.partition, 0) - 1)
+
+    # --- rebalances ----------------------------------------------------------------------
+
+    def _partitions(self, tps: Iterable[TP]) -> set[int]:
+        topic = self.topic
+        return {tp.partition for tp in tps if tp.topic == topic}
+
+    async def on_rebalance(
+        self,
+        assigned: set[TP],
+        revoked: set[TP],
+        newly_assigned: set[TP],
+        generation_id: int = 0,
+    ) -> None:
+        """Bring the disk copy of every partition held to the log's end (before Faust's
+        recovery asks for ``persisted_offset``)."""
+        assignor = self.app.assignor
+        actives = self._partitions(assignor.assigned_actives())
+        standbys = self._partitions(assignor.assigned_standbys())
+        self._held &= actives | standbys
+        for p in self._loaded - actives:
+            self._unload(p)
+        started = time.monotonic()
+        await self.catch_up(actives | standbys)
+        log.info(
+            "%s: %d records read from the changelog (%s) in %.2f s",
+            self.topic,
+            sum(self.last_read.values()),
+            self.last_read,
+            time.monotonic() - started,
+        )
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        """Load the partitions that became active from disk, after the worker's own
+        rebalance handlers (they see only what it held before) and before any table's
+        recovery callbacks (they decode what was loaded): Faust completes the tables one
+        after the other, each with its callbacks, so the first to complete loads them all."""
+        await super().on_recovery_completed(active_tps, standby_tps)
+        # Every table's active partitions: ``active_tps`` holds only this table's.
+        actives = set(self.app.assignor.assigned_actives())
+        for table in self.app.tables.values():
+            store = table.data
+            if isinstance(store, DiskStore):
+                store.load_active(actives)
+
+    def load_active(self, active_tps: set[TP]) -> None:
+        """Load from disk the active partitions not in memory yet; unload the others."""
+        actives = self._partitions(active_tps)
+        for p in self._loaded - actives:
+            self._unload(p)
+        if not actives - self._loaded:
+            return
+        started = time.monotonic()
+        loaded = sum(self._load(p) for p in sorted(actives - self._loaded))
+        log.info(
+            "%s: %d records loaded from disk in %.2f s",
+            self.topic,
+            loaded,
+            time.monotonic() - started,
+        )
+
+    async def catch_up(self, partitions: set[int]) -> None:
+        """Bring the disk copy of ``partitions`` to the end of the changelog."""
+        db = self.db
+        resume: dict[int, Resume | None] = {}
+        for p in partitions:
+            mark = db.mark(p)
+            resume[p] = None if mark is None else Resume(*mark)
+        if self.settings is None:
+            raise RuntimeError("DiskStore.configure(settings) was not called")
+        read = await read_changelog(self.settings, self.topic, resume, self._apply_read)
+        self.last_read = read.records
+        self._ends.update(read.ends)
+        self._held |= partitions
+
+    async def _apply_read(
+        self, partition: int, records: Sequence[ChangelogRecord], fresh: bool
+    ) -> None:
+        db = self.db
+        if fresh:
+            db.wipe(partition)
+            if partition in self._loaded:
+                self._unload(partition)
+            return
+        last = records[-1]
+        db.apply(
+            partition,
+            ((r.key, r.value) for r in records),
+            Mark(last.offset, last.offset, last.digest),
+        )
+        if partition in self._loaded:  # keys kept across the rebalance: as Faust would
+            for r in records:
+                self._put(r.key, r.value, partition)
+
+    def _load(self, partition: int) -> int:
+        n = 0
+        for key, value in self.db.items(partition):
+            self.data[key] = value
+            self._key_partition[key] = partition
+            n += 1
+        self._loaded.add(partition)
+        return n
+
+    def _unload(self, partition: int) -> None:
+        for key in [k for k, p in self._key_partition.items() if p == partition]:
+            self.data.pop(key, None)
+            del self._key_partition[key]
+        self._loaded.discard(partition)
+
+    def _put(self, key: bytes, value: bytes | None, partition: int) -> None:
+        if value is None:
+            self.data.pop(key, None)
+            self._key_partition.pop(key, None)
+        else:
+            self.data[key] = value
+            self._key_partition[key] = partition
+
+    # --- records arriving -----------------------------------------------------------------
+
+    def apply_changelog_batch(
+        self,
+        batch: Iterable[EventT[Any]],
+        to_key: Callable[[Any], Any],
+        to_value: Callable[[Any], Any],
+    ) -> None:
+        """Faust's recovery path: the standby partitions' records (and an active
+        partition's, should any be left after ``catch_up``)."""
+        by_partition: dict[int, list[Any]] = {}
+        for event in batch:
+            by_partition.setdefault(event.message.partition, []).append(event.message)
+        for partition, messages in by_partition.items():
+            mark = self.db.mark(partition)
+            if mark is not None:
+                # Already on disk (read by ``catch_up`` since Faust buffered them): an older
+                # value must not overwrite a newer one, nor the mark go back.
+                messages = [m for m in messages if m.offset > mark.applied]
+            if not messages:
+                continue
+            last = messages[-1]
+            sig = digest(last.key, last.value, round(last.timestamp * 1000))
+            self.db.apply(
+                partition,
+                ((m.key, m.value) for m in messages),
+                Mark(last.offset, last.offset, sig),
+            )
+            if partition in self._loaded:
+                for m in messages:
+                    self._put(m.key, m.value, partition)
+
+    def persist_written(
+        self,
+        partition: int,
+        records: Sequence[tuple[bytes, bytes | None]],
+        end: int,
+        end_digest: bytes,
+    ) -> None:
+        """The worker's own write of ``records``, the last at offset ``end`` with digest
+        ``end_digest``, is on the broker: on disk too. Only for a partition caught up (the
+        records before it are on disk)."""
+        if self._db is None or partition not in self._held:
+            return
+        self._db.apply(partition, records, Mark(end, end, end_digest))

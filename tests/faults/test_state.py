@@ -1,0 +1,96 @@
+"""State on disk: a worker restarted with its data dir reads only the changelog's tail; a
+data dir that is not of this log (stale, another worker's) is read again whole; exact."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from streamproc.tools.net import free_port
+from tests.support.faults import (
+    Feed,
+    Stream,
+    fault_settings,
+    read_topic,
+    terminate,
+    verify,
+    wait_settled,
+)
+from tests.support.harness import WorkerProcess
+
+pytestmark = pytest.mark.fault
+
+_READ = re.compile(r"(\S+-leads-changelog): (\d+) records read from the changelog")
+
+
+def leads_read(worker: WorkerProcess) -> list[int]:
+    """Records of the leads changelog the raw reader read, at each rebalance so far."""
+    return [int(m.group(2)) for m in _READ.finditer(worker.log())]
+
+
+def test_a_restart_with_its_data_dir_reads_only_the_tail_and_a_foreign_one_all(
+    settings_factory, make_topics, worker_factory, kafka_producer, figures
+) -> None:
+    settings = fault_settings(settings_factory)
+    make_topics(settings)
+    stream = Stream(settings, 6_000, seed=41)
+    one = worker_factory(settings, name="one")
+    feed = Feed(kafka_producer(), stream.messages, rate=2_000, hold_back=1_500).start()
+    feed.wait_for(0.5)
+    one.kill()  # SIGKILL mid-stream: the disk holds what the broker had acknowledged
+    written = len(read_topic(settings, f"{settings.app_id}-leads-changelog"))
+    first_life = leads_read(one)
+    assert first_life and set(first_life) == {0}, first_life  # an empty log at first
+    again = worker_factory(
+        settings.model_copy(update={"web_port": free_port()}), name="again", disk="one"
+    )
+    restart_reads = leads_read(again)
+    figures["restart_read"], figures["written_before_kill"] = restart_reads, written
+    # Only what the killed worker wrote after its last write reached the disk (none, or the
+    # writes in flight: 0 and 137 seen), not the changelog written before the kill.
+    assert restart_reads and restart_reads[0] < written / 10, (restart_reads, written)
+    feed.release()
+    feed.join()
+    verify(stream, [again], figures, crashed=one)
+
+    # Its data dir copied for a second worker of the group, beside a worker with an empty
+    # one: the copy's partitions are of this very log (trusted, their tail read), the
+    # others are read whole; exact either way.
+    terminate(again)
+    shutil.copytree(settings.data_dir / "one", settings.data_dir / "copy")
+    (settings.data_dir / "copy" / "LOCK").unlink()
+    copy = worker_factory(settings.model_copy(update={"web_port": free_port()}), name="copy")
+    empty = worker_factory(settings.model_copy(update={"web_port": free_port()}), name="empty")
+    wait_settled([copy, empty], settings.partitions)
+    figures["copy_read"], figures["empty_read"] = leads_read(copy), leads_read(empty)
+    assert sum(leads_read(empty)) > 1_000  # its partitions' leads, read whole
+    verify(stream, [copy, empty], figures, crashed=one)  # its repeats still excused
+
+
+def test_a_standby_is_promoted_while_events_flow(
+    settings_factory, make_topics, worker_factory, kafka_producer, figures
+) -> None:
+    settings = fault_settings(settings_factory, standby_replicas=1)
+    make_topics(settings)
+    stream = Stream(settings, 8_000, seed=43)
+    first = worker_factory(settings, name="first", ready=False)
+    second = worker_factory(
+        settings.model_copy(update={"web_port": free_port()}), name="second", ready=False
+    )
+    wait_settled([first, second], settings.partitions)
+    feed = Feed(kafka_producer(), stream.messages, rate=1_000, hold_back=1_500).start()
+    feed.wait_for(0.5)
+    reads_before = len(leads_read(second))
+    first.kill()  # its partitions' state is warm on the second worker's disk
+    figures["sigkill_at"] = f"{feed.mid_stream()}/{feed.total}"
+    figures["settled_s"] = wait_settled([second], settings.partitions, timeout=60)
+    takeover = leads_read(second)[reads_before:]
+    figures["takeover_read"] = takeover
+    # ~2,000 leads changelogged for the first worker's partitions by then: the standby had
+    # them, and read only what it had not seen yet.
+    assert takeover and max(takeover) < 300, takeover
+    feed.release()
+    feed.join()
+    verify(stream, [second], figures, crashed=first)
