@@ -192,7 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.backfill:
             run_backfill_bench(settings, options)
         else:
-            run_bench(settings, options)
+            figures = run_bench(settings, options)
+            if figures.get("takeover_errors"):
+                return 2
     except StreamprocError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2

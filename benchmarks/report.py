@@ -225,6 +225,8 @@ _TAKEOVER_ROWS = (
 
 def _takeover_rows(w: Callable[[str], None], figures: dict[str, Any]) -> None:
     """The take-over part: seconds until every series is served exactly again."""
+    for error in figures.get("takeover_errors", []):
+        w(f"  take-over FAILED at {error}")
     if not any(key in figures for key, _, _ in _TAKEOVER_ROWS):
         return
     w("  take-over, seconds until the worker(s) serve every series exactly:")

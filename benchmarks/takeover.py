@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -299,14 +300,27 @@ def _handovers(part: _Part, running: WorkerHandle, figures: dict[str, Any]) -> N
 def run_takeover(settings: Settings, options: BenchOptions, out: TextIO) -> dict[str, Any]:
     """The take-over part: each history on its own broker, one after the other."""
     figures: dict[str, Any] = {"session_timeout_s": None}
-    if options.takeover_leads > 0:
-        figures.update(_takeover_part(settings, options, out))
-    if options.takeover_big_leads > 0:
-        figures.update(_big_part(settings, options, out))
-    if options.periods_leads > 0:
-        from benchmarks.periods import run_periods  # it builds on this module
+    from benchmarks.periods import run_periods  # it builds on this module
 
-        figures.update(run_periods(settings, options, out))
+    parts = (
+        ("take-over", options.takeover_leads, _takeover_part),
+        ("take-over", options.takeover_big_leads, _big_part),
+        ("periods", options.periods_leads, run_periods),
+    )
+    for name, leads, part in parts:
+        if leads <= 0:
+            continue
+        # A part that fails (a worker that never serves the truth, a build past the
+        # timeout) does not lose the others' figures: the error goes into the JSON, and
+        # the bench exits with 2 after printing them.
+        try:
+            done = part(settings, options, out)
+        except BenchError as exc:
+            figures.setdefault("takeover_errors", []).append(f"{name}, {leads:,} leads: {exc}")
+            out.write(f"{name} at {leads:,} leads failed: {exc}\n")
+            continue
+        figures.update(done)
+        out.write(f"{name} at {leads:,} leads: {json.dumps(done, separators=(',', ':'))}\n")
     return figures
 
 

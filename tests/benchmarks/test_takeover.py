@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.options import GOALS
+import benchmarks.takeover as takeover
+from benchmarks.options import GOALS, BenchError, BenchOptions
 from benchmarks.takeover import differences, noon_zone, parse_series
 
 SCRAPE = b"""# HELP sales_leads_created Leads created
@@ -76,6 +78,22 @@ def test_noon_zone_puts_now_near_noon() -> None:
         assert 11 <= local.hour <= 13, (hour, noon_zone(now), local)
 
 
+def test_a_failed_part_keeps_the_other_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fails(*_: object) -> dict[str, object]:
+        raise BenchError("not serving the truth 900s after the start")
+
+    monkeypatch.setattr(takeover, "_takeover_part", fails)
+    monkeypatch.setattr(takeover, "_big_part", lambda *_: {"takeover_restart_1m_s": 12.0})
+    out = io.StringIO()
+    options = BenchOptions(periods_leads=0)
+    figures = takeover.run_takeover(None, options, out)  # type: ignore[arg-type]
+    assert figures["takeover_restart_1m_s"] == 12.0
+    assert figures["takeover_errors"] == [
+        "take-over, 100,000 leads: not serving the truth 900s after the start"
+    ]
+    assert "take-over at 1,000,000 leads: {" in out.getvalue()
+
+
 FIGURES = (
     "takeover_restart_s",
     "takeover_empty_s",
@@ -93,11 +111,11 @@ def test_a_small_takeover_run_reports_every_figure(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
     root = Path(__file__).resolve().parents[2]
     argv = [sys.executable, "-m", "benchmarks", "--only", "takeover", "--takeover-leads"]
-    argv += ["2000", "--takeover-big-leads", "0", "--handover-settle", "1"]
-    argv += ["--takeover-timeout", "90", "--workdir", str(tmp_path / "bench")]
+    argv += ["2000", "--takeover-big-leads", "0", "--periods-leads", "0", "--handover-settle"]
+    argv += ["1", "--takeover-timeout", "120", "--workdir", str(tmp_path / "bench")]
     started = time.monotonic()
     done = subprocess.run(
-        argv, env=env, capture_output=True, text=True, timeout=300, check=False, cwd=root
+        argv, env=env, capture_output=True, text=True, timeout=400, check=False, cwd=root
     )
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -105,7 +123,7 @@ def test_a_small_takeover_run_reports_every_figure(tmp_path: Path) -> None:
     assert figures["takeover_leads"] == 2000
     assert figures["takeover_events"] == round(2000 * 4.34648)
     for key in FIGURES:
-        assert 0 < figures[key] < 90, (key, figures)
+        assert 0 < figures[key] < 120, (key, figures)
     # A hand-over after a SIGKILL waits for the session timeout: the group must notice.
     assert figures["handover_sigkill_s"] >= figures["session_timeout_s"] > 0, figures
     assert 0 < figures["takeover_empty_ready_s"] <= figures["takeover_empty_s"], figures
@@ -114,4 +132,5 @@ def test_a_small_takeover_run_reports_every_figure(tmp_path: Path) -> None:
     assert figures["goals"]["restart <= 5 s"] is None, figures["goals"]
     assert "produce" not in figures["durations"], "the main history is not produced"
     assert "2 workers, one SIGKILLed" in done.stdout
-    assert elapsed < 240, f"the take-over part took {elapsed:.0f}s"
+    # ~2 minutes on an idle machine (group joins and SIGTERMs take seconds each); ~3 loaded.
+    assert elapsed < 360, f"the take-over part took {elapsed:.0f}s"
