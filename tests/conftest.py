@@ -223,3 +223,18 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     stop_all(workers)
     for worker in workers:
         worker.stop(timeout=10)  # closes the log; the process has exited by now
+
+
+@pytest.fixture
+def two_workers(
+    worker_factory: Callable[..., WorkerProcess],
+) -> Callable[[Settings], list[WorkerProcess]]:
+    """``start(settings)``: two workers of one group started side by side (the second on a
+    port of its own), returned once both are ready: they join the group in one rebalance."""
+
+    def start(settings: Settings) -> list[WorkerProcess]:
+        first = worker_factory(settings, ready=False)
+        second = worker_factory(settings.model_copy(update={"web_port": free_port()}), ready=False)
+        return [first.wait_ready(), second.wait_ready()]
+
+    return start

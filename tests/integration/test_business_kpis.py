@@ -21,7 +21,6 @@ from streamproc.config import Settings
 from streamproc.engine.windows import PERIODS, WindowClock
 from streamproc.kafka.topics import topic_names
 from streamproc.kpis.catalogue import KPIS
-from streamproc.tools.net import free_port
 from tests.support.business import BusinessScenario, SeriesKey, is_customer_metric, key_of
 from tests.support.harness import TopicReader, WorkerProcess, combined, select, wait_until
 from tests.support.scenario import Scenario, expected, noon_zone
@@ -159,15 +158,12 @@ def test_the_issue_scenario_on_one_worker_with_hostile_input_dead_lettered(
 
 
 def test_two_workers_then_a_sigkill_and_a_take_over(
-    settings_factory, make_topics, worker_factory, kafka_producer
+    settings_factory, make_topics, two_workers, kafka_producer
 ) -> None:
     settings = _settings(settings_factory, time.time())
     scenario = _scenario(settings)
     make_topics(settings)
-    first = worker_factory(settings, ready=False)
-    second = worker_factory(settings.model_copy(update={"web_port": free_port()}), ready=False)
-    first.wait_ready()
-    second.wait_ready()
+    first, second = two_workers(settings)
     _produce(kafka_producer(), scenario, settings)
     truth = scenario.expected()
     _settle([first, second], truth, timeout=60)
