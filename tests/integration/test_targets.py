@@ -47,14 +47,13 @@ def test_targets_set_changed_removed_and_read_back(
     settings_factory: Callable[..., Settings],
     make_topics: Callable[[Settings], None],
     worker_factory: Callable[..., WorkerProcess],
+    two_workers: Callable[[Settings], list[WorkerProcess]],
     kafka_producer: Callable[..., Producer],
 ) -> None:
     scenario = Scenario()
     settings = settings_factory(timezone=noon_zone(scenario.now), partitions=4)
     make_topics(settings)
-    first = worker_factory(settings, ready=False)
-    second = worker_factory(settings.model_copy(update={"web_port": free_port()}), ready=False)
-    workers = [first.wait_ready(), second.wait_ready()]
+    first, second = workers = two_workers(settings)
     producer = kafka_producer()
     for topic, key, value in scenario.messages(settings.topic_prefix):
         producer.produce(topic, key=key, value=value)

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
-from typing import IO, Self
+from typing import Self
 
-from streamproc.tools.net import wait_port
-from streamproc.tools.processes import spawn_child
+from tests.support.servers import ServerProcess
 from tests.support.tls import Pair
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """A private ``redis-server`` on its own port, without persistence: stop() loses data.
 
     With ``tls`` (the server's certificate and key) it speaks only TLS on ``port``; with
     ``password`` the ``default`` user needs it."""
 
+    name = "redis-server"
+
     def __init__(
         self, port: int, workdir: Path, *, tls: Pair | None = None, password: str | None = None
     ) -> None:
-        self.port = port
-        self.workdir = workdir
+        super().__init__(port, workdir)
         self.tls = tls
         self.password = password
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -42,23 +39,7 @@ class RedisServer:
     def start(self) -> Self:
         if self._proc is not None:
             return self
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._log = (self.workdir / "redis.log").open("ab")
         argv = ["redis-server", *self._listen_args(), "--bind", "127.0.0.1"]
         argv += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
-        self._proc = spawn_child(argv, self._log)
-        wait_port("127.0.0.1", self.port, 10, check=self._check_alive)
+        self._spawn(argv)
         return self
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def _check_alive(self) -> None:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited early; see {self.workdir / 'redis.log'}")

@@ -7,10 +7,9 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Self
+from typing import Self
 
-from streamproc.tools.net import wait_port
-from streamproc.tools.processes import spawn_child
+from tests.support.servers import ServerProcess
 
 _KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 _LEAF_EXTENSIONS = """\
@@ -81,16 +80,17 @@ def make_certs(directory: Path) -> Certs:
     )
 
 
-class Stunnel:
+class Stunnel(ServerProcess):
     """``stunnel4`` accepting TLS on ``port`` and forwarding plaintext to ``upstream_port``;
     with ``client_ca`` it asks for a client certificate signed by it and refuses others."""
+
+    name = "stunnel"
 
     def __init__(
         self, port: int, upstream_port: int, server: Pair, workdir: Path, client_ca: Path | None
     ) -> None:
-        self.port = port
+        super().__init__(port, workdir)
         self.upstream_port = upstream_port
-        self.workdir = workdir
         lines = [
             "foreground = yes",
             "pid =",
@@ -105,8 +105,6 @@ class Stunnel:
             lines += [f"CAfile = {client_ca}", "verifyChain = yes", "requireCert = yes"]
         self.config = workdir / f"stunnel-{port}.conf"
         self._lines = lines
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     @staticmethod
     def binary() -> str | None:
@@ -117,20 +115,5 @@ class Stunnel:
         assert binary is not None, "stunnel4 is not installed (scripts/test installs it)"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config.write_text("\n".join(self._lines) + "\n")
-        self._log = (self.workdir / f"stunnel-{self.port}.log").open("ab")
-        self._proc = spawn_child([binary, str(self.config)], self._log)
-        wait_port("127.0.0.1", self.port, 10, check=self._check_alive)
+        self._spawn([binary, str(self.config)])
         return self
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def _check_alive(self) -> None:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise RuntimeError(f"stunnel exited early; see {self.workdir}")

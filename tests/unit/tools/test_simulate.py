@@ -265,7 +265,9 @@ def test_history_is_exact_and_fast(settings: Settings) -> None:
     events = list(history(settings, 100_000, 10_000, 86400, seed=1, end=START))
     elapsed = time.perf_counter() - begin
     assert len(events) == 100_000
-    assert elapsed < 5.0  # ~1 s on a laptop: a benchmark's backfill must not dominate it
+    # ~1 s on a quiet machine; 5 s failed under a load average of ~8. A guard against a
+    # backfill that would dominate the benchmark, not a speed goal (the benchmark has those).
+    assert elapsed < 15.0
     assert len({ev["lead_id"] for kind, ev in events if kind == "lead-created"}) == 10_000
     times = [ts(ev) for _, ev in events[::97]]
     assert times == sorted(times) and times[-1] <= START
