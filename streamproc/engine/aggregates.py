@@ -142,34 +142,26 @@ class Acc:
             return values.array
         return SortedValues.of_counts(values or {}).array
 
-    def add(self, value: float, sign: int) -> None:
+    def add(self, value: float, sign: int, kept: float | None = None) -> None:
+        """Count ``value`` ``sign`` times; the multiset keeps ``kept`` for it when given (a
+        sketch bucket's centre), the total stays exact."""
         self._quantiles = None
         self.count += sign
         self.total += value * sign
         values = self.values
         if values is not None:
             assert isinstance(values, dict), "a frozen accumulator is read only"
-            n = values.get(value, 0) + sign
+            if kept is None:
+                kept = value
+            n = values.get(kept, 0) + sign
             if n:
-                values[value] = n
+                values[kept] = n
             else:
-                del values[value]
+                del values[kept]
 
     def add_sketched(self, value: float, sign: int) -> None:
-        """``add``, the value kept as its sketch bucket's centre (``sketched``); the total
-        stays exact."""
-        self._quantiles = None
-        self.count += sign
-        self.total += value * sign
-        values = self.values
-        if values is not None:
-            assert isinstance(values, dict), "a frozen accumulator is read only"
-            centre = sketched(value)
-            n = values.get(centre, 0) + sign
-            if n:
-                values[centre] = n
-            else:
-                del values[centre]
+        """``add``, the value kept as its sketch bucket's centre (``sketched``)."""
+        self.add(value, sign, sketched(value) if self.values is not None else None)
 
     def merge(self, other: Acc) -> None:
         self._quantiles = None
