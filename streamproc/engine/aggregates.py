@@ -387,7 +387,7 @@ class _Months:
         acc = accs.get(key)
         if acc is None:
             acc = accs[key] = Acc(self.dist)
-        acc.add_sketched(value, sign)
+        acc.add(value, sign, sketched(value) if self.dist else None)  # one call: hot path
         if not acc.count:
             del accs[key]  # the float dust of retractions goes with the last fact
 
