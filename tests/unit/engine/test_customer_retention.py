@@ -44,12 +44,10 @@ class Business:
         return datetime.fromtimestamp(t, UTC).isoformat()
 
     def _won(self, t: float, customer: str, out: list[Event]) -> None:
-        lead = f"L{self.n}"
-        base = {"lead_id": lead, "rep_id": self.rng.choice(["r1", "r2"])}
+        base = {"lead_id": f"L{self.n}", "rep_id": self.rng.choice(["r1", "r2"])}
         created = base | {"source": "ads", "customer_id": customer, "segment": "smb"}
-        out.append(("lead-created", {"event_id": self._id(), "occurred_at": self._at(t)} | created))
-        won = base | {"to_stage": "won", "deal_value": 100.0}
-        out.append(("stage-changed", {"event_id": self._id(), "occurred_at": self._at(t + 60)} | won))
+        self._add("lead-created", t, out, **created)
+        self._add("stage-changed", t + 60, out, **base, to_stage="won", deal_value=100.0)
 
     def _add(self, kind: str, t: float, out: list[Event], **fields: Any) -> None:
         out.append((kind, {"event_id": self._id(), "occurred_at": self._at(t)} | fields))
