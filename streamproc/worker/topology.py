@@ -279,9 +279,11 @@ class Topology:
         if self.app.rebalancing or not self.ready:
             return
         candidates = await busy.drain(self.engine.eviction_candidates(now))
+        customers = await busy.drain(self.engine.customer_candidates(now))
         async with self.state_lock.writer:
             if self.ready:
                 await self._evict(now, [c for c in candidates if c is not None])
+                await self._forget_customers(now, [c for c in customers if c is not None])
 
     async def _evict(self, now: float, candidates: list[str]) -> None:
         """Forget leads past retention, in rounds whose rollups are changelogged with the
@@ -299,6 +301,20 @@ class Topology:
             await self.rollup_log.flush(parts)
             if gone:
                 log.info("evicted %d leads past retention", len(gone))
+
+    async def _forget_customers(self, now: float, candidates: list[str]) -> None:
+        """Forget customers and costs past the longest window, ``last_year``, and compact
+        the others (``Engine.forget_customers``), in rounds like the leads'."""
+        flow = self.events.customers
+        if flow is None:
+            return
+        for start in range(0, len(candidates), LEADS_PER_ROUND):
+            gone, compacted = self.engine.forget_customers(
+                now, candidates[start : start + LEADS_PER_ROUND]
+            )
+            await flow.forget(gone, compacted)
+            if gone or compacted:
+                log.info("forgot %d customers, compacted %d", len(gone), len(compacted))
 
     # --- rebalances ------------------------------------------------------------------------
 
