@@ -15,6 +15,7 @@ keyed ``cost:<event_id>``: its state is just its event.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -103,17 +104,25 @@ def nps_category(score: int) -> str:
     return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
 
 
+def _row_end(row: list[Any]) -> float:
+    """The event time up to which an event row's facts land (a cost's period end)."""
+    return float(row[7] if row[0] == "cost" and row[7] is not None else row[1])
+
+
 class CustomerState:
     """The deals and events of one customer (or of one cost without a customer)."""
 
-    __slots__ = ("customer_id", "deals", "events", "last_ts", "partition")
+    __slots__ = ("changed_at", "customer_id", "deals", "events", "last_ts", "oldest", "partition")
 
     def __init__(self, customer_id: str, partition: int) -> None:
         self.customer_id = customer_id
         self.partition = partition
         self.deals: dict[str, Deal] = {}
         self.events: dict[str, list[Any]] = {}  # event_id -> event_row
-        self.last_ts = 0.0
+        self.last_ts = 0.0  # the latest event time any of its facts lands at
+        # The earliest event time of what ``compact`` may drop (math.inf: nothing)
+        self.oldest = math.inf
+        self.changed_at = 0.0  # wall time of its last change (``Engine.forget_customers``)
 
     def has(self, event_id: str) -> bool:
         return event_id in self.events
@@ -123,9 +132,9 @@ class CustomerState:
         if event_id in self.events:
             return False
         self.events[event_id] = row
-        # a cost spread over a period lands up to its end
-        last = row[7] if row[0] == "cost" and row[7] is not None else row[1]
-        self.last_ts = max(self.last_ts, float(last))
+        end = _row_end(row)  # a cost spread over a period lands up to its end
+        self.last_ts = max(self.last_ts, end)
+        self.oldest = min(self.oldest, end)
         return True
 
     def put_deal(self, deal: Deal) -> bool:
@@ -136,7 +145,38 @@ class CustomerState:
         self.deals[deal.lead_id] = deal
         if deal.won is not None:
             self.last_ts = max(self.last_ts, deal.won)
+            self.oldest = min(self.oldest, deal.won)
         return True
+
+    def compact(self, before: float) -> bool:
+        """Drop what has left every window (landing before ``before``, the start of
+        ``last_year``) and what is still to come does not need; True when anything went.
+
+        Kept whatever their age: the first won deal (the customer's segment, its owner and
+        its "new customer" fact) and the latest win or churn before ``before`` (whether the
+        customer was active then: after it, the same transitions follow from the rest, in
+        any order of arrival). Deals no longer won stay: a lead's older report must not
+        come back."""
+        wins = [(float(d.won or 0.0), d.lead_id) for d in self.won_deals()]
+        churns = [(row[1], eid) for eid, row in self.events.items() if row[0] == "churn"]
+        # the timeline's order: at one instant the win first (``CustomerFacts._activity``)
+        old = sorted([(t, 0, k) for t, k in wins] + [(t, 1, k) for t, k in churns])
+        old = [entry for entry in old if entry[0] < before]
+        keep_deals = {wins[0][1]} if wins else set()
+        keep_events: set[str] = set()
+        if old:
+            (keep_events if old[-1][1] else keep_deals).add(old[-1][2])
+        deals = [k for t, k in wins if t < before and k not in keep_deals]
+        events = [e for e, row in self.events.items() if _row_end(row) < before]
+        events = [e for e in events if e not in keep_events]
+        for lead_id in deals:
+            del self.deals[lead_id]
+        for event_id in events:
+            del self.events[event_id]
+        ends = [t for t, k in wins if k in self.deals and k not in keep_deals]
+        ends += [_row_end(row) for e, row in self.events.items() if e not in keep_events]
+        self.oldest = min(ends, default=math.inf)
+        return bool(deals or events)
 
     @property
     def live(self) -> bool:
@@ -163,6 +203,7 @@ class CustomerState:
                 "p": self.partition,
                 "d": [tuple(d) for d in self.deals.values()],
                 "e": self.events,
+                "t": self.changed_at,
             }
         )
 
@@ -174,6 +215,7 @@ class CustomerState:
             state.put_deal(Deal(*row))
         for event_id, row in data["e"].items():
             state.add_event(event_id, row)
+        state.changed_at = data.get("t", 0.0)  # 0: written before it was recorded
         return state
 
 

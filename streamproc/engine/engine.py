@@ -40,6 +40,9 @@ from streamproc.engine.windows import RETENTION_SECONDS, WindowClock
 from streamproc.exceptions import InvalidEvent
 
 SCAN_CHUNK = 2000  # leads scanned for eviction between two chances for the event loop
+# A customer is forgotten only once unchanged for this long (wall time): a replay of
+# history may still be delivering what came before its churn (a won deal of another lead).
+CUSTOMER_IDLE_SECONDS = RETENTION_SECONDS
 DeadMark = tuple[str, int, int]  # (source topic, partition, offset) of a dead-lettered message
 
 __all__ = [
@@ -398,6 +401,53 @@ class Engine:
             gone.append(lead)
         return gone
 
+    def customer_candidates(self, now: float) -> Iterator[str | None]:
+        """Keys of the customers holding something from before the start of ``last_year``
+        (``forget_customers`` decides), with a None after every ``SCAN_CHUNK`` scanned."""
+        before = self.clock.period_watermark(now)
+        for i, customer in enumerate(list(self.customers.values()), 1):
+            if customer.oldest < before or customer.last_ts < before:
+                yield customer.customer_id
+            if i % SCAN_CHUNK == 0:
+                yield None
+
+    def forget_customers(
+        self, now: float, candidates: Iterable[str | None]
+    ) -> tuple[list[CustomerState], list[CustomerState]]:
+        """Customers (and costs without one) bounded by the longest window, ``last_year``:
+        forgotten once not active, every fact before its start and unchanged for
+        ``CUSTOMER_IDLE_SECONDS``; otherwise what of them left every window is dropped
+        (``CustomerState.compact``). Returns (forgotten, compacted), for the changelog; no
+        window changes (the facts that go are retracted, the rest is the same)."""
+        before = self.clock.period_watermark(now)
+        idle = now - CUSTOMER_IDLE_SECONDS
+        gone: list[CustomerState] = []
+        compacted: list[CustomerState] = []
+        for key in candidates:
+            customer = self.customers.get(key) if key is not None else None
+            if customer is None:
+                continue
+            quiet = customer.last_ts < before and customer.changed_at <= idle
+            forget = quiet and not customer.live
+            if not forget and customer.oldest >= before:
+                continue  # active and nothing to drop (or unchanged too recently)
+            old = self.customer_facts.facts(customer)
+            if forget:
+                del self.customers[customer.customer_id]
+                gone.append(customer)
+                new: list[Fact] = []
+            elif customer.compact(before):
+                compacted.append(customer)
+                new = self.customer_facts.facts(customer)
+            else:
+                continue
+            part = self.partitions.get(customer.partition)
+            if part is not None:
+                retract, add = fact_diff(old, new)
+                part.apply(retract, -1)
+                part.apply(add, 1)
+        return gone, compacted
+
     def _mark_read(self, partition: int, kind: EventKind, ts: float, now: float) -> None:
         mark = (partition, kind)
         got = self.reached.get(mark)
@@ -461,6 +511,7 @@ class _CustomerBatch:
             else customer.add_event(change[0], change[1])
         )
         if applied:  # not counted as input: its input was counted where it arrived
+            customer.changed_at = self.now
             self.changed[key] = customer
 
     def finish(self, result: BatchResult) -> None:

@@ -18,11 +18,15 @@ class CustomerLog:
     def __init__(self, table: Table) -> None:
         self.writer = ChangelogWriter(table)
 
-    async def write(self, customers: Iterable[CustomerState]) -> None:
+    async def write(
+        self, customers: Iterable[CustomerState], forgotten: Iterable[CustomerState] = ()
+    ) -> None:
+        """The states, and a tombstone for each customer forgotten."""
         # The states themselves: each is serialized when its turn comes (ChangelogWriter).
         records: list[Record] = [
             (customer.customer_id.encode(), customer, customer.partition) for customer in customers
         ]
+        records += [(c.customer_id.encode(), None, c.partition) for c in forgotten]
         await self.writer.write(records)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import itertools
 import math
 import random
 import time
@@ -779,6 +780,7 @@ def history(
     seed: int = 0,
     end: float | None = None,
     scramble: bool = False,
+    outcomes: bool = False,
 ) -> Iterator[SimEvent]:
     """Exactly ``n_events`` events of ``leads`` leads created over ``span_seconds`` up to ``end``.
 
@@ -787,21 +789,29 @@ def history(
     follow-ups (too few events) or random events other than lead-created are left out (too
     many). Sorted by ``occurred_at``; with ``scramble``, in a shuffled arrival order with ~2 %
     duplicates on top of the count. The dicts are built as the iterator is consumed.
+    With ``outcomes``, the business events too (``tools.outcomes``: segments, products on
+    won deals, NPS answers and churns after them, both in pipeline time like the rest of
+    a life), and the month's and last month's invoices, recorded at ``end`` (in the count).
     """
     if n_events < 0 or leads < 1 or span_seconds <= 0:
         raise ValueError("need n_events >= 0, leads >= 1 and span_seconds > 0")
     end = time.time() if end is None else float(end)
     rng = random.Random(seed)
-    model = _Model(settings, _make_reps(rng, reps))
+    model = _Model(settings, _make_reps(rng, reps), outcomes=outcomes)
     sample = _calibrate(model, seed, samples=300)
     model.pace = max(1.0, sample.pipeline_seconds / (span_seconds / 4))  # lives fit the span
+    invoices = []
+    if outcomes:
+        per_day = {src.name: leads / span_seconds * DAY * src.share for src in SOURCES}
+        invoices = monthly_invoices(end, per_day, seed)[:n_events]
     with _gc_paused():
         raw, timelines = _history_raw(model, rng, leads, span_seconds, end, _tag(seed, end))
-        raw = _exact_count(model, rng, raw, timelines, n_events, end)
+        raw = _exact_count(model, rng, raw, timelines, n_events - len(invoices), end)
     raw.sort(key=itemgetter(0))  # stable: same-time events keep their lead's order
     if not scramble:
-        return (_event(ts, n, kind, lead, x) for ts, n, kind, lead, x in raw)
-    return _scrambled(raw, seed)
+        events = (_event(ts, n, kind, lead, x) for ts, n, kind, lead, x in raw)
+        return itertools.chain(events, invoices)
+    return _scrambled(raw, seed, [(end, kind, event) for kind, event in invoices])
 
 
 _HistoryEntry: TypeAlias = tuple[float, int, str, _Lead, dict[str, Any] | None]
@@ -857,8 +867,12 @@ def _first_attempt(lead: _Lead) -> float:
     return lead.created + lead.delay
 
 
-def _scrambled(raw: list[_HistoryEntry], seed: int) -> Iterator[SimEvent]:
+def _scrambled(
+    raw: list[_HistoryEntry], seed: int, more: list[tuple[float, str, dict[str, Any]]]
+) -> Iterator[SimEvent]:
     scrambler = _Scrambler(seed, 60.0, 0.02)
     for ts, n, kind, lead, extra in raw:
         scrambler.put(ts, *_event(ts, n, kind, lead, extra))
+    for ts, kind, event in more:
+        scrambler.put(ts, kind, event)
     yield from scrambler.take(math.inf)

@@ -60,6 +60,13 @@ class CustomerFlow:
     def keep_only(self, active: set[int]) -> None:
         self.unwritten = {k: c for k, c in self.unwritten.items() if c.partition in active}
 
+    async def forget(self, forgotten: list[CustomerState], compacted: list[CustomerState]) -> None:
+        """Changelog what ``Engine.forget_customers`` did: the tombstone of a forgotten
+        customer is the last word, not an earlier state still unwritten."""
+        for customer in forgotten:
+            self.unwritten.pop(customer.customer_id, None)
+        await self.log.write(compacted, forgotten)
+
 
 class EventBatches:
     """Applies each batch of event messages and acks it once its effects are durable."""

@@ -14,10 +14,9 @@ from typing import Any
 import orjson
 
 from streamproc.config import Settings
-from streamproc.contract.events import BusinessKind, EventKind
 from streamproc.engine.engine import Engine, RawMessage
 from streamproc.engine.windows import WindowBounds, WindowClock
-from tests.support.truth import process_all
+from tests.support.truth import key_of, kind_of, process_all
 
 Event = tuple[str, dict[str, Any]]  # (kind, event)
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -239,18 +238,6 @@ class BusinessScenario:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
-
-
-def key_of(kind: str, event: dict[str, Any]) -> bytes:
-    if kind in {k.value for k in EventKind}:
-        return str(event["lead_id"]).encode()
-    if "customer_id" in event:
-        return str(event["customer_id"]).encode()
-    return str(event["event_id"]).encode()
-
-
-def kind_of(kind: str) -> EventKind | BusinessKind:
-    return EventKind(kind) if kind in {k.value for k in EventKind} else BusinessKind(kind)
 
 
 class EngineRun:

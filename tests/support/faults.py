@@ -27,7 +27,7 @@ from streamproc.kpis.catalogue import CATALOGUE
 from streamproc.tools.sales_team import history, rfc3339
 from tests.support.harness import SeriesKey, WorkerProcess, combined, wait_until
 from tests.support.scenario import noon_zone
-from tests.support.truth import Truth, differences
+from tests.support.truth import Truth, differences, key_of
 
 WHOLE = frozenset(kpi.name for kpi in CATALOGUE if not kpi.split)
 _ASSIGNED = re.compile(r"assigned lead partitions \[([0-9, ]*)\]")
@@ -78,8 +78,59 @@ def invalid_messages(settings: Settings, count: int, tag: str) -> list[Message]:
     return out
 
 
+def business_events(
+    events: Sequence[tuple[str, dict[str, Any]]], count: int, seed: int, span: tuple[float, float]
+) -> list[tuple[str, dict[str, Any]]]:
+    """``count`` NPS answers, churns and costs within ``span`` (event times), about the
+    customers of the leads of ``events`` (a lead's customer is its ``customer_id``, else
+    itself; half about those won) and a tenth about customers never seen; costs with and
+    without a customer,
+    some spread over a period from a day before to a month after."""
+    rng = random.Random(seed)
+    created = [ev for kind, ev in events if kind == "lead-created"]
+    customer_of = {ev["lead_id"]: ev.get("customer_id") or ev["lead_id"] for ev in created}
+    customers = sorted(set(customer_of.values()))
+    won = sorted(
+        {customer_of.get(ev["lead_id"], ev["lead_id"])
+         for kind, ev in events if kind == "stage-changed" and ev["to_stage"] == "won"}
+    )  # fmt: skip
+    sources = sorted({ev["source"] for ev in created})
+    out: list[tuple[str, dict[str, Any]]] = []
+    for i in range(count):
+        at = rng.uniform(*span)
+        event: dict[str, Any] = {"event_id": f"biz-{seed}-{i}", "occurred_at": rfc3339(at)}
+        draw = rng.random()  # half about customers won, a tenth about strangers
+        pool = won if draw < 0.5 and won else customers
+        customer = rng.choice(pool) if draw < 0.9 else f"nobody-{seed}-{i}"
+        draw = rng.random()
+        if draw < 0.4:
+            event |= {"customer_id": customer, "score": rng.randrange(11)}
+            if rng.random() < 0.2:
+                event["rep_id"] = f"rep-{rng.randrange(3)}"
+            out.append(("nps-responded", event))
+        elif draw < 0.55:
+            event |= {"customer_id": customer, "reason": rng.choice(["price", "service"])}
+            if rng.random() < 0.7:
+                event["revenue_lost"] = round(rng.uniform(100, 5_000), 2)
+            out.append(("customer-churned", event))
+        else:
+            category = rng.choice(["marketing", "marketing", "sales", "service"])
+            event |= {"amount": round(rng.uniform(10, 1_000), 2), "category": category}
+            if category == "marketing":
+                event["source"] = rng.choice(sources)
+            elif rng.random() < 0.5:
+                event["customer_id"] = customer
+            if rng.random() < 0.3:
+                start = at - 86400 * rng.random()
+                event |= {"period_start": rfc3339(start), "period_end": rfc3339(at + 30 * 86400)}
+            out.append(("cost-recorded", event))
+    return out
+
+
 class Stream:
-    """Simulated history (scrambled, ~2 % duplicates) with invalid messages mixed in."""
+    """Simulated history (scrambled, ~2 % duplicates) with invalid messages mixed in; with
+    ``business``, that many cost, churn and NPS events too (``business_events``), and the
+    won deals with their products and the leads with their customers and segments."""
 
     def __init__(
         self,
@@ -91,6 +142,7 @@ class Stream:
         invalid: int | None = None,
         seed: int = 11,
         now: float | None = None,
+        business: int = 0,
     ) -> None:
         self.settings = settings
         self.now = now if now is not None else time.time()
@@ -104,16 +156,19 @@ class Stream:
                 seed=seed,
                 end=self.now - 60,
                 scramble=True,
+                outcomes=business > 0,
             )
         )
+        rng = random.Random(seed)
+        for event in business_events(events, business, seed, (self.now - span, self.now - 60)):
+            events.insert(rng.randrange(len(events) + 1), event)
         self.valid = [
-            Message(settings.topic(kind), ev["lead_id"].encode(), orjson.dumps(ev), (kind, ev))
+            Message(settings.topic(kind), key_of(kind, ev), orjson.dumps(ev), (kind, ev))
             for kind, ev in events
         ]
         self.invalid = invalid_messages(
             settings, invalid if invalid is not None else max(12, n_events // 200), f"s{seed}"
         )
-        rng = random.Random(seed)
         self.messages = list(self.valid)
         for msg in self.invalid:  # spread over the whole stream, never first
             self.messages.insert(rng.randrange(1, len(self.messages)), msg)

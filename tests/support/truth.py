@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from streamproc.config import Settings
-from streamproc.contract.events import EventKind
+from streamproc.contract.events import BusinessKind, EventKind
 from streamproc.contract.targets import TargetKey
 from streamproc.engine.engine import CUSTOMERS, BatchResult, Engine, RawMessage
 from streamproc.kpis.compute import (
@@ -25,6 +25,7 @@ from streamproc.kpis.compute import (
 
 SeriesKey = tuple[str, frozenset[tuple[str, str]]]
 NOW_DEPENDENT = {"sales_oldest_awaiting_contact_seconds"}
+LEAD_KINDS = frozenset(k.value for k in EventKind)
 
 
 class Truth:
@@ -38,15 +39,14 @@ class Truth:
     def feed(self, events: Iterable[tuple[str, dict[str, Any]]], now: float) -> None:
         batch = []
         for kind, event in events:
-            key = event["lead_id"].encode()
             self._offset += 1
             batch.append(
                 RawMessage(
-                    EventKind(kind),
+                    kind_of(kind),
                     self.settings.topic(kind),
                     0,
                     self._offset,
-                    key,
+                    key_of(kind, event),
                     orjson.dumps(event),
                     None,
                 )
@@ -62,6 +62,19 @@ class Truth:
                 labels["window"] = s.window.name
             out[(s.metric, frozenset(labels.items()))] = s.value
         return out
+
+
+def key_of(kind: str, event: dict[str, Any]) -> bytes:
+    """The Kafka key a producer gives the event: its lead, else its customer, else its id."""
+    if kind in LEAD_KINDS:
+        return str(event["lead_id"]).encode()
+    if "customer_id" in event:
+        return str(event["customer_id"]).encode()
+    return str(event["event_id"]).encode()
+
+
+def kind_of(kind: str) -> EventKind | BusinessKind:
+    return EventKind(kind) if kind in LEAD_KINDS else BusinessKind(kind)
 
 
 def process_all(

@@ -10,7 +10,9 @@ import pytest
 from faust.types import TP, Message
 
 from streamproc.config import Settings
+from streamproc.engine.customer import CustomerState, Deal
 from streamproc.engine.lead import LeadState
+from streamproc.kafka.topics import topic_names
 from streamproc.worker.topology import Topology
 
 
@@ -57,3 +59,34 @@ async def test_leads_of_a_failed_write_go_with_the_next_one(
     await topology.events.handle([_lead_created(settings, "lead-2", 1)])
     assert writes == [["lead-1"], ["lead-1"], ["lead-2"]]
     assert acked == [0, 1]
+
+
+async def test_customers_forgotten_go_to_their_changelog_as_tombstones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    names = topic_names(settings)
+    topology = Topology(settings, optional=frozenset({names.customers, *names.business.values()}))
+    flow = topology.events.customers
+    assert flow is not None
+    now = 1_800_000_000.0
+    gone, kept = CustomerState("gone", 0), CustomerState("kept", 1)
+    gone.add_event("c1", ["cost", now - 800 * 86400, 5.0, "other", "none", None, None, None])
+    kept.add_event("c2", ["cost", now - 800 * 86400, 5.0, "other", "none", None, None, None])
+    kept.put_deal(Deal("L1", 2, now - 900 * 86400, 10.0, "smb", "r1", "ads"))
+    kept.put_deal(Deal("L2", 2, now - 870 * 86400, 10.0, "smb", "r1", "ads"))
+    kept.put_deal(Deal("L3", 2, now - 850 * 86400, 10.0, "smb", "r1", "ads"))
+    kept.put_deal(Deal("L4", 2, now - 10 * 86400, 10.0, "smb", "r1", "ads"))
+    topology.engine.customers.update(gone=gone, kept=kept)
+    flow.unwritten["gone"] = gone  # changed by a batch whose write failed
+    written: list[tuple[list[str], list[str]]] = []
+
+    async def write(customers: list[CustomerState], forgotten: list[CustomerState]) -> None:
+        written.append(([c.customer_id for c in customers], [c.customer_id for c in forgotten]))
+
+    monkeypatch.setattr(flow.log, "write", write)
+    await topology._forget_customers(now, ["gone", "kept"])
+    assert written == [(["kept"], ["gone"])]
+    assert list(topology.engine.customers) == ["kept"] and not flow.unwritten
+    # the first deal and the last win before last_year's start stay
+    assert sorted(kept.deals) == ["L1", "L3", "L4"] and not kept.events
