@@ -14,7 +14,7 @@ from streamproc.kafka.assignor import install as install_assignor
 from streamproc.kafka.security import faust_credentials
 from streamproc.kafka.transport import install as install_transport
 
-__all__ = ["Table", "connect", "create_app", "store_of", "take_events"]
+__all__ = ["Table", "connect", "create_app", "leave_group", "store_of", "take_events"]
 
 Table: TypeAlias = "faust.types.TableT[bytes, bytes]"
 """A table of raw bytes: the worker serializes its own values."""
@@ -94,6 +94,13 @@ def store_of(table: Table) -> MutableMapping[Any, Any]:
     """The dict a memory-store table keeps its keys in: the worker reads and fills it
     itself (decoded leads, partials), changelogging what it writes."""
     return table.data.data  # type: ignore[attr-defined, no-any-return]  # not on TableT
+
+
+async def leave_group(app: faust.App) -> None:
+    """Commit what was acked and leave the consumer group (the consumer stops: its
+    ``on_stop`` waits for the messages in hand and commits, then aiokafka's ``stop`` sends
+    LeaveGroup). Faust's own stop of the consumer later does nothing more."""
+    await app.consumer.stop()
 
 
 def connect(signal: Any, handler: Callable[..., Awaitable[None]]) -> None:

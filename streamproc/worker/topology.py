@@ -26,7 +26,14 @@ from streamproc.contract.outputs import Alert, DeadLetter
 from streamproc.engine.engine import CUSTOMERS, Engine, MessageKind
 from streamproc.engine.facts import FactDeriver
 from streamproc.engine.sla_watch import AlertWatch
-from streamproc.kafka.app import Table, connect, create_app, store_of, take_events
+from streamproc.kafka.app import (
+    Table,
+    connect,
+    create_app,
+    leave_group,
+    store_of,
+    take_events,
+)
 from streamproc.kafka.targets import TargetsReader
 from streamproc.kafka.topics import topic_names
 from streamproc.kafka.transport import BatchRoute, route_batches
@@ -185,7 +192,7 @@ class Topology:
         connect(app.on_partitions_assigned, self._on_assigned)
         app.task(self._start_sinks)
         app.task(self._read_targets)
-        connect(app.on_before_shutdown, self._stop_sinks)
+        connect(app.on_before_shutdown, self._shutting_down)
 
     async def _consume_events(self, stream: faust.StreamT[Any]) -> None:
         # Only if the consumer is not ours: ExactConsumer hands the event topics straight
@@ -225,9 +232,21 @@ class Topology:
         )
         await self.dead_letters.send(key=record.key, value=letter.model_dump_json().encode())
 
-    async def _stop_sinks(self, app: faust.App | None = None, *_: Any, **__: Any) -> None:
+    async def _stop_sinks(self) -> None:
         for sink in self.sinks:
             await sink.stop()
+
+    async def _shutting_down(self, app: faust.App | None = None, *_: Any, **__: Any) -> None:
+        """A SIGTERM, once Faust has applied, changelogged and acked the batch in hand: the
+        partitions go to the other workers now, the sinks' last flush comes after.
+
+        Left to Faust, the consumer left the group only after the sinks had stopped (the
+        metric topics' last flush alone waited its 5 s timeout at 10,000 leads): a
+        survivor got the partitions 5.2 s after the signal instead of ~0.1 s."""
+        async with self.state_lock.writer:  # an alert round's changelog write goes first
+            self.ready = False  # nor does a timer change or publish state no longer ours
+        await leave_group(self.app)
+        await self._stop_sinks()
 
     async def _send_metric(self, topic: str, key: bytes, value: bytes) -> None:
         await (await self.metric_topics[topic].send(key=key, value=value))

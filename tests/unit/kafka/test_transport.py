@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+
+import pytest
+from aiokafka.consumer.group_coordinator import GroupCoordinator
+from aiokafka.protocol.group import LeaveGroupRequest, LeaveGroupRequest_v0
 
 from streamproc.config import Settings
 from streamproc.kafka.app import create_app
-from streamproc.kafka.transport import FETCH_MAX_WAIT_MS
+from streamproc.kafka.transport import FETCH_MAX_WAIT_MS, leave_at_generation_zero
 
 
 async def test_the_consumer_does_not_hold_fetches_for_faust_s_1500_ms(tmp_path: Path) -> None:
@@ -17,3 +22,41 @@ async def test_the_consumer_does_not_hold_fetches_for_faust_s_1500_ms(tmp_path: 
     consumer = thread._create_worker_consumer(app.transport)
     assert FETCH_MAX_WAIT_MS <= 100
     assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS
+
+
+def _joined(generation: int) -> tuple[GroupCoordinator, list[object]]:
+    """aiokafka's coordinator as after a join at ``generation``, its requests recorded."""
+    coordinator = GroupCoordinator.__new__(GroupCoordinator)
+    coordinator.group_id, coordinator.member_id = "group", "member-1"
+    coordinator.generation = generation
+    coordinator._group_instance_id = None
+    coordinator._rejoin_needed_fut = asyncio.get_running_loop().create_future()
+    sent: list[object] = []
+
+    async def send(request: object) -> None:
+        sent.append(request)
+
+    coordinator._send_req = send  # type: ignore[method-assign]
+    return coordinator, sent
+
+
+@pytest.mark.parametrize("generation", [0, 1, 7])
+async def test_a_member_leaves_its_group_whatever_generation_it_joined(generation: int) -> None:
+    """tansu's first generation is 0, which aiokafka took for "never joined": the member
+    did not leave, and the next worker waited for its session to expire (10 s)."""
+    coordinator, sent = _joined(generation)
+    leave_at_generation_zero(coordinator)
+    await coordinator._maybe_leave_group()
+    assert [type(r) for r in sent] == [LeaveGroupRequest]
+    assert sent[0].build(LeaveGroupRequest_v0).to_object() == {  # type: ignore[attr-defined]
+        "group": "group",
+        "member_id": "member-1",
+    }
+    assert coordinator.generation == -1, "the generation is not reset after leaving"
+
+
+async def test_a_member_that_never_joined_sends_no_leave() -> None:
+    coordinator, sent = _joined(-1)
+    leave_at_generation_zero(coordinator)
+    await coordinator._maybe_leave_group()
+    assert sent == []
