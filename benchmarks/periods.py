@@ -56,7 +56,7 @@ class _History(_Part):
 
     def __init__(self, run: BenchRun, events: list[SimEvent], log: TextIO) -> None:
         self.run = run
-        self.leads = len({event["lead_id"] for _, event in events})
+        self.leads = len({event["lead_id"] for _, event in events if "lead_id" in event})
         run.settings = run.settings.model_copy(update={"timezone": noon_zone(time.time())})
         self.base = run.worker_settings("periods").model_copy(
             update={"prune_interval_seconds": PRUNE_SECONDS}
@@ -131,6 +131,7 @@ def run_periods(settings: Settings, options: BenchOptions, out: TextIO) -> dict[
             reps=options.reps,
             seed=options.seed,
             end=end,
+            outcomes=True,  # a year of customers, costs and NPS answers too
         )
     )
     since = rfc3339(end - WEEK_DAYS * DAY)

@@ -161,8 +161,16 @@ def takeover_history(
     settings: Settings, leads: int, options: BenchOptions, end: float
 ) -> tuple[Iterator[SimEvent], int]:
     count = round(leads * EVENTS_PER_LEAD)
+    # with the business events (see ``run._history``): the customers' state is taken over too
     events = history(
-        settings, count, leads, SPAN_DAYS * DAY, reps=options.reps, seed=options.seed, end=end
+        settings,
+        count,
+        leads,
+        SPAN_DAYS * DAY,
+        reps=options.reps,
+        seed=options.seed,
+        end=end,
+        outcomes=True,
     )
     return events, count
 
