@@ -4,7 +4,7 @@ history, against the same figures for the last 7 days of that history alone.
 Two histories, each on its own broker, measured one after the other in one run: a year of
 ``periods_leads`` leads, and the events of its last 7 days only. A worker reads each and
 forgets the leads past retention (the periods keep them as rollups);
-once it serves the same KPIs twice in a row, that is the truth. It stops (SIGTERM), and a
+once its KPIs have settled (``takeover.settle``), that is the truth. It stops (SIGTERM), and a
 new worker with an empty data dir takes over: the seconds from its start to its first
 scrape serving the truth, and its peak RSS, are the figures (``periods_takeover_s``,
 ``periods_rss_mb``; ``periods_7d_takeover_s``, ``periods_7d_rss_mb``). The periods cost no
@@ -26,14 +26,15 @@ from benchmarks.session import BenchRun, phase, produce_events
 from benchmarks.takeover import (
     ENDED_AGO,
     EVENTS_PER_LEAD,
+    QUIET_FLOOR,
     _discard,
     _open,
     _Part,
     _peak_mib,
     _scrape,
     _terminate,
-    differences,
     noon_zone,
+    settle,
 )
 from streamproc.config import Settings
 from streamproc.tools.sales_team import SimEvent, history, rfc3339
@@ -55,7 +56,7 @@ class _History(_Part):
 
     def __init__(self, run: BenchRun, events: list[SimEvent], log: TextIO) -> None:
         self.run = run
-        self.leads = len({event["lead_id"] for _, event in events})
+        self.leads = len({event["lead_id"] for _, event in events if "lead_id" in event})
         run.settings = run.settings.model_copy(update={"timezone": noon_zone(time.time())})
         self.base = run.worker_settings("periods").model_copy(
             update={"prune_interval_seconds": PRUNE_SECONDS}
@@ -68,24 +69,19 @@ class _History(_Part):
         self.ready_s = None
 
     def settle_forgotten(self, worker: WorkerHandle) -> int:
-        """Wait until the worker has forgotten what it will and serves the same KPIs twice
-        in a row: that is the truth. Returns the leads it forgot."""
-        deadline = time.monotonic() + self.run.options.takeover_timeout
-        _, before, _ = _scrape([worker])
-        forgotten, quiet_since = _forgotten(worker), time.monotonic()
-        while True:
-            time.sleep(1.0)
-            now, served, took = _scrape([worker])
-            count = _forgotten(worker)
-            if count != forgotten:
-                forgotten, quiet_since = count, time.monotonic()
-            quiet = time.monotonic() - quiet_since >= QUIET_SECONDS
-            if quiet and not differences(served, before, 0.0, took + 1.0):
-                self.truth, self.truth_at = served, now
-                return forgotten
-            if time.monotonic() > deadline:
-                raise BenchError("periods: the served KPIs did not settle")
-            before = served
+        """Wait until the worker has forgotten what it will and its KPIs have settled
+        (``settle``; a lead forgotten counts as a change): that is the truth. Returns the
+        leads it forgot."""
+        try:
+            self.truth_at, self.truth = settle(
+                lambda: _scrape([worker]),
+                self.run.options.takeover_timeout,
+                lambda: _forgotten(worker),
+                floor=max(QUIET_FLOOR, QUIET_SECONDS),
+            )
+        except BenchError as exc:
+            raise BenchError(f"periods: {exc}") from None
+        return _forgotten(worker)
 
 
 def _forgotten(worker: WorkerHandle) -> int:
@@ -135,6 +131,7 @@ def run_periods(settings: Settings, options: BenchOptions, out: TextIO) -> dict[
             reps=options.reps,
             seed=options.seed,
             end=end,
+            outcomes=True,  # a year of customers, costs and NPS answers too
         )
     )
     since = rfc3339(end - WEEK_DAYS * DAY)

@@ -90,7 +90,9 @@ class BenchRun:
 
     @property
     def input_topics(self) -> list[str]:
-        return list(topic_names(self.settings).inputs.values())
+        """The lead topics and the business topics: what the history is produced to."""
+        names = topic_names(self.settings)
+        return [*names.inputs.values(), *names.business.values()]
 
 
 @contextlib.contextmanager

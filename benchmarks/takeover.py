@@ -4,11 +4,11 @@ of a worker holding 1,000,000 leads.
 
 The workers are black boxes (``streamproc worker`` subprocesses, each with its own data dir
 and web port, all in one consumer group); the history comes from an outside producer. The
-truth is what the worker that built the history served before it was stopped: a history
-that ended hours ago, so that no series moves with the clock (see ``takeover_history``),
-checked against the number of leads produced. A figure is the seconds from the start of
-the new worker (or from the signal, for a hand-over) to the end of the first scrape of
-/metrics whose ``sales_*`` series all equal the truth.
+truth is what the worker that built the history served before it was stopped, once settled
+(``settle``): a history that ended hours ago, so that no series moves with the clock (see
+``takeover_history``), checked against the number of leads produced. A figure is the
+seconds from the start of the new worker (or from the signal, for a hand-over) to the end
+of the first scrape of /metrics whose ``sales_*`` series all equal the truth.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -31,14 +31,17 @@ from benchmarks.throughput import follow_commits, wait_ready
 from streamproc.config import Settings
 from streamproc.tools.net import free_port
 from streamproc.tools.sales_team import SimEvent, history
+from streamproc.worker.partials import FULL_PUBLISH_SECONDS
 
 __all__ = [
     "EVENTS_PER_LEAD",
+    "Quiet",
     "Served",
     "differences",
     "parse_series",
     "run_takeover",
     "session_timeout",
+    "settle",
 ]
 
 EVENTS_PER_LEAD = 4.34648
@@ -53,8 +56,67 @@ it is noon, no series but the now-dependent one changes for hours."""
 NOW_DEPENDENT = (b"sales_oldest_awaiting_contact_seconds",)
 """Series whose value is "now minus a time": compared as that time, within the scrape's span."""
 
+QUIET_FLOOR = 2 * FULL_PUBLISH_SECONDS
+"""Seconds a worker's /metrics must stay the same before it counts as settled (``Quiet``):
+every partition's partial summaries are sent again in full at least every 30 s, one
+partition a round."""
+
 Served = dict[bytes, float]
 """``sales_*`` series of a /metrics text: the sample line up to its value -> the value."""
+Scrape = tuple[float, Served, float]
+"""(wall time in the middle of a scrape, its series, its seconds)"""
+
+
+class Quiet:
+    """When a worker's scrapes have settled: unchanged for ``floor`` seconds, and for three
+    times the longest gap seen between two changes.
+
+    The whole series (ratios, quantiles) reach /metrics through the partial summaries,
+    published in rounds that keep to a byte budget and to a quarter of the worker's loop,
+    so at 1,000,000 leads the rounds come tens of seconds apart: two scrapes a second apart
+    that agree say nothing (a truth taken that way at 50,000 leads lacked 1,286 series and
+    had 5,132 others wrong, against the same worker's own /metrics a few seconds later)."""
+
+    def __init__(self, floor: float, start: float) -> None:
+        self.floor = floor
+        self.changed_at = start
+        self.longest_gap = 0.0
+
+    def settled(self, changed: bool, at: float) -> bool:
+        """A scrape at ``at`` (monotonic) that ``changed`` from the one before: settled?"""
+        if changed:
+            self.longest_gap = max(self.longest_gap, at - self.changed_at)
+            self.changed_at = at
+            return False
+        return at - self.changed_at >= max(self.floor, 3 * self.longest_gap)
+
+
+def settle(
+    scrape: Callable[[], Scrape],
+    timeout: float,
+    marker: Callable[[], object] = lambda: None,
+    *,
+    floor: float = QUIET_FLOOR,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[float, Served]:
+    """Scrape until the series are settled (``Quiet``): (the wall time of the last scrape,
+    its series). ``marker``: something else whose change counts as a change (the leads a
+    worker forgot). Raises after ``timeout`` seconds."""
+    deadline = clock() + timeout
+    at, before, took = scrape()
+    mark = marker()
+    quiet = Quiet(floor, clock())
+    while True:
+        sleep(max(1.0, took))  # a scrape costs the worker ~1 s at 100,000 leads
+        now, served, took = scrape()
+        now_mark = marker()
+        changed = now_mark != mark or bool(differences(served, before, now - at, took + 1.0))
+        if quiet.settled(changed, clock()):
+            return now, served
+        if clock() > deadline:
+            raise BenchError(f"the served KPIs did not settle in {timeout:g}s")
+        at, before, mark = now, served, now_mark
 
 
 def parse_series(text: bytes) -> Served:
@@ -99,8 +161,16 @@ def takeover_history(
     settings: Settings, leads: int, options: BenchOptions, end: float
 ) -> tuple[Iterator[SimEvent], int]:
     count = round(leads * EVENTS_PER_LEAD)
+    # with the business events (see ``run._history``): the customers' state is taken over too
     events = history(
-        settings, count, leads, SPAN_DAYS * DAY, reps=options.reps, seed=options.seed, end=end
+        settings,
+        count,
+        leads,
+        SPAN_DAYS * DAY,
+        reps=options.reps,
+        seed=options.seed,
+        end=end,
+        outcomes=True,
     )
     return events, count
 
@@ -162,18 +232,13 @@ class _Part:
         return worker, end - started
 
     def settle_truth(self, workers: Sequence[WorkerHandle]) -> None:
-        """The truth: two scrapes in a row that agree (the last partial summaries are in),
-        checked against the history (every lead created counted once in the 7d window)."""
-        deadline = time.monotonic() + self.run.options.takeover_timeout
-        _, before, _ = _scrape(workers)
-        while True:
-            time.sleep(1.0)
-            now, served, took = _scrape(workers)
-            if not differences(served, before, 0.0, took + 1.0):
-                break
-            if time.monotonic() > deadline:
-                raise BenchError("take-over: the served KPIs did not settle")
-            before = served
+        """The truth: the workers' series once settled (``settle``: the last partial
+        summaries are in), checked against the history (every lead created counted once in
+        the 7d window)."""
+        try:
+            now, served = settle(lambda: _scrape(workers), self.run.options.takeover_timeout)
+        except BenchError as exc:
+            raise BenchError(f"take-over: {exc}") from None
         created = sum(v for k, v in served.items() if _leads_created_7d(k))
         if round(created) != self.leads:
             raise BenchError(
@@ -212,8 +277,8 @@ def _leads_created_7d(key: bytes) -> bool:
     return key.startswith(b"sales_leads_created{") and b'window="7d"' in key
 
 
-def _scrape(workers: Sequence[WorkerHandle]) -> tuple[float, Served, float]:
-    """(wall time in the middle of the scrape, the series summed over ``workers``, seconds)."""
+def _scrape(workers: Sequence[WorkerHandle]) -> Scrape:
+    """The series summed over ``workers`` (see ``Scrape``)."""
     t0 = time.time()
     total: Served = {}
     for worker in workers:

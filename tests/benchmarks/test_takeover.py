@@ -14,7 +14,7 @@ import pytest
 
 import benchmarks.takeover as takeover
 from benchmarks.options import GOALS, BenchError, BenchOptions
-from benchmarks.takeover import differences, noon_zone, parse_series
+from benchmarks.takeover import QUIET_FLOOR, Quiet, differences, noon_zone, parse_series, settle
 
 SCRAPE = b"""# HELP sales_leads_created Leads created
 # TYPE sales_leads_created gauge
@@ -51,6 +51,53 @@ def test_a_now_dependent_series_is_compared_as_the_time_it_measures_from() -> No
     # 30 s after the truth's scrape the oldest waiting lead has waited 130 s, +-1 s.
     assert differences(dict(truth) | {key: 130.5}, truth, 30.0, 1.0) == []
     assert differences(dict(truth) | {key: 100.0}, truth, 30.0, 1.0) != []
+
+
+def test_scrapes_settle_after_a_quiet_span_three_times_the_longest_gap() -> None:
+    quiet = Quiet(60.0, start=0.0)
+    assert not quiet.settled(False, 59.0)
+    assert quiet.settled(False, 60.0)
+    quiet = Quiet(60.0, start=0.0)
+    assert not quiet.settled(True, 10.0)
+    assert not quiet.settled(True, 50.0)  # rounds 40 s apart: 120 s without a change
+    assert not quiet.settled(False, 169.0)
+    assert quiet.settled(False, 170.0)
+
+
+class _SlowRounds:
+    """A worker whose publish rounds come ``spacing`` seconds apart, each bringing one more
+    whole series, ``rounds`` in all; the bench's clock and sleep are fake."""
+
+    def __init__(self, spacing: float, rounds: int) -> None:
+        self.t = 0.0
+        self.spacing = spacing
+        self.rounds = rounds
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+    def scrape(self) -> takeover.Scrape:
+        done = min(self.rounds, int(self.t // self.spacing))
+        served = {f'sales_win_ratio{{rep="r{i}",window="7d"}}'.encode(): 0.5 for i in range(done)}
+        return 1e9 + self.t, served, 0.5
+
+
+def test_the_truth_waits_for_publish_rounds_tens_of_seconds_apart() -> None:
+    """Two scrapes a second apart agreed between two rounds: at 50,000 leads such a truth
+    lacked 1,286 series that the same worker served seconds later (and a restarted worker
+    then never "served the truth")."""
+    worker = _SlowRounds(spacing=25.0, rounds=4)
+    at, served = settle(worker.scrape, 900.0, clock=lambda: worker.t, sleep=worker.sleep)
+    assert len(served) == 4
+    assert worker.t >= 100.0 + 3 * 25.0 and at == 1e9 + worker.t
+    # Nothing changing: settled after the floor (every partition re-sent in full by then).
+    idle = _SlowRounds(spacing=1e6, rounds=0)
+    settle(idle.scrape, 900.0, clock=lambda: idle.t, sleep=idle.sleep)
+    assert QUIET_FLOOR <= idle.t < QUIET_FLOOR + 2
+    # A worker that never settles is an error, not a truth.
+    busy = _SlowRounds(spacing=1.0, rounds=10**9)
+    with pytest.raises(BenchError, match="did not settle"):
+        settle(busy.scrape, 300.0, clock=lambda: busy.t, sleep=busy.sleep)
 
 
 def test_the_goals_hold_at_their_sizes_only() -> None:
@@ -115,7 +162,7 @@ def test_a_small_takeover_run_reports_every_figure(tmp_path: Path) -> None:
     argv += ["1", "--takeover-timeout", "120", "--workdir", str(tmp_path / "bench")]
     started = time.monotonic()
     done = subprocess.run(
-        argv, env=env, capture_output=True, text=True, timeout=400, check=False, cwd=root
+        argv, env=env, capture_output=True, text=True, timeout=480, check=False, cwd=root
     )
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -132,5 +179,6 @@ def test_a_small_takeover_run_reports_every_figure(tmp_path: Path) -> None:
     assert figures["goals"]["restart <= 5 s"] is None, figures["goals"]
     assert "produce" not in figures["durations"], "the main history is not produced"
     assert "2 workers, one SIGKILLed" in done.stdout
-    # ~2 minutes on an idle machine (group joins and SIGTERMs take seconds each); ~3 loaded.
-    assert elapsed < 360, f"the take-over part took {elapsed:.0f}s"
+    # ~2 minutes on an idle machine (group joins and SIGTERMs take seconds each), ~3 loaded,
+    # and the truth's quiet minute (QUIET_FLOOR).
+    assert elapsed < 360 + QUIET_FLOOR, f"the take-over part took {elapsed:.0f}s"
