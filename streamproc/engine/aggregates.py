@@ -536,7 +536,7 @@ class PartitionAggregates:
                 series.h.add(int(t // HOUR), value, sign)
             if t >= wm_day:
                 series.d.add(day(t), value, sign)
-            series.M.add(month(t), value, sign)
+            series.M.kept.add(month(t), value, sign)  # not M.add: one call less a fact
             if sign < 0 and series.empty():
                 del per_family[labels]
 
