@@ -34,7 +34,7 @@ from streamproc.engine.customer import (
     deal_of,
     event_row,
 )
-from streamproc.engine.facts import Fact, FactDeriver
+from streamproc.engine.facts import EVERY_GROUP, Fact, FactDeriver
 from streamproc.engine.lead import Attempt, Created, LeadState, Open, StageMove
 from streamproc.engine.windows import RETENTION_SECONDS, WindowClock
 from streamproc.exceptions import InvalidEvent
@@ -135,6 +135,20 @@ def to_item(event: object) -> Created | Attempt | StageMove | Open:
     )
 
 
+def _take_facts(
+    deriver: FactDeriver,
+    lead: LeadState,
+    groups: int,
+    before: dict[str, tuple[int, list[Fact]]],
+) -> None:
+    """Keep the lead's facts of the ``groups`` not yet kept in this batch, as they are
+    before the event that changes them (the earlier events of the batch did not)."""
+    kept, facts = before.get(lead.lead_id, (0, []))
+    new = groups & ~kept
+    if new:
+        before[lead.lead_id] = (kept | new, facts + deriver.facts(lead, new))
+
+
 class Engine:
     """Applies batches to the lead store and keeps one aggregate set per partition."""
 
@@ -169,7 +183,8 @@ class Engine:
 
     def process(self, batch: Iterable[RawMessage], now: float) -> BatchResult:
         result = BatchResult()
-        before: dict[str, list[Fact]] = {}  # re-derived lead -> its facts before this batch
+        # re-derived lead -> its groups re-derived and their facts before this batch
+        before: dict[str, tuple[int, list[Fact]]] = {}
         changed: dict[str, LeadState] = {}
         late_before = self.clock.period_watermark(now)  # the start of last_year
         deriver = self.deriver
@@ -194,24 +209,25 @@ class Engine:
             lead = self.leads.get(lead_id)
             if lead is None:
                 lead = self.leads[lead_id] = LeadState(lead_id, msg.partition, first_seen=now)
-                before[lead_id] = []
+                before[lead_id] = (EVERY_GROUP, [])
             elif lead.has(event.event_id):
                 result.count(msg.topic, "duplicate")
                 if lead_id not in changed:
                     lead.pack()  # unpacked by ``has`` only
                 continue
             item = to_item(event)
-            if lead_id not in before and deriver.affects(lead, item):
-                before[lead_id] = deriver.facts(lead)
+            groups = deriver.affects(lead, item)
+            if groups:
+                _take_facts(deriver, lead, groups, before)
             if lead_id not in deals and isinstance(item, (Created, StageMove)):
                 deals[lead_id] = self._won_deal(lead)
             lead.append(item)  # new: ``has`` said so
             self.aggregates(lead.partition, now).apply(deriver.event_facts(item), 1)
             changed[lead_id] = lead
             result.count(msg.topic, "late" if event.ts < late_before else "processed")
-        for lead_id, old in before.items():
+        for lead_id, (groups, old) in before.items():
             lead = changed[lead_id]
-            retract, add = fact_diff(old, deriver.facts(lead))
+            retract, add = fact_diff(old, deriver.facts(lead, groups))
             part = self.aggregates(lead.partition, now)
             part.apply(retract, -1)
             part.apply(add, 1)

@@ -66,7 +66,7 @@ class WindowClock:
         self.zone = zone
         self.fiscal_offset = fiscal_start_month - 1  # months from January
         self._day_cache: dict[int, int] = {}
-        self._month_of_day: dict[int, int] = {}
+        self._month_of_slot: dict[int, int] = {}
 
     # --- bucket keys ---------------------------------------------------------------------
 
@@ -90,14 +90,15 @@ class WindowClock:
         return cached
 
     def month(self, t: float) -> int:
-        """The local month's key (``year * 12 + month - 1``) of event time ``t``."""
-        d = self.day(t)
-        key = self._month_of_day.get(d)
+        """The local month's key (``year * 12 + month - 1``) of event time ``t``, cached by
+        15 minutes as ``day`` (one lookup: every fact of the periods asks)."""
+        slot = int(t // 900)
+        key = self._month_of_slot.get(slot)
         if key is None:
-            if len(self._month_of_day) > 4096:
-                self._month_of_day.clear()
-            local = date.fromordinal(d)
-            key = self._month_of_day[d] = local.year * 12 + local.month - 1
+            if len(self._month_of_slot) > 4096:
+                self._month_of_slot.clear()
+            local = date.fromordinal(self.day(t))
+            key = self._month_of_slot[slot] = local.year * 12 + local.month - 1
         return key
 
     def month_start(self, key: int) -> float:
