@@ -63,7 +63,7 @@ def test_join_and_leave_three_times_hands_every_series_over(
 ) -> None:
     settings = fault_settings(settings_factory)
     make_topics(settings)
-    stream = Stream(settings, 14_000, seed=12)
+    stream = Stream(settings, 14_000, seed=12, business=700)  # customers handed over too
 
     def start(name: str):  # type: ignore[no-untyped-def]
         return worker_factory(

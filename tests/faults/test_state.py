@@ -75,7 +75,7 @@ def test_a_standby_is_promoted_while_events_flow(
 ) -> None:
     settings = fault_settings(settings_factory, standby_replicas=1)
     make_topics(settings)
-    stream = Stream(settings, 8_000, seed=43, business=300)
+    stream = Stream(settings, 8_000, seed=43, business=400)  # the customers' standby too
     first = worker_factory(settings, name="first", ready=False)
     second = worker_factory(
         settings.model_copy(update={"web_port": free_port()}), name="second", ready=False
