@@ -62,7 +62,7 @@ def create_app(settings: Settings, **web: Any) -> faust.App:
         table_standby_replicas=settings.standby_replicas,
         consumer_auto_offset_reset="earliest",
         # tansu (and small clusters) join in seconds with these instead of Faust's 60 s.
-        broker_session_timeout=10,
+        broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=1,
         broker_rebalance_timeout=5,
         broker_request_timeout=30,

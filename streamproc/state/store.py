@@ -17,6 +17,7 @@ broker has them (``persist_written``), in the order they were enqueued.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +38,11 @@ log = logging.getLogger(__name__)
 STORE_URL = "streamproc-disk://local/"
 
 
+def disk_stores(app: Any) -> list[DiskStore]:
+    """The app's tables' stores that are ``DiskStore``s, in the order of its tables."""
+    return [t.data for t in app.tables.values() if isinstance(t.data, DiskStore)]
+
+
 def register_store() -> None:
     """Make ``streamproc-disk://`` name this store (tables take ``store=STORE_URL``)."""
     STORES.aliases["streamproc-disk"] = f"{__name__}:DiskStore"
@@ -53,6 +59,8 @@ class DiskStore(memory.Store[Any, Any]):
         self.last_read: dict[int, int] = {}  # records the raw reader read, per partition
         self._ends: dict[int, int] = {}  # the log's end offsets the broker gave the reader
         self.settings: Settings | None = None  # ``configure``: the broker to read from
+        # The catch-up of every table in this rebalance (``on_rebalance``), until awaited.
+        self._catching_up: asyncio.Future[None] | None = None
 
     def configure(self, settings: Settings) -> None:
         """The worker's settings: the raw reader connects with them (TLS, SASL)."""
@@ -100,7 +108,26 @@ class DiskStore(memory.Store[Any, Any]):
         generation_id: int = 0,
     ) -> None:
         """Bring the disk copy of every partition held to the log's end (before Faust's
-        recovery asks for ``persisted_offset``)."""
+        recovery asks for ``persisted_offset``), every table's at once.
+
+        Faust calls the tables one after the other, in the order of ``app.tables``: the
+        first one's call catches up all of them together, the others wait for it. One
+        after the other, each reader's start and end-offset round trips (~0.45 s with
+        nothing to read) added up to 1.4 s of every rebalance for the three tables."""
+        together = self._catching_up
+        stores = disk_stores(self.app)
+        if together is None or stores[0] is self:
+            together = asyncio.ensure_future(self._all_rebalance(stores))
+            for store in stores:
+                store._catching_up = together
+        self._catching_up = None
+        await together
+
+    @staticmethod
+    async def _all_rebalance(stores: list[DiskStore]) -> None:
+        await asyncio.gather(*(store._rebalance() for store in stores))
+
+    async def _rebalance(self) -> None:
         assignor = self.app.assignor
         actives = self._partitions(assignor.assigned_actives())
         standbys = self._partitions(assignor.assigned_standbys())
@@ -125,10 +152,8 @@ class DiskStore(memory.Store[Any, Any]):
         await super().on_recovery_completed(active_tps, standby_tps)
         # Every table's active partitions: ``active_tps`` holds only this table's.
         actives = set(self.app.assignor.assigned_actives())
-        for table in self.app.tables.values():
-            store = table.data
-            if isinstance(store, DiskStore):
-                store.load_active(actives)
+        for store in disk_stores(self.app):
+            store.load_active(actives)
 
     def load_active(self, active_tps: set[TP]) -> None:
         """Load from disk the active partitions not in memory yet; unload the others."""

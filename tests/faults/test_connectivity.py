@@ -25,7 +25,7 @@ from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.fault
 
-CUT_SECONDS = 6.0  # shorter than the 10 s session timeout: the group survives the cut
+CUT_SECONDS = 4.0  # shorter than the 6 s session timeout: the group survives the cut
 
 
 def test_broker_connection_cut_and_restored_while_events_flow(

@@ -23,3 +23,17 @@ async def test_a_send_cancelled_by_the_shutdown_cancels_its_message(tmp_path: Pa
     # Faust's own callback lets CancelledError out: asyncio logs it as an ERROR traceback
     with pytest.raises(asyncio.CancelledError):
         faust.Topic._on_published(topic, sent, message=message, producer=None, state=None)
+
+
+def test_the_group_session_is_the_setting_and_heartbeats_fit_three_times_in_it(
+    tmp_path: Path,
+) -> None:
+    """tansu holds every join for half the session: 10 s made each rebalance wait 5 s."""
+    default = create_app(Settings(_env_file=None, data_dir=tmp_path)).conf
+    assert default.broker_session_timeout == 6.0
+    slower = Settings(_env_file=None, data_dir=tmp_path, session_timeout_seconds=30)
+    assert create_app(slower).conf.broker_session_timeout == 30.0
+    # Kafka's rule: a heartbeat interval under a third of the session timeout.
+    assert default.broker_heartbeat_interval * 3 <= default.broker_session_timeout
+    with pytest.raises(ValueError, match="session_timeout_seconds"):
+        Settings(_env_file=None, data_dir=tmp_path, session_timeout_seconds=2)
