@@ -445,8 +445,7 @@ class _Months:
 
     def merge(self, lo: int, hi: int) -> Acc:
         """Months ``lo`` to ``hi`` (inclusive), kept and archived, merged (values counted)."""
-        out = Acc(self.dist)
-        out.merge(self.kept.merge(lo, hi))
+        out = self.kept.merge(lo, hi)  # a new Acc, its values counted (not frozen)
         for key, acc in self.archive.items():
             if lo <= key <= hi:
                 out.merge(acc)
