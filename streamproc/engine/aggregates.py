@@ -254,25 +254,30 @@ def fact_diff(old: Iterable[Fact], new: Iterable[Fact]) -> tuple[list[Fact], lis
     return retract, add
 
 
+# Zeros kept past a level's newest key: time moves forward, and growing the arrays by one
+# key at a time (a new minute or hour of each series) took ~12 % of the engine's time.
+_SPARE_KEYS = 8
+
+
 class _Buckets:
     """One level of one series: the count and total of each bucket, in arrays.
 
     Index ``i`` is bucket key ``first + i``; a level spans at most the keys it keeps (120
-    minutes, 169 hours, 9 days): 4 bytes a bucket, 12 with totals, against ~190 for a dict
+    minutes, 169 hours, 9 days, 24 months) and ``_SPARE_KEYS`` more: 4 bytes a bucket, 12
+    with totals, against ~190 for a dict
     entry, its key and an ``Acc`` (1.2 million of those at 100,000 leads and 100 reps).
     ``totals`` is None while every value was 1.0 (most families count): the totals are the
     counts. ``values`` (the distribution families only): each bucket's values, unsorted.
     """
 
-    __slots__ = ("counts", "first", "sketch", "totals", "used", "values")
+    __slots__ = ("counts", "first", "totals", "used", "values")
 
-    def __init__(self, dist: bool, sketch: bool = False) -> None:
+    def __init__(self, dist: bool) -> None:
         self.first = 0
         self.counts = array("i")
         self.totals: array[float] | None = None
         self.used = 0  # buckets with a count
-        self.values: dict[int, array[float]] | None = {} if dist else None
-        self.sketch = sketch  # values kept as their sketch bucket's centre (``sketched``)
+        self.values: dict[int, Any] | None = {} if dist else None  # key -> its values
 
     def add(self, key: int, value: float, sign: int) -> None:
         counts = self.counts
@@ -298,8 +303,6 @@ class _Buckets:
     def _add_value(self, key: int, value: float, sign: int) -> None:
         values = self.values
         assert values is not None
-        if self.sketch:
-            value = sketched(value)
         kept = values.get(key)
         if kept is None:
             kept = values[key] = array("d")
@@ -315,11 +318,11 @@ class _Buckets:
         n = len(self.counts)
         if not n:
             self.first = key
-            pad_front, pad_back = 0, 1
+            pad_front, pad_back = 0, 1 + _SPARE_KEYS
         elif key < self.first:
             pad_front, pad_back = self.first - key, 0
         else:
-            pad_front, pad_back = 0, key - self.first - n + 1
+            pad_front, pad_back = 0, key - self.first - n + 1 + _SPARE_KEYS
         arrays: tuple[array[Any] | None, ...] = (self.counts, self.totals)
         for arr in arrays:
             if arr is None:
@@ -346,10 +349,12 @@ class _Buckets:
             out.count = sum(self.counts[a:b])
             out.total = float(out.count) if self.totals is None else sum(self.totals[a:b])
             if self.values is not None and out.count:
-                out.values = SortedValues.of_runs(
-                    v for k, v in self.values.items() if lo <= k <= hi
-                )
+                out.values = self._values_in(self.values, lo, hi)
         return out
+
+    @staticmethod
+    def _values_in(values: dict[int, Any], lo: int, hi: int) -> Multiset:
+        return SortedValues.of_runs(v for k, v in values.items() if lo <= k <= hi)
 
     def drop_before(self, key: int) -> None:
         n = min(key - self.first, len(self.counts))
@@ -368,6 +373,39 @@ class _Buckets:
             self.totals = None
 
 
+class _SketchedBuckets(_Buckets):
+    """Buckets whose values are counts of their sketch bucket's centre (``sketched``): a
+    few hundred distinct values a month, however many leads. A period's quantile merges
+    those counts; sorting every value of a year's kept leads took ~5 % of a worker's time
+    in each publish round."""
+
+    __slots__ = ()
+
+    def _add_value(self, key: int, value: float, sign: int) -> None:
+        values = self.values
+        assert values is not None
+        counts: dict[float, int] | None = values.get(key)
+        if counts is None:
+            counts = values[key] = {}
+        centre = sketched(value)
+        n = counts.get(centre, 0) + sign
+        if n:
+            counts[centre] = n
+            return
+        del counts[centre]
+        if not counts:
+            del values[key]
+
+    @staticmethod
+    def _values_in(values: dict[int, Any], lo: int, hi: int) -> Multiset:
+        out: dict[float, int] = {}
+        for key, counts in values.items():
+            if lo <= key <= hi:
+                for value, n in counts.items():
+                    out[value] = out.get(value, 0) + n
+        return out
+
+
 class _Months:
     """The month buckets of one series (the calendar periods), in two parts: ``kept``, the
     facts of the leads still kept (retracted and re-added as they change, rebuilt from
@@ -384,7 +422,7 @@ class _Months:
         self.dist = dist
         # In arrays as the other levels: an ``Acc`` per month cost ~8 % of the engine's
         # rate (its add, the dict of its sketch); the kept leads' values are few.
-        self.kept = _Buckets(dist, sketch=True)
+        self.kept = _SketchedBuckets(dist)
         self.archive: dict[int, Acc] = {}
 
     def add(self, key: int, value: float, sign: int, archived: bool = False) -> None:

@@ -204,6 +204,7 @@ class CustomerState:
                 "d": [tuple(d) for d in self.deals.values()],
                 "e": self.events,
                 "t": self.changed_at,
+                "o": self.oldest,  # JSON null: math.inf
             }
         )
 
@@ -216,6 +217,8 @@ class CustomerState:
         for event_id, row in data["e"].items():
             state.add_event(event_id, row)
         state.changed_at = data.get("t", 0.0)  # 0: written before it was recorded
+        if "o" in data:  # else what it holds (the next sweep finds what may go)
+            state.oldest = math.inf if data["o"] is None else data["o"]
         return state
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -185,6 +187,46 @@ def test_two_workers_then_a_sigkill_and_a_take_over(
     # every partition, recovered from the changelogs, is it asked for the same numbers.
     wait_settled([second], settings.partitions, timeout=90)
     _settle([second], truth, timeout=90)
+
+
+def test_a_customer_compacted_by_its_worker_is_taken_over_exact(
+    settings_factory, make_topics, worker_factory, kafka_producer
+) -> None:
+    """Answers and a cost from before ``last_year`` (800 days old): in no window, dropped
+    from their customers by the worker's sweep and changelogged so; a worker with an empty
+    data dir reads the compacted states and serves the same numbers."""
+    settings = _settings(settings_factory, time.time()).model_copy(
+        update={"prune_interval_seconds": 1.0}
+    )
+    scenario = _scenario(settings)
+    make_topics(settings)
+    first = worker_factory(settings, name="first")
+    producer = kafka_producer()
+    _produce(producer, scenario, settings)
+    long_ago = datetime.fromtimestamp(time.time() - 800 * 86400, UTC).isoformat()
+    for i, (kind, fields) in enumerate(
+        [
+            ("nps-responded", {"customer_id": "CUST-A", "score": 0}),
+            ("nps-responded", {"customer_id": "CUST-C", "score": 10}),
+            ("cost-recorded", {"customer_id": "CUST-B", "amount": 99, "category": "service"}),
+        ]
+    ):
+        event = {"event_id": f"old-{i}", "occurred_at": long_ago} | fields
+        producer.produce(settings.topic(kind), key=key_of(kind, event), value=orjson.dumps(event))
+    assert producer.flush(10) == 0
+    truth = scenario.expected()
+    _settle([first], truth, timeout=40)
+    assert wait_until(lambda: _compacted(first) == 3, timeout=30)
+    first.kill()
+    second = worker_factory(settings, name="second")  # an empty data dir: the changelog
+    _settle([second], truth, timeout=60)
+    time.sleep(3)  # three sweeps: what it read was compacted (else it would compact it)
+    assert _compacted(second) == 0
+
+
+def _compacted(worker: WorkerProcess) -> int:
+    """Customers the worker's sweeps compacted, from its log."""
+    return sum(int(n) for n in re.findall(r"forgot \d+ customers, compacted (\d+)", worker.log()))
 
 
 def test_without_the_business_topics_the_worker_runs_as_before(

@@ -214,3 +214,22 @@ def test_a_customer_back_after_it_was_forgotten_is_a_new_customer() -> None:
     customer = run.engine.customers["OLD"]
     facts = run.engine.customer_facts.facts(customer)
     assert [f[2] for f in facts if f[0] == "new_customer"] == [now + 60]  # the win's time
+
+
+def test_a_compacted_customer_read_back_is_no_candidate_again() -> None:
+    """What ``compact`` keeps for good is not looked at again after a restart either."""
+    run = EngineRun(SETTINGS)
+    now = START + 3 * 365 * 86400
+    churned_long_ago(run, now)
+    business = Business(seed=2)
+    business.n = 100  # another lead
+    events: list[Event] = []
+    business._won(now - 86400, "OLD", events)  # came back yesterday
+    business._add("nps-responded", now - 2 * 366 * 86400 + 7200, events, customer_id="OLD",
+                  score=3)  # fmt: skip
+    run.feed([run.raw(*event) for event in events], now)
+    assert forget(run.engine, now) == (0, 1)  # the answer went; the deals and churn stay
+    assert list(run.engine.customer_candidates(now)) == []
+    engine = run.engine
+    engine.customers = {k: CustomerState.loads(c.dumps()) for k, c in engine.customers.items()}
+    assert list(engine.customer_candidates(now)) == []

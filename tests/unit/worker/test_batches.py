@@ -67,6 +67,7 @@ async def test_customers_forgotten_go_to_their_changelog_as_tombstones(
     settings = Settings(_env_file=None, data_dir=tmp_path)
     names = topic_names(settings)
     topology = Topology(settings, optional=frozenset({names.customers, *names.business.values()}))
+    topology.ready = True
     flow = topology.events.customers
     assert flow is not None
     now = 1_800_000_000.0
