@@ -58,8 +58,8 @@ NOW_DEPENDENT = (b"sales_oldest_awaiting_contact_seconds",)
 
 QUIET_FLOOR = 2 * FULL_PUBLISH_SECONDS
 """Seconds a worker's /metrics must stay the same before it counts as settled (``Quiet``):
-every partition's partial summaries are sent again in full at least every 30 s, one
-partition a round."""
+a partition's partial summaries are all sent again once 30 s have passed since they last
+were, one partition a round (``FullRounds``)."""
 
 Served = dict[bytes, float]
 """``sales_*`` series of a /metrics text: the sample line up to its value -> the value."""

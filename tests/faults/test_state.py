@@ -36,7 +36,7 @@ def test_a_restart_with_its_data_dir_reads_only_the_tail_and_a_foreign_one_all(
 ) -> None:
     settings = fault_settings(settings_factory)
     make_topics(settings)
-    stream = Stream(settings, 6_000, seed=41)
+    stream = Stream(settings, 6_000, seed=41, business=300)
     one = worker_factory(settings, name="one")
     feed = Feed(kafka_producer(), stream.messages, rate=2_000, hold_back=1_500).start()
     feed.wait_for(0.5)
