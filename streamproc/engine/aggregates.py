@@ -445,8 +445,7 @@ class _Months:
 
     def merge(self, lo: int, hi: int) -> Acc:
         """Months ``lo`` to ``hi`` (inclusive), kept and archived, merged (values counted)."""
-        out = Acc(self.dist)
-        out.merge(self.kept.merge(lo, hi))
+        out = self.kept.merge(lo, hi)  # a new Acc, its values counted (not frozen)
         for key, acc in self.archive.items():
             if lo <= key <= hi:
                 out.merge(acc)
@@ -536,7 +535,7 @@ class PartitionAggregates:
                 series.h.add(int(t // HOUR), value, sign)
             if t >= wm_day:
                 series.d.add(day(t), value, sign)
-            series.M.add(month(t), value, sign)
+            series.M.kept.add(month(t), value, sign)  # not M.add: one call less a fact
             if sign < 0 and series.empty():
                 del per_family[labels]
 

@@ -108,6 +108,12 @@ class PublishRounds:
     def keep_only(self, active: set[int]) -> None:
         self.publisher.keep_only(active)
 
+    async def refresh_view(self) -> None:
+        """Serve the partials this worker holds now (a restart's data dir holds them all),
+        rather than after its first round, which publishes every summary first (2.4 s at
+        10,000 leads on a loaded machine) and only then refreshes the view."""
+        await Stretches().drain(self.view.refresh(self.intake.store, self.reader.owned()))
+
     def _stopped(self) -> bool:
         return bool(self.app.rebalancing) or not self.ready()
 

@@ -363,6 +363,7 @@ class Topology:
         rollups = self.rollup_log.recovered(found, new, self.engine.leads)
         built = self.engine.rebuild(active, time.time(), rollups)
         self.alerts.watch.schedule_all(self.engine.leads.values())
+        await self.rounds.refresh_view()
         self.ready = True
         log.info("recovered partitions %s: %d leads derived", sorted(active), built)
 

@@ -11,7 +11,11 @@ from aiokafka.protocol.group import LeaveGroupRequest, LeaveGroupRequest_v0
 
 from streamproc.config import Settings
 from streamproc.kafka.app import create_app
-from streamproc.kafka.transport import FETCH_MAX_WAIT_MS, leave_at_generation_zero
+from streamproc.kafka.transport import (
+    FETCH_MAX_WAIT_MS,
+    heartbeat_while_assigning,
+    leave_at_generation_zero,
+)
 
 
 async def test_the_consumer_does_not_hold_fetches_for_faust_s_1500_ms(tmp_path: Path) -> None:
@@ -60,3 +64,28 @@ async def test_a_member_that_never_joined_sends_no_leave() -> None:
     leave_at_generation_zero(coordinator)
     await coordinator._maybe_leave_group()
     assert sent == []
+
+
+async def test_a_member_heartbeats_while_it_handles_its_assignment() -> None:
+    """aiokafka heartbeated only after the assignment callback: a worker that caught up
+    its changelogs there for longer than the session was dropped from the group."""
+    coordinator, _ = _joined(3)
+    coordinator._heartbeat_task = None
+    beats: list[str] = []
+
+    async def heartbeat_routine() -> None:
+        beats.append("heartbeat")
+
+    async def assignment_callback(*args: object) -> None:
+        await asyncio.sleep(0)  # the worker's catch-up, while the heartbeat task runs
+        beats.append(f"assigned {args}")
+
+    coordinator._heartbeat_routine = heartbeat_routine  # type: ignore[method-assign]
+    coordinator._on_join_complete = assignment_callback  # type: ignore[method-assign]
+    heartbeat_while_assigning(coordinator)
+    await coordinator._on_join_complete(3, "member-1", "faust", b"")
+    assert beats == ["heartbeat", "assigned (3, 'member-1', 'faust', b'')"]
+    task = coordinator._heartbeat_task
+    assert task is not None
+    coordinator._start_heartbeat_task()  # aiokafka's own start after the join: no second
+    assert coordinator._heartbeat_task is task
