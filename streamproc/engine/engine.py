@@ -372,11 +372,11 @@ class Engine:
     def evict(self, now: float, candidates: Iterable[str | None] | None = None) -> list[LeadState]:
         """Forget leads that can no longer change a KPI: every event past retention, no live
         fact (not waiting, no open deal) and nothing of its life still to be read (see
-        ``_more_may_come``); or silent for the open-lead retention (stale: it leaves the
-        live gauges). Returns them, for the changelog.
+        ``_more_may_come``); or silent for the open-lead retention, on the wall clock and
+        in what was read (stale: it leaves the live gauges). Returns them, for the changelog.
         ``candidates``: the leads to look at (``eviction_candidates``), default all."""
         cutoff = now - RETENTION_SECONDS
-        stale = now - self.settings.open_lead_retention_days * 86400
+        open_retention = self.settings.open_lead_retention_days * 86400
         gone = []
         if candidates is None:
             candidates = list(self.leads)
@@ -384,12 +384,18 @@ class Engine:
             lead = self.leads.get(lead_id) if lead_id is not None else None
             if lead is None or lead.last_ts >= cutoff:
                 continue
-            fresh = lead.last_ts >= stale  # not silent for the open-lead retention
-            if fresh and self._more_may_come(lead, now):
+            if self._more_may_come(lead, now, RETENTION_SECONDS):
                 continue
             with lead.reading():
                 facts = self.deriver.all_facts(lead)
-            if fresh and any(f[2] is None for f in facts):
+            # An open lead is stale once silent for the open-lead retention in the history
+            # read too: replaying a year, a deal of 200 days ago was forgotten on the wall
+            # clock before the read reached its next move, which then started a new lead
+            # (100,000 leads forgotten 154,437 times).
+            stale = lead.last_ts < now - open_retention and not self._more_may_come(
+                lead, now, open_retention
+            )
+            if not stale and any(f[2] is None for f in facts):
                 continue
             part = self.partitions.get(lead.partition)
             if part is not None:
@@ -457,10 +463,11 @@ class Engine:
             if self.reading_any_since == -math.inf:
                 self.reading_any_since = now
 
-    def _more_may_come(self, lead: LeadState, now: float) -> bool:
+    def _more_may_come(self, lead: LeadState, now: float, horizon: float) -> bool:
         """Whether an input topic of the lead's partition is still being read and has not
-        reached 7 days (retention) past the lead's last event, or not delivered at all yet:
-        more of its life may come. Live, topics are at the wall clock and this is the
+        reached ``horizon`` seconds (the retention, 7 days; the open-lead retention for an
+        open lead) past the lead's last event, or not delivered at all yet: more of its
+        life may come. Live, topics are at the wall clock and this is the
         retention itself; in a replay of history, a lead is forgotten once the history read
         is 7 days past its last event, as it would have been live (forgotten on the wall
         clock, the rest of its life came as a new lead's: a year's replay forgot 10,000
@@ -477,7 +484,7 @@ class Engine:
                 since = self.reading_since.get(partition, self.reading_any_since)
                 if now - since < idle:
                     return True
-            elif got[0] < lead.last_ts + RETENTION_SECONDS and now - got[1] < idle:
+            elif got[0] < lead.last_ts + horizon and now - got[1] < idle:
                 return True
         return False
 
