@@ -178,6 +178,9 @@ class Engine:
         self.reached: dict[tuple[int, EventKind], tuple[float, float]] = {}
         self.reading_since: dict[int, float] = {}  # partition -> wall time of its first event
         self.reading_any_since = -math.inf  # wall time of the first event on any partition
+        # Input topic partitions the consumer says have a backlog (``note_backlog``): never
+        # idle, however long since their last message was applied.
+        self.backlog: frozenset[tuple[int, EventKind]] = frozenset()
 
     # --- batches -------------------------------------------------------------------------
 
@@ -463,6 +466,11 @@ class Engine:
             if self.reading_any_since == -math.inf:
                 self.reading_any_since = now
 
+    def note_backlog(self, behind: Iterable[tuple[int, EventKind]]) -> None:
+        """The input topic partitions (partition, kind) with records not read yet: before an
+        eviction round, from the consumer's end offsets (``_more_may_come``)."""
+        self.backlog = frozenset(behind)
+
     def _more_may_come(self, lead: LeadState, now: float, horizon: float) -> bool:
         """Whether an input topic of the lead's partition is still being read and has not
         reached ``horizon`` seconds (the retention, 7 days; the open-lead retention for an
@@ -472,19 +480,24 @@ class Engine:
         is 7 days past its last event, as it would have been live (forgotten on the wall
         clock, the rest of its life came as a new lead's: a year's replay forgot 10,000
         leads 21,343 times). A topic silent for a whole prune interval
-        (``STREAMPROC_PRUNE_INTERVAL_SECONDS``, 60 s) is idle, not behind: the consumer
-        fetches every assigned partition in turn, each within a second or so while it has a
-        backlog."""
-        idle, partition = self.settings.prune_interval_seconds, lead.partition
+        (``STREAMPROC_PRUNE_INTERVAL_SECONDS``, 60 s) is idle, not behind, unless the
+        consumer says it has a backlog (``note_backlog``): on a busy machine a partition
+        can wait longer than that for its turn to be fetched."""
+        idle, partition, backlog = (
+            self.settings.prune_interval_seconds,
+            lead.partition,
+            self.backlog,
+        )
         for kind in EventKind:
             got = self.reached.get((partition, kind))
+            behind = (partition, kind) in backlog  # silent, but not idle: not fetched yet
             if got is None:
                 # a partition nothing was read on since this worker read its first event
                 # (none at all: it is not catching up, e.g. idle after a restart)
                 since = self.reading_since.get(partition, self.reading_any_since)
-                if now - since < idle:
+                if behind or now - since < idle:
                     return True
-            elif got[0] < lead.last_ts + horizon and now - got[1] < idle:
+            elif got[0] < lead.last_ts + horizon and (behind or now - got[1] < idle):
                 return True
         return False
 

@@ -278,6 +278,7 @@ class Topology:
         await busy.drain(self.engine.prune_in_steps(now))
         if self.app.rebalancing or not self.ready:
             return
+        self.engine.note_backlog(self._input_backlog())
         candidates = await busy.drain(self.engine.eviction_candidates(now))
         customers = await busy.drain(self.engine.customer_candidates(now))
         async with self.state_lock.writer:
@@ -366,6 +367,13 @@ class Topology:
         await self.rounds.refresh_view()
         self.ready = True
         log.info("recovered partitions %s: %d leads derived", sorted(active), built)
+
+    def _input_backlog(self) -> Iterator[tuple[int, EventKind]]:
+        """The lead event topics' partitions with records not committed yet."""
+        for topic, partition, lag in self.consumer_lag():
+            kind = self.kinds.get(topic)
+            if lag > 0 and isinstance(kind, EventKind):
+                yield partition, kind
 
     # --- what the web routes read (``serving.http.Served``) --------------------------------
 

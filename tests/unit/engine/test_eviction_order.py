@@ -136,3 +136,15 @@ def test_an_open_deal_silent_for_the_open_retention_in_the_read_is_forgotten() -
     others = [m._replace(key=b"x", value=m.value.replace(b"old-lead", b"x")) for m in others]
     engine.process(others, NOW)
     assert "old-lead" in [lead.lead_id for lead in engine.evict(NOW)]
+
+
+def test_a_topic_silent_but_with_a_backlog_is_behind_not_idle() -> None:
+    """On a busy machine a partition can wait longer than a prune interval to be fetched:
+    the consumer's backlog says it is behind, and the lead is kept."""
+    engine = Engine(SETTINGS, {})
+    engine.process([*_life(), _message("lead-created", 4, 20.01, source="referral")], NOW)
+    later = NOW + SETTINGS.prune_interval_seconds  # every topic silent for a prune interval
+    engine.note_backlog([(0, EventKind.EMAIL_OPENED)])
+    assert engine.evict(later) == []
+    engine.note_backlog([])
+    assert [lead.lead_id for lead in engine.evict(later)] == ["old-lead"]
