@@ -72,10 +72,10 @@ class Quiet:
     times the longest gap seen between two changes.
 
     The whole series (ratios, quantiles) reach /metrics through the partial summaries,
-    published in rounds that keep to a byte budget and to a quarter of the worker's loop,
-    so at 1,000,000 leads the rounds come tens of seconds apart: two scrapes a second apart
-    that agree say nothing (a truth taken that way at 50,000 leads lacked 1,286 series and
-    had 5,132 others wrong, against the same worker's own /metrics a few seconds later)."""
+    published in rounds that keep to a byte budget and to a quarter of the worker's loop:
+    two scrapes a second apart that agree say nothing. At 1,000,000 leads a truth taken
+    that way had 33,411 series; the same worker went on changing (2 - 8 s apart) for ~30 s
+    more, to 34,585 (1,200 missing from the first, 26 extra, 5,473 other values)."""
 
     def __init__(self, floor: float, start: float) -> None:
         self.floor = floor

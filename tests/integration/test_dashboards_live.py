@@ -120,15 +120,24 @@ def test_every_panel_query_returns_data(
             lambda: prometheus.query('sales_stage_conversion_ratio{window="today"}'), timeout=40
         )
         wait_until(lambda: prometheus.query("streamproc_alerts_total"), timeout=20)
-        time.sleep(5)  # a few more scrapes: rate() needs two samples with a change
         queries = _panel_queries()
         assert len(queries) >= 40
-        empty = [
-            (q.dashboard, q.panel, _real_values(q.expr))
-            for q in queries
-            if not prometheus.query(_real_values(q.expr))
-        ]
-        assert not empty, f"panels without data: {empty}"
+        empty: list[tuple[str, str, str]] = []
+
+        def every_panel_has_data() -> bool:
+            # rate() needs two scrapes with a change: asked again each second, not a fixed
+            # 5 s sleep before one try
+            empty[:] = [
+                (q.dashboard, q.panel, _real_values(q.expr))
+                for q in queries
+                if not prometheus.query(_real_values(q.expr))
+            ]
+            return not empty
+
+        try:
+            wait_until(every_panel_has_data, timeout=30, interval=1.0)
+        except TimeoutError:
+            pytest.fail(f"panels without data: {empty}")
     finally:
         stop.set()
         prometheus.stop()
