@@ -31,7 +31,7 @@ __all__ = ["ChangelogRecord", "Read", "Resume", "digest", "read_changelog"]
 log = logging.getLogger(__name__)
 # Records handed to the caller at once: one database write each (~5 MB of leads).
 CHUNK = 10_000
-FETCH_BYTES = 16 * 1024 * 1024  # per request and per partition: a restore is bulk
+FETCH_BYTES = 4 * 1024 * 1024  # per request and per partition: a restore is bulk; see below
 CHECK_POLLS = 10  # fetches of one second for the record to check before giving up on it
 
 
@@ -40,7 +40,13 @@ class ChangelogRecord:
     offset: int
     key: bytes
     value: bytes | None
-    digest: bytes
+    timestamp: int
+
+    @property
+    def digest(self) -> bytes:
+        """``digest`` of the record, when asked: only a chunk's last record's is kept (2.6
+        µs a record: one for each was ~1 s of a 3.2 s read of 393,567 records)."""
+        return digest(self.key, self.value, self.timestamp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +80,7 @@ def digest(key: bytes | None, value: bytes | None, timestamp: int) -> bytes:
 
 
 def _record(raw: Any) -> ChangelogRecord:
-    sig = digest(raw.key, raw.value, raw.timestamp)
-    return ChangelogRecord(raw.offset, raw.key or b"", raw.value, sig)
+    return ChangelogRecord(raw.offset, raw.key or b"", raw.value, raw.timestamp)
 
 
 async def read_changelog(
