@@ -315,6 +315,7 @@ class Topology:
         await busy.drain(self.engine.prune_in_steps(now))
         if self.app.rebalancing or not self.ready:
             return
+        self.engine.note_backlog(self._input_backlog())
         candidates = await busy.drain(self.engine.eviction_candidates(now))
         customers = await busy.drain(self.engine.customer_candidates(now))
         async with self.state_lock.writer:
@@ -421,6 +422,13 @@ class Topology:
                 self.engine.partitions[p] = part
                 loaded.append(p)
         return loaded
+
+    def _input_backlog(self) -> Iterator[tuple[int, EventKind]]:
+        """The lead event topics' partitions with records not committed yet."""
+        for topic, partition, lag in self.consumer_lag():
+            kind = self.kinds.get(topic)
+            if lag > 0 and isinstance(kind, EventKind):
+                yield partition, kind
 
     # --- what the web routes read (``serving.http.Served``) --------------------------------
 
