@@ -17,6 +17,7 @@ from tests.support.faults import (
     read_topic,
     terminate,
     verify,
+    wait_exact,
     wait_settled,
 )
 from tests.support.harness import WorkerProcess
@@ -143,3 +144,52 @@ def test_a_data_dir_copied_from_a_worker_that_owned_other_partitions(
     feed.release()
     feed.join()
     verify(stream, [copy], figures, crashed=x)
+
+
+_SNAPSHOTS = re.compile(
+    r"recovered partitions \[[^]]*\]: (\d+) leads derived, partitions \[([^]]*)\] from"
+)
+
+
+def from_snapshots(worker: WorkerProcess) -> list[tuple[int, set[int]]]:
+    """(leads derived, partitions loaded from snapshots) at each recovery so far."""
+    found = _SNAPSHOTS.findall(worker.log())
+    return [(int(n), {int(p) for p in ps.split(",") if p.strip()}) for n, ps in found]
+
+
+def test_a_restart_after_a_sigterm_loads_its_snapshots_and_one_after_a_kill_rebuilds(
+    settings_factory, make_topics, worker_factory, kafka_producer, figures
+) -> None:
+    """SIGTERMed with the feed paused, a worker writes its partitions' aggregates; restarted
+    on its data dir it loads them (no lead derived) and is exact at once. Events flow, it is
+    SIGKILLed (no snapshot: the ones read are gone) and the next restart derives them all
+    from the leads, exact."""
+    settings = fault_settings(settings_factory, standby_replicas=0)
+    make_topics(settings)
+    stream = Stream(settings, 6_000, seed=53, business=300)
+    one = worker_factory(settings, name="one")
+    feed = Feed(kafka_producer(), stream.messages, rate=2_000, hold_back=1_500).start()
+    feed.wait_for(0.4)
+    sent = feed.pause()
+    wait_exact([one], lambda: stream.kpis(sent), stream=stream)
+    figures["sigterm_s"] = terminate(one)
+    assert "snapshots of partitions" in one.log()
+    again = worker_factory(
+        settings.model_copy(update={"web_port": free_port()}), name="again", disk="one"
+    )
+    every = set(range(settings.partitions))
+    assert from_snapshots(again) == [(0, every)], from_snapshots(again)
+    figures["exact_after_snapshot_s"] = wait_exact([again], lambda: stream.kpis(sent))
+    feed.resume()
+    feed.wait_for(0.7)
+    again.kill()
+    figures["sigkill_at"] = f"{feed.mid_stream()}/{feed.total}"
+    third = worker_factory(
+        settings.model_copy(update={"web_port": free_port()}), name="third", disk="one"
+    )
+    rebuilt = from_snapshots(third)
+    figures["rebuilt"] = rebuilt
+    assert rebuilt and rebuilt[0][0] > 300 and rebuilt[0][1] == set(), rebuilt
+    feed.release()
+    feed.join()
+    verify(stream, [third], figures, crashed=again)

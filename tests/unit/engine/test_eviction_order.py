@@ -93,3 +93,58 @@ def test_after_a_restart_with_nothing_to_read_old_leads_go_at_once() -> None:
     before.process(_life(), NOW)
     recovered = Engine(SETTINGS, dict(before.leads))  # its leads, from the changelog
     assert [lead.lead_id for lead in recovered.evict(NOW)] == ["old-lead"]
+
+
+def test_an_open_deal_of_a_replayed_year_is_kept_until_the_read_passes_its_retention() -> None:
+    """Replaying a year, a deal silent since 200 days ago is silent for the open-lead
+    retention on the wall clock, but not yet in what was read: its next move is to come."""
+    engine = Engine(SETTINGS, {})
+    opened = [
+        _message("lead-created", 0, 200.0, source="referral"),
+        _message("contact-attempted", 1, 200.0, channel="call", connected=True),
+        _message("stage-changed", 2, 200.0, from_stage=None, to_stage="new"),
+        _message("email-opened", 3, 200.0, message_id="m0"),
+    ]
+    engine.process(opened, NOW)
+    assert engine.evict(NOW) == [], "forgotten before the read reached its next move"
+    engine.process(
+        [_message("stage-changed", 4, 150.0, from_stage="new", to_stage="won", deal_value=900)],
+        NOW,
+    )
+    assert len(engine.leads) == 1, "its won move started a new lead"
+    won = [
+        s
+        for s in engine_samples(engine, NOW)
+        if s.metric == "sales_deals_won" and s.window is not None and s.window.name == "last_year"
+    ]
+    assert [(s.labels["source"], s.value) for s in won] == [("referral", 1.0)]
+
+
+def test_an_open_deal_silent_for_the_open_retention_in_the_read_is_forgotten() -> None:
+    engine = Engine(SETTINGS, {})
+    engine.process([_message("stage-changed", 0, 200.0, from_stage=None, to_stage="new")], NOW)
+    # every topic read 100 days past it (more than the open-lead retention of 90)
+    fields: dict[str, dict[str, object]] = {
+        "lead-created": {"source": "web"},
+        "contact-attempted": {"channel": "call", "connected": False},
+        "stage-changed": {"from_stage": None, "to_stage": "new"},
+        "email-opened": {"message_id": "m1"},
+    }
+    others = [
+        _message(kind, 10 + i, 100.0, **extra) for i, (kind, extra) in enumerate(fields.items())
+    ]
+    others = [m._replace(key=b"x", value=m.value.replace(b"old-lead", b"x")) for m in others]
+    engine.process(others, NOW)
+    assert "old-lead" in [lead.lead_id for lead in engine.evict(NOW)]
+
+
+def test_a_topic_silent_but_with_a_backlog_is_behind_not_idle() -> None:
+    """On a busy machine a partition can wait longer than a prune interval to be fetched:
+    the consumer's backlog says it is behind, and the lead is kept."""
+    engine = Engine(SETTINGS, {})
+    engine.process([*_life(), _message("lead-created", 4, 20.01, source="referral")], NOW)
+    later = NOW + SETTINGS.prune_interval_seconds  # every topic silent for a prune interval
+    engine.note_backlog([(0, EventKind.EMAIL_OPENED)])
+    assert engine.evict(later) == []
+    engine.note_backlog([])
+    assert [lead.lead_id for lead in engine.evict(later)] == ["old-lead"]

@@ -1,0 +1,203 @@
+"""One partition's aggregates as bytes and back, exactly: what a worker stopping cleanly
+writes so that its restart loads them instead of deriving them again from every lead.
+
+The structure goes as JSON (orjson: floats round-trip exactly), every array as its raw
+bytes after it (native byte order: a snapshot is read on the machine that wrote it), the
+whole compressed with zstandard. ``meta`` is the caller's (what the snapshot was taken
+of); ``decode`` raises ``SnapshotError`` for anything it cannot read back whole.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from collections.abc import Iterable
+from sys import intern
+from typing import Any
+
+import orjson
+import zstandard
+
+from streamproc.engine.aggregates import (
+    DIST_FAMILIES,
+    Acc,
+    PartitionAggregates,
+    _Buckets,
+    _Series,
+)
+from streamproc.engine.windows import WindowClock
+
+__all__ = ["SnapshotError", "decode", "encode", "read_meta"]
+
+_HEAD = struct.Struct(">I")  # length of the JSON part
+_NONE = -1  # an absent array
+
+
+class SnapshotError(ValueError):
+    """A snapshot that cannot be read back whole (corrupt, truncated, not one)."""
+
+
+class _Arrays:
+    """Arrays written after the JSON; the JSON refers to them by index."""
+
+    def __init__(self) -> None:
+        self.blobs: list[bytes] = []
+
+    def put(self, values: array[Any] | None) -> int:
+        if values is None:
+            return _NONE
+        self.blobs.append(values.tobytes())
+        return len(self.blobs) - 1
+
+    def put_counts(self, counts: Iterable[tuple[float, int]]) -> list[int]:
+        """A value -> count multiset as two arrays (values, counts)."""
+        pairs = list(counts)
+        values = array("d", [v for v, _ in pairs])
+        return [self.put(values), self.put(array("q", [n for _, n in pairs]))]
+
+
+class _Read:
+    def __init__(self, blobs: list[bytes]) -> None:
+        self.blobs = blobs
+
+    def get(self, ref: int, typecode: str) -> array[Any]:
+        out = array(typecode)
+        out.frombytes(self.blobs[ref])
+        return out
+
+    def get_counts(self, refs: list[int]) -> dict[float, int]:
+        values, counts = self.get(refs[0], "d"), self.get(refs[1], "q")
+        if len(values) != len(counts):
+            raise SnapshotError("a multiset's values and counts differ in length")
+        return dict(zip(values, counts, strict=True))
+
+
+def _acc_out(acc: Acc, arrays: _Arrays) -> list[Any]:
+    values = None if acc.values is None else arrays.put_counts(acc.values.items())
+    return [acc.count, acc.total, values]
+
+
+def _acc_in(raw: list[Any], dist: bool, read: _Read) -> Acc:
+    acc = Acc(dist)
+    acc.count, acc.total = int(raw[0]), float(raw[1])
+    if raw[2] is not None:
+        acc.values = read.get_counts(raw[2])
+    return acc
+
+
+def _buckets_out(buckets: _Buckets, sketched: bool, arrays: _Arrays) -> list[Any]:
+    values: list[Any] | None = None
+    if buckets.values is not None:
+        if sketched:
+            values = [[k, *arrays.put_counts(v.items())] for k, v in buckets.values.items()]
+        else:
+            values = [[k, arrays.put(v)] for k, v in buckets.values.items()]
+    counts, totals = arrays.put(buckets.counts), arrays.put(buckets.totals)
+    return [buckets.first, buckets.used, counts, totals, values]
+
+
+def _buckets_in(target: _Buckets, raw: list[Any], sketched: bool, read: _Read) -> None:
+    first, used, counts, totals, values = raw
+    target.first, target.used = int(first), int(used)
+    target.counts = read.get(counts, "i")
+    target.totals = None if totals == _NONE else read.get(totals, "d")
+    if target.totals is not None and len(target.totals) != len(target.counts):
+        raise SnapshotError("a level's counts and totals differ in length")
+    if values is None:
+        if target.values is not None:
+            raise SnapshotError("a distribution's level without values")
+        return
+    if sketched:
+        target.values = {int(k): read.get_counts(refs) for k, *refs in values}
+    else:
+        target.values = {int(k): read.get(ref, "d") for k, ref in values}
+
+
+def _series_out(series: _Series, arrays: _Arrays) -> list[Any]:
+    levels = [_buckets_out(b, False, arrays) for b in (series.m, series.h, series.d)]
+    kept = _buckets_out(series.M.kept, True, arrays)
+    archive = [[k, _acc_out(acc, arrays)] for k, acc in series.M.archive.items()]
+    return [*levels, kept, archive]
+
+
+def _series_in(raw: list[Any], dist: bool, read: _Read) -> _Series:
+    series = _Series(dist)
+    for target, level in zip((series.m, series.h, series.d), raw[:3], strict=True):
+        _buckets_in(target, level, False, read)
+    _buckets_in(series.M.kept, raw[3], True, read)
+    series.M.archive = {int(k): _acc_in(acc, dist, read) for k, acc in raw[4]}
+    return series
+
+
+def encode(part: PartitionAggregates, meta: dict[str, Any]) -> bytes:
+    """The aggregates (windowed series at every level, live accumulators, watermarks) and
+    ``meta``, compressed."""
+    arrays = _Arrays()
+    windowed = [
+        [family, list(labels), _series_out(series, arrays)]
+        for family, per_labels in part.windowed.items()
+        for labels, series in per_labels.items()
+    ]
+    live = [
+        [family, list(labels), _acc_out(acc, arrays)]
+        for family, per_labels in part.live.items()
+        for labels, acc in per_labels.items()
+    ]
+    marks = [part.wm_minute, part.wm_hour, part.wm_day, part.wm_period]
+    body = {
+        "meta": meta,
+        "watermarks": marks,
+        "windowed": windowed,
+        "live": live,
+        "blobs": [len(b) for b in arrays.blobs],
+    }
+    head = orjson.dumps(body)
+    raw = b"".join([_HEAD.pack(len(head)), head, *arrays.blobs])
+    return zstandard.ZstdCompressor(level=1).compress(raw)
+
+
+def read_meta(data: bytes) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+    """(meta, the rest of the structure, the arrays' bytes) of a snapshot."""
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data)
+        (size,) = _HEAD.unpack_from(raw)
+        body = orjson.loads(raw[_HEAD.size : _HEAD.size + size])
+    except (zstandard.ZstdError, struct.error, orjson.JSONDecodeError) as exc:
+        raise SnapshotError(f"not a snapshot: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("meta"), dict):
+        raise SnapshotError("not a snapshot: no meta")
+    return body["meta"], body, raw[_HEAD.size + size :]
+
+
+def _split(body: dict[str, Any], tail: bytes) -> list[bytes]:
+    blobs, at = [], 0
+    for size in body["blobs"]:
+        blobs.append(tail[at : at + size])
+        at += size
+    if at != len(tail):
+        raise SnapshotError("the arrays' bytes do not add up")
+    return blobs
+
+
+def decode(
+    body: dict[str, Any], tail: bytes, clock: WindowClock, now: float
+) -> PartitionAggregates:
+    """The aggregates of a snapshot's ``read_meta`` parts (not pruned to ``now``)."""
+    try:
+        read = _Read(_split(body, tail))
+        part = PartitionAggregates(clock, now)
+        part.wm_minute, part.wm_hour, part.wm_day, part.wm_period = map(float, body["watermarks"])
+        for family, labels, raw in body["windowed"]:
+            family = intern(family)
+            key = tuple(intern(label) for label in labels)
+            series = _series_in(raw, family in DIST_FAMILIES, read)
+            part.windowed.setdefault(family, {})[key] = series
+        for family, labels, raw in body["live"]:
+            family = intern(family)
+            key = tuple(intern(label) for label in labels)
+            part.live.setdefault(family, {})[key] = _acc_in(raw, family in DIST_FAMILIES, read)
+    except SnapshotError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise SnapshotError(f"a snapshot not of this form: {exc!r}") from None
+    return part

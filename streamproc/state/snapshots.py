@@ -1,0 +1,123 @@
+"""Aggregates snapshots: what a worker stopping cleanly leaves in its data dir, so that its
+restart loads each partition's aggregates instead of deriving them from every lead (~12 s
+of a 16 s restart at 100,000 leads).
+
+A snapshot is ``<data_dir>/snapshots/p<N>``, written to a temporary file and renamed
+(atomic). It records the disk marks (``state.disk.Mark``) of the changelog partitions the
+aggregates derive from (leads with their rollups, customers), the settings the facts
+depend on and a format version. It is used only if all three are the same at the restart,
+after the changelog catch-up: nothing was written to those partitions since, so the
+aggregates are what a rebuild from them would give. Read once: it is deleted when read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamproc import __version__
+from streamproc.config import Settings
+from streamproc.engine.aggregates import PartitionAggregates
+from streamproc.engine.snapshot import SnapshotError, decode, encode, read_meta
+from streamproc.engine.windows import WindowClock
+from streamproc.state.disk import Mark
+
+__all__ = ["VERSION", "Snapshots", "settings_fingerprint"]
+
+log = logging.getLogger(__name__)
+VERSION = 1  # of the format; a snapshot of another version is not read
+# Settings that change no fact, window or aggregate: a restart may change them and still
+# use its snapshot (e.g. the web port). Every other setting must be the same.
+_OPERATIONAL = frozenset(
+    {
+        "web_port", "web_host", "web_tls_certfile", "web_tls_keyfile", "web_tls_cafile",
+        "web_auth_username", "web_auth_password", "web_auth_token", "data_dir",
+        "standby_replicas", "session_timeout_seconds", "log_level", "batch_size",
+        "batch_seconds", "publish_interval_seconds", "alert_check_interval_seconds",
+        "prune_interval_seconds", "redis_url", "redis_username", "redis_password",
+        "redis_ssl_cafile", "redis_ssl_certfile", "redis_ssl_keyfile",
+    }
+)  # fmt: skip
+Marks = Mapping[str, Mark | None]  # changelog topic -> its partition's mark on disk
+
+
+def settings_fingerprint(settings: Settings) -> str:
+    """A digest of the package version and the settings facts depend on."""
+    fields = set(type(settings).model_fields) - _OPERATIONAL
+    dumped = settings.model_dump_json(include=fields)
+    return hashlib.sha256(f"{__version__}\n{dumped}".encode()).hexdigest()
+
+
+def _marks_out(marks: Marks) -> dict[str, Any]:
+    return {
+        t: None if m is None else [m.applied, m.checked, m.digest.hex()] for t, m in marks.items()
+    }
+
+
+class Snapshots:
+    """The snapshots of one data dir."""
+
+    def __init__(self, data_dir: Path, settings: Settings) -> None:
+        self.dir = data_dir / "snapshots"
+        self.fingerprint = settings_fingerprint(settings)
+
+    def path(self, partition: int) -> Path:
+        return self.dir / f"p{partition}"
+
+    def write(self, partition: int, part: PartitionAggregates, marks: Marks) -> int:
+        """Write the partition's snapshot; returns its size in bytes."""
+        meta = {
+            "version": VERSION,
+            "partition": partition,
+            "settings": self.fingerprint,
+            "marks": _marks_out(marks),
+        }
+        data = encode(part, meta)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.path(partition)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        return len(data)
+
+    def take(
+        self, partition: int, marks: Marks, clock: WindowClock, now: float
+    ) -> PartitionAggregates | None:
+        """The partition's aggregates if its snapshot is there and was taken at ``marks``
+        with these settings (else None: rebuild); the snapshot is deleted either way."""
+        path = self.path(partition)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        path.unlink(missing_ok=True)
+        try:
+            meta, body, tail = read_meta(data)
+            why = self._unusable(meta, partition, marks)
+            if why:
+                log.info("partition %d: snapshot not used (%s): rebuilt", partition, why)
+                return None
+            return decode(body, tail, clock, now)
+        except SnapshotError as exc:
+            log.warning("partition %d: snapshot not used (%s): rebuilt", partition, exc)
+            return None
+
+    def _unusable(self, meta: dict[str, Any], partition: int, marks: Marks) -> str | None:
+        if meta.get("version") != VERSION:
+            return f"format version {meta.get('version')}, not {VERSION}"
+        if meta.get("partition") != partition:
+            return "of another partition"
+        if meta.get("settings") != self.fingerprint:
+            return "other settings"
+        if meta.get("marks") != orjson.loads(orjson.dumps(_marks_out(marks))):
+            return "the changelog moved on since"
+        return None

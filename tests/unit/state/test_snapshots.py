@@ -1,0 +1,72 @@
+"""A snapshot is used only when the changelog, the settings and the format are those it was
+taken at; otherwise (and when damaged) the partition is rebuilt. Read once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamproc.config import Settings
+from streamproc.engine.aggregates import PartitionAggregates
+from streamproc.engine.windows import WindowClock
+from streamproc.state import snapshots as module
+from streamproc.state.disk import Mark
+from streamproc.state.snapshots import Snapshots
+from tests.support.facts import fact
+from tests.unit.engine.test_aggregates import NOW, ZONE
+from tests.unit.engine.test_snapshot import samples
+
+MARKS = {"app-leads-changelog": Mark(120, 120, b"d" * 16), "app-customers-changelog": None}
+
+
+def _part() -> PartitionAggregates:
+    part = PartitionAggregates(WindowClock(ZONE), NOW)
+    part.apply([fact("first_contact", ("r1",), NOW - 60, 3.0)], 1)
+    return part
+
+
+def _snapshots(tmp_path: Path, **changes: object) -> Snapshots:
+    return Snapshots(tmp_path, Settings(data_dir=tmp_path, **changes))  # type: ignore[arg-type]
+
+
+def test_taken_at_the_same_marks_it_is_loaded_once(tmp_path: Path) -> None:
+    part = _part()
+    _snapshots(tmp_path).write(3, part, MARKS)
+    # another web port: the same facts, the snapshot still holds
+    loaded = _snapshots(tmp_path, web_port=18_123).take(3, MARKS, part.clock, NOW)
+    assert loaded is not None and samples(loaded, NOW) == samples(part, NOW)
+    assert _snapshots(tmp_path).take(3, MARKS, part.clock, NOW) is None  # gone once read
+
+
+def test_a_stale_snapshot_is_not_used(tmp_path: Path) -> None:
+    part = _part()
+    snapshots = _snapshots(tmp_path)
+    snapshots.write(3, part, MARKS)
+    moved = {**MARKS, "app-leads-changelog": Mark(121, 121, b"e" * 16)}
+    assert snapshots.take(3, moved, part.clock, NOW) is None  # written to since
+    assert not snapshots.path(3).exists()
+    snapshots.write(3, part, MARKS)
+    assert snapshots.take(4, MARKS, part.clock, NOW) is None  # no snapshot of it
+    snapshots.path(3).rename(snapshots.path(4))
+    assert snapshots.take(4, MARKS, part.clock, NOW) is None  # another partition's
+    snapshots.write(3, part, MARKS)
+    other = _snapshots(tmp_path, response_sla_seconds=60)  # facts derived otherwise
+    assert other.take(3, MARKS, part.clock, NOW) is None
+
+
+def test_another_format_version_is_not_used(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    part = _part()
+    snapshots = _snapshots(tmp_path)
+    snapshots.write(3, part, MARKS)
+    monkeypatch.setattr(module, "VERSION", module.VERSION + 1)
+    assert snapshots.take(3, MARKS, part.clock, NOW) is None
+
+
+def test_a_corrupt_snapshot_falls_back_to_a_rebuild(tmp_path: Path) -> None:
+    part = _part()
+    snapshots = _snapshots(tmp_path)
+    snapshots.write(3, part, MARKS)
+    data = snapshots.path(3).read_bytes()
+    snapshots.path(3).write_bytes(data[:-10])
+    assert snapshots.take(3, MARKS, part.clock, NOW) is None
+    assert not snapshots.path(3).exists()
+    assert not list(snapshots.dir.glob("*.tmp"))
