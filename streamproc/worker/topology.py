@@ -251,6 +251,10 @@ class Topology:
         await leave_group(self.app)
         if durable:
             self._write_snapshots()
+            # Faust stops the tables before this hook (seen in every log): reading their
+            # marks opened the databases again (``DiskStore.db``); closed as their stop did.
+            for store in self._derived_stores():
+                await store.on_stop()
         await self._stop_sinks()
 
     def _all_written(self) -> bool:
@@ -264,11 +268,14 @@ class Topology:
             or self.rollup_log.unfinished
         )
 
+    def _derived_stores(self) -> list[DiskStore]:
+        """The stores of the tables the aggregates derive from (leads, customers)."""
+        tables = [self.leads_table, self.customers_table]
+        return [cast(DiskStore, t.data) for t in tables if t is not None]
+
     def _marks(self, partition: int) -> Marks:
         """The disk marks of the changelog partitions the aggregates derive from."""
-        tables = [self.leads_table, self.customers_table]
-        stores = [cast(DiskStore, t.data) for t in tables if t is not None]
-        return {store.topic: store.db.mark(partition) for store in stores}
+        return {store.topic: store.db.mark(partition) for store in self._derived_stores()}
 
     def _write_snapshots(self) -> None:
         """Each partition's aggregates, for a restart on this data dir (``state.snapshots``):

@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 from streamproc.config import Settings, child_env
 from streamproc.kafka.topics import topic_names
 from streamproc.tools.net import free_port
-from tests.support.faults import read_topic, stop_all
+from tests.support.faults import read_topic
 from tests.support.harness import SeriesKey, WorkerProcess, combined, series, wait_until
 from tests.support.scenario import Scenario, noon_zone
 
@@ -53,7 +53,7 @@ def test_targets_set_changed_removed_and_read_back(
     scenario = Scenario()
     settings = settings_factory(timezone=noon_zone(scenario.now), partitions=4)
     make_topics(settings)
-    workers = two_workers(settings)
+    first, second = workers = two_workers(settings)
     producer = kafka_producer()
     for topic, key, value in scenario.messages(settings.topic_prefix):
         producer.produce(topic, key=key, value=value)
@@ -107,9 +107,9 @@ def test_targets_set_changed_removed_and_read_back(
     wait_until(_shown(workers, TEAM_DEALS, None), timeout=15)
     wait_until(_shown(workers, team, None), timeout=5)
 
-    # a restart reads them back from the topic (both SIGTERMed at once: one graceful exit
-    # after the other waited for each in turn)
-    stop_all(workers)
+    # a restart reads them back from the topic
+    first.stop()
+    second.stop()
     again = worker_factory(settings.model_copy(update={"web_port": free_port()}))
     wait_until(_shown([again], REVENUE_R2, 13000.0), timeout=20)
     wait_until(_shown([again], attainment, 1.0), timeout=20)
