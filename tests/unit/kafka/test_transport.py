@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from aiokafka.consumer.group_coordinator import GroupCoordinator
@@ -44,12 +45,18 @@ def _joined(generation: int) -> tuple[GroupCoordinator, list[object]]:
     return coordinator, sent
 
 
+async def _assigned(response: object) -> dict[str, bytes]:
+    return {}
+
+
 @pytest.mark.parametrize("generation", [0, 1, 7])
-async def test_a_member_leaves_its_group_whatever_generation_it_joined(generation: int) -> None:
+async def test_a_leader_leaves_its_group_whatever_generation_it_joined(generation: int) -> None:
     """tansu's first generation is 0, which aiokafka took for "never joined": the member
     did not leave, and the next worker waited for its session to expire (10 s)."""
     coordinator, sent = _joined(generation)
+    coordinator._perform_assignment = _assigned  # type: ignore[method-assign]
     leave_at_generation_zero(coordinator)
+    await coordinator._perform_assignment(SimpleNamespace(generation_id=generation))
     await coordinator._maybe_leave_group()
     assert [type(r) for r in sent] == [LeaveGroupRequest]
     assert sent[0].build(LeaveGroupRequest_v0).to_object() == {  # type: ignore[attr-defined]
@@ -57,6 +64,17 @@ async def test_a_member_leaves_its_group_whatever_generation_it_joined(generatio
         "member_id": "member-1",
     }
     assert coordinator.generation == -1, "the generation is not reset after leaving"
+
+
+@pytest.mark.parametrize("generation", [0, 1, 7])
+async def test_a_follower_leaves_except_in_tansus_first_generation(generation: int) -> None:
+    """Every member of tansu's generation 0 leaving at once left the group stuck for the
+    next worker (tansu kept a member that left as its leader): only the leader leaves."""
+    coordinator, sent = _joined(generation)
+    coordinator._perform_assignment = _assigned  # type: ignore[method-assign]
+    leave_at_generation_zero(coordinator)
+    await coordinator._maybe_leave_group()
+    assert [type(r) for r in sent] == ([] if generation == 0 else [LeaveGroupRequest])
 
 
 async def test_a_member_that_never_joined_sends_no_leave() -> None:
