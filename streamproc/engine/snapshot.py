@@ -24,6 +24,7 @@ from streamproc.engine.aggregates import (
     PartitionAggregates,
     _Buckets,
     _Series,
+    _SketchedBuckets,
 )
 from streamproc.engine.windows import WindowClock
 
@@ -85,10 +86,10 @@ def _acc_in(raw: list[Any], dist: bool, read: _Read) -> Acc:
     return acc
 
 
-def _buckets_out(buckets: _Buckets, sketched: bool, arrays: _Arrays) -> list[Any]:
+def _buckets_out(buckets: _Buckets, arrays: _Arrays) -> list[Any]:
     values: list[Any] | None = None
     if buckets.values is not None:
-        if sketched:
+        if isinstance(buckets, _SketchedBuckets):  # values counted by sketch bucket
             values = [[k, *arrays.put_counts(v.items())] for k, v in buckets.values.items()]
         else:
             values = [[k, arrays.put(v)] for k, v in buckets.values.items()]
@@ -96,7 +97,7 @@ def _buckets_out(buckets: _Buckets, sketched: bool, arrays: _Arrays) -> list[Any
     return [buckets.first, buckets.used, counts, totals, values]
 
 
-def _buckets_in(target: _Buckets, raw: list[Any], sketched: bool, read: _Read) -> None:
+def _buckets_in(target: _Buckets, raw: list[Any], read: _Read) -> None:
     first, used, counts, totals, values = raw
     target.first, target.used = int(first), int(used)
     target.counts = read.get(counts, "i")
@@ -107,24 +108,22 @@ def _buckets_in(target: _Buckets, raw: list[Any], sketched: bool, read: _Read) -
         if target.values is not None:
             raise SnapshotError("a distribution's level without values")
         return
-    if sketched:
+    if isinstance(target, _SketchedBuckets):
         target.values = {int(k): read.get_counts(refs) for k, *refs in values}
     else:
         target.values = {int(k): read.get(ref, "d") for k, ref in values}
 
 
 def _series_out(series: _Series, arrays: _Arrays) -> list[Any]:
-    levels = [_buckets_out(b, False, arrays) for b in (series.m, series.h, series.d)]
-    kept = _buckets_out(series.M.kept, True, arrays)
+    levels = [_buckets_out(b, arrays) for b in (series.m, series.h, series.d, series.M.kept)]
     archive = [[k, _acc_out(acc, arrays)] for k, acc in series.M.archive.items()]
-    return [*levels, kept, archive]
+    return [*levels, archive]
 
 
 def _series_in(raw: list[Any], dist: bool, read: _Read) -> _Series:
     series = _Series(dist)
-    for target, level in zip((series.m, series.h, series.d), raw[:3], strict=True):
-        _buckets_in(target, level, False, read)
-    _buckets_in(series.M.kept, raw[3], True, read)
+    for target, level in zip((series.m, series.h, series.d, series.M.kept), raw[:4], strict=True):
+        _buckets_in(target, level, read)
     series.M.archive = {int(k): _acc_in(acc, dist, read) for k, acc in raw[4]}
     return series
 
