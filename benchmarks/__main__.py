@@ -139,7 +139,7 @@ def parser() -> argparse.ArgumentParser:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="py-spy profile of the 1-worker runs into this directory (default: none)",
+        help="py-spy profile of the KPI workers into this directory (default: none)",
     )
     parser.add_argument(
         "--workdir",

@@ -57,6 +57,12 @@ class CpuWatch:
     def __init__(self, pids: Sequence[int | None]) -> None:
         self.pids = [p for p in pids if p is not None]
         self._start = (time.monotonic(), _busy_jiffies(), self._ours())
+        self._each = {p: _pid_jiffies(p) for p in self.pids}
+
+    def cpu_seconds(self, pids: Sequence[int]) -> float:
+        """CPU seconds the given processes (among ours) used since the start: a cost per
+        event that the machine's other load changes far less than a rate."""
+        return sum(_pid_jiffies(p) - self._each[p] for p in pids) / _CLK_TCK
 
     def _ours(self) -> int:
         return sum(_pid_jiffies(p) for p in self.pids)

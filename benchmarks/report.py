@@ -76,6 +76,16 @@ def build_figures(
         "foreign_cpu_cores": {
             name: round(t.extra.get("foreign_cores", 0.0), 2) for name, t in results.items()
         },
+        # CPU seconds per event of the KPI workers (all of them) and of the broker: whether
+        # two workers share the work or each adds its own, robust to the machine's other load.
+        "cpu_us_per_event": {
+            name: {
+                "workers": t.extra.get("worker_cpu_us_per_event"),
+                "broker": t.extra.get("broker_cpu_us_per_event"),
+            }
+            for name, t in results.items()
+            if "worker_cpu_us_per_event" in t.extra
+        },
         "durations": run.durations,
         "code": {**run.version, "changed_before": run.code_changed},
     }
@@ -132,6 +142,9 @@ def check_goals(figures: dict[str, Any]) -> dict[str, bool | None]:
     return out
 
 
+_WORKERS = {"kpi1": "1 worker", "kpi2": "2 workers"}
+
+
 def print_table(
     run: BenchRun,
     results: dict[str, Throughput],
@@ -166,6 +179,13 @@ def print_table(
             if name in results and results[name].rate:
                 ratio = results[name].rate / kpi if name == "kpi2" else kpi / results[name].rate
                 w(f"  {'ratio ' + label:<44} {ratio:>34.2f}x")
+        for name in ("kpi1", "kpi2"):
+            cost = figures.get("cpu_us_per_event", {}).get(name)
+            if cost:
+                w(
+                    f"  {'CPU per event, ' + _WORKERS[name]:<44} workers {cost['workers']} us, "
+                    f"broker {cost['broker']} us"
+                )
     if latency is not None:
         w(
             f"  latency at {latency.rate:,.0f} events/s (append -> /metrics): "

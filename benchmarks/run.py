@@ -94,7 +94,7 @@ def run_bench(
                 run.log(row(results[name]))
         if "kpi2" in options.contenders:
             with phase(run, "kpi2"):
-                results["kpi2"], workers = measure_kpi(run, "kpi2", 2)
+                results["kpi2"], workers = measure_kpi(run, "kpi2", 2, profile=options.profile)
                 memory["2 workers"] = max(w.memory().get("VmHWM", 0.0) for w in workers)
                 stop_workers(workers)
             run.log(row(results["kpi2"]))
