@@ -50,8 +50,9 @@ def build_figures(
     latency: Latency | None,
     memory: dict[str, float],
     profile: dict[str, Any] | None,
-    takeover: dict[str, Any] | None = None,
+    parts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The JSON figures; ``parts``: those of the other parts (freshness, take-over)."""
     opts = run.options
     figures: dict[str, Any] = {
         "events_per_s": _rate(results, "kpi1"),
@@ -118,7 +119,7 @@ def build_figures(
         figures["rss_end_mb"] = round(memory["VmRSS"], 1)
     if "2 workers" in memory:
         figures["rss_mb_2_workers_max"] = round(memory["2 workers"], 1)
-    figures.update(takeover or {})
+    figures.update(parts or {})
     figures["goals"] = check_goals(figures)
     if profile is not None:
         figures["profile"] = {
@@ -179,13 +180,21 @@ def print_table(
             if name in results and results[name].rate:
                 ratio = results[name].rate / kpi if name == "kpi2" else kpi / results[name].rate
                 w(f"  {'ratio ' + label:<44} {ratio:>34.2f}x")
-        for name in ("kpi1", "kpi2"):
-            cost = figures.get("cpu_us_per_event", {}).get(name)
-            if cost:
-                w(
-                    f"  {'CPU per event, ' + _WORKERS[name]:<44} workers {cost['workers']} us, "
-                    f"broker {cost['broker']} us"
-                )
+    for name in ("kpi1", "kpi2"):
+        cost = figures["cpu_us_per_event"].get(name)
+        if cost:
+            w(
+                f"  {'CPU per event, ' + _WORKERS[name]:<44} workers {cost['workers']} us, "
+                f"broker {cost['broker']} us"
+            )
+    if figures.get("freshness_probes"):
+        w(
+            f"  whole series behind their counts (1 probe/s, /metrics every 1 s): ratios max "
+            f"{figures['freshness_ratio_max_lag_s']} s, quantiles max "
+            f"{figures['freshness_quantile_max_lag_s']} s, p50 {figures['freshness_p50_lag_s']} s "
+            f"over {figures['freshness_probes']} probes ({figures['freshness_unreached']} never "
+            "reached)"
+        )
     if latency is not None:
         w(
             f"  latency at {latency.rate:,.0f} events/s (append -> /metrics): "
