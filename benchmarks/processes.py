@@ -194,7 +194,9 @@ class WorkerHandle:
         return orjson.loads(body).get("partitions", []) if status == 200 else None
 
     def metrics(self) -> bytes:
-        status, body = self.get("/metrics")
+        # A render of every series took > 10 s on a machine loaded with two other jobs
+        # (load average 5 on 2 cores): slow is not down.
+        status, body = self.get("/metrics", timeout=30.0)
         if status != 200:
             self.check_alive()
             raise BenchError(f"/metrics answered {status}")
