@@ -77,6 +77,13 @@ def parser() -> argparse.ArgumentParser:
         help=f"length of the latency run {_default('latency_seconds')}",
     )
     parser.add_argument(
+        "--freshness-seconds",
+        type=float,
+        metavar="SECONDS",
+        help=f"length of the freshness probe (ratios, quantiles against their counts) "
+        f"{_default('freshness_seconds')}",
+    )
+    parser.add_argument(
         "--latency-rate",
         type=float,
         metavar="EVENTS_PER_S",
@@ -139,7 +146,7 @@ def parser() -> argparse.ArgumentParser:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="py-spy profile of the 1-worker runs into this directory (default: none)",
+        help="py-spy profile of the KPI workers into this directory (default: none)",
     )
     parser.add_argument(
         "--workdir",
@@ -165,6 +172,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         "time_bound": args.time_bound,
         "latency_seconds": args.latency_seconds,
         "latency_rate": args.latency_rate,
+        "freshness_seconds": args.freshness_seconds,
         "alert_probes": args.alert_probes,
         "alert_wait": args.alert_wait,
         "profile": args.profile,

@@ -23,7 +23,7 @@ from benchmarks.processes import CpuWatch, WorkerHandle
 from streamproc.config import Settings
 from streamproc.tools.sales_team import SalesTeam, rfc3339
 
-__all__ = ["Latency", "latency_run"]
+__all__ = ["Latency", "latency_run", "steady_load"]
 
 
 @dataclass
@@ -86,19 +86,21 @@ def _team_for(settings: Settings, rate: float, reps: int, seed: int, lead: float
     return SalesTeam.for_rate(settings, asked, reps, seed, start=time.time() + lead, outcomes=True)
 
 
-async def _steady_load(
+async def steady_load(
     settings: Settings,
     producer: Any,
     opts: BenchOptions,
     sent: list[int],
     flowing: asyncio.Event,
     stop: asyncio.Event,
+    seed: int = 1,
 ) -> None:
     """A simulated team at ``latency_rate`` events/s, each event sent as its time passes;
-    ``sent[0]`` counts them, ``flowing`` is set once the team is drawn."""
+    ``sent[0]`` counts them, ``flowing`` is set once the team is drawn. Another ``seed``
+    (added to the bench's) for each run: the same team twice would only send duplicates."""
     # The team starts a little ahead of now: drawing it takes ~1.5 s.
     team = await asyncio.to_thread(
-        _team_for, settings, opts.latency_rate, opts.reps, opts.seed + 1, 3.0
+        _team_for, settings, opts.latency_rate, opts.reps, opts.seed + seed, 3.0
     )
     for kind, event in team.invoices():  # this month's and last month's costs, recorded now
         await producer.send(kind, event)
@@ -283,7 +285,7 @@ async def latency_run(
             stop_load, stop_follow, flowing = asyncio.Event(), asyncio.Event(), asyncio.Event()
             sent = [0]
             load = asyncio.create_task(
-                _steady_load(settings, producer, opts, sent, flowing, stop_load)
+                steady_load(settings, producer, opts, sent, flowing, stop_load)
             )
             follow = asyncio.create_task(_follow_changelog(changelog, prefix, seen, stop_follow))
             stop_alerts = asyncio.Event()

@@ -51,6 +51,9 @@ GOALS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "2 workers >= 1.7x 1 worker": lambda r: r["events_per_s_2_workers"] / r["events_per_s"] >= 1.7,
     "p99 <= 250 ms at 1,000 events/s": lambda r: r["p99_latency_ms"] <= 250,
     "alert <= 1 s": lambda r: r["alert_latency_ms"] <= 1000,
+    "ratios, quantiles <= 10 s behind counts": lambda r: (
+        r["freshness_max_lag_s"] <= 10 and r["freshness_unreached"] == 0
+    ),
     # ``rss_mb`` is in MiB (as printed); 300 MB are 286.1 MiB.
     "RSS <= 300 MB": lambda r: r["rss_mb"] * MIB <= 300e6,
     "restart <= 5 s": lambda r: _at(r, "takeover_leads", TAKEOVER_LEADS, "takeover_restart_s") <= 5,
@@ -108,6 +111,11 @@ class BenchOptions:
     scrape_interval: float = 15.0
     """/metrics scrapes during the latency run: checks, and the load of a Prometheus with
     the shipped config (15 s). A scrape costs the worker's loop ~1 s at 100,000 leads."""
+    freshness_seconds: float = 60.0
+    """Length of the freshness probe (whole series against their counts, one probe a second)."""
+    freshness_wait: float = 10.0
+    """Seconds /metrics is still scraped after the last probe: the goal's 10 s (a probe not
+    reached by then counts as unreached, failing the goal)."""
     alert_sla: float = 2.0
     """The SLA (seconds) of the probe leads' source, set as an override for that source."""
     alert_probes: int = 10
@@ -138,6 +146,7 @@ class BenchOptions:
             "catch_up": 60.0,
             "start_timeout": 60.0,
             "latency_seconds": 10.0,
+            "freshness_seconds": 20.0,
             "alert_probes": 3,
             "alert_wait": 3.0,
             "takeover_leads": 10_000,

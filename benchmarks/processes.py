@@ -57,6 +57,12 @@ class CpuWatch:
     def __init__(self, pids: Sequence[int | None]) -> None:
         self.pids = [p for p in pids if p is not None]
         self._start = (time.monotonic(), _busy_jiffies(), self._ours())
+        self._each = {p: _pid_jiffies(p) for p in self.pids}
+
+    def cpu_seconds(self, pids: Sequence[int]) -> float:
+        """CPU seconds the given processes (among ours) used since the start: a cost per
+        event that the machine's other load changes far less than a rate."""
+        return sum(_pid_jiffies(p) - self._each[p] for p in pids) / _CLK_TCK
 
     def _ours(self) -> int:
         return sum(_pid_jiffies(p) for p in self.pids)
@@ -188,7 +194,9 @@ class WorkerHandle:
         return orjson.loads(body).get("partitions", []) if status == 200 else None
 
     def metrics(self) -> bytes:
-        status, body = self.get("/metrics")
+        # A render of every series took > 10 s on a machine loaded with two other jobs
+        # (load average 5 on 2 cores): slow is not down.
+        status, body = self.get("/metrics", timeout=30.0)
         if status != 200:
             self.check_alive()
             raise BenchError(f"/metrics answered {status}")

@@ -50,8 +50,9 @@ def build_figures(
     latency: Latency | None,
     memory: dict[str, float],
     profile: dict[str, Any] | None,
-    takeover: dict[str, Any] | None = None,
+    parts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The JSON figures; ``parts``: those of the other parts (freshness, take-over)."""
     opts = run.options
     figures: dict[str, Any] = {
         "events_per_s": _rate(results, "kpi1"),
@@ -75,6 +76,16 @@ def build_figures(
         "startup_seconds": {name: round(t.startup_seconds, 1) for name, t in results.items()},
         "foreign_cpu_cores": {
             name: round(t.extra.get("foreign_cores", 0.0), 2) for name, t in results.items()
+        },
+        # CPU seconds per event of the KPI workers (all of them) and of the broker: whether
+        # two workers share the work or each adds its own, robust to the machine's other load.
+        "cpu_us_per_event": {
+            name: {
+                "workers": t.extra.get("worker_cpu_us_per_event"),
+                "broker": t.extra.get("broker_cpu_us_per_event"),
+            }
+            for name, t in results.items()
+            if "worker_cpu_us_per_event" in t.extra
         },
         "durations": run.durations,
         "code": {**run.version, "changed_before": run.code_changed},
@@ -108,7 +119,7 @@ def build_figures(
         figures["rss_end_mb"] = round(memory["VmRSS"], 1)
     if "2 workers" in memory:
         figures["rss_mb_2_workers_max"] = round(memory["2 workers"], 1)
-    figures.update(takeover or {})
+    figures.update(parts or {})
     figures["goals"] = check_goals(figures)
     if profile is not None:
         figures["profile"] = {
@@ -130,6 +141,9 @@ def check_goals(figures: dict[str, Any]) -> dict[str, bool | None]:
         except (TypeError, ZeroDivisionError, KeyError):
             out[name] = None  # a figure is missing (n/a)
     return out
+
+
+_WORKERS = {"kpi1": "1 worker", "kpi2": "2 workers"}
 
 
 def print_table(
@@ -166,6 +180,21 @@ def print_table(
             if name in results and results[name].rate:
                 ratio = results[name].rate / kpi if name == "kpi2" else kpi / results[name].rate
                 w(f"  {'ratio ' + label:<44} {ratio:>34.2f}x")
+    for name in ("kpi1", "kpi2"):
+        cost = figures["cpu_us_per_event"].get(name)
+        if cost:
+            w(
+                f"  {'CPU per event, ' + _WORKERS[name]:<44} workers {cost['workers']} us, "
+                f"broker {cost['broker']} us"
+            )
+    if figures.get("freshness_probes"):
+        w(
+            f"  whole series behind their counts (1 probe/s, /metrics every 1 s): ratios max "
+            f"{figures['freshness_ratio_max_lag_s']} s, quantiles max "
+            f"{figures['freshness_quantile_max_lag_s']} s, p50 {figures['freshness_p50_lag_s']} s "
+            f"over {figures['freshness_probes']} probes ({figures['freshness_unreached']} never "
+            "reached)"
+        )
     if latency is not None:
         w(
             f"  latency at {latency.rate:,.0f} events/s (append -> /metrics): "

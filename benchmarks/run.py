@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from benchmarks.freshness import freshness_run
 from benchmarks.latency import Latency, latency_run
 from benchmarks.metrics import events_total
 from benchmarks.options import DAY, MIB, BenchError, BenchOptions
@@ -73,6 +74,7 @@ def run_bench(
     memory: dict[str, float] = {}
     profile: dict[str, Any] | None = None
     takeover: dict[str, Any] = {}
+    fresh: dict[str, Any] = {}
     # The take-over part has its own histories and broker: without another contender, the
     # main history is not produced at all.
     main_part = any(name != "takeover" for name in options.contenders)
@@ -94,7 +96,7 @@ def run_bench(
                 run.log(row(results[name]))
         if "kpi2" in options.contenders:
             with phase(run, "kpi2"):
-                results["kpi2"], workers = measure_kpi(run, "kpi2", 2)
+                results["kpi2"], workers = measure_kpi(run, "kpi2", 2, profile=options.profile)
                 memory["2 workers"] = max(w.memory().get("VmHWM", 0.0) for w in workers)
                 stop_workers(workers)
             run.log(row(results["kpi2"]))
@@ -118,7 +120,9 @@ def run_bench(
                     latency = asyncio.run(latency_run(worker, options, run.tag, run.broker.pid))
                 if spy is not None:
                     stop_profiler(spy)
-                memory.update(worker.memory())
+                memory.update(worker.memory())  # before the freshness probe's 1 s scrapes
+                with phase(run, "freshness"):
+                    fresh = asyncio.run(freshness_run(worker, options, run.tag)).figures()
             finally:
                 stop_workers([worker])
             if options.profile is not None and (options.profile / "worker.folded").exists():
@@ -132,7 +136,7 @@ def run_bench(
         with phase(run, "takeover"):
             takeover = run_takeover(run.base, options, out)
     run.durations["total"] = round(time.monotonic() - wall, 1)
-    figures = build_figures(run, results, latency, memory, profile, takeover)
+    figures = build_figures(run, results, latency, memory, profile, {**fresh, **takeover})
     print_table(run, results, latency, memory, figures, profile)
     out.write(json.dumps(figures, separators=(",", ":")) + "\n")
     out.flush()

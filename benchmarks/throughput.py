@@ -164,13 +164,20 @@ def measure_kpi(
             # the first worker ready instead, the rebalance included.
             ready_at, ready_count = first_ready, 0
         cpu = CpuWatch([os.getpid(), run.broker.pid, *(w.pid for w in workers)])
-        spy = start_profiler(workers[0].pid, profile) if profile is not None else None
+        spies = [
+            start_profiler(w.pid, profile, f"{name}-w{i}" if count > 1 else "worker")
+            for i, w in enumerate(workers)
+            if profile is not None
+        ]
         end, committed = asyncio.run(
             follow_commits(settings, topics, opts.events, ready_at, opts.time_bound)
         )
         foreign = cpu.foreign_cores()
-        if spy is not None:
-            stop_profiler(spy)
+        worker_cpu = cpu.cpu_seconds([w.pid for w in workers])
+        broker_cpu = cpu.cpu_seconds([run.broker.pid])
+        for spy in spies:
+            if spy is not None:
+                stop_profiler(spy)
         reached = committed >= opts.events
         sampled, counted = _sample_count(workers)
         if not reached:
@@ -194,9 +201,15 @@ def measure_kpi(
             "counted_before_ready": int(ready_count),
             "counted_at_end": int(counted),
             "foreign_cores": foreign,
+            "worker_cpu_us_per_event": _per_event(worker_cpu, end_count - ready_count),
+            "broker_cpu_us_per_event": _per_event(broker_cpu, end_count - ready_count),
         },
     )
     return result, workers
+
+
+def _per_event(cpu_seconds: float, events: float) -> float | None:
+    return round(cpu_seconds / events * 1e6, 1) if events > 0 else None
 
 
 def catch_up(run: BenchRun, worker: WorkerHandle) -> bool:

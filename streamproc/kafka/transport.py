@@ -338,9 +338,11 @@ class ExactConsumer(driver.Consumer):
             return set()
         if self.flow_active:
             # Pending like a message a stream took: a rebalance or a shutdown waits for its
-            # ack (Faust's wait_empty).
+            # ack (Faust's wait_empty). Not a changelog's: no ack would ever clear it.
+            acking = self.app.topics.acks_enabled_for
             for message in messages:
-                self._unacked_messages.add(message)
+                if acking(message.topic):
+                    self._unacked_messages.add(message)
             route = held.route
             if route.apart:
                 await self._hand_over_apart(route, messages, seeks_at_hold)

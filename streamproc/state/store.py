@@ -8,8 +8,8 @@ a worker with an empty data dir reads the whole log at the broker's rate. The pa
 that became active are then loaded from disk into the table, and Faust, asked for the
 persisted offsets, finds nothing left to recover: its per-message path never runs for an
 active partition. Standby partitions (``table_standby_replicas``) follow the active
-owner's writes through Faust's standby path, onto the disk only, so a partition that moves
-here loads from disk after a read of the last few records.
+owner's writes a fetch at a time (``apply_records``, from ``worker.standbys``), onto the disk
+only, so a partition that moves here loads from disk after a read of the last few records.
 
 The worker's own writes (``state.changelog.ChangelogWriter``) reach the disk once the
 broker has them (``persist_written``), in the order they were enqueued.
@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from faust.stores import STORES, memory
-from faust.types import TP, EventT
+from faust.types import TP, EventT, Message
 
 from streamproc.config import Settings
 from streamproc.kafka.changelog_reader import ChangelogRecord, Resume, digest, read_changelog
 from streamproc.state.disk import Mark, StateDB
 
-__all__ = ["STORE_URL", "DiskStore", "register_store"]
+__all__ = ["STORE_URL", "DiskStore", "disk_stores", "register_store"]
 
 log = logging.getLogger(__name__)
 # A host part: yarl takes a URL with none for false, and Faust then picks its default store.
@@ -235,29 +235,40 @@ class DiskStore(memory.Store[Any, Any]):
         to_key: Callable[[Any], Any],
         to_value: Callable[[Any], Any],
     ) -> None:
-        """Faust's recovery path: the standby partitions' records (and an active
-        partition's, should any be left after ``catch_up``)."""
-        by_partition: dict[int, list[Any]] = {}
-        for event in batch:
-            by_partition.setdefault(event.message.partition, []).append(event.message)
-        for partition, messages in by_partition.items():
-            mark = self.db.mark(partition)
-            if mark is not None:
-                # Already on disk (read by ``catch_up`` since Faust buffered them): an older
-                # value must not overwrite a newer one, nor the mark go back.
-                messages = [m for m in messages if m.offset > mark.applied]
-            if not messages:
-                continue
-            last = messages[-1]
-            sig = digest(last.key, last.value, round(last.timestamp * 1000))
-            self.db.apply(
-                partition,
-                ((m.key, m.value) for m in messages),
-                Mark(last.offset, last.offset, sig),
-            )
-            if partition in self._loaded:
-                for m in messages:
-                    self._put(m.key, m.value, partition)
+        """Faust's recovery path: an active partition's records, should any be left after
+        ``catch_up`` (the standbys' come through ``apply_records``)."""
+        self.apply_records([event.message for event in batch])
+
+    def apply_records(self, messages: Iterable[Message]) -> None:
+        """Records of this table's changelog, read by the consumer: onto the disk copy
+        of a partition caught up (``catch_up``), and into the table if it is loaded. A
+        partition not caught up is skipped: a later record on a copy with a hole would
+        move its mark past the hole (its next ``catch_up`` reads the records again)."""
+        by_partition: dict[int, list[Any]] = {}  # a changelog record always has a key
+        for message in messages:
+            by_partition.setdefault(message.partition, []).append(message)
+        for partition, held in by_partition.items():
+            if partition in self._held:
+                self._apply_held(partition, held)
+
+    def _apply_held(self, partition: int, messages: list[Any]) -> None:
+        mark = self.db.mark(partition)
+        if mark is not None:
+            # Already on disk (read by ``catch_up`` since they were fetched): an older value
+            # must not overwrite a newer one, nor the mark go back.
+            messages = [m for m in messages if m.offset > mark.applied]
+        if not messages:
+            return
+        last = messages[-1]
+        sig = digest(last.key, last.value, round(last.timestamp * 1000))
+        self.db.apply(
+            partition,
+            ((m.key, m.value) for m in messages),
+            Mark(last.offset, last.offset, sig),
+        )
+        if partition in self._loaded:
+            for m in messages:
+                self._put(m.key, m.value, partition)
 
     def persist_written(
         self,

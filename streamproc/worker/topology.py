@@ -52,10 +52,11 @@ from streamproc.state.customer_log import CustomerLog, decode_recovered_customer
 from streamproc.state.lead_log import LeadLog, decode_recovered
 from streamproc.state.rollup_log import LEADS_PER_ROUND, Recovered, RollupLog
 from streamproc.state.snapshots import Marks, Snapshots
-from streamproc.state.store import STORE_URL, DiskStore, register_store
+from streamproc.state.store import STORE_URL, DiskStore, disk_stores, register_store
 from streamproc.worker.batches import CustomerFlow, EventBatches
 from streamproc.worker.partials import PartialsIntake, PublishRounds
 from streamproc.worker.reading import KpiReader
+from streamproc.worker.standbys import StandbyIntake
 
 __all__ = ["Topology", "build_topology"]
 
@@ -146,6 +147,7 @@ class Topology:
             app, self.engine, self.names.partials, self.partials, view, self.reader, self.sinks,
             self._ready,
         )  # fmt: skip
+        self.standbys = StandbyIntake(disk_stores(app))
         self._wire()
 
     def _ready(self) -> bool:
@@ -184,6 +186,7 @@ class Topology:
             BatchRoute(
                 frozenset({self.names.partials}), self.partials.handle, s.batch_size, apart=True
             ),
+            BatchRoute(self.standbys.topics, self.standbys.handle, s.batch_size),
         )
         app.agent(self.partials_topic, name="kpi-partials", concurrency=1)(self._consume_partials)
         app.timer(s.publish_interval_seconds, name="publish-partials")(self.rounds.run)

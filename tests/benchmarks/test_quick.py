@@ -35,10 +35,11 @@ def test_tiny_bench_prints_all_figures(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "benchmarks", "--quick", "--events", "5000", "--leads", "500"]
     argv += ["--reps", "8", "--time-bound", "8", "--latency-seconds", "4", "--latency-rate", "200"]
     argv += ["--alert-probes", "2", "--alert-wait", "3", "--workdir", str(tmp_path / "bench")]
+    argv += ["--freshness-seconds", "4"]
     argv += ["--takeover-leads", "0"]  # tests/benchmarks/test_takeover.py runs that part
     started = time.monotonic()
     done = subprocess.run(
-        argv, env=env, capture_output=True, text=True, timeout=120, check=False, cwd=root
+        argv, env=env, capture_output=True, text=True, timeout=150, check=False, cwd=root
     )
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -53,5 +54,9 @@ def test_tiny_bench_prints_all_figures(tmp_path: Path) -> None:
     assert figures["goals"]["alert <= 1 s"] is True, figures["goals"]
     assert figures["latency_markers"] > 0
     assert set(figures["reached"]) == {"raw", "plain", "naive", "kpi2", "kpi1"}
+    # Every probe's ratio and quantile reached /metrics, within the goal's 10 s.
+    assert figures["freshness_probes"] >= 3 and figures["freshness_unreached"] == 0, figures
+    assert 0 <= figures["freshness_max_lag_s"] <= 10, figures
+    assert figures["goals"]["ratios, quantiles <= 10 s behind counts"] is True, figures["goals"]
     assert "KPI topology, 1 worker" in done.stdout  # the table came before the JSON line
-    assert elapsed < 90, f"the tiny bench took {elapsed:.0f}s"
+    assert elapsed < 110, f"the tiny bench took {elapsed:.0f}s"

@@ -15,6 +15,7 @@ from streamproc.config import Settings
 from streamproc.kafka import transport
 from streamproc.kafka.topics import topic_names
 from streamproc.kafka.transport import BatchRoute, ExactConsumer
+from streamproc.state.store import disk_stores
 from streamproc.worker.topology import Topology
 
 EVENTS = TP("sales.lead-created", 0)
@@ -85,14 +86,48 @@ async def test_each_routed_topic_reaches_its_handler_in_batches(
     assert per_message == [(OTHER.topic, offset) for offset in range(8)]
 
 
-def test_the_worker_routes_its_events_and_its_partials(tmp_path: Path) -> None:
+def test_the_worker_routes_its_events_its_partials_and_its_standbys(tmp_path: Path) -> None:
     """A full publish round sends thousands of partials: through Faust's per-message path
-    they held up the fetch loop, and the events fetched behind them, for up to ~1 s."""
+    they held up the fetch loop, and the events fetched behind them, for up to ~1 s. The
+    standbys' changelog records, about one per event, cost a second worker most of the
+    CPU it added there."""
     settings = Settings(_env_file=None, data_dir=tmp_path)
     topology = Topology(settings)
     routed = {topic for route in transport._routes[topology.app] for topic in route.topics}
     names = topic_names(settings)
-    assert routed == {*names.inputs.values(), names.partials}
+    changelogs = {store.topic for store in disk_stores(topology.app)}
+    assert len(changelogs) >= 2  # the leads, the partials (and the customers, if any)
+    assert routed == {*names.inputs.values(), names.partials, *changelogs}
+
+
+async def test_a_route_of_a_topic_without_acks_leaves_nothing_pending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rebalance waits until every message handed over is acked (Faust's wait_empty); a
+    changelog's messages are never acked, so they must not be counted as pending."""
+    consumer = _consumer(monkeypatch)
+    fetches = _Fetches()
+    monkeypatch.setattr(
+        consumer.app.topics, "acks_enabled_for", lambda topic: topic == EVENTS.topic
+    )
+    pending: list[tuple[str, int]] = []
+
+    async def handle(messages: list[Message]) -> None:
+        unacked = consumer._unacked_messages
+        pending.append((messages[0].topic, sum(1 for m in messages if m in unacked)))
+
+    consumer.getmany = fetches.getmany  # type: ignore[method-assign]
+    consumer.callback = handle  # type: ignore[method-assign,assignment]
+    transport.route_batches(
+        consumer.app,
+        BatchRoute(frozenset({EVENTS.topic}), handle, 8),
+        BatchRoute(frozenset({PARTIALS.topic}), handle, 8),
+        BatchRoute(frozenset({OTHER.topic}), handle, 8),
+    )
+    await asyncio.wait_for(ExactConsumer._drain_messages(consumer, fetches.fetcher), 3)
+    # Per fetch, the 4 records of each topic: the events pending until acked, the others not.
+    each = [(EVENTS.topic, 4), (PARTIALS.topic, 0), (OTHER.topic, 0)]
+    assert pending == each + each
 
 
 async def test_a_route_handled_apart_holds_up_neither_the_fetches_nor_its_order(

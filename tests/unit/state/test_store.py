@@ -1,4 +1,5 @@
-"""The disk store's rebalance: every table's changelog caught up at once, not in turn."""
+"""The disk store: every table's changelog caught up at once on a rebalance, not in turn;
+the standbys' records applied to a caught-up copy only."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from faust.types import Message
 
 from streamproc.config import Settings
 from streamproc.state.store import DiskStore, disk_stores
@@ -37,3 +39,30 @@ async def test_the_tables_catch_up_together_once_each_per_rebalance(
             await table.on_rebalance(set(), set(), set(), 1)
         assert sorted(caught_up) == sorted(s.table.name for s in stores)
     assert most == len(stores), "the tables were caught up one after the other"
+
+
+def _record(partition: int, offset: int, key: bytes, value: bytes) -> Message:
+    return Message("t", partition, offset, 1.0, 0, None, key, value, None)
+
+
+def test_standby_records_reach_only_a_caught_up_partition_and_never_go_back(
+    tmp_path: Path,
+) -> None:
+    """The standbys' records come a fetch at a time (``worker.standbys``). A partition not
+    caught up is skipped: its mark moved past a hole would make a promotion trust a copy
+    that lacks records."""
+    store = disk_stores(Topology(Settings(_env_file=None, data_dir=tmp_path)).app)[0]
+    store._held = {0}  # caught up by the raw reader (``catch_up``)
+    store.apply_records(
+        [_record(0, 5, b"a", b"1"), _record(0, 6, b"b", b"1"), _record(1, 9, b"a", b"x")]
+    )
+    assert list(store.db.items(0)) == [(b"a", b"1"), (b"b", b"1")]
+    assert store.db.mark(0) is not None and store.db.mark(0).applied == 6
+    assert store.db.mark(1) is None and list(store.db.items(1)) == []
+    # Fetched again after the raw reader had them: an older value never overwrites.
+    store.apply_records([_record(0, 5, b"a", b"old"), _record(0, 7, b"c", b"2")])
+    assert list(store.db.items(0)) == [(b"a", b"1"), (b"b", b"1"), (b"c", b"2")]
+    assert store.data == {}, "a standby partition goes to disk only"
+    store._load(0)  # promoted: loaded into the table, then follows its records there too
+    store.apply_records([_record(0, 8, b"d", b"3"), _record(0, 9, b"a", b"4")])
+    assert store.data[b"d"] == b"3" and store.data[b"a"] == b"4"
