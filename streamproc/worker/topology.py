@@ -146,7 +146,7 @@ class Topology:
         self.partials = PartialsIntake(app, self.partials_table, settings.partitions, self._ready)
         self.rounds = PublishRounds(
             app, self.engine, self.names.partials, self.partials, view, self.reader, self.sinks,
-            self._ready,
+            self._ready, self.events.keeping_up,
         )  # fmt: skip
         self.standbys = StandbyIntake(disk_stores(app))
         self._wire()
@@ -191,6 +191,7 @@ class Topology:
         )
         app.agent(self.partials_topic, name="kpi-partials", concurrency=1)(self._consume_partials)
         app.timer(s.publish_interval_seconds, name="publish-partials")(self.rounds.run)
+        app.task(self.rounds.refresh_on_arrival)
         app.timer(s.prune_interval_seconds, name="prune-windows")(self._prune)
         app.timer(s.alert_check_interval_seconds, name="sla-watch")(self._check_alerts)
         self.leads_table.on_recover(self._on_recovered)
