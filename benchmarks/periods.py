@@ -106,7 +106,7 @@ def _measure(
             started = time.monotonic()
             fresh = part.start("b")
             try:
-                figures[f"{name}_takeover_s"] = part.wait_serving([fresh], started)
+                figures[f"{name}_takeover_s"] = part.wait_serving([fresh], started, "takeover")
                 figures[f"{name}_rss_mb"] = _peak_mib(fresh)
             finally:
                 _discard([fresh])

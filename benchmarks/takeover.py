@@ -204,6 +204,8 @@ class _Part:
         self.truth: Served = {}
         self.truth_at = 0.0
         self.ready_s: float | None = None
+        # per figure, the seconds of each /metrics scrape it took until one was exact
+        self.scrapes: dict[str, list[float]] = {}
 
     def start(self, name: str) -> WorkerHandle:
         """A worker with the data dir ``name`` (kept between its runs) and a new web port."""
@@ -247,15 +249,18 @@ class _Part:
             )
         self.truth, self.truth_at = served, now
 
-    def wait_serving(self, workers: Sequence[WorkerHandle], since: float) -> float:
+    def wait_serving(self, workers: Sequence[WorkerHandle], since: float, name: str) -> float:
         """Seconds from ``since`` (monotonic) to the end of the first scrape of ``workers``
         that serves the truth. /readyz is polled first (cheap); then /metrics, which costs
         the worker ~1 s at 100,000 leads, so the next scrape waits as long as the last one
         took: polling takes at most half of the worker's time. ``self.ready_s``: seconds
-        from ``since`` until all answered /readyz."""
+        from ``since`` until all answered /readyz; ``self.scrapes[name]``: the seconds of
+        each scrape, the exact one last (how much of ready-to-exact is one slow render,
+        how much is state not served yet)."""
         deadline = since + self.run.options.takeover_timeout
         diff: list[str] = ["not ready"]
         self.ready_s = None
+        scrapes = self.scrapes[name] = []
         while time.monotonic() < deadline:
             if any(w.readiness() is None for w in workers):
                 time.sleep(0.1)
@@ -263,6 +268,7 @@ class _Part:
             if self.ready_s is None:
                 self.ready_s = time.monotonic() - since
             now, served, took = _scrape(workers)
+            scrapes.append(round(took, 2))
             diff = differences(served, self.truth, now - self.truth_at, took + 1.0)
             if not diff:
                 return time.monotonic() - since
@@ -319,14 +325,14 @@ def _restart_and_empty(part: _Part, figures: dict[str, Any]) -> WorkerHandle:
     with phase(run, "restart"):
         started = time.monotonic()
         again = part.start("a")
-        figures["takeover_restart_s"] = part.wait_serving([again], started)
+        figures["takeover_restart_s"] = part.wait_serving([again], started, "restart")
         figures["takeover_restart_ready_s"] = part.ready_s
     _terminate(again)
     with phase(run, "empty"):
         started = time.monotonic()
         fresh = part.start("b")
         try:
-            figures["takeover_empty_s"] = part.wait_serving([fresh], started)
+            figures["takeover_empty_s"] = part.wait_serving([fresh], started, "empty")
             figures["takeover_empty_ready_s"] = part.ready_s
         except BaseException:
             stop_workers([fresh])
@@ -349,14 +355,16 @@ def _handovers(part: _Part, running: WorkerHandle, figures: dict[str, Any]) -> N
                 started = time.monotonic()
                 workers.append(part.start("c"))
                 wait_ready(workers, opts.takeover_timeout)
-                figures[f"handover_join_{key}_s"] = part.wait_serving(workers, started)
+                figures[f"handover_join_{key}_s"] = part.wait_serving(
+                    workers, started, f"join_{key}"
+                )
                 time.sleep(opts.handover_settle)
             victim = workers.pop(stopped)
             with phase(run, f"handover_{key}"):
                 started = time.monotonic()
                 assert victim.proc is not None
                 victim.proc.send_signal(sig)
-                figures[f"handover_{key}_s"] = part.wait_serving(workers, started)
+                figures[f"handover_{key}_s"] = part.wait_serving(workers, started, key)
             victim.stop(timeout=120.0)
     finally:
         _discard(workers)
@@ -402,6 +410,7 @@ def _takeover_part(settings: Settings, options: BenchOptions, out: TextIO) -> di
     run = _open(settings, options, out, "takeover")
     figures: dict[str, Any] = {"takeover_leads": options.takeover_leads}
     cpu = CpuWatch([os.getpid(), run.broker.pid])
+    part: _Part | None = None
     try:
         part = _Part(run, options.takeover_leads, sys.stderr)
         figures["takeover_events"] = part.events
@@ -415,6 +424,8 @@ def _takeover_part(settings: Settings, options: BenchOptions, out: TextIO) -> di
     finally:
         run.close()
         figures["takeover_durations"] = run.durations
+        if part is not None:
+            figures["takeover_scrapes"] = part.scrapes
     # The workers and the broker are waited-for children by now: their CPU is ours.
     figures["takeover_foreign_cpu_cores"] = cpu.foreign_cores()
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in figures.items()}
@@ -424,6 +435,7 @@ def _big_part(settings: Settings, options: BenchOptions, out: TextIO) -> dict[st
     run = _open(settings, options, out, "takeover1m")
     figures: dict[str, Any] = {"takeover_big_leads": options.takeover_big_leads}
     cpu = CpuWatch([os.getpid(), run.broker.pid])
+    part: _Part | None = None
     try:
         part = _Part(run, options.takeover_big_leads, sys.stderr)
         figures["takeover_big_events"] = part.events
@@ -437,7 +449,7 @@ def _big_part(settings: Settings, options: BenchOptions, out: TextIO) -> dict[st
             started = time.monotonic()
             again = part.start("a")
             try:
-                figures["takeover_restart_1m_s"] = part.wait_serving([again], started)
+                figures["takeover_restart_1m_s"] = part.wait_serving([again], started, "restart")
                 figures["takeover_restart_1m_ready_s"] = part.ready_s
                 figures["rss_1m_restart_mb"] = _peak_mib(again)
             finally:
@@ -446,5 +458,7 @@ def _big_part(settings: Settings, options: BenchOptions, out: TextIO) -> dict[st
     finally:
         run.close()
         figures["takeover_1m_durations"] = run.durations
+        if part is not None:
+            figures["takeover_1m_scrapes"] = part.scrapes
     figures["takeover_1m_foreign_cpu_cores"] = cpu.foreign_cores()
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in figures.items()}

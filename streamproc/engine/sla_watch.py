@@ -4,6 +4,14 @@ Pure logic over lead states: the topology's timer asks ``due()`` twice a second 
 publishes what it returns; the batch handler asks ``resolution()`` for every changed lead.
 What was published is remembered in the lead state (``LeadState.alerts``), which travels
 with the lead's changelog: the partition's next owner knows it too.
+
+A recovery derives the deadlines from every lead (``schedule_all``), or takes those a
+snapshot kept (``deadlines``; ``state.snapshots``): the deadlines scheduled when the
+snapshot was taken of leads unchanged since stand for the derivation. A deadline is
+dropped only once it came due (``due``) and was then checked against its lead: what was
+dropped without an alert (a lead contacted, forgotten, or a breach older than the backfill
+horizon) a derivation would drop again at its first ``due``; one whose alert could not be
+published is scheduled again (``AlertPublisher.publish_due``).
 """
 
 from __future__ import annotations
@@ -17,11 +25,12 @@ from streamproc.config import Settings
 from streamproc.contract.outputs import Alert, AlertKind
 from streamproc.engine.lead import LeadState
 
-__all__ = ["BREACHED", "RESOLVED", "AlertWatch"]
+__all__ = ["BREACHED", "RESOLVED", "AlertWatch", "Deadline"]
 
 BREACHED: AlertKind = "response_sla_breached"
 RESOLVED: AlertKind = "response_sla_resolved"
 LEVELS = (1, 2)  # at the SLA, and at twice the SLA (escalation)
+Deadline = tuple[str, int, float]  # (lead id, level, due)
 
 
 def _iso(ts: float) -> datetime:
@@ -64,12 +73,25 @@ class AlertWatch:
                 self._scheduled[key] = due
                 heapq.heappush(self._heap, (due, lead.lead_id, level))
 
-    def schedule_all(self, leads: Iterable[LeadState]) -> None:
-        self._heap.clear()
-        self._scheduled.clear()
+    def schedule_all(self, leads: Iterable[LeadState], kept: Iterable[Deadline] = ()) -> None:
+        """Start again from recovered state: the deadlines ``kept`` by snapshots (of leads
+        unchanged since) and those of ``leads`` (the others), each lead read."""
+        self._scheduled = {(lead_id, level): due for lead_id, level, due in kept}
+        self._heap = [(due, lead_id, level) for (lead_id, level), due in self._scheduled.items()]
+        heapq.heapify(self._heap)
         for lead in leads:
             with lead.reading():
                 self.schedule(lead)
+
+    def deadlines(self, leads: Mapping[str, LeadState]) -> dict[int, list[Deadline]]:
+        """The deadlines scheduled, by partition of their lead (a lead no longer in
+        ``leads`` has none: it was forgotten): for the snapshots."""
+        out: dict[int, list[Deadline]] = {}
+        for (lead_id, level), due in self._scheduled.items():
+            lead = leads.get(lead_id)
+            if lead is not None:
+                out.setdefault(lead.partition, []).append((lead_id, level, due))
+        return out
 
     # --- what to publish -------------------------------------------------------------------
 

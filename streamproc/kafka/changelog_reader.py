@@ -103,16 +103,16 @@ async def read_changelog(
         consumer.assign(list(tps.values()))
         firsts = await consumer.beginning_offsets(list(tps.values()))
         ends = await consumer.end_offsets(list(tps.values()))
+        same = await _still_there(consumer, tps, resume, firsts, ends)
         starts: dict[int, int] = {}
         fresh: set[int] = set()
         for p, tp in tps.items():
-            begin, end = firsts[tp], ends[tp]
-            if await _still_there(consumer, tp, resume[p], begin, end):
-                starts[p] = max(begin, resume[p].applied + 1)  # type: ignore[union-attr]
+            if p in same:
+                starts[p] = max(firsts[tp], resume[p].applied + 1)  # type: ignore[union-attr]
             else:
                 if resume[p] is not None:
                     log.info("%s: the copy on disk is not of this log: reading it all", tp)
-                starts[p] = begin
+                starts[p] = firsts[tp]
                 fresh.add(p)
         read = await _read_to_end(consumer, tps, starts, ends, fresh, apply)
         return Read(read, {p: ends[tp] for p, tp in tps.items()})
@@ -121,24 +121,58 @@ async def read_changelog(
 
 
 async def _still_there(
-    consumer: Any, tp: TopicPartition, resume: Resume | None, begin: int, end: int
-) -> bool:
-    if resume is None:
-        return False
-    if resume.checked < 0:
-        return resume.applied < 0
-    if resume.checked < begin:
-        return False
+    consumer: Any,
+    tps: dict[int, TopicPartition],
+    resume: dict[int, Resume | None],
+    firsts: dict[TopicPartition, int],
+    ends: dict[TopicPartition, int],
+) -> set[int]:
+    """The partitions whose copy ends in this log: the record at ``checked`` is still
+    there, the same. Every partition's record is fetched in the same requests: one
+    partition after the other, each check took ~0.1 s (0.41 s of the 0.42 s catch-up of
+    four partitions with nothing to read, on tansu), in every rebalance."""
+    same = {p for p in tps if _same_without_fetch(resume[p])}
+    checking = {
+        tp: r for p, tp in tps.items() if (r := resume[p]) is not None and _to_fetch(r, firsts[tp])
+    }
+    if not checking:
+        return same
     # tansu's end is the last record batch's first offset + 1: a worker killed between a
     # write and its one-record end marker leaves records past it. So a record at or past
     # the end is looked for too, but only briefly (it is most likely not there).
-    polls = CHECK_POLLS if resume.checked < end else 1
-    consumer.seek(tp, resume.checked)
-    for _ in range(polls):
-        batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
-        for record in batch.get(tp, []):
-            return bool(record.offset == resume.checked and _record(record).digest == resume.digest)
-    return False  # the broker gave nothing: read it all rather than trust it
+    polls = {tp: CHECK_POLLS if r.checked < ends[tp] else 1 for tp, r in checking.items()}
+    others = [tp for tp in tps.values() if tp not in checking]
+    consumer.pause(*others)  # fetched meanwhile from their first offset, for nothing
+    for tp, r in checking.items():
+        consumer.seek(tp, r.checked)
+    partition = {tp: p for p, tp in tps.items()}
+    for poll in range(1, max(polls.values()) + 1):
+        batch = await consumer.getmany(*polls, timeout_ms=1000)
+        for tp, records in batch.items():
+            if tp in polls and records:
+                del polls[tp]
+                if _is_checked(records[0], checking[tp]):
+                    same.add(partition[tp])
+        for tp in [tp for tp, most in polls.items() if most <= poll]:
+            del polls[tp]  # the broker gave nothing: read it all rather than trust it
+        if not polls:
+            break
+    consumer.resume(*others)
+    return same
+
+
+def _same_without_fetch(resume: Resume | None) -> bool:
+    """A copy that holds nothing, of a log that never had a record either."""
+    return resume is not None and resume.checked < 0 and resume.applied < 0
+
+
+def _to_fetch(resume: Resume, begin: int) -> bool:
+    """Whether the record at ``checked`` must be fetched to tell (else: not this log)."""
+    return resume.checked >= max(begin, 0)
+
+
+def _is_checked(raw: Any, resume: Resume) -> bool:
+    return bool(raw.offset == resume.checked and _record(raw).digest == resume.digest)
 
 
 async def _read_to_end(

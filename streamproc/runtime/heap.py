@@ -31,11 +31,19 @@ import gc
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
 
-__all__ = ["freeze_after_full_collections", "json_to_keep", "start_heap_trimmer", "to_keep"]
+__all__ = [
+    "collections_paused",
+    "freeze_after_full_collections",
+    "json_to_keep",
+    "start_heap_trimmer",
+    "to_keep",
+]
 
 log = logging.getLogger(__name__)
 TRIM_SECONDS = 2.0
@@ -52,6 +60,20 @@ def freeze_after_full_collections() -> None:
     """From now on, freeze what survives each full collection (idempotent)."""
     if _freeze_survivors not in gc.callbacks:
         gc.callbacks.append(_freeze_survivors)
+
+
+@contextmanager
+def collections_paused() -> Iterator[None]:
+    """No cycle collection while many acyclic objects are built in one go (a history, a
+    recovered state): the collector rescans the growing pile over and over otherwise (a
+    restart's recovery of 100,000 leads: 2 - 3x slower)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def json_to_keep(obj: Any, option: int | None = None) -> bytes:

@@ -39,8 +39,17 @@ class AlertPublisher:
 
     async def publish_due(self, leads: Mapping[str, LeadState], now: float) -> None:
         due = self.watch.due(leads, now)
-        if due:
+        if not due:
+            return
+        try:
             await self._publish(due)
+        except BaseException:
+            # ``due`` took their deadlines out of the watch: back in, for a later round (or
+            # the snapshot of a shutdown that cut this round short, ``NotReady``).
+            for lead, _ in due:
+                self.watch.schedule(lead)
+            raise
+        finally:
             for lead, _ in due:
                 lead.pack()
 

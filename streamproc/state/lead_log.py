@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 from streamproc.engine.engine import DeadMark
@@ -35,10 +35,15 @@ class LeadLog:
         await self.writer.write(records)
 
 
-def decode_recovered(store: MutableMapping[Any, Any]) -> set[DeadMark]:
+def decode_recovered(
+    store: MutableMapping[Any, Any], partition_of: Callable[[Any], int | None] = lambda _: None
+) -> set[DeadMark]:
     """Recovery fills the store with changelog bytes: turn them into lead states once.
 
-    Returns the dead-letter marks found."""
+    ``partition_of``: the changelog partition a key was read from, which is its lead's
+    (``LeadLog.write``): such a lead is kept undecoded until first read
+    (``LeadState.undecoded``); a key of unknown partition is decoded now. Returns the
+    dead-letter marks found."""
     marks: set[DeadMark] = set()
     for key in [k for k, v in store.items() if not isinstance(v, LeadState)]:
         raw = store.pop(key)
@@ -48,6 +53,10 @@ def decode_recovered(store: MutableMapping[Any, Any]) -> set[DeadMark]:
             topic, partition, offset = key[len(DEAD_MARK) :].decode().rsplit(":", 2)
             marks.add((topic, int(partition), int(offset)))
             continue
-        lead = LeadState.loads(raw)
+        of = partition_of(key)
+        if of is None or not isinstance(key, bytes):
+            lead = LeadState.loads(raw)
+        else:
+            lead = LeadState.undecoded(key.decode(), of, raw)
         store[lead.lead_id] = lead
     return marks

@@ -1,6 +1,7 @@
 """Aggregates snapshots: what a worker stopping cleanly leaves in its data dir, so that its
 restart loads each partition's aggregates instead of deriving them from every lead (~12 s
-of a 16 s restart at 100,000 leads).
+of a 16 s restart at 100,000 leads), and the SLA deadlines of its waiting leads instead of
+reading every lead for them (~0.9 s at 100,000 leads, in-process).
 
 A snapshot is ``<data_dir>/snapshots/p<N>``, written to a temporary file and renamed
 (atomic). It records the disk marks (``state.disk.Mark``) of the changelog partitions the
@@ -15,23 +16,25 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from streamproc import __version__
 from streamproc.config import Settings
 from streamproc.engine.aggregates import PartitionAggregates
-from streamproc.engine.snapshot import SnapshotError, decode, encode, read_meta
+from streamproc.engine.sla_watch import Deadline
+from streamproc.engine.snapshot import SnapshotError, deadlines, decode, encode, read_meta
 from streamproc.engine.windows import WindowClock
 from streamproc.state.disk import Mark
 
-__all__ = ["VERSION", "Snapshots", "settings_fingerprint"]
+__all__ = ["VERSION", "Snapshot", "Snapshots", "settings_fingerprint"]
 
 log = logging.getLogger(__name__)
-VERSION = 1  # of the format; a snapshot of another version is not read
+# Of the format; a snapshot of another version is not read. 2: with the SLA deadlines.
+VERSION = 2
 # Settings that change no fact, window or aggregate: a restart may change them and still
 # use its snapshot (e.g. the web port). Every other setting must be the same.
 _OPERATIONAL = frozenset(
@@ -60,6 +63,13 @@ def _marks_out(marks: Marks) -> dict[str, Any]:
     }
 
 
+class Snapshot(NamedTuple):
+    """What a partition's snapshot holds."""
+
+    aggregates: PartitionAggregates
+    deadlines: list[Deadline]  # of its waiting leads (``AlertWatch.deadlines``)
+
+
 class Snapshots:
     """The snapshots of one data dir."""
 
@@ -70,15 +80,22 @@ class Snapshots:
     def path(self, partition: int) -> Path:
         return self.dir / f"p{partition}"
 
-    def write(self, partition: int, part: PartitionAggregates, marks: Marks) -> int:
-        """Write the partition's snapshot; returns its size in bytes."""
+    def write(
+        self,
+        partition: int,
+        part: PartitionAggregates,
+        marks: Marks,
+        waiting: Iterable[Deadline] = (),
+    ) -> int:
+        """Write the partition's snapshot (``waiting``: the SLA deadlines of its leads);
+        returns its size in bytes."""
         meta = {
             "version": VERSION,
             "partition": partition,
             "settings": self.fingerprint,
             "marks": _marks_out(marks),
         }
-        data = encode(part, meta)
+        data = encode(part, meta, waiting)
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.path(partition)
         tmp = path.with_suffix(".tmp")
@@ -89,11 +106,9 @@ class Snapshots:
         os.replace(tmp, path)
         return len(data)
 
-    def take(
-        self, partition: int, marks: Marks, clock: WindowClock, now: float
-    ) -> PartitionAggregates | None:
-        """The partition's aggregates if its snapshot is there and was taken at ``marks``
-        with these settings (else None: rebuild); the snapshot is deleted either way."""
+    def take(self, partition: int, marks: Marks, clock: WindowClock, now: float) -> Snapshot | None:
+        """The partition's snapshot if it is there and was taken at ``marks`` with these
+        settings (else None: rebuild); the snapshot is deleted either way."""
         path = self.path(partition)
         try:
             data = path.read_bytes()
@@ -106,7 +121,7 @@ class Snapshots:
             if why:
                 log.info("partition %d: snapshot not used (%s): rebuilt", partition, why)
                 return None
-            return decode(body, tail, clock, now)
+            return Snapshot(decode(body, tail, clock, now), deadlines(body))
         except SnapshotError as exc:
             log.warning("partition %d: snapshot not used (%s): rebuilt", partition, exc)
             return None

@@ -204,6 +204,10 @@ class DiskStore(memory.Store[Any, Any]):
             for r in records:
                 self._put(r.key, r.value, partition)
 
+    def partition_of(self, key: Any) -> int | None:
+        """The changelog partition a key in memory was read from (None: not read from it)."""
+        return self._key_partition.get(key)
+
     def _load(self, partition: int) -> int:
         n = 0
         for key, value in self.db.items(partition):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import heapq
 import itertools
 import math
@@ -11,7 +10,6 @@ import time
 import zlib
 from bisect import bisect
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -20,6 +18,7 @@ from statistics import NormalDist
 from typing import Any, NamedTuple, TypeAlias
 
 from streamproc.config import Settings
+from streamproc.runtime.heap import collections_paused
 from streamproc.tools.outcomes import OUTCOME_KINDS, LeadOutcomes, monthly_invoices
 
 __all__ = [
@@ -539,21 +538,6 @@ class _Scrambler:
         return out
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cycle collector while building many acyclic objects.
-
-    Otherwise it rescans the growing pile of tuples and dicts over and over: 3x slower.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _tag(*parts: object) -> str:
     """A short run tag in every id: two runs of the same seed at other times do not collide."""
     return f"{zlib.crc32(repr(parts).encode()):08x}"
@@ -623,7 +607,7 @@ class SalesTeam:
         self._scrambler = _Scrambler(seed, scramble_window, duplicate_ratio) if scramble else None
         self._next_idx = 0
         self._next_arrival = self.start - warmup + self._arrivals.expovariate(self.lead_rate)
-        with _gc_paused():  # pre-fill: only the parts of lives after start remain
+        with collections_paused():  # pre-fill: only the parts of lives after start remain
             if history is not None:
                 self._quiet_team(settings, history)
             self._arrive_until(self.start)
@@ -701,7 +685,7 @@ class SalesTeam:
         """
         if t1 <= self._cursor:
             return []
-        with _gc_paused():
+        with collections_paused():
             self._arrive_until(t1)
             entries = self._drain(t1)
         self._cursor = t1
@@ -804,7 +788,7 @@ def history(
     if outcomes:
         per_day = {src.name: leads / span_seconds * DAY * src.share for src in SOURCES}
         invoices = monthly_invoices(end, per_day, seed)[:n_events]
-    with _gc_paused():
+    with collections_paused():
         raw, timelines = _history_raw(model, rng, leads, span_seconds, end, _tag(seed, end))
         raw = _exact_count(model, rng, raw, timelines, n_events - len(invoices), end)
     raw.sort(key=itemgetter(0))  # stable: same-time events keep their lead's order

@@ -100,6 +100,33 @@ def test_the_truth_waits_for_publish_rounds_tens_of_seconds_apart() -> None:
         settle(busy.scrape, 300.0, clock=lambda: busy.t, sleep=busy.sleep)
 
 
+class _Catching:
+    """A worker ready at once whose /metrics shows one lead less than the truth until its
+    third scrape."""
+
+    def __init__(self) -> None:
+        self.scrapes = 0
+
+    def readiness(self) -> list[int]:
+        return [0]
+
+    def metrics(self) -> bytes:
+        self.scrapes += 1
+        return SCRAPE if self.scrapes >= 3 else SCRAPE.replace(b"} 3.0", b"} 2.0")
+
+
+def test_each_figure_keeps_the_scrapes_it_took(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ready to exact is one slow render or state not served yet: the scrapes tell."""
+    monkeypatch.setattr(takeover.time, "sleep", lambda _: None)
+    part = object.__new__(takeover._Part)
+    part.run = type("Run", (), {"options": BenchOptions()})()
+    part.truth, part.truth_at, part.scrapes = parse_series(SCRAPE), time.time(), {}
+    worker = _Catching()
+    part.wait_serving([worker], time.monotonic(), "restart")  # type: ignore[list-item]
+    assert len(part.scrapes["restart"]) == worker.scrapes == 3
+    assert all(0.0 <= took < 1.0 for took in part.scrapes["restart"])
+
+
 def test_the_goals_hold_at_their_sizes_only() -> None:
     restart = GOALS["restart <= 5 s"]
     assert restart({"takeover_leads": 100_000, "takeover_restart_s": 4.9})

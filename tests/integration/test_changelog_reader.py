@@ -78,3 +78,27 @@ def test_read_resume_and_read_again(settings_factory) -> None:
     # At the end already: nothing to read.
     done = {1: Resume(0, 0, whole.records[1][0].digest)}
     assert asyncio.run(read_changelog(settings, topic, done, Copy().apply)).records == {1: 0}
+
+
+def test_partitions_checked_together_are_judged_each_on_its_own(settings_factory) -> None:
+    """The records at the checked offsets of all partitions come in the same fetches: a
+    partition whose copy is of the log resumes, beside one whose copy is not, both ways."""
+    settings = settings_factory()
+    topic = f"reader-{secrets.token_hex(3)}"
+    asyncio.run(_log(settings, topic))
+    whole = Copy()
+    asyncio.run(read_changelog(settings, topic, {0: None, 1: None}, whole.apply))
+    first, last = whole.records[0][59], whole.records[1][0]
+
+    resumed_and_ahead = {0: Resume(59, 59, first.digest), 1: Resume(5, 5, last.digest)}
+    copy = Copy()
+    read = asyncio.run(read_changelog(settings, topic, resumed_and_ahead, copy.apply))
+    assert read.records == {0: 40, 1: 1}
+    assert copy.fresh == {1}
+    assert [r.offset for r in copy.records[0]] == list(range(60, 100))
+
+    other_and_done = {0: Resume(59, 59, last.digest), 1: Resume(0, 0, last.digest)}
+    copy = Copy()
+    read = asyncio.run(read_changelog(settings, topic, other_and_done, copy.apply))
+    assert read.records == {0: 100, 1: 0}
+    assert copy.fresh == {0}

@@ -4,11 +4,13 @@ between batches as its changelog bytes."""
 from __future__ import annotations
 
 import orjson
+from hypothesis import given, settings
 
 from streamproc.config import Settings
 from streamproc.contract.events import EventKind
 from streamproc.engine.engine import Engine, RawMessage
 from streamproc.engine.lead import Attempt, Created, LeadState
+from tests.support.leads import leads
 
 
 def test_an_event_id_is_applied_once_and_survives_the_changelog() -> None:
@@ -86,3 +88,39 @@ def test_the_engine_leaves_unchanged_leads_packed() -> None:
     again = engine.process([message._replace(offset=1)], now)
     assert again.changed == [] and again.outcomes == {("t", "duplicate"): 1}
     assert lead.packed, "a duplicate leaves the lead as it found it"
+
+
+@settings(max_examples=100, deadline=None)
+@given(leads())
+def test_an_undecoded_lead_reads_as_the_decoded_one(lead: LeadState) -> None:
+    """Recovered undecoded (its changelog bytes only), a lead has every field and event of
+    the same lead decoded at once, and is decoded only when first read."""
+    changelog = lead.dumps()
+    decoded = LeadState.loads(changelog)
+    undecoded = LeadState.undecoded(lead.lead_id, lead.partition, changelog)
+    assert undecoded.dumps() is changelog and undecoded._undecoded, "written back as it came"
+    assert undecoded.packed
+    assert undecoded.last_ts == decoded.last_ts == lead.last_ts
+    assert not undecoded._undecoded and undecoded.packed, "decoded, still packed"
+    for reading in (decoded, undecoded):
+        assert reading.first_seen == lead.first_seen and reading.alerts == lead.alerts
+        assert (reading.lead_id, reading.partition) == (lead.lead_id, lead.partition)
+        assert (reading.created, reading.attempts) == (lead.created, lead.attempts)
+        assert (reading.stages, reading.opens) == (lead.stages, lead.opens)
+        assert reading.dumps() == changelog
+
+
+def test_an_undecoded_lead_changes_as_a_decoded_one() -> None:
+    lead = LeadState("L1", 2, first_seen=7.0)
+    lead.add(Created(1.0, "e1", "r1", "web", "t", False, None))
+    for first_read in (
+        lambda lead: lead.remember_alert("a1"),  # the alert round
+        lambda lead: lead.add(Attempt(3.0, "e2", "r1", "call", True, None)),  # a batch
+        lambda lead: lead.alerts,
+    ):
+        undecoded = LeadState.undecoded("L1", 2, lead.dumps())
+        first_read(undecoded)
+        decoded = LeadState.loads(lead.dumps())
+        first_read(decoded)
+        assert undecoded.dumps() == decoded.dumps() and undecoded.last_ts == decoded.last_ts
+        assert undecoded.alerts == decoded.alerts and undecoded.first_seen == 7.0

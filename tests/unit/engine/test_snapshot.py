@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from streamproc.engine.aggregates import PartitionAggregates
 from streamproc.engine.facts import Fact
-from streamproc.engine.snapshot import SnapshotError, decode, encode, read_meta
+from streamproc.engine.snapshot import SnapshotError, deadlines, decode, encode, read_meta
 from streamproc.engine.windows import HOUR, WindowClock
 from tests.support.facts import fact
 from tests.unit.engine.test_aggregates import NOW, ZONE, _ops, _run
@@ -36,8 +36,36 @@ def samples(part: PartitionAggregates, now: float) -> dict:  # type: ignore[type
 
 def round_trip(part: PartitionAggregates, now: float) -> PartitionAggregates:
     meta, body, tail = read_meta(encode(part, {"version": 1}))
-    assert meta == {"version": 1}
+    assert meta == {"version": 1} and deadlines(body) == []
     return decode(body, tail, part.clock, now)
+
+
+_deadlines = st.lists(
+    st.tuples(
+        st.text(min_size=1, max_size=12),
+        st.sampled_from([1, 2]),
+        st.floats(0, 4e9, allow_nan=False, allow_infinity=False),
+    ),
+    max_size=20,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_deadlines)
+def test_the_sla_deadlines_read_back_the_same(waiting: list[tuple[str, int, float]]) -> None:
+    part = PartitionAggregates(WindowClock(ZONE), NOW)
+    _, body, _ = read_meta(encode(part, {"version": 2}, waiting))
+    assert deadlines(body) == waiting
+
+
+def test_damaged_deadlines_are_refused() -> None:
+    part = PartitionAggregates(WindowClock(ZONE), NOW)
+    _, body, _ = read_meta(encode(part, {"version": 2}, [("L1", 1, NOW)]))
+    for damaged in ([["L1", 3, NOW]], [["L1", 1, "soon"]], [["L1", 1]], None):
+        with pytest.raises(SnapshotError):
+            deadlines({**body, "deadlines": damaged})
+    with pytest.raises(SnapshotError):
+        deadlines({k: v for k, v in body.items() if k != "deadlines"})
 
 
 @settings(max_examples=200, deadline=None)

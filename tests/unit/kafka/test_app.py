@@ -35,5 +35,25 @@ def test_the_group_session_is_the_setting_and_heartbeats_fit_three_times_in_it(
     assert create_app(slower).conf.broker_session_timeout == 30.0
     # Kafka's rule: a heartbeat interval under a third of the session timeout.
     assert default.broker_heartbeat_interval * 3 <= default.broker_session_timeout
+    # A survivor learns of a hand-over from a heartbeat's answer: half a second at most.
+    assert default.broker_heartbeat_interval <= 0.5
     with pytest.raises(ValueError, match="session_timeout_seconds"):
         Settings(_env_file=None, data_dir=tmp_path, session_timeout_seconds=2)
+
+
+async def test_the_tables_start_without_faust_s_second_of_sleep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faust's table manager sleeps 1 s before the tables start and the consumer joins
+    the group: a second of every worker start, for tables declared late (none are)."""
+    tables = create_app(Settings(_env_file=None, data_dir=tmp_path)).tables
+    steps: list[str] = []
+
+    async def step(name: str, *_: object) -> None:
+        steps.append(name)
+
+    monkeypatch.setattr(tables, "sleep", lambda seconds: step(f"sleep {seconds}"))
+    monkeypatch.setattr(tables, "_update_channels", lambda: step("tables started"))
+    monkeypatch.setattr(type(tables.recovery), "start", lambda _: step("recovery started"))
+    await tables.on_start()
+    assert steps == ["tables started", "recovery started"]

@@ -11,7 +11,12 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from streamproc.runtime.heap import _freeze_survivors, freeze_after_full_collections, json_to_keep
+from streamproc.runtime.heap import (
+    _freeze_survivors,
+    collections_paused,
+    freeze_after_full_collections,
+    json_to_keep,
+)
 
 
 @pytest.fixture
@@ -94,3 +99,20 @@ def test_the_trimmer_hands_free_heap_pages_back() -> None:
     )
     before, after = map(int, done.stdout.split())
     assert before - after > 100, (before, after)
+
+
+def test_no_collection_while_paused_and_the_collector_as_it_was_after() -> None:
+    assert gc.isenabled()
+    with collections_paused():
+        assert not gc.isenabled()
+        with collections_paused():
+            pass
+        assert not gc.isenabled(), "a nested pause ended the outer one"
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collections_paused():
+            pass
+        assert not gc.isenabled(), "a pause turned on a collector that was off"
+    finally:
+        gc.enable()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from streamproc.config import Settings
+from streamproc.engine import snapshot as engine_snapshot
 from streamproc.engine.aggregates import PartitionAggregates
 from streamproc.engine.windows import WindowClock
 from streamproc.state import snapshots as module
@@ -28,13 +29,28 @@ def _snapshots(tmp_path: Path, **changes: object) -> Snapshots:
     return Snapshots(tmp_path, Settings(data_dir=tmp_path, **changes))  # type: ignore[arg-type]
 
 
+WAITING = [("L1", 1, NOW + 300.0), ("L1", 2, NOW + 600.0), ("L7", 2, NOW + 3.5)]
+
+
 def test_taken_at_the_same_marks_it_is_loaded_once(tmp_path: Path) -> None:
     part = _part()
-    _snapshots(tmp_path).write(3, part, MARKS)
+    _snapshots(tmp_path).write(3, part, MARKS, WAITING)
     # another web port: the same facts, the snapshot still holds
     loaded = _snapshots(tmp_path, web_port=18_123).take(3, MARKS, part.clock, NOW)
-    assert loaded is not None and samples(loaded, NOW) == samples(part, NOW)
+    assert loaded is not None and samples(loaded.aggregates, NOW) == samples(part, NOW)
+    assert loaded.deadlines == WAITING
     assert _snapshots(tmp_path).take(3, MARKS, part.clock, NOW) is None  # gone once read
+
+
+def test_a_snapshot_of_the_format_without_deadlines_is_not_used(tmp_path: Path) -> None:
+    """Version 1 held the aggregates only: its restart would schedule no SLA deadline."""
+    part = _part()
+    snapshots = _snapshots(tmp_path)
+    meta = {"version": 1, "partition": 3, "settings": snapshots.fingerprint}
+    meta["marks"] = module._marks_out(MARKS)
+    snapshots.dir.mkdir(parents=True)
+    snapshots.path(3).write_bytes(engine_snapshot.encode(part, meta))
+    assert snapshots.take(3, MARKS, part.clock, NOW) is None
 
 
 def test_a_stale_snapshot_is_not_used(tmp_path: Path) -> None:
