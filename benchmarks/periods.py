@@ -64,9 +64,7 @@ class _History(_Part):
         self.events = len(events)
         with phase(run, "produce"):
             asyncio.run(produce_events(run.settings, iter(events), self.events, log))
-        self.truth = {}
-        self.truth_at = 0.0
-        self.ready_s = None
+        self.start_waits()
 
     def settle_forgotten(self, worker: WorkerHandle) -> int:
         """Wait until the worker has forgotten what it will and its KPIs have settled

@@ -90,9 +90,17 @@ def build(settings: Settings, leads: int, now: float) -> Engine:
 MARK = Mark(1, 1, b"\x01" * 16)
 
 
+MOVED = Mark(2, 2, b"\x02" * 16)
+
+
 def _marks_of(settings: Settings, partition: int) -> dict[str, Mark | None]:
     """The disk marks of the snapshot and the restart: the same (nothing written since)."""
     return {"leads": MARK, "customers": MARK}
+
+
+def _moved_on(settings: Settings, partition: int) -> dict[str, Mark | None]:
+    """Disk marks the snapshots were not taken at (written to since): rebuilt."""
+    return {"leads": MOVED, "customers": MARK}
 
 
 def _records(engine: Engine) -> dict[str, Any]:
@@ -160,9 +168,12 @@ class _Steps:
         setattr(owner, name, timed)
 
 
-async def recover(settings: Settings, state: dict[str, Any], eager: bool) -> dict[str, float]:
+async def recover(
+    settings: Settings, state: dict[str, Any], eager: bool, stale: bool
+) -> dict[str, float]:
     """A new topology's recovery of ``state`` (``Topology._on_recovered``), in process time;
-    ``eager``: every lead decoded at once (``LeadState.loads``), not at its first read."""
+    ``eager``: every lead decoded at once (``LeadState.loads``), not at its first read;
+    ``stale``: the snapshots are not used (every lead derived)."""
     from streamproc.worker import topology as module
 
     _write_snapshots(settings, state)
@@ -175,7 +186,8 @@ async def recover(settings: Settings, state: dict[str, Any], eager: bool) -> dic
     steps.wrap(topology.alerts.watch, "schedule_all")
     every = set(range(settings.partitions))
     topology.active_partitions = lambda: every  # type: ignore[method-assign]
-    topology._marks = lambda p: _marks_of(settings, p)  # type: ignore[method-assign]
+    marks = _moved_on if stale else _marks_of
+    topology._marks = lambda p: marks(settings, p)  # type: ignore[method-assign]
     topology.engine.leads.update(state["leads"])
     if not eager:  # as ``DiskStore._load`` leaves them: each key with its partition
         topology.leads_table.data._key_partition.update(state["partitions"])  # type: ignore[attr-defined]
@@ -203,6 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     args.add_argument(
         "--eager", action="store_true", help="decode every lead at once, not at its first read"
     )
+    args.add_argument(
+        "--stale", action="store_true", help="snapshots not usable: every lead derived"
+    )
     opts = args.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
         state = _state(opts.leads, opts.cache, Path(work))
@@ -214,11 +229,11 @@ def main(argv: list[str] | None = None) -> None:
             if opts.profile:
                 profiler = cProfile.Profile()
                 profiler.enable()
-                runs.append(asyncio.run(recover(settings, state, opts.eager)))
+                runs.append(asyncio.run(recover(settings, state, opts.eager, opts.stale)))
                 profiler.disable()
                 profiler.dump_stats(opts.profile)
             else:
-                runs.append(asyncio.run(recover(settings, state, opts.eager)))
+                runs.append(asyncio.run(recover(settings, state, opts.eager, opts.stale)))
     print(json.dumps(runs))
 
 

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from benchmarks.options import DAY, BenchError, BenchOptions
 from benchmarks.processes import CpuWatch, WorkerHandle, stop_workers
 from benchmarks.session import BenchRun, phase, produce_events
-from benchmarks.throughput import follow_commits, wait_ready
+from benchmarks.throughput import follow_commits, split_between, wait_ready
 from streamproc.config import Settings
 from streamproc.tools.net import free_port
 from streamproc.tools.sales_team import SimEvent, history
@@ -201,6 +201,10 @@ class _Part:
         events, self.events = takeover_history(run.settings, leads, run.options, now - ENDED_AGO)
         with phase(run, "produce"):
             asyncio.run(produce_events(run.settings, events, self.events, log))
+        self.start_waits()
+
+    def start_waits(self) -> None:
+        """What ``settle_truth`` and ``wait_serving`` keep (a subclass calls it too)."""
         self.truth: Served = {}
         self.truth_at = 0.0
         self.ready_s: float | None = None
@@ -253,8 +257,11 @@ class _Part:
         """Seconds from ``since`` (monotonic) to the end of the first scrape of ``workers``
         that serves the truth. /readyz is polled first (cheap); then /metrics, which costs
         the worker ~1 s at 100,000 leads, so the next scrape waits as long as the last one
-        took: polling takes at most half of the worker's time. ``self.ready_s``: seconds
-        from ``since`` until all answered /readyz; ``self.scrapes[name]``: the seconds of
+        took: polling takes at most half of the worker's time. /readyz must show every
+        partition owned: a survivor still answers it from before the rebalance, and a
+        scrape then showed its half only (2.0 s at 20,000 leads, and as long again waited
+        after it, while the survivor rejoined). ``self.ready_s``: seconds from ``since``
+        until all answered /readyz so; ``self.scrapes[name]``: the seconds of
         each scrape, the exact one last (how much of ready-to-exact is one slow render,
         how much is state not served yet)."""
         deadline = since + self.run.options.takeover_timeout
@@ -262,7 +269,8 @@ class _Part:
         self.ready_s = None
         scrapes = self.scrapes[name] = []
         while time.monotonic() < deadline:
-            if any(w.readiness() is None for w in workers):
+            owned = [w.readiness() for w in workers]
+            if any(p is None for p in owned) or not split_between(owned, self.base.partitions):
                 time.sleep(0.1)
                 continue
             if self.ready_s is None:

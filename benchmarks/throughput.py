@@ -71,14 +71,16 @@ def wait_ready(workers: Sequence[WorkerHandle], timeout: float) -> tuple[float, 
         owned = [w.readiness() for w in workers]
         if first is None and any(p is not None for p in owned):
             first = time.monotonic()
-        if all(p is not None for p in owned) and _split(owned, workers[0].settings.partitions):
+        if all(p is not None for p in owned) and split_between(
+            owned, workers[0].settings.partitions
+        ):
             settled = time.monotonic()
             return (first or settled), settled
         time.sleep(0.1)
     raise BenchError(f"workers not ready within {timeout:g}s; logs: {workers[0].log_path.parent}")
 
 
-def _split(owned: Sequence[list[int] | None], partitions: int) -> bool:
+def split_between(owned: Sequence[list[int] | None], partitions: int) -> bool:
     """True when the lists are disjoint and cover every partition."""
     flat = [p for parts in owned for p in parts or ()]
     return sorted(flat) == list(range(partitions))

@@ -8,7 +8,7 @@ difference reaches the aggregates, so the cost per event stays small.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from sys import intern
 from typing import Literal, NamedTuple
@@ -305,12 +305,14 @@ class Engine:
         partitions: Iterable[int],
         now: float,
         rollups: Mapping[int, Iterable[Rollup]] | None = None,
+        also: Callable[[LeadState], None] | None = None,
     ) -> int:
         """Derive the aggregates of newly owned partitions from their recovered leads and
         customers, and restore what their forgotten leads left in the periods
-        (``rollups``)."""
+        (``rollups``). ``also``: called with each lead derived while it is read (the SLA
+        watch's ``schedule``: a lead read once, not twice)."""
         wanted = {p for p in partitions if p not in self.partitions}
-        built = self._rebuild_leads(wanted, now, rollups or {})
+        built = self._rebuild_leads(wanted, now, rollups or {}, also)
         for customer in self.customers.values():
             if customer.partition in wanted:
                 facts = self.customer_facts.facts(customer)
@@ -318,7 +320,11 @@ class Engine:
         return built
 
     def _rebuild_leads(
-        self, wanted: set[int], now: float, rollups: Mapping[int, Iterable[Rollup]]
+        self,
+        wanted: set[int],
+        now: float,
+        rollups: Mapping[int, Iterable[Rollup]],
+        also: Callable[[LeadState], None] | None,
     ) -> int:
         if not wanted:
             return 0
@@ -330,6 +336,8 @@ class Engine:
             if lead.partition in wanted:
                 with lead.reading():
                     facts = self.deriver.all_facts(lead)
+                    if also is not None:
+                        also(lead)
                 self.aggregates(lead.partition, now).apply(facts, 1)
                 built += 1
         for p in wanted:
