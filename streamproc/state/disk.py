@@ -24,7 +24,7 @@ from io import TextIOWrapper
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import Options, Rdict, ReadOptions, WriteBatch
 
 from streamproc.exceptions import SettingsError
 from streamproc.kafka.changelog_reader import digest
@@ -134,7 +134,12 @@ class StateDB:
         """The partition's (key, value) records, in key order."""
         prefix = _prefix(_DATA, partition)
         cut = len(prefix)
-        for key, value in self._db.items(from_key=prefix):
+        # A scan reads every version of every key not compacted yet: left to fill RocksDB's
+        # block cache, the load after a catch-up of 393,567 records (a year, 13,000 leads
+        # kept) held ~35 MiB of blocks read once, 21 MiB in a synthetic test of the same.
+        scan = ReadOptions()
+        scan.fill_cache(False)  # type: ignore[call-arg]  # the stub forgets its bool
+        for key, value in self._db.items(from_key=prefix, read_opt=scan):
             if not key.startswith(prefix):
                 return
             yield key[cut:], value

@@ -117,3 +117,23 @@ def test_a_crash_anywhere_in_a_round_counts_each_lead_once(crash_after: int | No
         assert set(store) == ({"L2", "L3", "L4"} if crash_after == 0 else set())
 
     asyncio.run(run())
+
+
+def test_month_records_are_decoded_one_at_a_time_as_they_are_restored() -> None:
+    async def run() -> None:
+        changelog = Changelog()
+        log = RollupLog(changelog)  # type: ignore[arg-type]
+        part = PartitionAggregates(WindowClock(UTC), NOW)
+        part.apply([_created(i) for i in range(4)], 1)
+        await _evict(log, part, [0, 1, 2, 3])
+        found = Recovered()
+        found.take(changelog.store({}))
+        (month, (_, raw)), *_ = found.months[0].items()
+        assert isinstance(raw, bytes), "kept encoded until restored"
+        rollups = RollupLog(changelog).recovered(found, [0], {})[0]  # type: ignore[arg-type]
+        first = next(rollups)
+        counts = {labels: w[str(month)].count for labels, w in first["created"].items()}
+        assert counts == {("r0", "s"): 2, ("r1", "s"): 2}
+        assert next(rollups, None) is None
+
+    asyncio.run(run())
