@@ -3,6 +3,7 @@ change nothing, so the leads they changed must go with the next write, before an
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
@@ -13,6 +14,7 @@ from streamproc.config import Settings
 from streamproc.engine.customer import CustomerState, Deal
 from streamproc.engine.lead import LeadState
 from streamproc.kafka.topics import topic_names
+from streamproc.worker.batches import KEEPING_UP_SECONDS
 from streamproc.worker.topology import Topology
 
 
@@ -91,3 +93,35 @@ async def test_customers_forgotten_go_to_their_changelog_as_tombstones(
     assert list(topology.engine.customers) == ["kept"] and not flow.unwritten
     # the first deal and the last win before last_year's start stay
     assert sorted(kept.deals) == ["L1", "L3", "L4"] and not kept.events
+
+
+async def test_a_batch_read_from_a_backlog_says_the_events_are_not_keeping_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Publish rounds take more of the loop while the events keep up (``PublishRounds``):
+    a batch's oldest record tells a backlog (a replay, a catch-up) from live events."""
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    topology = Topology(settings)
+    topology.ready = True
+    tp = TP(settings.topic("lead-created"), 0)
+    monkeypatch.setattr(topology.app.assignor, "assigned_actives", lambda: {tp})
+    monkeypatch.setattr(type(topology.app), "consumer_generation_id", 0)
+    monkeypatch.setattr(topology.app.consumer, "ack", lambda m: None)
+
+    async def write(leads: list[LeadState], marks: object = ()) -> None:
+        return None
+
+    monkeypatch.setattr(topology.lead_log, "write", write)
+    events = topology.events
+    assert events.keeping_up()  # nothing read yet
+    live = _lead_created(settings, "lead-1", 0)
+    live.timestamp = time.time() - 0.2
+    await events.handle([live])
+    assert events.keeping_up()
+    backlog = _lead_created(settings, "lead-2", 1)
+    backlog.timestamp = time.time() - 60
+    await events.handle([backlog, _lead_created(settings, "lead-3", 2)])
+    assert not events.keeping_up()
+    at, oldest = events._last_batch  # no batch since: the backlog is read
+    events._last_batch = (at - 2 * KEEPING_UP_SECONDS, oldest)
+    assert events.keeping_up()
