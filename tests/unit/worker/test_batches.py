@@ -33,15 +33,21 @@ def _lead_created(settings: Settings, lead_id: str, offset: int) -> Message:
     )  # fmt: skip
 
 
-async def test_leads_of_a_failed_write_go_with_the_next_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings = Settings(_env_file=None, data_dir=tmp_path)
+def _ready_on_partition_0(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Topology:
+    """A ready topology owning partition 0 of lead-created, in generation 0."""
     topology = Topology(settings)
     topology.ready = True
     tp = TP(settings.topic("lead-created"), 0)
     monkeypatch.setattr(topology.app.assignor, "assigned_actives", lambda: {tp})
     monkeypatch.setattr(type(topology.app), "consumer_generation_id", 0)
+    return topology
+
+
+async def test_leads_of_a_failed_write_go_with_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    topology = _ready_on_partition_0(settings, monkeypatch)
     acked: list[int] = []
     monkeypatch.setattr(topology.app.consumer, "ack", lambda m: acked.append(m.offset))
     writes: list[list[str]] = []
@@ -101,11 +107,7 @@ async def test_a_batch_read_from_a_backlog_says_the_events_are_not_keeping_up(
     """Publish rounds take more of the loop while the events keep up (``PublishRounds``):
     a batch's oldest record tells a backlog (a replay, a catch-up) from live events."""
     settings = Settings(_env_file=None, data_dir=tmp_path)
-    topology = Topology(settings)
-    topology.ready = True
-    tp = TP(settings.topic("lead-created"), 0)
-    monkeypatch.setattr(topology.app.assignor, "assigned_actives", lambda: {tp})
-    monkeypatch.setattr(type(topology.app), "consumer_generation_id", 0)
+    topology = _ready_on_partition_0(settings, monkeypatch)
     monkeypatch.setattr(topology.app.consumer, "ack", lambda m: None)
 
     async def write(leads: list[LeadState], marks: object = ()) -> None:
