@@ -169,8 +169,8 @@ class PublishRounds:
         for sink in self.sinks:
             await sink.publish(owned, now)  # returns at once: sinks work in the background
         # Under a backlog a round may take long; the next one waits until this one's work is
-        # at most PUBLISH_SHARE of the time since it started, so that events and the SLA
-        # timer get the rest.
+        # at most PUBLISH_SHARE of the time since it started (LIVE_PUBLISH_SHARE while the
+        # events keep up), so that events and the SLA timer get the rest.
         self._next = started + busy.total / (LIVE_PUBLISH_SHARE if live else PUBLISH_SHARE)
 
     async def _publish(self, now: float, started: float, busy: Stretches, live: bool) -> bool:
