@@ -146,6 +146,10 @@ def check_goals(figures: dict[str, Any]) -> dict[str, bool | None]:
 _WORKERS = {"kpi1": "1 worker", "kpi2": "2 workers"}
 
 
+def _seconds(value: float | None) -> str:
+    return "n/a (none reached)" if value is None else f"{value} s"
+
+
 def print_table(
     run: BenchRun,
     results: dict[str, Throughput],
@@ -190,10 +194,10 @@ def print_table(
     if figures.get("freshness_probes"):
         w(
             f"  whole series behind their counts (1 probe/s, /metrics every 1 s): ratios max "
-            f"{figures['freshness_ratio_max_lag_s']} s, quantiles max "
-            f"{figures['freshness_quantile_max_lag_s']} s, p50 {figures['freshness_p50_lag_s']} s "
-            f"over {figures['freshness_probes']} probes ({figures['freshness_unreached']} never "
-            "reached)"
+            f"{_seconds(figures['freshness_ratio_max_lag_s'])}, quantiles max "
+            f"{_seconds(figures['freshness_quantile_max_lag_s'])}, p50 "
+            f"{_seconds(figures['freshness_p50_lag_s'])} over {figures['freshness_probes']} "
+            f"probes ({figures['freshness_unreached']} never reached by a ratio or a quantile)"
         )
     if latency is not None:
         w(
