@@ -193,7 +193,8 @@ def print_table(
             )
     if figures.get("freshness_probes"):
         w(
-            f"  whole series behind their counts (1 probe/s, /metrics every 1 s): ratios max "
+            "  whole series behind their counts (1 probe/s, its 3 KPIs on /metrics every 1 s): "
+            f"ratios max "
             f"{_seconds(figures['freshness_ratio_max_lag_s'])}, quantiles max "
             f"{_seconds(figures['freshness_quantile_max_lag_s'])}, p50 "
             f"{_seconds(figures['freshness_p50_lag_s'])} over {figures['freshness_probes']} "

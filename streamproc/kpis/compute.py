@@ -433,10 +433,20 @@ _TARGET_KPIS = tuple(k for k in CATALOGUE if k.kind in TARGET_KINDS)
 # --- split metrics: this worker's partitions ---------------------------------------------
 
 
+def _only(kpis: Iterable[Kpi], names: Collection[str] | None) -> list[Kpi]:
+    """The KPIs named (all when ``names`` is None)."""
+    return [k for k in kpis if names is None or k.name in names]
+
+
 def split_samples(
-    parts: Iterable[PartitionAggregates], clock: WindowClock, now: float, cap: int
+    parts: Iterable[PartitionAggregates],
+    clock: WindowClock,
+    now: float,
+    cap: int,
+    names: Collection[str] | None = None,
 ) -> Iterator[Sample]:
-    """Counts and sums of this worker's own partitions (``sum by`` adds the workers up)."""
+    """Counts and sums of this worker's own partitions (``sum by`` adds the workers up);
+    only the KPIs in ``names`` when given."""
     parts = list(parts)
 
     def accs(family: str, bounds: WindowBounds | None) -> dict[Labels, Acc]:
@@ -448,7 +458,8 @@ def split_samples(
                 _merge_into(merged, part.window_accs(family, bounds), values=False)
         return merged
 
-    yield from _read_all(_SPLIT_KPIS, accs, clock.all_bounds(now), ReadContext(now, cap))
+    kpis = _only(_SPLIT_KPIS, names)
+    yield from _read_all(kpis, accs, clock.all_bounds(now), ReadContext(now, cap))
 
 
 # --- partial summaries and whole metrics -------------------------------------------------
@@ -559,11 +570,12 @@ def merged_whole_samples(
     clock: WindowClock,
     ctx: ReadContext,
     with_counts: bool = False,
+    names: Collection[str] | None = None,
 ) -> Iterator[Sample]:
     """Whole metrics from summaries already merged per owner key (read, not changed).
 
     ``with_counts``: the counts and sums too, whole (for subscribers, who see one value per
-    series, not one per worker).
+    series, not one per worker). ``names``: only these KPIs.
     """
     # Within a kind, keys own disjoint series (a rep key holds that rep's labels only), so
     # the kind's summary is their union: no accumulator is merged again.
@@ -577,7 +589,8 @@ def merged_whole_samples(
             else:
                 target.update(per_labels)
     windows = clock.all_bounds(ctx.now)
-    kpis = [k for k in (CATALOGUE if with_counts else _WHOLE_KPIS) if k.kind not in TARGET_KINDS]
+    every = CATALOGUE if with_counts else _WHOLE_KPIS
+    kpis = [k for k in _only(every, names) if k.kind not in TARGET_KINDS]
     for owner in sorted({k.owner for k in kpis}):
         accs = _accs_of(by_kind.get(owner, {}))
         yield from _read_all((k for k in kpis if k.owner == owner), accs, windows, ctx)
@@ -586,7 +599,7 @@ def merged_whole_samples(
     for kind in ("rep", GLOBAL):
         for family, per_labels in by_kind.get(kind, {}).items():
             both.setdefault(family, {}).update(per_labels)
-    yield from _read_all(_TARGET_KPIS, _accs_of(both), windows, ctx)
+    yield from _read_all(_only(_TARGET_KPIS, names), _accs_of(both), windows, ctx)
 
 
 def _accs_of(summary: Summary) -> AccsFor:

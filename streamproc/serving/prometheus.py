@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -92,17 +92,21 @@ class ProcessorMetrics:
         )
 
 
-def kpi_exposition(samples: Iterable[Sample]) -> Iterator[bytes | None]:
-    """The KPI gauges in the text exposition format, one family per catalogue entry, in
+def kpi_exposition(
+    samples: Iterable[Sample], names: Collection[str] | None = None
+) -> Iterator[bytes | None]:
+    """The KPI gauges in the text exposition format, one family per catalogue entry (only
+    those in ``names`` when given), in
     chunks of at most ``CHUNK_SAMPLES`` samples, with None between steps: there the caller
     may let the event loop run (one family can hold thousands of series at 100 reps: in one
     go, a scrape held the loop 100 - 150 ms). Chunks after a family's first drop the
     family's HELP and TYPE lines, so the text is that of one family."""
-    by_metric: dict[str, list[Sample]] = {spec.name: [] for spec in CATALOGUE}
+    specs = [spec for spec in CATALOGUE if names is None or spec.name in names]
+    by_metric: dict[str, list[Sample]] = {spec.name: [] for spec in specs}
     for sample in samples:
         by_metric[sample.metric].append(sample)
         yield None
-    for spec in CATALOGUE:
+    for spec in specs:
         # Quantile series are typed summary: a gauge may not carry a "quantile" label.
         kind = "summary" if spec.kind is Kind.QUANTILES else "gauge"
         group = by_metric[spec.name]

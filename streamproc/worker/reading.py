@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -65,26 +65,30 @@ class KpiReader:
             self.owned_summaries(), self.engine.clock, self._context(now), with_counts=True
         )
 
-    def samples(self, now: float) -> Iterator[Sample]:
-        """What /metrics shows: split counts and sums, and the whole series this worker owns."""
+    def samples(self, now: float, names: Collection[str] | None = None) -> Iterator[Sample]:
+        """What /metrics shows: split counts and sums, and the whole series this worker owns
+        (only the KPIs in ``names`` when given)."""
         engine = self.engine
         yield from split_samples(
-            engine.partitions.values(), engine.clock, now, self.settings.label_cap
+            engine.partitions.values(), engine.clock, now, self.settings.label_cap, names
         )
-        yield from merged_whole_samples(self.owned_summaries(), engine.clock, self._context(now))
+        yield from merged_whole_samples(
+            self.owned_summaries(), engine.clock, self._context(now), names=names
+        )
 
-    async def render_metrics(self) -> bytes:
+    async def render_metrics(self, names: Collection[str] | None = None) -> bytes:
         """The /metrics body, computed and formatted in slices that let events run in
         between: in one go, a scrape held the loop ~1 s at 100,000 leads, and every event
-        that came meanwhile waited."""
+        that came meanwhile waited. ``names``: only these KPIs, without the worker's own
+        metrics (a dashboard or a probe that reads a few series every second)."""
         busy = Stretches()
         try:
-            samples = await busy.drain(self.samples(time.time()))
+            samples = await busy.drain(self.samples(time.time(), names))
         except RuntimeError:  # a rebalance changed the state between slices: in one go
-            samples = list(self.samples(time.time()))
+            samples = list(self.samples(time.time(), names))
         with busy:
-            own = generate_latest(self.registry)
-        parts = await busy.drain(kpi_exposition(samples))
+            own = generate_latest(self.registry) if names is None else b""
+        parts = await busy.drain(kpi_exposition(samples, names))
         return own + b"".join(part for part in parts if part is not None)
 
     def _context(self, now: float) -> ReadContext:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any, cast
 
 import faust
@@ -482,8 +482,8 @@ class Topology:
     def sink_status(self) -> list[dict[str, object]]:
         return [sink.status for sink in self.sinks]
 
-    async def render_metrics(self) -> bytes:
-        return await self.reader.render_metrics()
+    async def render_metrics(self, names: Collection[str] | None = None) -> bytes:
+        return await self.reader.render_metrics(names)
 
     def owned_samples(self, now: float) -> list[Sample]:
         return self.reader.owned_samples(now)

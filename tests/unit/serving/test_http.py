@@ -1,8 +1,9 @@
-"""/kpis query checks: a typo answers 400 naming it and listing the valid choices."""
+"""/kpis and /metrics query checks: a typo answers 400 naming it and listing the valid
+choices."""
 
 from __future__ import annotations
 
-from streamproc.serving.http import bad_query
+from streamproc.serving.http import bad_query, unknown_metrics
 
 
 def test_a_good_query_passes() -> None:
@@ -30,3 +31,12 @@ def test_an_unknown_label_is_named() -> None:
     assert answer is not None
     assert answer["error"] == "unknown query parameter 'repp'"
     assert {"rep", "source", "stage", "metric", "window"} <= set(answer["valid"])
+
+
+def test_metrics_filtered_by_an_unknown_name_is_named_with_the_valid_ones() -> None:
+    assert unknown_metrics([]) is None
+    assert unknown_metrics(["sales_connect_ratio", "sales_leads_created"]) is None
+    answer = unknown_metrics(["sales_connect_ratio", "sales_conect_ratio"])
+    assert answer is not None
+    assert answer["error"] == "unknown metric 'sales_conect_ratio'"
+    assert "sales_connect_ratio" in answer["valid"]
