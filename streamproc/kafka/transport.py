@@ -339,11 +339,14 @@ class ExactConsumer(driver.Consumer):
         if self.flow_active:
             # Pending like a message a stream took: a rebalance or a shutdown waits for its
             # ack (Faust's wait_empty). Not a changelog's: no ack would ever clear it.
-            acking = self.app.topics.acks_enabled_for
-            for message in messages:
-                if acking(message.topic):
-                    self._unacked_messages.add(message)
             route = held.route
+            acking = self.app.topics.acks_enabled_for
+            acked = {topic for topic in route.topics if acking(topic)}
+            pending = (
+                messages if acked == route.topics else [m for m in messages if m.topic in acked]
+            )
+            for message in pending:  # per route, not per message: the events' topics all ack
+                self._unacked_messages.add(message)
             if route.apart:
                 await self._hand_over_apart(route, messages, seeks_at_hold)
                 return set()
