@@ -178,6 +178,10 @@ class Settings(BaseSettings):
     """STREAMPROC_OPEN_LEAD_RETENTION_DAYS: a lead still waiting for its first contact or with
     an open deal is forgotten after this many days without an event (it leaves the live
     gauges); other leads go once their last event is past the 7-day windows."""
+    lead_cache_size: int = Field(default=100_000, ge=100)
+    """STREAMPROC_LEAD_CACHE_SIZE: leads kept in memory, the most recently used (~400 bytes
+    each); the others are read from the data dir's disk copy at their next event. Memory
+    then grows with this, not with every lead kept (1,000,000 leads were ~1 GiB without)."""
     prune_interval_seconds: float = Field(default=60.0, gt=0)
     """STREAMPROC_PRUNE_INTERVAL_SECONDS: how often the windows are pruned and leads past
     retention forgotten (their part of the calendar periods goes to the rollups)."""

@@ -6,13 +6,20 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from streamproc.kpis.catalogue import CATALOGUE, Kind
 from streamproc.kpis.compute import Sample
 
-__all__ = ["PROCESSOR_METRICS", "LagCollector", "OwnMetric", "ProcessorMetrics", "kpi_exposition"]
+__all__ = [
+    "PROCESSOR_METRICS",
+    "LagCollector",
+    "LeadCacheCollector",
+    "OwnMetric",
+    "ProcessorMetrics",
+    "kpi_exposition",
+]
 
 CHUNK_SAMPLES = 200  # ~1 ms of formatting
 DELAY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
@@ -57,6 +64,18 @@ PROCESSOR_METRICS = (
         "gauge",
         ("topic", "partition"),
         "Messages of owned input partitions not yet committed",
+    ),
+    OwnMetric(
+        "streamproc_lead_cache_leads",
+        "gauge",
+        (),
+        "Leads in memory (STREAMPROC_LEAD_CACHE_SIZE, plus those not on disk yet)",
+    ),
+    OwnMetric(
+        "streamproc_lead_cache_reads_total",
+        "counter",
+        (),
+        "Leads read back from the data dir's disk copy (not in memory at their next use)",
     ),
 )
 _OWN = {m.name: m for m in PROCESSOR_METRICS}
@@ -143,6 +162,19 @@ class LagCollector(Collector):
         for topic, partition, lag in self._lags():
             family.add_metric([topic, str(partition)], float(lag))
         yield family
+
+
+class LeadCacheCollector(Collector):
+    """The lead cache's size and reads from disk, read at scrape time: (leads, reads)."""
+
+    def __init__(self, stats: Callable[[], tuple[int, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        leads, reads = self._stats()
+        size, read = _OWN["streamproc_lead_cache_leads"], _OWN["streamproc_lead_cache_reads_total"]
+        yield GaugeMetricFamily(size.name, size.help, value=float(leads))
+        yield CounterMetricFamily(read.base, read.help, value=float(reads))
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

@@ -61,7 +61,9 @@ class ChangelogWriter:
         markers = [(END_MARKER, None, p) for p in {part for _, _, part in records}]
         # Stamped by us: the disk copy's mark names the last marker by its digest.
         stamp = int(time.time() * 1000)
+        store = self.table.data
         async with self._enqueue:  # snapshot and append in one order
+            seq = store.change_seq if isinstance(store, DiskStore) else 0
             serialized = [(key, _serialized(value), part) for key, value, part in records]
             sent = await send_in_batches(app, topic, serialized)
             # Queued at once, not after the data's round trip (one round trip less for
@@ -74,11 +76,13 @@ class ChangelogWriter:
             await asyncio.gather(*sent, *ends)
             if before is not None:
                 await asyncio.wait([before])
-            self._persist(serialized, [end.result() for end in ends], stamp)
+            self._persist(serialized, [end.result() for end in ends], stamp, seq)
         finally:
             persisted.set_result(None)
 
-    def _persist(self, serialized: list[BatchRecord], ends: list[Any], stamp: int) -> None:
+    def _persist(
+        self, serialized: list[BatchRecord], ends: list[Any], stamp: int, seq: int
+    ) -> None:
         """Hand the delivered records to the table's disk copy, if it keeps one."""
         store = self.table.data
         if not isinstance(store, DiskStore):
@@ -89,7 +93,7 @@ class ChangelogWriter:
         sig = digest(END_MARKER, None, stamp)
         for end in ends:  # RecordMetadata of each partition's marker
             records = [*by_partition.get(end.partition, ()), (END_MARKER, None)]
-            store.persist_written(end.partition, records, end.offset, sig)
+            store.persist_written(end.partition, records, end.offset, sig, seq)
 
 
 def _serialized(value: bytes | Snapshot | None) -> bytes | None:

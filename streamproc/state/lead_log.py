@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from streamproc.engine.engine import DeadMark
 from streamproc.engine.lead import LeadState
+from streamproc.engine.lead_store import LeadStore
 from streamproc.kafka.app import Table
 from streamproc.state.changelog import END_MARKER, ChangelogWriter, Record
+from streamproc.state.store import DiskStore
 
 __all__ = ["END_MARKER", "LeadLog", "decode_recovered"]
 
@@ -25,6 +27,10 @@ class LeadLog:
         """Changelog the leads and await delivery: the batch is acked only after this.
         ``dead_marks``: messages dead-lettered, kept in the same partition as the leads of
         their source partition."""
+        leads = list(leads)
+        store = self.writer.table.data
+        if isinstance(store, DiskStore):
+            store.changing(leads)
         # The leads themselves, not their bytes: each is serialized when its turn comes, so the
         # newest state is appended last whichever task wrote it.
         records: list[Record] = [(lead.lead_id.encode(), lead, lead.partition) for lead in leads]
@@ -36,7 +42,7 @@ class LeadLog:
 
 
 def decode_recovered(
-    store: MutableMapping[Any, Any], partition_of: Callable[[Any], int | None] = lambda _: None
+    store: LeadStore, partition_of: Callable[[Any], int | None] = lambda _: None
 ) -> set[DeadMark]:
     """Recovery fills the store with changelog bytes: turn them into lead states once.
 
@@ -45,7 +51,7 @@ def decode_recovered(
     (``LeadState.undecoded``); a key of unknown partition is decoded now. Returns the
     dead-letter marks found."""
     marks: set[DeadMark] = set()
-    for key in [k for k, v in store.items() if not isinstance(v, LeadState)]:
+    for key in store.raw_records():
         raw = store.pop(key)
         if not raw:  # tombstones (end markers, evicted leads) leave nothing behind
             continue

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamproc.engine.aggregates import PartitionAggregates, Rollup
+from streamproc.engine.lead_store import LeadStore
 from streamproc.partials.codec import decode, encode
 from streamproc.state.changelog import ChangelogWriter, Record
 
@@ -89,9 +90,9 @@ class Recovered:
     months: dict[int, dict[int, tuple[int, bytes]]] = field(default_factory=dict)
     rounds: dict[int, _Round] = field(default_factory=dict)
 
-    def take(self, store: MutableMapping[Any, Any]) -> None:
+    def take(self, store: LeadStore) -> None:
         """Move the rollup records out of the recovered ``store`` (raw bytes by key)."""
-        for key in [k for k in store if is_rollup_key(k)]:
+        for key in [k for k in store.raw_records() if is_rollup_key(k)]:
             raw = store.pop(key)
             if not raw:
                 continue  # a tombstone

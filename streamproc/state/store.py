@@ -28,8 +28,10 @@ from faust.stores import STORES, memory
 from faust.types import TP, EventT, Message
 
 from streamproc.config import Settings
+from streamproc.engine.lead import LeadState
 from streamproc.kafka.changelog_reader import ChangelogRecord, Resume, digest, read_changelog
 from streamproc.state.disk import Mark, StateDB
+from streamproc.state.lead_cache import LeadCache
 
 __all__ = ["STORE_URL", "DiskStore", "disk_stores", "register_store"]
 
@@ -61,10 +63,18 @@ class DiskStore(memory.Store[Any, Any]):
         self.settings: Settings | None = None  # ``configure``: the broker to read from
         # The catch-up of every table in this rebalance (``on_rebalance``), until awaited.
         self._catching_up: asyncio.Future[None] | None = None
+        # The leads table's: its values in a bounded cache over the disk (``configure``).
+        self.cache: LeadCache | None = None
 
-    def configure(self, settings: Settings) -> None:
-        """The worker's settings: the raw reader connects with them (TLS, SASL)."""
+    def configure(self, settings: Settings, cache_size: int | None = None) -> None:
+        """The worker's settings: the raw reader connects with them (TLS, SASL).
+        ``cache_size``: keep at most this many values in memory, the others on disk only
+        (``state.lead_cache``: the leads table's)."""
         self.settings = settings
+        if cache_size is not None:
+            self.cache = LeadCache(cache_size)
+            self.cache.attach(lambda: self.db, lambda: self._held)
+            self.data = self.cache
 
     # --- the database --------------------------------------------------------------------
 
@@ -201,14 +211,16 @@ class DiskStore(memory.Store[Any, Any]):
             Mark(last.offset, last.offset, last.digest),
         )
         if partition in self._loaded:  # keys kept across the rebalance: as Faust would
-            for r in records:
-                self._put(r.key, r.value, partition)
+            self._put_all(partition, [(r.key, r.value) for r in records])
 
     def partition_of(self, key: Any) -> int | None:
         """The changelog partition a key in memory was read from (None: not read from it)."""
         return self._key_partition.get(key)
 
     def _load(self, partition: int) -> int:
+        if self.cache is not None:
+            self._loaded.add(partition)
+            return self.cache.load(partition)
         n = 0
         for key, value in self.db.items(partition):
             self.data[key] = value
@@ -218,10 +230,21 @@ class DiskStore(memory.Store[Any, Any]):
         return n
 
     def _unload(self, partition: int) -> None:
+        if self.cache is not None:
+            self.cache.unload(partition)
+            self._loaded.discard(partition)
+            return
         for key in [k for k, p in self._key_partition.items() if p == partition]:
             self.data.pop(key, None)
             del self._key_partition[key]
         self._loaded.discard(partition)
+
+    def _put_all(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> None:
+        if self.cache is not None:
+            self.cache.read_into(partition, records)
+            return
+        for key, value in records:
+            self._put(key, value, partition)
 
     def _put(self, key: bytes, value: bytes | None, partition: int) -> None:
         if value is None:
@@ -271,8 +294,18 @@ class DiskStore(memory.Store[Any, Any]):
             Mark(last.offset, last.offset, sig),
         )
         if partition in self._loaded:
-            for m in messages:
-                self._put(m.key, m.value, partition)
+            self._put_all(partition, [(m.key, m.value) for m in messages])
+
+    def changing(self, leads: Iterable[LeadState]) -> None:
+        """The worker is about to write these leads (changed in memory): its cache keeps
+        them until the disk has them."""
+        if self.cache is not None:
+            self.cache.changing(leads)
+
+    @property
+    def change_seq(self) -> int:
+        """The number of the cache's latest change: a write serialized now has them all."""
+        return 0 if self.cache is None else self.cache.seq
 
     def persist_written(
         self,
@@ -280,10 +313,13 @@ class DiskStore(memory.Store[Any, Any]):
         records: Sequence[tuple[bytes, bytes | None]],
         end: int,
         end_digest: bytes,
+        seq: int = 0,
     ) -> None:
         """The worker's own write of ``records``, the last at offset ``end`` with digest
-        ``end_digest``, is on the broker: on disk too. Only for a partition caught up (the
-        records before it are on disk)."""
+        ``end_digest``, serialized at the cache's change ``seq``, is on the broker: on disk
+        too. Only for a partition caught up (the records before it are on disk)."""
         if self._db is None or partition not in self._held:
             return
         self._db.apply(partition, records, Mark(end, end, end_digest))
+        if self.cache is not None:
+            self.cache.written((key for key, _ in records), seq)

@@ -44,12 +44,13 @@ from streamproc.runtime.heap import collections_paused
 from streamproc.runtime.slices import Stretches
 from streamproc.serving.alerts import AlertPublisher
 from streamproc.serving.http import register_routes
-from streamproc.serving.prometheus import LagCollector, ProcessorMetrics
+from streamproc.serving.prometheus import LagCollector, LeadCacheCollector, ProcessorMetrics
 from streamproc.serving.sinks.base import Sink
 from streamproc.serving.sinks.metric_topics import MetricTopicsSink
 from streamproc.serving.sinks.redis_snapshot import RedisSnapshotSink
 from streamproc.serving.web_security import WebSecurity
 from streamproc.state.customer_log import CustomerLog, decode_recovered_customers
+from streamproc.state.lead_cache import LeadCache
 from streamproc.state.lead_log import LeadLog, decode_recovered
 from streamproc.state.rollup_log import LEADS_PER_ROUND, Recovered, RollupLog
 from streamproc.state.snapshots import Marks, Snapshot, Snapshots
@@ -63,6 +64,9 @@ __all__ = ["Topology", "build_topology"]
 
 log = logging.getLogger(__name__)
 REDIS_ALERT_CHANNEL = "streamproc:alerts"
+# How often the lead cache is brought back to its size: between two, memory holds at most
+# the leads read in a second beyond it (~10,000 at the bench's rates).
+TRIM_SECONDS = 1.0
 
 
 class Topology:
@@ -92,13 +96,15 @@ class Topology:
         if self.with_customers:
             self.kinds.update(business)
             self.kinds[self.names.customers] = CUSTOMERS
-        self.leads_table = self._table("leads")
+        self.leads_table = self._table("leads", cache_size=settings.lead_cache_size)
         self.partials_table = self._table("partials")
         self.customers_table = self._table("customers") if self.with_customers else None
         self.sla_clock = SlaClock(settings.business_hours)
         deriver = FactDeriver(settings, due=self.sla_clock.due)
         customers = store_of(self.customers_table) if self.customers_table is not None else None
-        self.engine = Engine(settings, store_of(self.leads_table), deriver, customers)
+        self.lead_cache = cast(LeadCache, store_of(self.leads_table))
+        self.engine = Engine(settings, self.lead_cache, deriver, customers)
+        self.registry.register(LeadCacheCollector(self._lead_cache_stats))
         self.events_topic = self._topic(*self.kinds)
         self.partials_topic = self._topic(self.names.partials)
         self.metric_topics = {name: self._topic(name) for name in self.names.metrics.values()}
@@ -160,7 +166,7 @@ class Topology:
         topic = self._topic(self.names.customers)
         return CustomerFlow(topic, CustomerLog(self.customers_table), business)
 
-    def _table(self, name: str) -> Table:
+    def _table(self, name: str, cache_size: int | None = None) -> Table:
         # Raw bytes on the changelog; the engine keeps decoded objects in the same store,
         # whose changelog is also kept on disk (``state.store``: a restart reads its tail).
         table = self.app.Table(
@@ -170,7 +176,7 @@ class Topology:
             partitions=self.settings.partitions,
             store=STORE_URL,
         )
-        cast(DiskStore, table.data).configure(self.settings)
+        cast(DiskStore, table.data).configure(self.settings, cache_size)
         return table
 
     def _topic(self, *names: str) -> faust.TopicT:
@@ -194,6 +200,7 @@ class Topology:
         app.task(self.rounds.refresh_on_arrival)
         app.timer(s.prune_interval_seconds, name="prune-windows")(self._prune)
         app.timer(s.alert_check_interval_seconds, name="sla-watch")(self._check_alerts)
+        app.timer(TRIM_SECONDS, name="trim-leads")(self._trim_leads)
         self.leads_table.on_recover(self._on_recovered)
         connect(app.on_partitions_revoked, self._on_revoked)
         connect(app.on_partitions_assigned, self._on_assigned)
@@ -319,6 +326,17 @@ class Topology:
                     # worker before): what was not remembered is the next owner's to send.
                     log.info("alert round cut short: the producer has stopped")
 
+    def _lead_cache_stats(self) -> tuple[int, int]:
+        return len(self.lead_cache.hot), self.lead_cache.disk_reads
+
+    async def _trim_leads(self) -> None:
+        """Keep the lead cache to its size (``state.lead_cache``): under the writer side
+        of the state lock, when no batch or alert round holds a lead across an await."""
+        if self.lead_cache.over <= 0:
+            return
+        async with self.state_lock.writer:
+            self.lead_cache.trim()
+
     async def _prune(self) -> None:
         # In slices, and the lead scan outside the state lock: in one go pruning and the
         # scan took 53 + 136 ms at 30,000 leads (in-process), a stall of the loop and of the
@@ -433,7 +451,7 @@ class Topology:
         derived = {p for p in active if p not in self.engine.partitions}
         watch, not_read = self.alerts.watch, derived | set(kept)
         watch.schedule_all(
-            (lead for lead in self.engine.leads.values() if lead.partition not in not_read),
+            self.engine.leads.scan(active - not_read),
             (deadline for snapshot in kept.values() for deadline in snapshot.deadlines),
         )
         # The derived partitions' leads are scheduled as they are read for their facts:

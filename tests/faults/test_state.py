@@ -20,7 +20,7 @@ from tests.support.faults import (
     wait_exact,
     wait_settled,
 )
-from tests.support.harness import WorkerProcess
+from tests.support.harness import WorkerProcess, lead_cache_reads
 
 pytestmark = pytest.mark.fault
 
@@ -56,6 +56,8 @@ def test_a_restart_with_its_data_dir_reads_only_the_tail_and_a_foreign_one_all(
     feed.release()
     feed.join()
     verify(stream, [again], figures, crashed=one)
+    figures["lead_cache_reads"] = lead_cache_reads(again)
+    assert figures["lead_cache_reads"] > 0, "the leads beyond the cache came from disk"
 
     # Its data dir copied for a second worker of the group, beside a worker with an empty
     # one: the copy's partitions are of this very log (trusted, their tail read), the
@@ -96,6 +98,7 @@ def test_a_standby_is_promoted_while_events_flow(
     feed.release()
     feed.join()
     verify(stream, [second], figures, crashed=first)
+    assert lead_cache_reads(second) > 0, "the promoted partitions' leads came from disk"
 
 
 _PER_PARTITION = re.compile(r"-leads-changelog: \d+ records read from the changelog \(\{([^}]*)\}")

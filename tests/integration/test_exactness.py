@@ -11,8 +11,8 @@ import pytest
 
 from streamproc.tools.net import free_port
 from streamproc.tools.sales_team import rfc3339
-from tests.support.faults import Message, Stream, wait_exact
-from tests.support.harness import combined, series, wait_until
+from tests.support.faults import FAULT_LEAD_CACHE, Message, Stream, wait_exact
+from tests.support.harness import combined, lead_cache_reads, series, wait_until
 from tests.support.scenario import noon_zone
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,10 @@ def test_join_and_sigkill_mid_stream_neither_lose_nor_double_count(
 ) -> None:
     now = time.time()
     settings = settings_factory(
-        timezone=noon_zone(now), partitions=4, activity_targets={"rep-01": 40}
+        timezone=noon_zone(now),
+        partitions=4,
+        activity_targets={"rep-01": 40},
+        lead_cache_size=FAULT_LEAD_CACHE,  # 2,500 leads: most read back from disk
     )
     make_topics(settings)
     # 20 minutes of a busy team, scrambled, with duplicates: all inside every window
@@ -74,6 +77,7 @@ def test_join_and_sigkill_mid_stream_neither_lose_nor_double_count(
         and ("ratio" in k[0] or k[0].endswith("_seconds") or "per_rep" in k[0])
     ]
     assert not twice
+    assert all(lead_cache_reads(worker) > 0 for worker in live), "leads came back from disk"
 
 
 def _send(producer, settings, kind: str, event: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]

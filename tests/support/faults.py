@@ -189,10 +189,16 @@ class Stream:
         return self.truth.kpis(time.time())
 
 
+FAULT_LEAD_CACHE = 100  # leads in memory per worker (the streams have ~600 - 2,500)
+
+
 def fault_settings(settings_factory: Callable[..., Settings], **overrides: Any) -> Settings:
-    """Test settings with a noon time zone (every event of the last 20 minutes is today)."""
+    """Test settings with a noon time zone (every event of the last 20 minutes is today),
+    and a lead cache far smaller than the leads: every fault meets leads read back from
+    the disk copy (``state.lead_cache``)."""
     now = time.time()
     values: dict[str, Any] = {"timezone": noon_zone(now), "partitions": 4}
+    values["lead_cache_size"] = FAULT_LEAD_CACHE
     values["activity_targets"] = {"rep-01": 40, "rep-04": 25}
     return settings_factory(**{**values, **overrides})
 

@@ -249,6 +249,11 @@ def event_counts(worker: WorkerProcess) -> dict[str, float]:
     return dict(out)
 
 
+def lead_cache_reads(worker: WorkerProcess) -> float:
+    """``streamproc_lead_cache_reads_total``: leads the worker read back from its disk."""
+    return worker.samples()[("streamproc_lead_cache_reads_total", frozenset())]
+
+
 def leads_created_7d(worker: WorkerProcess) -> float:
     """``sales_leads_created{window="7d"}`` summed over its other labels."""
     return sum(

@@ -3,9 +3,8 @@ collected, tombstones dropped."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from streamproc.engine.lead import Created, LeadState
+from streamproc.engine.lead_store import MemoryLeads
 from streamproc.state.lead_log import DEAD_MARK, decode_recovered
 
 
@@ -17,12 +16,14 @@ def _lead(lead_id: str, partition: int) -> LeadState:
 
 def test_recovered_leads_are_kept_undecoded_when_their_partition_is_known() -> None:
     known, unknown = _lead("L1", 3), _lead("L2", 1)
-    store: dict[Any, Any] = {
-        b"L1": known.dumps(),
-        b"L2": unknown.dumps(),
-        b"L3": None,  # an evicted lead's tombstone
-        DEAD_MARK + b"sales.lead-created:1:42": b"1",
-    }
+    store = MemoryLeads(
+        {
+            b"L1": known.dumps(),
+            b"L2": unknown.dumps(),
+            b"L3": None,  # an evicted lead's tombstone
+            DEAD_MARK + b"sales.lead-created:1:42": b"1",
+        }
+    )
     marks = decode_recovered(store, {b"L1": 3}.get)
     assert marks == {("sales.lead-created", 1, 42)}
     assert set(store) == {"L1", "L2"}

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from streamproc.engine.aggregates import PartitionAggregates
+from streamproc.engine.lead_store import MemoryLeads
 from streamproc.engine.windows import WindowClock
 from streamproc.state.changelog import Record
 from streamproc.state.rollup_log import Recovered, RollupLog
@@ -73,10 +74,10 @@ def _recover(changelog: Changelog) -> tuple[PartitionAggregates, dict[object, ob
     the rollups restored."""
     raw = changelog.store({})
     found = Recovered()
-    found.take(raw)
+    found.take(MemoryLeads(raw))
     store: dict[object, object] = {k.decode(): v for k, v in raw.items()}  # type: ignore[attr-defined]
     log = RollupLog(changelog)  # type: ignore[arg-type]
-    rollups = log.recovered(found, [0], store)
+    rollups = log.recovered(found, [0], MemoryLeads(store))
     part = PartitionAggregates(WindowClock(UTC), NOW)
     for rollup in rollups[0]:
         part.restore(rollup)
@@ -127,10 +128,10 @@ def test_month_records_are_decoded_one_at_a_time_as_they_are_restored() -> None:
         part.apply([_created(i) for i in range(4)], 1)
         await _evict(log, part, [0, 1, 2, 3])
         found = Recovered()
-        found.take(changelog.store({}))
+        found.take(MemoryLeads(changelog.store({})))
         (month, (_, raw)), *_ = found.months[0].items()
         assert isinstance(raw, bytes), "kept encoded until restored"
-        rollups = RollupLog(changelog).recovered(found, [0], {})[0]  # type: ignore[arg-type]
+        rollups = RollupLog(changelog).recovered(found, [0], MemoryLeads())[0]  # type: ignore[arg-type]
         first = next(rollups)
         counts = {labels: w[str(month)].count for labels, w in first["created"].items()}
         assert counts == {("r0", "s"): 2, ("r1", "s"): 2}

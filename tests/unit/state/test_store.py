@@ -51,7 +51,8 @@ def test_standby_records_reach_only_a_caught_up_partition_and_never_go_back(
     """The standbys' records come a fetch at a time (``worker.standbys``). A partition not
     caught up is skipped: its mark moved past a hole would make a promotion trust a copy
     that lacks records."""
-    store = disk_stores(Topology(Settings(_env_file=None, data_dir=tmp_path)).app)[0]
+    stores = disk_stores(Topology(Settings(_env_file=None, data_dir=tmp_path)).app)
+    store = next(s for s in stores if s.cache is None)  # the leads': ``test_lead_cache``
     store._held = {0}  # caught up by the raw reader (``catch_up``)
     store.apply_records(
         [_record(0, 5, b"a", b"1"), _record(0, 6, b"b", b"1"), _record(1, 9, b"a", b"x")]
