@@ -4,6 +4,7 @@ are those of a recovery that derives everything from the leads."""
 
 from __future__ import annotations
 
+import shutil
 import time
 import zlib
 from pathlib import Path
@@ -51,14 +52,21 @@ def _feed(topology: Topology, now: float) -> None:
 
 
 def _restarted(running: Topology, data_dir: Path, marks: dict[str, Mark | None]) -> Topology:
-    """A new topology whose leads table holds what the data dir would load: each lead's
-    changelog bytes, under its key, from its partition."""
+    """A new topology on a copy of the running one's snapshots, whose leads table's disk
+    copy holds each lead's changelog bytes under its key in its partition, loaded as
+    ``DiskStore.load_active`` would."""
+    shutil.copytree(running.settings.data_dir / "snapshots", data_dir / "snapshots")
     topology = _topology(data_dir, marks)
     store = cast(DiskStore, topology.leads_table.data)
-    for lead in running.engine.leads.values():
-        key = lead.lead_id.encode()
-        store.data[key] = lead.dumps()
-        store._key_partition[key] = lead.partition
+    for p in range(PARTITIONS):
+        leads = running.engine.leads.scan({p})
+        store.db.apply(
+            p,
+            ((lead.lead_id.encode(), lead.dumps()) for lead in leads),
+            marks["leads"] or MARKS["leads"],
+        )
+        store._held.add(p)
+        store._load(p)
     return topology
 
 
@@ -71,7 +79,7 @@ def test_a_restart_loads_snapshots_or_rebuilds_with_the_same_kpis_and_alerts(
     tmp_path: Path, stale: bool
 ) -> None:
     now = time.time()
-    running = _topology(tmp_path)
+    running = _topology(tmp_path / "running")
     _feed(running, now)
     published = running.alerts.watch.due(running.engine.leads, now)  # an alert round
     assert published, "no alert published before the restart"
@@ -82,7 +90,7 @@ def test_a_restart_loads_snapshots_or_rebuilds_with_the_same_kpis_and_alerts(
     assert min(len(deadlines.get(p, ())) for p in range(PARTITIONS)) >= 5, deadlines
     running._write_snapshots()
     marks = {**MARKS, "leads": Mark(10, 10, b"\x0a" * 16)} if stale else MARKS
-    again = _restarted(running, tmp_path, marks)
+    again = _restarted(running, tmp_path / "again", marks)
     active, built, kept = again._recover(now)
     leads: dict[str, Any] = again.engine.leads
     assert active == set(range(PARTITIONS)) and len(leads) == len(running.engine.leads)
