@@ -114,10 +114,6 @@ def _records(engine: Engine) -> dict[str, Any]:
     }
 
 
-def _leads_tps(store: DiskStore, partitions: set[int]) -> set[TP]:
-    return {TP(store.topic, p) for p in partitions}
-
-
 def _settings(data_dir: Path, zone: str) -> Settings:
     return Settings(_env_file=None, data_dir=data_dir, timezone=zone)  # type: ignore[call-arg]
 
@@ -200,7 +196,7 @@ async def recover(settings: Settings, state: dict[str, Any], stale: bool) -> dic
     topology.engine.customers.update(state["customers"])
     started = time.process_time()
     loaded = time.process_time()
-    store.load_active({tp for tp in _leads_tps(store, every)})
+    store.load_active({TP(store.topic, p) for p in every})
     steps.spent["load"] = time.process_time() - loaded
     await topology._on_recovered()
     took = time.process_time() - started

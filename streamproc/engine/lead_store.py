@@ -14,7 +14,19 @@ from typing import Any
 
 from streamproc.engine.lead import LeadState
 
-__all__ = ["LeadStore", "MemoryLeads"]
+__all__ = ["LeadStore", "MemoryLeads", "drop_leads_outside"]
+
+
+def drop_leads_outside(data: dict[Any, Any], partitions: Container[int]) -> list[str]:
+    """Remove from ``data`` the leads of partitions other than ``partitions``; their ids."""
+    gone = [
+        key
+        for key, lead in data.items()
+        if isinstance(lead, LeadState) and lead.partition not in partitions
+    ]
+    for key in gone:
+        del data[key]
+    return gone
 
 
 class LeadStore(MutableMapping[Any, Any]):
@@ -85,14 +97,7 @@ class MemoryLeads(LeadStore):
                 yield lead.lead_id, lead.last_ts
 
     def keep_only(self, partitions: Container[int]) -> list[str]:
-        gone = [
-            key
-            for key, lead in self.data.items()
-            if isinstance(lead, LeadState) and lead.partition not in partitions
-        ]
-        for key in gone:
-            del self.data[key]
-        return gone
+        return drop_leads_outside(self.data, partitions)
 
     def raw_records(self) -> list[Any]:
         return [key for key, value in self.data.items() if not isinstance(value, LeadState)]

@@ -150,7 +150,15 @@ class _Family:
         yield self._family
 
 
-class LagCollector(Collector):
+class _ReadAtScrape(Collector):
+    """A collector whose samples are read when scraped: it claims no names at register
+    (the registry does not call ``collect`` ahead of a scrape)."""
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class LagCollector(_ReadAtScrape):
     """``streamproc_consumer_lag_messages``: end of each owned input partition minus committed."""
 
     def __init__(self, lags: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
@@ -164,7 +172,7 @@ class LagCollector(Collector):
         yield family
 
 
-class LeadCacheCollector(Collector):
+class LeadCacheCollector(_ReadAtScrape):
     """The lead cache's size and reads from disk, read at scrape time: (leads, reads)."""
 
     def __init__(self, stats: Callable[[], tuple[int, int]]) -> None:
@@ -175,6 +183,3 @@ class LeadCacheCollector(Collector):
         size, read = _OWN["streamproc_lead_cache_leads"], _OWN["streamproc_lead_cache_reads_total"]
         yield GaugeMetricFamily(size.name, size.help, value=float(leads))
         yield CounterMetricFamily(read.base, read.help, value=float(reads))
-
-    def describe(self) -> Iterator[Metric]:
-        return iter(())

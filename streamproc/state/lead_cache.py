@@ -29,7 +29,7 @@ from collections.abc import Callable, Container, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from streamproc.engine.lead import LeadState
-from streamproc.engine.lead_store import LeadStore
+from streamproc.engine.lead_store import LeadStore, drop_leads_outside
 
 if TYPE_CHECKING:
     from streamproc.state.disk import StateDB
@@ -172,13 +172,7 @@ class LeadCache(LeadStore):
                     yield lead_id, LeadState.last_ts_of(raw)
 
     def keep_only(self, partitions: Container[int]) -> list[str]:
-        gone = [
-            key
-            for key, value in self.hot.items()
-            if isinstance(value, LeadState) and value.partition not in partitions
-        ]
-        for key in gone:
-            del self.hot[key]
+        gone = drop_leads_outside(self.hot, partitions)
         for marks in (self._dirty, self._gone):
             for key in [k for k, (_, p) in marks.items() if p not in partitions]:
                 del marks[key]
