@@ -17,13 +17,14 @@ from typing import Any
 
 import faust
 
-__all__ = ["BatchRecord", "send_in_batches"]
+__all__ = ["BatchRecord", "aiokafka_producer", "send_in_batches"]
 
 # key, value (None: a tombstone), partition
 BatchRecord = tuple[bytes, "bytes | None", int]
 
 
-def _aiokafka_producer(app: faust.App) -> Any:
+def aiokafka_producer(app: faust.App) -> Any:
+    """The aiokafka producer under the app's (started with the app)."""
     return app.producer._ensure_producer()  # type: ignore[attr-defined]
 
 
@@ -34,7 +35,7 @@ async def send_in_batches(
     done when the broker has them all (each with the ``RecordMetadata`` of its batch: its
     partition and first offset). ``timestamp_ms``: every record's timestamp (default:
     now, as aiokafka stamps it)."""
-    producer = _aiokafka_producer(app)
+    producer = aiokafka_producer(app)
     by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
     for key, value, partition in records:
         by_partition.setdefault(partition, []).append((key, value))

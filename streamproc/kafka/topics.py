@@ -58,15 +58,18 @@ class TopicNames:
     customers: str
     """Internal: the business events and the won deals, repartitioned by customer; it must
     be co-partitioned with the inputs (a customer's partition number is a lead's)."""
+    snapshots: str
+    """Internal, compacted, co-partitioned: the aggregates snapshots of stopped workers
+    (``kafka.snapshot_topic``); optional: without it a take-over derives them."""
 
     @property
     def co_partitioned(self) -> list[str]:
         """Topics that must share one partition count (one lead: one partition number)."""
-        return [*self.inputs.values(), self.partials, self.customers]
+        return [*self.inputs.values(), self.partials, self.customers, self.snapshots]
 
     @property
     def compacted(self) -> list[str]:
-        return [*self.metrics.values(), self.partials, self.targets]
+        return [*self.metrics.values(), self.partials, self.targets, self.snapshots]
 
     def all(self) -> list[str]:
         return [
@@ -90,6 +93,7 @@ def topic_names(settings: Settings) -> TopicNames:
         business={kind: settings.topic(kind) for kind in BUSINESS_EVENTS},
         customers=settings.topic("internal.customers"),
         targets=settings.topic("targets"),
+        snapshots=settings.topic("internal.snapshots"),
     )
 
 
@@ -162,7 +166,8 @@ async def check_topics(settings: Settings) -> frozenset[str]:
     """Raise ``TopicsError`` (one line) if an input topic is missing or counts differ.
 
     Returns the optional topics that exist: the internal customers topic, and with it the
-    business topics (without it their events could not reach their customers)."""
+    business topics (without it their events could not reach their customers); the
+    snapshots topic."""
     names = topic_names(settings)
     async with _admin(settings) as admin:
         counts = await _partition_counts(admin)
@@ -184,7 +189,8 @@ async def check_topics(settings: Settings) -> frozenset[str]:
         )
     if problems:
         raise TopicsError("; ".join([*problems, _fix(present, settings.partitions)]))
-    return business | {names.customers} if names.customers in counts else frozenset()
+    snapshots = frozenset({names.snapshots} & counts.keys())
+    return snapshots | (business | {names.customers} if names.customers in counts else set())
 
 
 def _fix(present: dict[str, int], wanted: int) -> str:

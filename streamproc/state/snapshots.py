@@ -4,11 +4,15 @@ of a 16 s restart at 100,000 leads), and the SLA deadlines of its waiting leads 
 reading every lead for them (~0.9 s at 100,000 leads, in-process).
 
 A snapshot is ``<data_dir>/snapshots/p<N>``, written to a temporary file and renamed
-(atomic). It records the disk marks (``state.disk.Mark``) of the changelog partitions the
-aggregates derive from (leads with their rollups, customers), the settings the facts
-depend on and a format version. It is used only if all three are the same at the restart,
-after the changelog catch-up: nothing was written to those partitions since, so the
-aggregates are what a rebuild from them would give. Read once: it is deleted when read.
+(atomic); the same bytes also go to the broker (``kafka.snapshot_topic``), for a worker
+that takes the partition over without this data dir. It records the disk marks
+(``state.disk.Mark``) of the changelog partitions the aggregates derive from (leads with
+their rollups, customers), the settings the facts depend on and a format version. It is
+used only if all three are the same at the restart, after the changelog catch-up: nothing
+was written to those partitions since, so the aggregates are what a rebuild from them
+would give. The marks hold the digest of the changelog's last record, so they compare as
+well between two workers' copies of one changelog. Read once: the file is deleted when
+read.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,8 +38,10 @@ from streamproc.state.disk import Mark
 __all__ = ["VERSION", "Snapshot", "Snapshots", "settings_fingerprint"]
 
 log = logging.getLogger(__name__)
-# Of the format; a snapshot of another version is not read. 2: with the SLA deadlines.
-VERSION = 2
+# Of the format; a snapshot of another version is not read. 2: with the SLA deadlines; 3:
+# with the writer's byte order (its arrays are native: a snapshot from the broker may come
+# from another machine).
+VERSION = 3
 # Settings that change no fact, window or aggregate: a restart may change them and still
 # use its snapshot (e.g. the web port). Every other setting must be the same.
 _OPERATIONAL = frozenset(
@@ -86,14 +93,15 @@ class Snapshots:
         part: PartitionAggregates,
         marks: Marks,
         waiting: Iterable[Deadline] = (),
-    ) -> int:
+    ) -> bytes:
         """Write the partition's snapshot (``waiting``: the SLA deadlines of its leads);
-        returns its size in bytes."""
+        returns it, for the broker's copy."""
         meta = {
             "version": VERSION,
             "partition": partition,
             "settings": self.fingerprint,
             "marks": _marks_out(marks),
+            "byteorder": sys.byteorder,
         }
         data = encode(part, meta, waiting)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -104,26 +112,48 @@ class Snapshots:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
-        return len(data)
+        return data
 
-    def take(self, partition: int, marks: Marks, clock: WindowClock, now: float) -> Snapshot | None:
+    def take(
+        self,
+        partition: int,
+        marks: Marks,
+        clock: WindowClock,
+        now: float,
+        published: bytes | None = None,
+    ) -> Snapshot | None:
         """The partition's snapshot if it is there and was taken at ``marks`` with these
-        settings (else None: rebuild); the snapshot is deleted either way."""
+        settings (else None: rebuild); the file is deleted either way. ``published``: the
+        broker's copy (``kafka.snapshot_topic``), tried when the data dir has none usable."""
         path = self.path(partition)
         try:
-            data = path.read_bytes()
+            data: bytes | None = path.read_bytes()
         except FileNotFoundError:
-            return None
+            data = None
         path.unlink(missing_ok=True)
+        found = None if data is None else self._read(data, partition, marks, clock, now)
+        if found is None and published is not None:
+            found = self._read(published, partition, marks, clock, now, " (the broker's)")
+        return found
+
+    def _read(
+        self,
+        data: bytes,
+        partition: int,
+        marks: Marks,
+        clock: WindowClock,
+        now: float,
+        whose: str = "",
+    ) -> Snapshot | None:
         try:
             meta, body, tail = read_meta(data)
             why = self._unusable(meta, partition, marks)
             if why:
-                log.info("partition %d: snapshot not used (%s): rebuilt", partition, why)
+                log.info("partition %d: snapshot%s not used (%s)", partition, whose, why)
                 return None
             return Snapshot(decode(body, tail, clock, now), deadlines(body))
         except SnapshotError as exc:
-            log.warning("partition %d: snapshot not used (%s): rebuilt", partition, exc)
+            log.warning("partition %d: snapshot%s not used (%s)", partition, whose, exc)
             return None
 
     def _unusable(self, meta: dict[str, Any], partition: int, marks: Marks) -> str | None:
@@ -133,6 +163,8 @@ class Snapshots:
             return "of another partition"
         if meta.get("settings") != self.fingerprint:
             return "other settings"
+        if meta.get("byteorder") != sys.byteorder:
+            return f"written on a {meta.get('byteorder')}-endian machine"
         if meta.get("marks") != orjson.loads(orjson.dumps(_marks_out(marks))):
             return "the changelog moved on since"
         return None

@@ -196,3 +196,38 @@ def test_a_restart_after_a_sigterm_loads_its_snapshots_and_one_after_a_kill_rebu
     feed.release()
     feed.join()
     verify(stream, [third], figures, crashed=again)
+
+
+def test_the_snapshots_a_sigtermed_worker_published_serve_the_workers_taking_over(
+    settings_factory, make_topics, worker_factory, kafka_producer, figures
+) -> None:
+    """With the feed paused, of two workers one is SIGTERMed: the survivor loads the
+    snapshots it published for the partitions it takes (no lead derived). It is SIGTERMed
+    in turn, and a new worker with an empty data dir loads them all from the broker. Both
+    are exact at once; the events after them too."""
+    settings = fault_settings(settings_factory)
+    make_topics(settings)
+    stream = Stream(settings, 6_000, seed=59, business=300)
+    a = worker_factory(settings, name="a", ready=False)
+    b = worker_factory(settings.model_copy(update={"web_port": free_port()}), name="b", ready=False)
+    wait_settled([a, b], settings.partitions)
+    feed = Feed(kafka_producer(), stream.messages, rate=2_000, hold_back=1_500).start()
+    feed.wait_for(0.4)
+    sent = feed.pause()
+    wait_exact([a, b], lambda: stream.kpis(sent), stream=stream)
+    moved = assignment(a)
+    figures["handover_sigterm_s"] = terminate(a)
+    assert moved and "published" in a.log(), a.log()[-2_000:]
+    wait_settled([b], settings.partitions)
+    figures["handover"] = from_snapshots(b)
+    assert from_snapshots(b)[-1] == (0, moved), from_snapshots(b)
+    figures["exact_after_handover_s"] = wait_exact([b], lambda: stream.kpis(sent))
+    terminate(b)
+    fresh = worker_factory(settings.model_copy(update={"web_port": free_port()}), name="fresh")
+    every = set(range(settings.partitions))
+    assert from_snapshots(fresh) == [(0, every)], from_snapshots(fresh)
+    figures["exact_from_broker_s"] = wait_exact([fresh], lambda: stream.kpis(sent))
+    feed.resume()
+    feed.release()
+    feed.join()
+    verify(stream, [fresh], figures)

@@ -93,10 +93,12 @@ def test_topic_names_follow_the_prefix(settings_factory: SettingsFactory) -> Non
     assert names.customers == "acme.internal.customers"
     assert names.metrics["customers"] == "acme.metrics.customers"
     assert names.targets == "acme.targets"
+    assert names.snapshots == "acme.internal.snapshots"
     # inputs, business inputs, internal customers, dead letters and alerts, metrics,
-    # partials, targets
-    assert len(set(names.all())) == 4 + 3 + 1 + 2 + 5 + 1 + 1
-    assert set(names.compacted) == {*names.metrics.values(), names.partials, names.targets}
+    # partials, targets, snapshots
+    assert len(set(names.all())) == 4 + 3 + 1 + 2 + 5 + 1 + 1 + 1
+    compacted = {*names.metrics.values(), names.partials, names.targets, names.snapshots}
+    assert set(names.compacted) == compacted
 
 
 async def test_external_producer_round_trip_to_aiokafka(
@@ -117,7 +119,8 @@ async def test_create_topics_is_idempotent(settings_factory: SettingsFactory) ->
     names = topic_names(settings)
     assert sorted(await create_topics(settings)) == sorted(names.all())
     assert await create_topics(settings) == []
-    assert await check_topics(settings) == {*names.business.values(), names.customers}
+    optional = {*names.business.values(), names.customers, names.snapshots}
+    assert await check_topics(settings) == optional
     counts, policies = await _describe(settings)
     assert {counts[n] for n in names.all()} == {3}
     assert {n for n, p in policies.items() if p == "compact"} == set(names.compacted)
@@ -137,6 +140,22 @@ async def test_business_topics_are_optional_but_need_the_customers_topic(
     assert f"need {names.customers}" in str(caught.value)
     await _create(settings, {names.customers: 2})
     assert await check_topics(settings) == {names.business["nps-responded"], names.customers}
+
+
+async def test_the_snapshots_topic_is_optional_and_co_partitioned(
+    settings_factory: SettingsFactory,
+) -> None:
+    """Without it a take-over derives the aggregates; with another count its partition N
+    would not hold partition N's snapshot."""
+    settings = settings_factory(partitions=2)
+    names = topic_names(settings)
+    await _create(settings, dict.fromkeys(names.inputs.values(), 2))
+    assert await check_topics(settings) == frozenset()
+    await _create(settings, {names.snapshots: 3})
+    with pytest.raises(TopicsError) as caught:
+        await check_topics(settings)
+    assert names.snapshots in str(caught.value)
+    assert "streamproc topics create" in str(caught.value)
 
 
 async def test_check_topics_names_every_missing_input(settings_factory: SettingsFactory) -> None:

@@ -40,7 +40,7 @@ class _Producer:
 
 async def test_records_go_out_per_partition_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     producer = _Producer(capacity=2)
-    monkeypatch.setattr(kafka_batch, "_aiokafka_producer", lambda app: producer)
+    monkeypatch.setattr(kafka_batch, "aiokafka_producer", lambda app: producer)
     records = [(b"a", b"1", 0), (b"b", b"2", 1), (b"c", None, 0), (b"d", b"4", 0)]
     futures = await kafka_batch.send_in_batches(object(), "t", records)  # type: ignore[arg-type]
     await asyncio.gather(*futures)
@@ -54,7 +54,7 @@ async def test_records_go_out_per_partition_in_order(monkeypatch: pytest.MonkeyP
 
 async def test_a_record_larger_than_a_batch_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     producer = _Producer(capacity=0)
-    monkeypatch.setattr(kafka_batch, "_aiokafka_producer", lambda app: producer)
+    monkeypatch.setattr(kafka_batch, "aiokafka_producer", lambda app: producer)
     with pytest.raises(ValueError, match="exceeds a batch"):
         await kafka_batch.send_in_batches(object(), "t", [(b"a", b"x" * 10, 0)])  # type: ignore[arg-type]
     assert producer.sent == [], "an empty batch was sent"

@@ -86,3 +86,23 @@ def test_a_corrupt_snapshot_falls_back_to_a_rebuild(tmp_path: Path) -> None:
     assert snapshots.take(3, MARKS, part.clock, NOW) is None
     assert not snapshots.path(3).exists()
     assert not list(snapshots.dir.glob("*.tmp"))
+
+
+def test_the_brokers_copy_is_used_when_the_data_dir_has_none_usable(
+    tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A worker taking a partition over without the writer's data dir: the bytes the
+    writer published, checked like a file's."""
+    part = _part()
+    published = _snapshots(tmp_path / "writer").write(3, part, MARKS, WAITING)
+    taker = _snapshots(tmp_path / "taker")
+    loaded = taker.take(3, MARKS, part.clock, NOW, published)
+    assert loaded is not None and samples(loaded.aggregates, NOW) == samples(part, NOW)
+    assert loaded.deadlines == WAITING
+    moved = {**MARKS, "app-leads-changelog": Mark(121, 121, b"e" * 16)}
+    assert taker.take(3, moved, part.clock, NOW, published) is None  # written to since
+    assert taker.take(4, MARKS, part.clock, NOW, published) is None  # another partition's
+    taker.write(3, part, moved)  # the data dir's own, stale: the broker's still serves
+    assert taker.take(3, MARKS, part.clock, NOW, published) is not None
+    monkeypatch.setattr(module.sys, "byteorder", "big")  # arrays of another machine
+    assert taker.take(3, MARKS, part.clock, NOW, published) is None

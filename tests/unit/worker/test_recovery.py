@@ -1,6 +1,7 @@
-"""A restart's recovery from its data dir: with the snapshots a SIGTERM left, the aggregates
-and the SLA deadlines are loaded, no lead is decoded, and the KPIs and the alerts to come
-are those of a recovery that derives everything from the leads."""
+"""A restart's recovery from its data dir: with the snapshots a SIGTERM left (in the data
+dir, or only on the broker for a worker taking over without it), the aggregates and the SLA
+deadlines are loaded, no lead is decoded, and the KPIs and the alerts to come are those of
+a recovery that derives everything from the leads."""
 
 from __future__ import annotations
 
@@ -51,11 +52,14 @@ def _feed(topology: Topology, now: float) -> None:
         lead.pack()
 
 
-def _restarted(running: Topology, data_dir: Path, marks: dict[str, Mark | None]) -> Topology:
-    """A new topology on a copy of the running one's snapshots, whose leads table's disk
-    copy holds each lead's changelog bytes under its key in its partition, loaded as
-    ``DiskStore.load_active`` would."""
-    shutil.copytree(running.settings.data_dir / "snapshots", data_dir / "snapshots")
+def _restarted(
+    running: Topology, data_dir: Path, marks: dict[str, Mark | None], snapshots: bool = True
+) -> Topology:
+    """A new topology (on a copy of the running one's snapshots, if ``snapshots``), whose
+    leads table's disk copy holds each lead's changelog bytes under its key in its
+    partition, loaded as ``DiskStore.load_active`` would."""
+    if snapshots:
+        shutil.copytree(running.settings.data_dir / "snapshots", data_dir / "snapshots")
     topology = _topology(data_dir, marks)
     store = cast(DiskStore, topology.leads_table.data)
     for p in range(PARTITIONS):
@@ -74,9 +78,10 @@ def _alerts(topology: Topology, at: float) -> set[str]:
     return {alert.alert_id for _, alert in topology.alerts.watch.due(topology.engine.leads, at)}
 
 
+@pytest.mark.parametrize("where", ["data dir", "broker"])
 @pytest.mark.parametrize("stale", [False, True])
 def test_a_restart_loads_snapshots_or_rebuilds_with_the_same_kpis_and_alerts(
-    tmp_path: Path, stale: bool
+    tmp_path: Path, stale: bool, where: str
 ) -> None:
     now = time.time()
     running = _topology(tmp_path / "running")
@@ -88,10 +93,11 @@ def test_a_restart_loads_snapshots_or_rebuilds_with_the_same_kpis_and_alerts(
         lead.pack()
     deadlines = running.alerts.watch.deadlines(running.engine.leads)
     assert min(len(deadlines.get(p, ())) for p in range(PARTITIONS)) >= 5, deadlines
-    running._write_snapshots()
+    written = running._write_snapshots()
+    assert sorted(written) == list(range(PARTITIONS))
     marks = {**MARKS, "leads": Mark(10, 10, b"\x0a" * 16)} if stale else MARKS
-    again = _restarted(running, tmp_path / "again", marks)
-    active, built, kept = again._recover(now)
+    again = _restarted(running, tmp_path / "again", marks, snapshots=where == "data dir")
+    active, built, kept = again._recover(now, written if where == "broker" else {})
     leads: dict[str, Any] = again.engine.leads
     assert active == set(range(PARTITIONS)) and len(leads) == len(running.engine.leads)
     assert all(isinstance(lead, LeadState) for lead in leads.values())

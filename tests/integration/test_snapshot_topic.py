@@ -1,0 +1,46 @@
+"""The snapshots topic on the real broker: a partition's latest whole snapshot comes back
+byte for byte, in chunks under the broker's record size limit; a publish cut short or a
+partition without one gives nothing (the taker derives)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from streamproc.config import Settings
+from streamproc.kafka import clients
+from streamproc.kafka.snapshot_topic import CHUNK_BYTES, fetch_snapshots, publish_snapshot
+from streamproc.kafka.topics import topic_names
+
+
+async def _publish(settings: Settings, snapshots: dict[int, bytes], cut: int | None = None) -> None:
+    """Publish each snapshot; ``cut``: stop after that many chunks of every one (a worker
+    killed mid-publish)."""
+    topic = topic_names(settings).snapshots
+    producer = clients.producer(settings, max_request_size=2 * CHUNK_BYTES)
+    await producer.start()
+    try:
+        for p, data in snapshots.items():
+            if cut is None:
+                chunks = max(1, -(-len(data) // CHUNK_BYTES))
+                assert await publish_snapshot(producer, topic, p, data) == chunks + 1
+            else:
+                for i in range(cut):
+                    key = f"{p}:{i}".encode()
+                    await producer.send_and_wait(topic, os.urandom(16) + b"x", key=key, partition=p)
+    finally:
+        await producer.stop()
+
+
+def test_the_latest_whole_snapshot_comes_back(settings_factory, make_topics) -> None:
+    settings = settings_factory()
+    make_topics(settings)
+    topic = topic_names(settings).snapshots
+    first = {0: os.urandom(2 * CHUNK_BYTES + 1000), 1: b"small", 2: os.urandom(CHUNK_BYTES)}
+    asyncio.run(_publish(settings, first))
+    assert asyncio.run(fetch_snapshots(settings, topic, [0, 1, 2, 3])) == first  # 3: none
+
+    later = {0: os.urandom(CHUNK_BYTES // 2), 1: b""}  # fewer chunks than before
+    asyncio.run(_publish(settings, later))
+    asyncio.run(_publish(settings, {2: b""}, cut=1))  # cut short after the first chunk
+    assert asyncio.run(fetch_snapshots(settings, topic, [0, 1, 2])) == later
