@@ -65,6 +65,12 @@ class DiskStore(memory.Store[Any, Any]):
         self._catching_up: asyncio.Future[None] | None = None
         # The leads table's: its values in a bounded cache over the disk (``configure``).
         self.cache: LeadCache | None = None
+        # Closed by its owner (``close``), not at the table's stop: the worker's SIGTERM
+        # hook reads the marks and leads after Faust stopped the tables. Closed there, a
+        # database stayed open under the iterator of an eviction scan suspended between
+        # two slices, and opening it again failed on RocksDB's lock (300,000 leads: no
+        # snapshot written, a 30 s restart instead of 6 s).
+        self.closed_by_owner = False
 
     def configure(self, settings: Settings, cache_size: int | None = None) -> None:
         """The worker's settings: the raw reader connects with them (TLS, SASL).
@@ -89,6 +95,10 @@ class DiskStore(memory.Store[Any, Any]):
         return self._db
 
     async def on_stop(self) -> None:
+        if not self.closed_by_owner:
+            self.close()
+
+    def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None

@@ -106,6 +106,8 @@ class Topology:
         self.leads_table = self._table("leads", cache_size=settings.lead_cache_size)
         self.partials_table = self._table("partials")
         self.customers_table = self._table("customers") if self.with_customers else None
+        for store in self._derived_stores():
+            store.closed_by_owner = True  # after the SIGTERM snapshots: ``_shutting_down``
         self.sla_clock = SlaClock(settings.business_hours)
         deriver = FactDeriver(settings, due=self.sla_clock.due)
         customers = store_of(self.customers_table) if self.customers_table is not None else None
@@ -269,13 +271,9 @@ class Topology:
             durable = self.ready and self._all_written()
             self.ready = False  # nor does a timer change or publish state no longer ours
         await leave_group(self.app)
-        if durable:
-            written = self._write_snapshots()
-            # Faust stops the tables before this hook (seen in every log): reading their
-            # marks opened the databases again (``DiskStore.db``); closed as their stop did.
-            for store in self._derived_stores():
-                await store.on_stop()
-            await self._publish_snapshots(written)
+        written = self._write_snapshots() if durable else {}
+        self._close_derived_stores()
+        await self._publish_snapshots(written)
         await self._stop_sinks()
 
     def _all_written(self) -> bool:
@@ -288,6 +286,12 @@ class Topology:
             or (customers is not None and customers.unwritten)
             or self.rollup_log.unfinished
         )
+
+    def _close_derived_stores(self) -> None:
+        """Faust stops the tables before the SIGTERM hook (seen in every log), which still
+        reads their marks and leads: their databases close here (``closed_by_owner``)."""
+        for store in self._derived_stores():
+            store.close()
 
     def _derived_stores(self) -> list[DiskStore]:
         """The stores of the tables the aggregates derive from (leads, customers)."""
