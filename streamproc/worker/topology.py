@@ -28,6 +28,7 @@ from streamproc.contract.outputs import Alert, DeadLetter
 from streamproc.engine.engine import CUSTOMERS, Engine, MessageKind
 from streamproc.engine.facts import FactDeriver
 from streamproc.engine.sla_watch import AlertWatch
+from streamproc.exceptions import BrokerError
 from streamproc.kafka.app import (
     Table,
     connect,
@@ -352,7 +353,7 @@ class Topology:
         try:
             async with asyncio.timeout(SNAPSHOT_IO_SECONDS):
                 found = await fetch_snapshots(self.settings, self.snapshot_topic, wanted)
-        except (KafkaError, OSError) as exc:  # TimeoutError included
+        except (KafkaError, BrokerError, OSError) as exc:  # TimeoutError included
             log.warning("snapshots not fetched (%r): derived", exc)
             return {}
         log.info(
