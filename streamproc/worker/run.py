@@ -10,7 +10,11 @@ import faust
 from streamproc.config import Settings
 from streamproc.kafka.security import describe
 from streamproc.kafka.topics import check_topics, wait_for_broker
-from streamproc.runtime.heap import freeze_after_full_collections, start_heap_trimmer
+from streamproc.runtime.heap import (
+    fix_mmap_threshold,
+    freeze_after_full_collections,
+    start_heap_trimmer,
+)
 from streamproc.serving.http import check_web_port
 from streamproc.serving.web_security import WebSecurity
 from streamproc.state.disk import lock_data_dir
@@ -40,6 +44,7 @@ def run_worker(settings: Settings) -> None:
     """Block running one worker until SIGTERM/SIGINT (Faust's worker stops gracefully)."""
     _lock = lock_data_dir(settings.data_dir)  # held until the process exits
     optional = asyncio.run(preflight(settings))
+    fix_mmap_threshold()
     freeze_after_full_collections()
     start_heap_trimmer()
     asyncio.set_event_loop(asyncio.new_event_loop())

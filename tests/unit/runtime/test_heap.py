@@ -101,6 +101,39 @@ def test_the_trimmer_hands_free_heap_pages_back() -> None:
     assert before - after > 100, (before, after)
 
 
+_LARGE_BLOCK_MAPPED = """
+import ctypes, sys
+from streamproc.runtime.heap import fix_mmap_threshold
+FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in FIELDS.split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "fixed":
+    assert fix_mmap_threshold()
+first = bytearray(1 << 20)  # mapped, then freed: glibc raises its threshold to 1 MiB
+del first
+response = bytearray(600 << 10)  # a fetched response's size
+print(libc.mallinfo2().hblkhd >= 600 << 10)
+"""
+
+
+@pytest.mark.parametrize(("threshold", "mapped"), [("fixed", "True"), ("glibc's", "False")])
+def test_a_large_block_keeps_its_own_mapping_with_the_threshold_fixed(
+    threshold: str, mapped: str
+) -> None:
+    """glibc's own threshold follows the largest mapped block freed: a 600 KiB buffer after
+    a 1 MiB one comes from the heap, between long-lived blocks. Fixed: mapped, always."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LARGE_BLOCK_MAPPED, threshold],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == mapped, done
+
+
 def test_no_collection_while_paused_and_the_collector_as_it_was_after() -> None:
     assert gc.isenabled()
     with collections_paused():
