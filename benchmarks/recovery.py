@@ -187,7 +187,7 @@ async def recover(settings: Settings, state: dict[str, Any], stale: bool) -> dic
     every = set(range(settings.partitions))
     topology.active_partitions = lambda: every  # type: ignore[method-assign]
     marks = _moved_on if stale else _marks_of
-    topology._marks = lambda p: marks(settings, p)  # type: ignore[method-assign]
+    topology.snapshots.marks = lambda p: marks(settings, p)  # type: ignore[method-assign]
     store = cast(DiskStore, topology.leads_table.data)
     for p in every:
         records = [(k, v) for k, v in state["leads"].items() if state["partitions"][k] == p]

@@ -9,14 +9,12 @@ and hands the owned series to the sinks; scrapes read them (``worker.reading``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any, cast
 
 import faust
-from aiokafka.errors import KafkaError
 from aiorwlock import RWLock
 from faust.exceptions import NotReady
 from prometheus_client import CollectorRegistry
@@ -28,7 +26,6 @@ from streamproc.contract.outputs import Alert, DeadLetter
 from streamproc.engine.engine import CUSTOMERS, Engine, MessageKind
 from streamproc.engine.facts import FactDeriver
 from streamproc.engine.sla_watch import AlertWatch
-from streamproc.exceptions import BrokerError
 from streamproc.kafka.app import (
     Table,
     connect,
@@ -38,7 +35,6 @@ from streamproc.kafka.app import (
     take_events,
 )
 from streamproc.kafka.batch_send import aiokafka_producer
-from streamproc.kafka.snapshot_topic import fetch_snapshots, publish_snapshot
 from streamproc.kafka.targets import TargetsReader
 from streamproc.kafka.topics import topic_names
 from streamproc.kafka.transport import BatchRoute, route_batches
@@ -58,11 +54,12 @@ from streamproc.state.customer_log import CustomerLog, decode_recovered_customer
 from streamproc.state.lead_cache import LeadCache
 from streamproc.state.lead_log import LeadLog, decode_recovered
 from streamproc.state.rollup_log import LEADS_PER_ROUND, Recovered, RollupLog
-from streamproc.state.snapshots import Marks, Snapshot, Snapshots
+from streamproc.state.snapshots import Snapshot
 from streamproc.state.store import STORE_URL, DiskStore, disk_stores, register_store
 from streamproc.worker.batches import CustomerFlow, EventBatches
 from streamproc.worker.partials import PartialsIntake, PublishRounds
 from streamproc.worker.reading import KpiReader
+from streamproc.worker.snapshotting import SnapshotKeeper
 from streamproc.worker.standbys import StandbyIntake
 
 __all__ = ["Topology", "build_topology"]
@@ -72,9 +69,6 @@ REDIS_ALERT_CHANNEL = "streamproc:alerts"
 # How often the lead cache is brought back to its size: between two, memory holds at most
 # the leads read in a second beyond it (~10,000 at the bench's rates).
 TRIM_SECONDS = 1.0
-# The broker's copy of the snapshots is a shortcut, never waited for long: a taker without
-# it derives the aggregates (~100 us a lead), as exact. 100,000 leads: 3.6 MB, 8 records.
-SNAPSHOT_IO_SECONDS = 10.0
 
 
 class Topology:
@@ -107,8 +101,6 @@ class Topology:
         self.leads_table = self._table("leads", cache_size=settings.lead_cache_size)
         self.partials_table = self._table("partials")
         self.customers_table = self._table("customers") if self.with_customers else None
-        for store in self._derived_stores():
-            store.closed_by_owner = True  # after the SIGTERM snapshots: ``_shutting_down``
         self.sla_clock = SlaClock(settings.business_hours)
         deriver = FactDeriver(settings, due=self.sla_clock.due)
         customers = store_of(self.customers_table) if self.customers_table is not None else None
@@ -120,8 +112,12 @@ class Topology:
         self.metric_topics = {name: self._topic(name) for name in self.names.metrics.values()}
         self.lead_log = LeadLog(self.leads_table)
         self.rollup_log = RollupLog(self.lead_log.writer)
-        self.snapshots = Snapshots(settings.data_dir, settings)
-        self.snapshot_topic = self.names.snapshots if self.names.snapshots in optional else None
+        self.snapshots = SnapshotKeeper(
+            settings,
+            self._derived_stores,
+            lambda: aiokafka_producer(self.app),
+            self.names.snapshots if self.names.snapshots in optional else None,
+        )
         self.alerts = AlertPublisher(
             AlertWatch(settings, self.sla_clock),
             self._topic(self.names.alerts),
@@ -273,8 +269,8 @@ class Topology:
             self.ready = False  # nor does a timer change or publish state no longer ours
         await leave_group(self.app)
         written = self._write_snapshots() if durable else {}
-        self._close_derived_stores()
-        await self._publish_snapshots(written)
+        self.snapshots.close_stores()
+        await self.snapshots.publish(written)
         await self._stop_sinks()
 
     def _all_written(self) -> bool:
@@ -288,79 +284,15 @@ class Topology:
             or self.rollup_log.unfinished
         )
 
-    def _close_derived_stores(self) -> None:
-        """Faust stops the tables before the SIGTERM hook (seen in every log), which still
-        reads their marks and leads: their databases close here (``closed_by_owner``)."""
-        for store in self._derived_stores():
-            store.close()
-
     def _derived_stores(self) -> list[DiskStore]:
         """The stores of the tables the aggregates derive from (leads, customers)."""
         tables = [self.leads_table, self.customers_table]
         return [cast(DiskStore, t.data) for t in tables if t is not None]
 
-    def _marks(self, partition: int) -> Marks:
-        """The disk marks of the changelog partitions the aggregates derive from."""
-        return {store.topic: store.db.mark(partition) for store in self._derived_stores()}
-
     def _write_snapshots(self) -> dict[int, bytes]:
-        """Each partition's aggregates, for a restart on this data dir (``state.snapshots``):
-        in one go, no await between a partition's marks and its aggregates. Returns them."""
-        started, written = time.monotonic(), {}
+        """Each partition's aggregates and its leads' SLA deadlines (``SnapshotKeeper``)."""
         waiting = self.alerts.watch.deadlines(self.engine.leads)
-        try:
-            for p, part in self.engine.partitions.items():
-                written[p] = self.snapshots.write(p, part, self._marks(p), waiting.get(p, ()))
-        except OSError as exc:  # a restart rebuilds: slower, as exact
-            log.warning("snapshots not written: %s", exc)
-            return {}
-        log.info(
-            "snapshots of partitions %s written (%d bytes) in %.2f s",
-            sorted(written), sum(map(len, written.values())), time.monotonic() - started,
-        )  # fmt: skip
-        return written
-
-    async def _publish_snapshots(self, written: dict[int, bytes]) -> None:
-        """The broker's copy, for the worker taking the partitions over without this data
-        dir (``kafka.snapshot_topic``). After the group was left: a survivor on tansu
-        rejoins for 3 s first (half the session), on Kafka it may come too early and derive."""
-        if self.snapshot_topic is None or not written:
-            return
-        started, producer = time.monotonic(), aiokafka_producer(self.app)
-        topic = self.snapshot_topic
-        sends = (publish_snapshot(producer, topic, p, data) for p, data in written.items())
-        try:
-            async with asyncio.timeout(SNAPSHOT_IO_SECONDS):
-                records = sum(await asyncio.gather(*sends))
-        except (KafkaError, TimeoutError) as exc:
-            log.warning("snapshots not published (%r): a taker derives them", exc)
-            return
-        log.info(
-            "snapshots of partitions %s published (%d records) in %.2f s",
-            sorted(written), records, time.monotonic() - started,
-        )  # fmt: skip
-
-    async def _fetch_snapshots(self) -> dict[int, bytes]:
-        """The broker's snapshots of the new partitions without one in the data dir."""
-        wanted = [
-            p
-            for p in self.active_partitions()
-            if p not in self.engine.partitions and not self.snapshots.path(p).exists()
-        ]
-        if self.snapshot_topic is None or not wanted:
-            return {}
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(SNAPSHOT_IO_SECONDS):
-                found = await fetch_snapshots(self.settings, self.snapshot_topic, wanted)
-        except (KafkaError, BrokerError, OSError) as exc:  # TimeoutError included
-            log.warning("snapshots not fetched (%r): derived", exc)
-            return {}
-        log.info(
-            "snapshots of partitions %s fetched from the broker (%d bytes) in %.2f s",
-            sorted(found), sum(map(len, found.values())), time.monotonic() - started,
-        )  # fmt: skip
-        return found
+        return self.snapshots.write(self.engine.partitions, waiting)
 
     async def _send_metric(self, topic: str, key: bytes, value: bytes) -> None:
         await (await self.metric_topics[topic].send(key=key, value=value))
@@ -480,7 +412,8 @@ class Topology:
     async def _on_recovered(self) -> None:
         # Recovery builds ~10 objects a lead in one go: without the collector rescanning
         # them it took 1.3 s instead of 3.7 s at 100,000 leads (in-process, loaded machine).
-        published = await self._fetch_snapshots()
+        new = [p for p in self.active_partitions() if p not in self.engine.partitions]
+        published = await self.snapshots.fetch(new)
         with collections_paused():
             active, built, kept = self._recover(time.time(), published)
         await self.rounds.refresh_view()
@@ -523,15 +456,10 @@ class Topology:
         self, partitions: list[int], now: float, published: dict[int, bytes]
     ) -> dict[int, Snapshot]:
         """The snapshots of the partitions that have one, their aggregates loaded into the
-        engine (pruned to ``now``): ``Engine.rebuild`` leaves them as they are."""
-        loaded = {}
-        for p in sorted(partitions):
-            clock, marks = self.engine.clock, self._marks(p)
-            snapshot = self.snapshots.take(p, marks, clock, now, published.get(p))
-            if snapshot is not None:
-                snapshot.aggregates.prune(now)
-                self.engine.partitions[p] = snapshot.aggregates
-                loaded[p] = snapshot
+        engine: ``Engine.rebuild`` leaves them as they are."""
+        loaded = self.snapshots.load(partitions, self.engine.clock, now, published)
+        for p, snapshot in loaded.items():
+            self.engine.partitions[p] = snapshot.aggregates
         return loaded
 
     def _input_backlog(self) -> Iterator[tuple[int, EventKind]]:

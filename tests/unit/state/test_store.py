@@ -87,5 +87,5 @@ async def test_a_scan_suspended_at_the_stop_does_not_keep_the_snapshot_from_the_
         await table.data.on_stop()  # as Faust's table stop
     assert store.db.mark(0) is not None and store.db.mark(0).applied == 6
     scan.close()
-    topology._close_derived_stores()
+    topology.snapshots.close_stores()
     assert store._db is None

@@ -33,7 +33,7 @@ def _topology(data_dir: Path, marks: dict[str, Mark | None] = MARKS) -> Topology
     topology = Topology(settings)
     every = set(range(PARTITIONS))
     topology.active_partitions = lambda: every  # type: ignore[method-assign]
-    topology._marks = lambda p: marks  # type: ignore[method-assign]
+    topology.snapshots.marks = lambda p: marks  # type: ignore[method-assign]
     return topology
 
 
