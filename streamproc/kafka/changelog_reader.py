@@ -93,20 +93,8 @@ async def read_changelog(
     """Read each partition of ``resume`` from after its ``applied`` offset (all of it when
     None or when the check fails) to its end, handing the records to ``apply`` in offset
     order, in chunks."""
-    consumer = clients.consumer(
-        settings,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_bytes=FETCH_BYTES,
-        max_partition_fetch_bytes=FETCH_BYTES,
-        fetch_max_wait_ms=50,
-    )
-    await consumer.start()
-    try:
-        tps = {p: TopicPartition(topic, p) for p in resume}
-        consumer.assign(list(tps.values()))
-        firsts = await consumer.beginning_offsets(list(tps.values()))
-        ends = await consumer.end_offsets(list(tps.values()))
+    async with clients.assigned(settings, topic, resume, FETCH_BYTES) as on:
+        consumer, tps, firsts, ends = on.consumer, on.partitions, on.firsts, on.ends
         same = await _still_there(consumer, tps, resume, firsts, ends)
         starts: dict[int, int] = {}
         fresh: set[int] = set()
@@ -120,8 +108,6 @@ async def read_changelog(
                 fresh.add(p)
         read = await _read_to_end(consumer, tps, starts, ends, fresh, apply)
         return Read(read, {p: ends[tp] for p, tp in tps.items()})
-    finally:
-        await consumer.stop()
 
 
 async def _still_there(

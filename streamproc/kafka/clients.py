@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
 
@@ -23,7 +26,7 @@ from streamproc.config import Settings
 from streamproc.exceptions import BrokerError
 from streamproc.kafka.security import aiokafka_options, explain, kafka_tls_context
 
-__all__ = ["admin_client", "check_connection", "consumer", "producer"]
+__all__ = ["Assigned", "admin_client", "assigned", "check_connection", "consumer", "producer"]
 
 # Under wait_for_broker's 5 s per attempt, with the probe of the other protocol after it.
 PROBE_SECONDS = 2.0
@@ -70,6 +73,42 @@ def consumer(settings: Settings, *topics: str, **options: Any) -> AIOKafkaConsum
     client = _Consumer(*topics, **_options(settings, options))
     client._check_first(settings)
     return client
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """A started consumer assigned some partitions of one topic, with where each begins
+    and ends on the broker."""
+
+    consumer: AIOKafkaConsumer
+    partitions: dict[int, TopicPartition]
+    firsts: dict[TopicPartition, int]
+    ends: dict[TopicPartition, int]
+
+
+@asynccontextmanager
+async def assigned(
+    settings: Settings, topic: str, partitions: Iterable[int], fetch_bytes: int
+) -> AsyncIterator[Assigned]:
+    """A consumer of ``topic``'s ``partitions``, assigned (no group: nothing waits for a
+    join, no group is disturbed), fetching at most ``fetch_bytes`` a partition."""
+    client = consumer(
+        settings,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=fetch_bytes,
+        max_partition_fetch_bytes=fetch_bytes,
+        fetch_max_wait_ms=50,
+    )
+    await client.start()
+    try:
+        tps = {p: TopicPartition(topic, p) for p in partitions}
+        client.assign(list(tps.values()))
+        firsts = await client.beginning_offsets(list(tps.values()))
+        ends = await client.end_offsets(list(tps.values()))
+        yield Assigned(client, tps, firsts, ends)
+    finally:
+        await client.stop()
 
 
 def admin_client(settings: Settings, **options: Any) -> AIOKafkaAdminClient:

@@ -64,28 +64,14 @@ async def fetch_snapshots(
     """The latest whole snapshot of each partition that has one on the broker."""
     if not partitions:
         return {}
-    consumer = clients.consumer(
-        settings,
-        enable_auto_commit=False,
-        fetch_max_bytes=_FETCH_BYTES,
-        max_partition_fetch_bytes=_FETCH_BYTES,
-        fetch_max_wait_ms=50,
-    )
-    await consumer.start()
-    try:
-        tps = {p: TopicPartition(topic, p) for p in partitions}
-        consumer.assign(list(tps.values()))
-        firsts = await consumer.beginning_offsets(list(tps.values()))
-        ends = await consumer.end_offsets(list(tps.values()))
+    async with clients.assigned(settings, topic, partitions, _FETCH_BYTES) as on:
         found = {}
-        for p, tp in tps.items():
-            if ends[tp] > firsts[tp]:
-                data = await _read_latest(consumer, tp, ends[tp])
+        for p, tp in on.partitions.items():
+            if on.ends[tp] > on.firsts[tp]:
+                data = await _read_latest(on.consumer, tp, on.ends[tp])
                 if data is not None:
                     found[p] = data
         return found
-    finally:
-        await consumer.stop()
 
 
 async def _read_latest(consumer: Any, tp: TopicPartition, end: int) -> bytes | None:
