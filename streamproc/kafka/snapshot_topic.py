@@ -65,6 +65,7 @@ async def fetch_snapshots(
     if not partitions:
         return {}
     async with clients.assigned(settings, topic, partitions, _FETCH_BYTES) as on:
+        on.consumer.pause(*on.partitions.values())  # each read from where it is needed
         found = {}
         for p, tp in on.partitions.items():
             if on.ends[tp] > on.firsts[tp]:
@@ -76,8 +77,8 @@ async def fetch_snapshots(
 
 async def _read_latest(consumer: Any, tp: TopicPartition, end: int) -> bytes | None:
     last = await _records(consumer, tp, end - 1, 1)
-    if len(last) != 1 or last[0].key != _key(tp.partition, "end"):
-        return None
+    if len(last) != 1 or last[0].key != _key(tp.partition, "end") or last[0].value is None:
+        return None  # not an end record (a publish cut short, a tombstone): no snapshot
     snapshot_id, tail = last[0].value[:_ID], last[0].value[_ID:]
     if len(tail) != _END.size:
         return None
@@ -87,16 +88,18 @@ async def _read_latest(consumer: Any, tp: TopicPartition, end: int) -> bytes | N
         return None
     body = []
     for i, record in enumerate(chunks):
-        if record.key != _key(tp.partition, str(i)) or record.value[:_ID] != snapshot_id:
+        value = record.value or b""
+        if record.key != _key(tp.partition, str(i)) or value[:_ID] != snapshot_id:
             log.info("%s: the snapshot at %d is not whole: not used", tp, first)
             return None
-        body.append(record.value[_ID:])
+        body.append(value[_ID:])
     return b"".join(body)
 
 
 async def _records(consumer: Any, tp: TopicPartition, start: int, count: int) -> list[Any]:
     """``count`` records from ``start`` (fewer if the partition has fewer)."""
     consumer.seek(tp, start)
+    consumer.resume(tp)
     got: list[Any] = []
     empty_polls = 0
     while len(got) < count and empty_polls < 3:
@@ -104,4 +107,5 @@ async def _records(consumer: Any, tp: TopicPartition, start: int, count: int) ->
         records = [r for r in batch.get(tp, []) if r.offset >= start]
         empty_polls = 0 if records else empty_polls + 1
         got.extend(records)
+    consumer.pause(tp)
     return got[:count]

@@ -42,11 +42,17 @@ log = logging.getLogger(__name__)
 # with the writer's byte order (its arrays are native: a snapshot from the broker may come
 # from another machine).
 VERSION = 3
-# Settings that change no fact, window or aggregate: a restart may change them and still
-# use its snapshot (e.g. the web port). Every other setting must be the same.
+# Settings that change no fact, window or aggregate: a restart, or another worker with its
+# own address, credentials and cache, may differ in them and still use the snapshot (the
+# marks tell another cluster). Every other setting must be the same.
 _OPERATIONAL = frozenset(
     {
-        "web_port", "web_host", "web_tls_certfile", "web_tls_keyfile", "web_tls_cafile",
+        "broker_url", "producer_idempotence", "kafka_security_protocol",
+        "kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password",
+        "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+        "kafka_ssl_key_password", "kafka_ssl_check_hostname", "kafka_replication_factor",
+        "lead_cache_size", "web_port", "web_host", "web_tls_certfile", "web_tls_keyfile",
+        "web_tls_cafile",
         "web_auth_username", "web_auth_password", "web_auth_token", "data_dir",
         "standby_replicas", "session_timeout_seconds", "log_level", "batch_size",
         "batch_seconds", "publish_interval_seconds", "alert_check_interval_seconds",
@@ -135,6 +141,15 @@ class Snapshots:
         if found is None and published is not None:
             found = self._read(published, partition, marks, clock, now, " (the broker's)")
         return found
+
+    def usable(self, partition: int, marks: Marks) -> bool:
+        """Whether the data dir has a snapshot of the partition taken at ``marks`` with
+        these settings (read, not taken)."""
+        try:
+            meta, _, _ = read_meta(self.path(partition).read_bytes())
+        except (OSError, SnapshotError):
+            return False
+        return self._unusable(meta, partition, marks) is None
 
     def _read(
         self,

@@ -112,6 +112,8 @@ class Topology:
         self.metric_topics = {name: self._topic(name) for name in self.names.metrics.values()}
         self.lead_log = LeadLog(self.leads_table)
         self.rollup_log = RollupLog(self.lead_log.writer)
+        for store in self._derived_stores():
+            store.closed_by_owner = True  # after the SIGTERM snapshots: ``_shutting_down``
         self.snapshots = SnapshotKeeper(
             settings,
             self._derived_stores,
@@ -125,6 +127,7 @@ class Topology:
             self.metrics.alerts,
         )
         self.ready = False
+        self._rebalances = 0  # revocations so far: a recovery started before one is void
         # Held by whatever changes lead state and changelogs it, until the changelog has it:
         # shared by the batches and the SLA timer, whose changelog writes the writer keeps
         # in order (a batch waited up to ~120 ms for an alert round's two round trips);
@@ -267,11 +270,15 @@ class Topology:
         async with self.state_lock.writer:  # an alert round's changelog write goes first
             durable = self.ready and self._all_written()
             self.ready = False  # nor does a timer change or publish state no longer ours
-        await leave_group(self.app)
-        written = self._write_snapshots() if durable else {}
-        self.snapshots.close_stores()
-        await self.snapshots.publish(written)
-        await self._stop_sinks()
+        try:
+            # Written and published before the leave: on Kafka a survivor rejoins at once
+            # and would derive without them (on tansu it waits 3 s). 0.2 - 0.3 s at 100,000
+            # leads (3.6 MB), 0.85 s at 1,000,000 (24 MB).
+            await self.snapshots.publish(self._write_snapshots() if durable else {})
+            await leave_group(self.app)
+            await self._stop_sinks()
+        finally:
+            self.snapshots.close_stores()
 
     def _all_written(self) -> bool:
         """Whether the changelog holds everything the aggregates hold: no failed write
@@ -398,6 +405,7 @@ class Topology:
         # while its offsets still get committed). Later batches wait for the recovery.
         async with self.state_lock.writer:
             self.ready = False
+            self._rebalances += 1
 
     async def _on_assigned(self, app: faust.App, *_: Any, **__: Any) -> None:
         # Series of partitions that moved away leave now, before the new owner shows them.
@@ -413,7 +421,10 @@ class Topology:
         # Recovery builds ~10 objects a lead in one go: without the collector rescanning
         # them it took 1.3 s instead of 3.7 s at 100,000 leads (in-process, loaded machine).
         new = [p for p in self.active_partitions() if p not in self.engine.partitions]
+        rebalances = self._rebalances
         published = await self.snapshots.fetch(new)
+        if rebalances != self._rebalances:  # another assignment came meanwhile: its
+            return  # recovery comes next (Faust never cancels this one)
         with collections_paused():
             active, built, kept = self._recover(time.time(), published)
         await self.rounds.refresh_view()

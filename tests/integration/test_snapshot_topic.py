@@ -44,3 +44,15 @@ def test_the_latest_whole_snapshot_comes_back(settings_factory, make_topics) -> 
     asyncio.run(_publish(settings, later))
     asyncio.run(_publish(settings, {2: b""}, cut=1))  # cut short after the first chunk
     assert asyncio.run(fetch_snapshots(settings, topic, [0, 1, 2])) == later
+    asyncio.run(_clear(settings, topic, 1))  # an operator's tombstone on its end record
+    assert asyncio.run(fetch_snapshots(settings, topic, [0, 1])) == {0: later[0]}
+
+
+async def _clear(settings: Settings, topic: str, partition: int) -> None:
+    producer = clients.producer(settings)
+    await producer.start()
+    try:
+        end = f"{partition}:end".encode()
+        await producer.send_and_wait(topic, None, key=end, partition=partition)
+    finally:
+        await producer.stop()

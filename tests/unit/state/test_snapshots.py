@@ -103,6 +103,7 @@ def test_the_brokers_copy_is_used_when_the_data_dir_has_none_usable(
     assert taker.take(3, moved, part.clock, NOW, published) is None  # written to since
     assert taker.take(4, MARKS, part.clock, NOW, published) is None  # another partition's
     taker.write(3, part, moved)  # the data dir's own, stale: the broker's still serves
+    assert not taker.usable(3, MARKS) and taker.usable(3, moved)  # so it is fetched
     assert taker.take(3, MARKS, part.clock, NOW, published) is not None
     monkeypatch.setattr(module.sys, "byteorder", "big")  # arrays of another machine
     assert taker.take(3, MARKS, part.clock, NOW, published) is None

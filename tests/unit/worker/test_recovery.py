@@ -112,3 +112,23 @@ def test_a_restart_loads_snapshots_or_rebuilds_with_the_same_kpis_and_alerts(
         assert again.alerts.watch.deadlines(leads) == deadlines
     later = [now + 60 * m for m in range(1, 60)]
     assert [_alerts(again, t) for t in later] == [_alerts(running, t) for t in later]
+
+
+async def test_a_recovery_overtaken_by_a_rebalance_during_its_fetch_leaves_it_to_the_next(
+    tmp_path: Path,
+) -> None:
+    """Faust never cancels a recovery's callback: a rebalance that comes while it fetches
+    the broker's snapshots must not see it derive partitions whose leads are not read yet
+    (empty aggregates, kept as if derived) nor mark the worker ready mid-rebalance."""
+    topology = _topology(tmp_path / "w")
+    fetched: list[list[int]] = []
+
+    async def fetch(partitions: list[int]) -> dict[int, bytes]:
+        fetched.append(list(partitions))
+        await topology._on_revoked(topology.app)  # the next rebalance begins
+        return {}
+
+    topology.snapshots.fetch = fetch  # type: ignore[method-assign]
+    await topology._on_recovered()
+    assert fetched == [list(range(PARTITIONS))]
+    assert not topology.ready and topology.engine.partitions == {}
