@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 
 from streamproc.config import Settings
 from streamproc.kafka import clients
@@ -56,3 +57,32 @@ async def _clear(settings: Settings, topic: str, partition: int) -> None:
         await producer.send_and_wait(topic, None, key=end, partition=partition)
     finally:
         await producer.stop()
+
+
+async def _end_record_of_another_snapshot(settings: Settings, topic: str, partition: int) -> None:
+    """An end record whose id is not that of the chunks it names (two publishes
+    interleaved): the chunks are the previous snapshot's."""
+    first = await _first_offset(settings, topic, partition)
+    producer = clients.producer(settings)
+    await producer.start()
+    try:
+        end = os.urandom(16) + struct.pack(">iq", 1, first)
+        key = f"{partition}:end".encode()
+        await producer.send_and_wait(topic, end, key=key, partition=partition)
+    finally:
+        await producer.stop()
+
+
+async def _first_offset(settings: Settings, topic: str, partition: int) -> int:
+    async with clients.assigned(settings, topic, [partition], CHUNK_BYTES) as on:
+        return on.ends[on.partitions[partition]] - 2  # the last snapshot's one chunk
+
+
+def test_chunks_of_another_snapshot_are_no_snapshot(settings_factory, make_topics) -> None:
+    settings = settings_factory()
+    make_topics(settings)
+    topic = topic_names(settings).snapshots
+    asyncio.run(_publish(settings, {0: b"one chunk"}))
+    assert asyncio.run(fetch_snapshots(settings, topic, [0])) == {0: b"one chunk"}
+    asyncio.run(_end_record_of_another_snapshot(settings, topic, 0))
+    assert asyncio.run(fetch_snapshots(settings, topic, [0])) == {}
