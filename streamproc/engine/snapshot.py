@@ -30,7 +30,7 @@ from streamproc.engine.aggregates import (
 from streamproc.engine.sla_watch import LEVELS, Deadline
 from streamproc.engine.windows import WindowClock
 
-__all__ = ["SnapshotError", "deadlines", "decode", "encode", "read_meta"]
+__all__ = ["SnapshotError", "deadlines", "decode", "encode", "read_head", "read_meta"]
 
 _HEAD = struct.Struct(">I")  # length of the JSON part
 _NONE = -1  # an absent array
@@ -165,6 +165,24 @@ def encode(
     head = orjson.dumps(body)
     raw = b"".join([_HEAD.pack(len(head)), head, *arrays.blobs])
     return zstandard.ZstdCompressor(level=1).compress(raw)
+
+
+def read_head(data: bytes) -> dict[str, Any]:
+    """The meta of a snapshot, without decompressing its arrays (most of its bytes: 6.3 of
+    7.1 MB at 100,000 leads): whether it is usable is known before it is read whole."""
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(data)
+        (size,) = _HEAD.unpack(reader.read(_HEAD.size))
+        head = b""
+        while len(head) < size and (chunk := reader.read(size - len(head))):
+            head += chunk
+        body = orjson.loads(head)
+    except (zstandard.ZstdError, struct.error, orjson.JSONDecodeError) as exc:
+        raise SnapshotError(f"not a snapshot: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("meta"), dict):
+        raise SnapshotError("not a snapshot: no meta")
+    meta: dict[str, Any] = body["meta"]
+    return meta
 
 
 def read_meta(data: bytes) -> tuple[dict[str, Any], dict[str, Any], bytes]:

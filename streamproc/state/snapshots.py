@@ -31,7 +31,14 @@ from streamproc import __version__
 from streamproc.config import Settings
 from streamproc.engine.aggregates import PartitionAggregates
 from streamproc.engine.sla_watch import Deadline
-from streamproc.engine.snapshot import SnapshotError, deadlines, decode, encode, read_meta
+from streamproc.engine.snapshot import (
+    SnapshotError,
+    deadlines,
+    decode,
+    encode,
+    read_head,
+    read_meta,
+)
 from streamproc.engine.windows import WindowClock
 from streamproc.state.disk import Mark
 
@@ -146,7 +153,7 @@ class Snapshots:
         """Whether the data dir has a snapshot of the partition taken at ``marks`` with
         these settings (read, not taken)."""
         try:
-            meta, _, _ = read_meta(self.path(partition).read_bytes())
+            meta = read_head(self.path(partition).read_bytes())
         except (OSError, SnapshotError):
             return False
         return self._unusable(meta, partition, marks) is None
