@@ -1,15 +1,20 @@
-"""The aggregates snapshots on the broker: a worker stopping cleanly publishes each
-partition's snapshot (``state.snapshots``) beside its data dir's copy, so that the worker
+"""The snapshots on the broker: a worker stopping cleanly publishes each partition's
+aggregates snapshot (``state.snapshots``) beside its data dir's copy, so that the worker
 taking the partition over (a survivor in a hand-over, a new worker with an empty data dir)
 loads it instead of deriving the aggregates from every lead (~100 us a lead: ~5 s of a
-50,000-lead hand-over, ~10 s of a 100,000-lead empty data dir).
+50,000-lead hand-over, ~10 s of a 100,000-lead empty data dir); then, once it has left the
+group, the partition's table copy (``state.table_copies``), which a worker without a data
+dir seeds its disk copy from instead of reading every changelog record ever written.
 
 One compacted topic, co-partitioned with the inputs: partition N's snapshot goes to its
 partition N, as chunks under a broker's default record size limit (1 MB) and then an end
-record naming them. Keys ``<N>:<i>`` and ``<N>:end``, so compaction keeps the latest
-snapshot whole. A reader reads the partition's last record; if it is an end record, the
-chunks it names. Anything else (a publish cut short, a record of another kind) is no
-snapshot: the taker derives, as exact, only slower.
+record naming them. Keys ``<N>:<i>`` (the aggregates), ``<N>:c<i>`` (the table copy) and
+``<N>:end``, so compaction keeps the latest snapshot whole. The end record names the
+aggregates' chunks, and the copy's once they are all on the broker (a second end record,
+which replaces the first); each copy chunk names its aggregates' end record, so a copy cut
+short still leaves the aggregates found. A reader reads the partition's last record, then
+the chunks it names. Anything else (a publish cut short, a record of another kind) is no
+snapshot: the taker derives, or reads the changelog, as exact, only slower.
 """
 
 from __future__ import annotations
@@ -17,51 +22,110 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import TopicPartition
 
 from streamproc.config import Settings
 from streamproc.kafka import clients
 
-__all__ = ["CHUNK_BYTES", "fetch_snapshots", "publish_snapshot"]
+__all__ = [
+    "AGGREGATES",
+    "CHUNK_BYTES",
+    "COPY",
+    "Published",
+    "fetch_snapshots",
+    "publish_copy",
+    "publish_snapshot",
+]
 
 log = logging.getLogger(__name__)
 # Under the 1 MB a Kafka broker takes by default (``message.max.bytes``), with room for
 # the record's own overhead; a 100,000-lead partition's snapshot is ~0.9 MB (2 chunks).
 CHUNK_BYTES = 512 * 1024
 _ID = 16  # bytes of a snapshot's random id, at the head of each of its records
-_END = struct.Struct(">iq")  # chunks, offset of the first
+_END = struct.Struct(">iq")  # chunks, offset of the first (one per part)
+_AFTER = struct.Struct(">q")  # at the head of a copy chunk: its aggregates' end record
 _FETCH_BYTES = 2 * CHUNK_BYTES
+# The parts of a snapshot, in the order of their pointers in the end record.
+AGGREGATES, COPY = 0, 1
+_PREFIX = {AGGREGATES: "", COPY: "c"}  # of the chunks' keys: ``<N>:<prefix><i>``
+
+
+class Published(NamedTuple):
+    """Where a partition's aggregates snapshot went."""
+
+    snapshot_id: bytes
+    chunks: int
+    first: int  # offset of the first chunk
+    end: int  # offset of the end record
 
 
 def _key(partition: int, part: str) -> bytes:
     return f"{partition}:{part}".encode()
 
 
-async def publish_snapshot(producer: Any, topic: str, partition: int, data: bytes) -> int:
-    """Publish one partition's snapshot with an aiokafka producer (started); returns the
-    records written. The end record goes once the broker has every chunk."""
+async def publish_snapshot(producer: Any, topic: str, partition: int, data: bytes) -> Published:
+    """Publish one partition's aggregates snapshot with an aiokafka producer (started). The
+    end record goes once the broker has every chunk."""
     snapshot_id = os.urandom(_ID)
+    chunks, first = await _send_chunks(producer, topic, partition, snapshot_id, data, AGGREGATES)
+    end = await producer.send_and_wait(
+        topic,
+        snapshot_id + _END.pack(chunks, first),
+        key=_key(partition, "end"),
+        partition=partition,
+    )
+    return Published(snapshot_id, chunks, first, end.offset)
+
+
+async def publish_copy(
+    producer: Any, topic: str, partition: int, data: bytes, snapshot: Published
+) -> int:
+    """Publish the partition's table copy after its aggregates ``snapshot``: its chunks,
+    then an end record naming both. Returns the records written."""
+    head = _AFTER.pack(snapshot.end)
+    chunks, first = await _send_chunks(
+        producer, topic, partition, snapshot.snapshot_id, data, COPY, head
+    )
+    parts = _END.pack(snapshot.chunks, snapshot.first) + _END.pack(chunks, first)
+    await producer.send_and_wait(
+        topic, snapshot.snapshot_id + parts, key=_key(partition, "end"), partition=partition
+    )
+    return chunks + 1
+
+
+async def _send_chunks(
+    producer: Any,
+    topic: str,
+    partition: int,
+    snapshot_id: bytes,
+    data: bytes,
+    part: int,
+    head: bytes = b"",
+) -> tuple[int, int]:
+    """Send ``data`` in chunks, each with the id and ``head``: (chunks, first offset)."""
     chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
     sent = [
         await producer.send(
-            topic, snapshot_id + chunk, key=_key(partition, str(i)), partition=partition
+            topic,
+            snapshot_id + head + chunk,
+            key=_key(partition, f"{_PREFIX[part]}{i}"),
+            partition=partition,
         )
         for i, chunk in enumerate(chunks)
     ]
     first = (await sent[0]).offset
     for delivery in sent[1:]:
         await delivery
-    end = snapshot_id + _END.pack(len(chunks), first)
-    await producer.send_and_wait(topic, end, key=_key(partition, "end"), partition=partition)
-    return len(chunks) + 1
+    return len(chunks), first
 
 
 async def fetch_snapshots(
-    settings: Settings, topic: str, partitions: list[int]
+    settings: Settings, topic: str, partitions: list[int], part: int = AGGREGATES
 ) -> dict[int, bytes]:
-    """The latest whole snapshot of each partition that has one on the broker."""
+    """The ``part`` (``AGGREGATES``, ``COPY``) of the latest whole snapshot of each partition
+    that has one on the broker."""
     if not partitions:
         return {}
     async with clients.assigned(settings, topic, partitions, _FETCH_BYTES) as on:
@@ -69,31 +133,57 @@ async def fetch_snapshots(
         found = {}
         for p, tp in on.partitions.items():
             if on.ends[tp] > on.firsts[tp]:
-                data = await _read_latest(on.consumer, tp, on.ends[tp])
+                data = await _read_latest(on.consumer, tp, on.ends[tp], part)
                 if data is not None:
                     found[p] = data
         return found
 
 
-async def _read_latest(consumer: Any, tp: TopicPartition, end: int) -> bytes | None:
+async def _read_latest(consumer: Any, tp: TopicPartition, end: int, part: int) -> bytes | None:
     last = await _records(consumer, tp, end - 1, 1)
-    if len(last) != 1 or last[0].key != _key(tp.partition, "end") or last[0].value is None:
-        return None  # not an end record (a publish cut short, a tombstone): no snapshot
-    snapshot_id, tail = last[0].value[:_ID], last[0].value[_ID:]
-    if len(tail) != _END.size:
-        return None
-    count, first = _END.unpack(tail)
+    named = await _parts(consumer, tp, last[0]) if len(last) == 1 else None
+    if named is None or part >= len(named[1]):
+        return None  # no snapshot, or none with this part: derive, read the changelog
+    snapshot_id, parts = named
+    count, first = parts[part]
     chunks = await _records(consumer, tp, first, count)
     if len(chunks) != count:
         return None
+    skip = _ID + (_AFTER.size if part == COPY else 0)
     body = []
     for i, record in enumerate(chunks):
         value = record.value or b""
-        if record.key != _key(tp.partition, str(i)) or value[:_ID] != snapshot_id:
+        key = _key(tp.partition, f"{_PREFIX[part]}{i}")
+        if record.key != key or value[:_ID] != snapshot_id:
             log.info("%s: the snapshot at %d is not whole: not used", tp, first)
             return None
-        body.append(value[_ID:])
+        body.append(value[skip:])
     return b"".join(body)
+
+
+async def _parts(
+    consumer: Any, tp: TopicPartition, last: Any
+) -> tuple[bytes, list[tuple[int, int]]] | None:
+    """(the snapshot id, (chunks, first offset) of each part) that the partition's last
+    record names: an end record; a copy chunk (the copy was cut short) names its
+    aggregates' end record. None: no snapshot (a tombstone, a publish cut short)."""
+    value = last.value
+    if last.key == _key(tp.partition, "end") and value is not None:
+        tail = value[_ID:]
+        if not tail or len(tail) % _END.size:
+            return None
+        return value[:_ID], [_END.unpack_from(tail, i) for i in range(0, len(tail), _END.size)]
+    copy_chunk = (last.key or b"").startswith(_key(tp.partition, _PREFIX[COPY]))
+    if not copy_chunk or value is None or len(value) < _ID + _AFTER.size:
+        return None
+    (after,) = _AFTER.unpack_from(value, _ID)
+    ends = await _records(consumer, tp, after, 1)
+    if len(ends) != 1 or ends[0].key != _key(tp.partition, "end") or ends[0].value is None:
+        return None
+    named = await _parts(consumer, tp, ends[0])
+    if named is None or named[0] != value[:_ID]:
+        return None
+    return named[0], named[1][:1]  # the copy's own end record never came
 
 
 async def _records(consumer: Any, tp: TopicPartition, start: int, count: int) -> list[Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,16 @@ from streamproc.engine.lead import LeadState
 from streamproc.kafka.changelog_reader import ChangelogRecord, Resume, digest, read_changelog
 from streamproc.state.disk import Mark, StateDB
 from streamproc.state.lead_cache import LeadCache
+from streamproc.state.table_copies import TableCopy
 
-__all__ = ["STORE_URL", "DiskStore", "disk_stores", "register_store"]
+__all__ = ["STORE_URL", "DiskStore", "Seeder", "disk_stores", "register_store"]
 
 log = logging.getLogger(__name__)
 # A host part: yarl takes a URL with none for false, and Faust then picks its default store.
 STORE_URL = "streamproc-disk://local/"
+# The broker's table copies of partitions (changelog topic -> its copy, by partition), for
+# the partitions asked (held, with no disk copy of any table): ``state.table_copies``.
+Seeder = Callable[[set[int]], Awaitable[Mapping[int, Mapping[str, TableCopy]]]]
 
 
 def disk_stores(app: Any) -> list[DiskStore]:
@@ -71,6 +75,9 @@ class DiskStore(memory.Store[Any, Any]):
         # two slices, and opening it again failed on RocksDB's lock (300,000 leads: no
         # snapshot written, a 30 s restart instead of 6 s).
         self.closed_by_owner = False
+        # Where a partition held without a disk copy is seeded from (the first store's is
+        # asked for every table's: ``_seed``); None: read from the changelog's start.
+        self.seeder: Seeder | None = None
 
     def configure(self, settings: Settings, cache_size: int | None = None) -> None:
         """The worker's settings: the raw reader connects with them (TLS, SASL).
@@ -145,12 +152,17 @@ class DiskStore(memory.Store[Any, Any]):
 
     @staticmethod
     async def _all_rebalance(stores: list[DiskStore]) -> None:
+        await _seed(stores)
         await asyncio.gather(*(store._rebalance() for store in stores))
 
-    async def _rebalance(self) -> None:
+    def _assigned(self) -> tuple[set[int], set[int]]:
+        """This table's partitions held now: (actives, standbys)."""
         assignor = self.app.assignor
         actives = self._partitions(assignor.assigned_actives())
-        standbys = self._partitions(assignor.assigned_standbys())
+        return actives, self._partitions(assignor.assigned_standbys())
+
+    async def _rebalance(self) -> None:
+        actives, standbys = self._assigned()
         self._held &= actives | standbys
         for p in self._loaded - actives:
             self._unload(p)
@@ -222,6 +234,16 @@ class DiskStore(memory.Store[Any, Any]):
         )
         if partition in self._loaded:  # keys kept across the rebalance: as Faust would
             self._put_all(partition, [(r.key, r.value) for r in records])
+
+    def seed(self, partition: int, copy: TableCopy) -> None:
+        """Start the partition's disk copy from the broker's copy of it, at its mark: the
+        catch-up reads the changelog from there (or all of it, if that record is gone)."""
+        self.db.wipe(partition)
+        self.db.apply(partition, copy.records, copy.mark)
+        log.info(
+            "%s: partition %d seeded from the broker's table copy (%d records at offset %d)",
+            self.topic, partition, len(copy.records), copy.mark.applied,
+        )  # fmt: skip
 
     def partition_of(self, key: Any) -> int | None:
         """The changelog partition a key in memory was read from (None: not read from it)."""
@@ -333,3 +355,26 @@ class DiskStore(memory.Store[Any, Any]):
         self._db.apply(partition, records, Mark(end, end, end_digest))
         if self.cache is not None:
             self.cache.written((key for key, _ in records), seq)
+
+
+async def _seed(stores: list[DiskStore]) -> None:
+    """Seed the partitions held without a disk copy of any table (an empty data dir, a
+    partition new to it) from the broker's table copies, before the catch-up reads the
+    changelogs from the disk copies' marks."""
+    seeder = stores[0].seeder if stores else None
+    if seeder is None:
+        return
+    actives, standbys = stores[0]._assigned()
+    missing = {
+        p
+        for p in actives | standbys
+        if all(s.db.mark(p) is None and p not in s._loaded for s in stores)
+    }
+    if not missing:
+        return
+    copies = await seeder(missing)
+    for p, tables in copies.items():
+        for store in stores:
+            copy = tables.get(store.topic)
+            if p in missing and copy is not None:
+                store.seed(p, copy)

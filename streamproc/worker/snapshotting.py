@@ -1,8 +1,10 @@
-"""What a worker keeps of its aggregates across a stop: each partition's snapshot
-(``state.snapshots``), written to the data dir and published to the broker
+"""What a worker keeps of its aggregates and tables across a stop: each partition's
+snapshot (``state.snapshots``), written to the data dir and published to the broker
 (``kafka.snapshot_topic``) when it stops cleanly, and loaded (the data dir's, else the
 broker's) when it takes the partition over, instead of deriving the aggregates from every
-lead (~100 us a lead). Why that is exact: docs/reliability.md.
+lead (~100 us a lead); and each partition's table copy (``state.table_copies``), published
+after the snapshot, which a worker without a disk copy of the partition seeds its own
+from. Why that is exact: docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -17,9 +19,17 @@ from streamproc.config import Settings
 from streamproc.engine.aggregates import PartitionAggregates
 from streamproc.engine.sla_watch import Deadline
 from streamproc.engine.windows import WindowClock
-from streamproc.kafka.snapshot_topic import fetch_snapshots, publish_snapshot
+from streamproc.kafka.snapshot_topic import (
+    COPY,
+    Published,
+    fetch_snapshots,
+    publish_copy,
+    publish_snapshot,
+)
+from streamproc.state import table_copies
 from streamproc.state.snapshots import Marks, Snapshot, Snapshots
 from streamproc.state.store import DiskStore
+from streamproc.state.table_copies import TableCopy
 
 __all__ = ["IO_SECONDS", "SnapshotKeeper"]
 
@@ -31,15 +41,16 @@ IO_SECONDS = 10.0
 
 class SnapshotKeeper:
     """The snapshots of one worker: its data dir's, and the broker's (``topic`` None: the
-    deployment has no snapshots topic). ``stores``: the disk stores of the tables the
-    aggregates derive from (leads, customers), whose databases it closes after the last
-    snapshot (``DiskStore.closed_by_owner``); ``producer``: the started aiokafka producer
-    to publish with."""
+    deployment has no snapshots topic). ``stores``: the disk stores of every table, whose
+    databases it closes after the last snapshot (``DiskStore.closed_by_owner``);
+    ``derived``: the tables' the aggregates derive from (leads, customers);
+    ``producer``: the started aiokafka producer to publish with."""
 
     def __init__(
         self,
         settings: Settings,
         stores: Callable[[], Sequence[DiskStore]],
+        derived: Callable[[], Sequence[DiskStore]],
         producer: Callable[[], Any],
         topic: str | None,
     ) -> None:
@@ -47,15 +58,16 @@ class SnapshotKeeper:
         self.files = Snapshots(settings.data_dir, settings)
         self.topic = topic
         self._stores = stores
+        self._derived = derived
         self._producer = producer
 
     def marks(self, partition: int) -> Marks:
         """The disk marks of the changelog partitions the aggregates derive from."""
-        return {store.topic: store.db.mark(partition) for store in self._stores()}
+        return {store.topic: store.db.mark(partition) for store in self._derived()}
 
     def close_stores(self) -> None:
         """Faust stops the tables before the SIGTERM hook (seen in every log), which still
-        reads their marks and leads: their databases close here."""
+        reads their marks and records: their databases close here."""
         for store in self._stores():
             store.close()
 
@@ -81,22 +93,48 @@ class SnapshotKeeper:
         )  # fmt: skip
         return written
 
-    async def publish(self, written: Mapping[int, bytes]) -> None:
+    async def publish(self, written: Mapping[int, bytes]) -> dict[int, Published]:
         """The broker's copy, for a worker taking the partitions over without this data
         dir; best effort (a taker without it derives)."""
         if self.topic is None or not written:
-            return
+            return {}
         started, producer, topic = time.monotonic(), self._producer(), self.topic
-        sends = (publish_snapshot(producer, topic, p, data) for p, data in written.items())
+        sends = [publish_snapshot(producer, topic, p, data) for p, data in written.items()]
         try:
             async with asyncio.timeout(IO_SECONDS):
-                records = sum(await asyncio.gather(*sends))
+                published = dict(zip(written, await asyncio.gather(*sends), strict=True))
         except Exception as exc:  # any failure only costs the taker a rebuild
             log.warning("snapshots not published (%r): a taker derives them", exc)
-            return
+            return {}
         log.info(
             "snapshots of partitions %s published (%d records) in %.2f s",
-            sorted(written), records, time.monotonic() - started,
+            sorted(published), sum(s.chunks + 1 for s in published.values()),
+            time.monotonic() - started,
+        )  # fmt: skip
+        return published
+
+    async def publish_copies(self, published: Mapping[int, Published]) -> None:
+        """After the leave (no taker waits for them in a hand-over: the survivor has its
+        standby's disk copy): each partition's table copy, after its snapshot, for a worker
+        without a disk copy of it. Each is encoded in one go, so no write lands between
+        its marks and its records. Best effort: a taker without it reads the changelog."""
+        if self.topic is None or not published:
+            return
+        started, producer, topic, sent = time.monotonic(), self._producer(), self.topic, 0
+        try:
+            async with asyncio.timeout(IO_SECONDS):
+                for p, snapshot in published.items():
+                    dbs = {store.topic: store.db for store in self._stores()}
+                    data = table_copies.encode(p, dbs)
+                    if data is not None:
+                        await publish_copy(producer, topic, p, data, snapshot)
+                        sent += len(data)
+        except Exception as exc:  # any failure only costs the taker a changelog read
+            log.warning("table copies not published (%r): a taker reads the changelog", exc)
+            return
+        log.info(
+            "table copies of partitions %s published (%d bytes) in %.2f s",
+            sorted(published), sent, time.monotonic() - started,
         )  # fmt: skip
 
     # --- a take-over -----------------------------------------------------------------------
@@ -119,6 +157,29 @@ class SnapshotKeeper:
             sorted(found), sum(map(len, found.values())), time.monotonic() - started,
         )  # fmt: skip
         return found
+
+    async def seed(self, partitions: set[int]) -> dict[int, dict[str, TableCopy]]:
+        """The broker's table copies of ``partitions`` (``DiskStore.seeder``)."""
+        if self.topic is None:
+            return {}
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(IO_SECONDS):
+                found = await fetch_snapshots(self.settings, self.topic, sorted(partitions), COPY)
+        except Exception as exc:  # any failure only costs a changelog read
+            log.warning("table copies not fetched (%r): the changelog is read", exc)
+            return {}
+        copies = {}
+        for p, data in found.items():
+            try:
+                copies[p] = table_copies.decode(data, p)
+            except table_copies.CopyError as exc:
+                log.warning("partition %d: the broker's table copy not used (%s)", p, exc)
+        log.info(
+            "table copies of partitions %s fetched from the broker (%d bytes) in %.2f s",
+            sorted(copies), sum(map(len, found.values())), time.monotonic() - started,
+        )  # fmt: skip
+        return copies
 
     def load(
         self,

@@ -61,8 +61,9 @@ def test_a_restart_with_its_data_dir_reads_only_the_tail_and_a_foreign_one_all(
 
     # Its data dir copied for a second worker of the group, beside a worker with an empty
     # one: the copy's partitions are of this very log (trusted, their tail read), the
-    # others are read whole; exact either way.
-    terminate(again)
+    # others are read whole (killed, it published no table copies to seed them from);
+    # exact either way.
+    again.kill()
     shutil.copytree(settings.data_dir / "one", settings.data_dir / "copy")
     (settings.data_dir / "copy" / "LOCK").unlink()
     copy = worker_factory(settings.model_copy(update={"web_port": free_port()}), name="copy")
@@ -119,8 +120,8 @@ def test_a_data_dir_copied_from_a_worker_that_owned_other_partitions(
 ) -> None:
     """Two workers without standbys split the partitions; one is SIGKILLed mid-stream, the
     other stopped; a new worker alone on a copy of the killed one's data dir trusts the
-    partitions it finds there (their tail read) and reads the others whole; exact, the
-    customers too."""
+    partitions it finds there (their tail read) and seeds the others from the table
+    copies the stopped one published; exact, the customers too."""
     settings = fault_settings(settings_factory, standby_replicas=0)
     make_topics(settings)
     stream = Stream(settings, 6_000, seed=47, business=300)
@@ -141,9 +142,9 @@ def test_a_data_dir_copied_from_a_worker_that_owned_other_partitions(
     figures["on_disk"], figures["elsewhere"], figures["read"] = on_disk, elsewhere, read
     assert on_disk and elsewhere and on_disk | elsewhere == set(range(settings.partitions))
     # The killed worker's partitions: what it wrote after its last write reached its disk
-    # (0 - 137 records seen at a kill); the others' whole changelog (~500 records each).
+    # (0 - 137 records seen at a kill); the others': nothing, seeded from y's table copies.
     assert sum(read[p] for p in on_disk) < 300, read
-    assert sum(read[p] for p in elsewhere) > 1_000, read
+    assert seeded(copy) == elsewhere and sum(read[p] for p in elsewhere) == 0, read
     feed.release()
     feed.join()
     verify(stream, [copy], figures, crashed=x)
@@ -152,6 +153,14 @@ def test_a_data_dir_copied_from_a_worker_that_owned_other_partitions(
 _SNAPSHOTS = re.compile(
     r"recovered partitions \[[^]]*\]: (\d+) leads derived, partitions \[([^]]*)\] from"
 )
+
+
+_SEEDED = re.compile(r"-leads-changelog: partition (\d+) seeded from the broker's table copy")
+
+
+def seeded(worker: WorkerProcess) -> set[int]:
+    """The partitions whose leads the worker seeded from the broker's table copies."""
+    return {int(p) for p in _SEEDED.findall(worker.log())}
 
 
 def from_snapshots(worker: WorkerProcess) -> list[tuple[int, set[int]]]:
@@ -203,8 +212,9 @@ def test_the_snapshots_a_sigtermed_worker_published_serve_the_workers_taking_ove
 ) -> None:
     """With the feed paused, of two workers one is SIGTERMed: the survivor loads the
     snapshots it published for the partitions it takes (no lead derived). It is SIGTERMed
-    in turn, and a new worker with an empty data dir loads them all from the broker. Both
-    are exact at once; the events after them too."""
+    in turn, and a new worker with an empty data dir loads them all from the broker, its
+    tables seeded from the table copies (no changelog record read). Both are exact at once;
+    the events after them too."""
     settings = fault_settings(settings_factory)
     make_topics(settings)
     stream = Stream(settings, 6_000, seed=59, business=300)
@@ -226,6 +236,8 @@ def test_the_snapshots_a_sigtermed_worker_published_serve_the_workers_taking_ove
     fresh = worker_factory(settings.model_copy(update={"web_port": free_port()}), name="fresh")
     every = set(range(settings.partitions))
     assert from_snapshots(fresh) == [(0, every)], from_snapshots(fresh)
+    # its leads came from the table copies b published, not from every changelog record
+    assert seeded(fresh) == every and leads_read(fresh) == [0], fresh.log()[-3_000:]
     figures["exact_from_broker_s"] = wait_exact([fresh], lambda: stream.kpis(sent))
     feed.resume()
     feed.release()

@@ -1,6 +1,7 @@
-"""The snapshots topic on the real broker: a partition's latest whole snapshot comes back
-byte for byte, in chunks under the broker's record size limit; a publish cut short or a
-partition without one gives nothing (the taker derives)."""
+"""The snapshots topic on the real broker: a partition's latest whole snapshot, and its
+table copy, come back byte for byte, in chunks under the broker's record size limit; a
+publish cut short or a partition without one gives nothing (the taker derives, or reads
+the changelog)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import struct
 
 from streamproc.config import Settings
 from streamproc.kafka import clients
-from streamproc.kafka.snapshot_topic import CHUNK_BYTES, fetch_snapshots, publish_snapshot
+from streamproc.kafka.snapshot_topic import (
+    AGGREGATES,
+    CHUNK_BYTES,
+    COPY,
+    fetch_snapshots,
+    publish_copy,
+    publish_snapshot,
+)
 from streamproc.kafka.topics import topic_names
 
 
@@ -24,7 +32,7 @@ async def _publish(settings: Settings, snapshots: dict[int, bytes], cut: int | N
         for p, data in snapshots.items():
             if cut is None:
                 chunks = max(1, -(-len(data) // CHUNK_BYTES))
-                assert await publish_snapshot(producer, topic, p, data) == chunks + 1
+                assert (await publish_snapshot(producer, topic, p, data)).chunks == chunks
             else:
                 for i in range(cut):
                     key = f"{p}:{i}".encode()
@@ -86,3 +94,47 @@ def test_chunks_of_another_snapshot_are_no_snapshot(settings_factory, make_topic
     assert asyncio.run(fetch_snapshots(settings, topic, [0])) == {0: b"one chunk"}
     asyncio.run(_end_record_of_another_snapshot(settings, topic, 0))
     assert asyncio.run(fetch_snapshots(settings, topic, [0])) == {}
+
+
+async def _publish_both(
+    settings: Settings, aggregates: bytes, copy: bytes, copy_chunks: int | None = None
+) -> None:
+    """A snapshot and its table copy on partition 0; ``copy_chunks``: the copy cut short
+    after that many chunks (a worker killed after its leave)."""
+    topic = topic_names(settings).snapshots
+    producer = clients.producer(settings, max_request_size=2 * CHUNK_BYTES)
+    await producer.start()
+    try:
+        published = await publish_snapshot(producer, topic, 0, aggregates)
+        if copy_chunks is None:
+            await publish_copy(producer, topic, 0, copy, published)
+            return
+        after = published.snapshot_id + struct.pack(">q", published.end)
+        for i in range(copy_chunks):
+            chunk = copy[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES]
+            await producer.send_and_wait(topic, after + chunk, key=f"0:c{i}".encode(), partition=0)
+    finally:
+        await producer.stop()
+
+
+def test_the_table_copy_comes_after_its_snapshot_and_is_fetched_apart(
+    settings_factory, make_topics
+) -> None:
+    settings = settings_factory()
+    make_topics(settings)
+    topic = topic_names(settings).snapshots
+    aggregates, copy = os.urandom(CHUNK_BYTES + 10), os.urandom(3 * CHUNK_BYTES)
+
+    def fetched(part: int) -> dict[int, bytes]:
+        return asyncio.run(fetch_snapshots(settings, topic, [0], part))
+
+    asyncio.run(_publish(settings, {0: b"older"}))
+    assert fetched(COPY) == {}  # a snapshot without a copy
+    asyncio.run(_publish_both(settings, aggregates, copy))
+    assert fetched(AGGREGATES) == {0: aggregates}
+    assert fetched(COPY) == {0: copy}
+    # killed in the middle of its copy: the snapshot is still found, the copy is not
+    later = os.urandom(100)
+    asyncio.run(_publish_both(settings, later, copy, copy_chunks=2))
+    assert fetched(AGGREGATES) == {0: later}
+    assert fetched(COPY) == {}
