@@ -34,6 +34,7 @@ __all__ = [
     "CHUNK_BYTES",
     "COPY",
     "Published",
+    "fetch_snapshot_parts",
     "fetch_snapshots",
     "publish_copy",
     "publish_snapshot",
@@ -126,16 +127,27 @@ async def fetch_snapshots(
 ) -> dict[int, bytes]:
     """The ``part`` (``AGGREGATES``, ``COPY``) of the latest whole snapshot of each partition
     that has one on the broker."""
+    found = await fetch_snapshot_parts(settings, topic, partitions, (part,))
+    return {p: parts[part] for p, parts in found.items() if part in parts}
+
+
+async def fetch_snapshot_parts(
+    settings: Settings, topic: str, partitions: list[int], parts: tuple[int, ...]
+) -> dict[int, dict[int, bytes]]:
+    """The ``parts`` of the latest whole snapshot of each partition, with one consumer:
+    each fetch's start and offset lookups cost ~0.45 s on tansu, even for a few bytes."""
     if not partitions:
         return {}
     async with clients.assigned(settings, topic, partitions, _FETCH_BYTES) as on:
         on.consumer.pause(*on.partitions.values())  # each read from where it is needed
-        found = {}
+        found: dict[int, dict[int, bytes]] = {}
         for p, tp in on.partitions.items():
-            if on.ends[tp] > on.firsts[tp]:
+            if on.ends[tp] <= on.firsts[tp]:
+                continue
+            for part in parts:
                 data = await _read_latest(on.consumer, tp, on.ends[tp], part)
                 if data is not None:
-                    found[p] = data
+                    found.setdefault(p, {})[part] = data
         return found
 
 

@@ -20,8 +20,10 @@ from streamproc.engine.aggregates import PartitionAggregates
 from streamproc.engine.sla_watch import Deadline
 from streamproc.engine.windows import WindowClock
 from streamproc.kafka.snapshot_topic import (
+    AGGREGATES,
     COPY,
     Published,
+    fetch_snapshot_parts,
     fetch_snapshots,
     publish_copy,
     publish_snapshot,
@@ -60,6 +62,9 @@ class SnapshotKeeper:
         self._stores = stores
         self._derived = derived
         self._producer = producer
+        # Aggregates snapshots fetched with the table copies (``seed``), for the recovery
+        # that follows (``fetch``): one fetch less, ~0.45 s on tansu.
+        self._fetched: dict[int, bytes] = {}
 
     def marks(self, partition: int) -> Marks:
         """The disk marks of the changelog partitions the aggregates derive from."""
@@ -143,12 +148,17 @@ class SnapshotKeeper:
         """The broker's snapshots of ``partitions`` without a usable one in the data dir
         (a file left from before another worker's stop is stale: the broker's may not be)."""
         wanted = [p for p in partitions if not self.files.usable(p, self.marks(p))]
+        fetched, self._fetched = self._fetched, {}
         if self.topic is None or not wanted:
             return {}
+        found = {p: fetched[p] for p in wanted if p in fetched}
+        wanted = [p for p in wanted if p not in found]
+        if not wanted:
+            return found
         started = time.monotonic()
         try:
             async with asyncio.timeout(IO_SECONDS):
-                found = await fetch_snapshots(self.settings, self.topic, wanted)
+                found |= await fetch_snapshots(self.settings, self.topic, wanted)
         except Exception as exc:  # any failure only costs a rebuild
             log.warning("snapshots not fetched (%r): derived", exc)
             return {}
@@ -159,16 +169,21 @@ class SnapshotKeeper:
         return found
 
     async def seed(self, partitions: set[int]) -> dict[int, dict[str, TableCopy]]:
-        """The broker's table copies of ``partitions`` (``DiskStore.seeder``)."""
+        """The broker's table copies of ``partitions`` (``DiskStore.seeder``), and their
+        aggregates snapshots, kept for the recovery's ``fetch``."""
         if self.topic is None:
             return {}
-        started = time.monotonic()
+        started, both = time.monotonic(), (AGGREGATES, COPY)
         try:
             async with asyncio.timeout(IO_SECONDS):
-                found = await fetch_snapshots(self.settings, self.topic, sorted(partitions), COPY)
+                parts = await fetch_snapshot_parts(
+                    self.settings, self.topic, sorted(partitions), both
+                )
         except Exception as exc:  # any failure only costs a changelog read
             log.warning("table copies not fetched (%r): the changelog is read", exc)
             return {}
+        self._fetched = {p: got[AGGREGATES] for p, got in parts.items() if AGGREGATES in got}
+        found = {p: got[COPY] for p, got in parts.items() if COPY in got}
         copies = {}
         for p, data in found.items():
             try:
@@ -176,8 +191,10 @@ class SnapshotKeeper:
             except table_copies.CopyError as exc:
                 log.warning("partition %d: the broker's table copy not used (%s)", p, exc)
         log.info(
-            "table copies of partitions %s fetched from the broker (%d bytes) in %.2f s",
-            sorted(copies), sum(map(len, found.values())), time.monotonic() - started,
+            "table copies of partitions %s fetched from the broker (%d bytes; snapshots of "
+            "partitions %s with them) in %.2f s",
+            sorted(copies), sum(map(len, found.values())), sorted(self._fetched),
+            time.monotonic() - started,
         )  # fmt: skip
         return copies
 

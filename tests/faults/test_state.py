@@ -236,8 +236,11 @@ def test_the_snapshots_a_sigtermed_worker_published_serve_the_workers_taking_ove
     fresh = worker_factory(settings.model_copy(update={"web_port": free_port()}), name="fresh")
     every = set(range(settings.partitions))
     assert from_snapshots(fresh) == [(0, every)], from_snapshots(fresh)
-    # its leads came from the table copies b published, not from every changelog record
+    # its leads came from the table copies b published, not from every changelog record,
+    # and the snapshots in the same fetch
     assert seeded(fresh) == every and leads_read(fresh) == [0], fresh.log()[-3_000:]
+    assert "snapshots of partitions [0, 1, 2, 3] with them" in fresh.log()
+    assert "snapshots of partitions [0, 1, 2, 3] fetched" not in fresh.log()
     figures["exact_from_broker_s"] = wait_exact([fresh], lambda: stream.kpis(sent))
     feed.resume()
     feed.release()
