@@ -60,7 +60,7 @@ class _Arrays:
 
 
 class _Read:
-    def __init__(self, blobs: list[bytes]) -> None:
+    def __init__(self, blobs: list[memoryview]) -> None:
         self.blobs = blobs
 
     def get(self, ref: int, typecode: str) -> array[Any]:
@@ -185,8 +185,10 @@ def read_head(data: bytes) -> dict[str, Any]:
     return meta
 
 
-def read_meta(data: bytes) -> tuple[dict[str, Any], dict[str, Any], bytes]:
-    """(meta, the rest of the structure, the arrays' bytes) of a snapshot."""
+def read_meta(data: bytes) -> tuple[dict[str, Any], dict[str, Any], memoryview]:
+    """(meta, the rest of the structure, the arrays' bytes) of a snapshot. The arrays are
+    a view, not a copy, and so are their blobs in ``decode`` (a year's partition: 4.4 MB
+    of arrays; its decode peaked at 33.6 MB traced with the copies, 32.3 without)."""
     try:
         raw = zstandard.ZstdDecompressor().decompress(data)
         (size,) = _HEAD.unpack_from(raw)
@@ -195,10 +197,10 @@ def read_meta(data: bytes) -> tuple[dict[str, Any], dict[str, Any], bytes]:
         raise SnapshotError(f"not a snapshot: {exc}") from None
     if not isinstance(body, dict) or not isinstance(body.get("meta"), dict):
         raise SnapshotError("not a snapshot: no meta")
-    return body["meta"], body, raw[_HEAD.size + size :]
+    return body["meta"], body, memoryview(raw)[_HEAD.size + size :]
 
 
-def _split(body: dict[str, Any], tail: bytes) -> list[bytes]:
+def _split(body: dict[str, Any], tail: memoryview) -> list[memoryview]:
     blobs, at = [], 0
     for size in body["blobs"]:
         blobs.append(tail[at : at + size])
@@ -209,7 +211,7 @@ def _split(body: dict[str, Any], tail: bytes) -> list[bytes]:
 
 
 def decode(
-    body: dict[str, Any], tail: bytes, clock: WindowClock, now: float
+    body: dict[str, Any], tail: memoryview, clock: WindowClock, now: float
 ) -> PartitionAggregates:
     """The aggregates of a snapshot's ``read_meta`` parts (not pruned to ``now``)."""
     try:
