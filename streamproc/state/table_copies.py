@@ -34,7 +34,9 @@ MAGIC = b"streamproc-table-copy-1\n"
 # The records of a partition's tables, uncompressed, that a copy holds at most: encoded at
 # the stop in one go (a database's writes could land between two awaits), so the stop holds
 # them in memory once, and the taker twice (the blob, then the records). Above it, the
-# taker reads the changelog.
+# taker reads the changelog. A lead's record is ~530 bytes: a partition of 25,000 leads
+# (100,000 on 4 partitions) is 13.5 MB, 2.8 MB compressed, encoded in 0.1 - 0.2 s; the
+# limit is ~120,000 leads a partition.
 MAX_BYTES = 64 << 20
 _HEAD = struct.Struct(">I")
 _RECORD = struct.Struct(">II")
