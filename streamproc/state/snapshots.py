@@ -149,6 +149,19 @@ class Snapshots:
             found = self._read(published, partition, marks, clock, now, " (the broker's)")
         return found
 
+    def partitions(self) -> list[int]:
+        """The partitions with a snapshot file."""
+        names = (path.name for path in self.dir.glob("p*"))
+        return sorted(int(name[1:]) for name in names if name[1:].isdigit())
+
+    def peek(self, partition: int, marks: Marks, clock: WindowClock, now: float) -> Snapshot | None:
+        """``take``'s snapshot of the data dir, read but not taken (the file stays)."""
+        try:
+            data = self.path(partition).read_bytes()
+        except FileNotFoundError:
+            return None
+        return self._read(data, partition, marks, clock, now)
+
     def usable(self, partition: int, marks: Marks) -> bool:
         """Whether the data dir has a snapshot of the partition taken at ``marks`` with
         these settings (read, not taken)."""

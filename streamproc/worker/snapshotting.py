@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -65,6 +66,10 @@ class SnapshotKeeper:
         # Aggregates snapshots fetched with the table copies (``seed``), for the recovery
         # that follows (``fetch``): one fetch less, ~0.45 s on tansu.
         self._fetched: dict[int, bytes] = {}
+        # The data dir's snapshots decoded while the first join waits (``decode_ahead``),
+        # with the marks they were checked against, for the first ``load``.
+        self._ahead: dict[int, tuple[Marks, Snapshot]] = {}
+        self._decoding: threading.Thread | None = None
 
     def marks(self, partition: int) -> Marks:
         """The disk marks of the changelog partitions the aggregates derive from."""
@@ -144,9 +149,39 @@ class SnapshotKeeper:
 
     # --- a take-over -----------------------------------------------------------------------
 
+    def decode_ahead(self, clock: WindowClock) -> None:
+        """Before the worker starts: decode the data dir's usable snapshots in a thread
+        while the group's join waits (3 s on tansu), instead of after the assignment
+        (100,000 leads: ~0.5 s of process time for the four). ``load`` uses them if the
+        marks are still the same. Faust starts the app's tasks only after the first
+        recovery: too late for this."""
+        partitions = self.files.partitions()
+        if partitions:
+            marks = {p: self.marks(p) for p in partitions}  # the databases: this thread
+            self._decoding = threading.Thread(
+                target=self._decode, args=(marks, clock), name="snapshots-ahead", daemon=True
+            )
+            self._decoding.start()
+
+    def _decode(self, marks: Mapping[int, Marks], clock: WindowClock) -> None:
+        started, now = time.monotonic(), time.time()
+        try:
+            found = ((p, m, self.files.peek(p, m, clock, now)) for p, m in marks.items())
+            self._ahead = {p: (m, snapshot) for p, m, snapshot in found if snapshot is not None}
+        except Exception:  # the take-over reads them again
+            log.warning("snapshots not decoded ahead", exc_info=True)
+            return
+        log.info(
+            "snapshots of partitions %s decoded ahead in %.2f s",
+            sorted(self._ahead), time.monotonic() - started,
+        )  # fmt: skip
+
     async def fetch(self, partitions: Iterable[int]) -> dict[int, bytes]:
         """The broker's snapshots of ``partitions`` without a usable one in the data dir
         (a file left from before another worker's stop is stale: the broker's may not be)."""
+        if self._decoding is not None:  # ``load`` comes next: it uses what it decodes
+            decoding, self._decoding = self._decoding, None
+            await asyncio.to_thread(decoding.join)
         wanted = [p for p in partitions if not self.files.usable(p, self.marks(p))]
         fetched, self._fetched = self._fetched, {}
         if self.topic is None or not wanted:
@@ -207,9 +242,14 @@ class SnapshotKeeper:
     ) -> dict[int, Snapshot]:
         """The usable snapshots of ``partitions`` (the data dir's, else ``published``),
         their aggregates pruned to ``now``; each data dir file is deleted once read."""
-        loaded = {}
+        loaded, ahead, self._ahead = {}, self._ahead, {}
         for p in sorted(partitions):
-            snapshot = self.files.take(p, self.marks(p), clock, now, published.get(p))
+            marks, decoded = ahead.get(p, (None, None))
+            if decoded is not None and marks == self.marks(p):
+                self.files.path(p).unlink(missing_ok=True)  # taken, as ``take`` does
+                snapshot: Snapshot | None = decoded
+            else:
+                snapshot = self.files.take(p, self.marks(p), clock, now, published.get(p))
             if snapshot is not None:
                 snapshot.aggregates.prune(now)
                 loaded[p] = snapshot

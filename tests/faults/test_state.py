@@ -191,6 +191,9 @@ def test_a_restart_after_a_sigterm_loads_its_snapshots_and_one_after_a_kill_rebu
     )
     every = set(range(settings.partitions))
     assert from_snapshots(again) == [(0, every)], from_snapshots(again)
+    # decoded while its join waited, and those were the ones loaded: no other read
+    assert "snapshots of partitions [0, 1, 2, 3] decoded ahead" in again.log()
+    assert "snapshot not used" not in again.log()
     figures["exact_after_snapshot_s"] = wait_exact([again], lambda: stream.kpis(sent))
     feed.resume()
     feed.wait_for(0.7)

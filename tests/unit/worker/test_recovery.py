@@ -5,6 +5,7 @@ a recovery that derives everything from the leads."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 import zlib
@@ -132,3 +133,27 @@ async def test_a_recovery_overtaken_by_a_rebalance_during_its_fetch_leaves_it_to
     await topology._on_recovered()
     assert fetched == [list(range(PARTITIONS))]
     assert not topology.ready and topology.engine.partitions == {}
+
+
+@pytest.mark.parametrize("moved", [False, True])
+def test_snapshots_decoded_ahead_load_only_at_the_marks_they_were_read_at(
+    tmp_path: Path, moved: bool
+) -> None:
+    """Decoded before the join (``SnapshotKeeper.decode_ahead``), a snapshot is loaded
+    without its file; if the changelog moved during the join, every lead is derived."""
+    now = time.time()
+    running = _topology(tmp_path / "running")
+    _feed(running, now)
+    running._write_snapshots()
+    again = _restarted(running, tmp_path / "again", MARKS)
+    again.snapshots.decode_ahead(again.engine.clock)
+    asyncio.run(again.snapshots.fetch([]))  # what the recovery awaits before its load
+    shutil.rmtree(again.settings.data_dir / "snapshots")  # so only the decoded ones remain
+    if moved:
+        moved_marks = {**MARKS, "leads": Mark(10, 10, b"\x0a" * 16)}
+        again.snapshots.marks = lambda p: moved_marks  # type: ignore[method-assign]
+    _, built, kept = again._recover(now, {})
+    leads = again.engine.leads
+    assert (sorted(kept), built) == (([], len(leads)) if moved else ([0, 1], 0))
+    for p, part in running.engine.partitions.items():
+        assert samples(again.engine.partitions[p], now) == samples(part, now)
