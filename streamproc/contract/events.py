@@ -391,7 +391,19 @@ class CostRecorded(_Common):
                 raise PydanticCustomError(
                     "rule", "the period is longer than {days} days", {"days": MAX_PERIOD_DAYS}
                 )
+            self._not_far_ahead(end)
         return self
+
+    def _not_far_ahead(self, end: datetime) -> None:
+        """Shares years ahead (up to 9999) would land where no local date exists and make
+        the windows' buckets reach out to them; a prepaid two-year contract still fits."""
+        if (end - self.occurred_at).total_seconds() > MAX_PERIOD_DAYS * 86400:
+            raise PydanticCustomError(
+                "rule",
+                "period_end is more than {days} days after occurred_at: record a cost when "
+                "it is incurred or invoiced",
+                {"days": MAX_PERIOD_DAYS},
+            )
 
 
 class CustomerChurned(_Common):

@@ -199,3 +199,19 @@ def test_a_number_above_the_bound_is_invalid_and_says_what_to_do(
         text = reason(parser, kind, base | field(huge))
         assert text.startswith(f"{loc} is above 1e15, the largest number accepted"), text
         assert "units of the reporting currency" in text
+
+
+def test_a_period_ending_years_after_the_cost_was_recorded_is_invalid(parser: EventParser) -> None:
+    # Its shares would land in year 9999 (no local date beyond it in some zones) and the
+    # windows' buckets would reach out to them; a prepaid two-year contract still fits.
+    fits = {"period_start": "2024-05-06T00:00:00Z", "period_end": "2026-05-06T00:00:00Z"}
+    parse(parser, BusinessKind.COST_RECORDED, COST | fits)
+    for start, end in [
+        ("2026-01-01T00:00:00Z", "2026-05-08T09:30:00Z"),
+        ("9999-12-30T00:00:00Z", "9999-12-31T23:59:59-23:59"),
+    ]:
+        period = {"period_start": start, "period_end": end}
+        assert reason(parser, BusinessKind.COST_RECORDED, COST | period) == (
+            "period_end is more than 731 days after occurred_at: record a cost when it is "
+            "incurred or invoiced"
+        )
