@@ -136,11 +136,29 @@ def test_a_cost_period_in_year_one_is_late_and_the_costs_after_it_count(
         [runner.raw("cost-recorded", poison), runner.raw("cost-recorded", _cost("c2", NOW - 60))],
         NOW,
     )
-    outcomes = _outcomes(results)
-    assert sum(outcomes.values()) == 2 and "invalid" not in outcomes
+    assert _outcomes(results) == {"late": 1, "processed": 1}
     today = runner.engine.clock.bounds("today", NOW)
     costs = [
         acc.total for part in runner.engine.partitions.values()
         for _, acc in part.window_accs("cost", today)
     ]  # fmt: skip
     assert costs == [5.0]
+
+
+def test_business_events_older_than_last_year_are_late_as_lead_events_are() -> None:
+    # They were counted "processed"; the contract: older than the start of last_year, late.
+    runner = EngineRun(SETTINGS)
+    old = runner.engine.clock.period_watermark(NOW) - 86400
+    period = {"period_start": rfc3339(old - 86400), "period_end": rfc3339(old)}
+    straddling = {"period_start": rfc3339(old), "period_end": rfc3339(old + 3 * 86400)}
+    at = {"occurred_at": rfc3339(old)}
+    messages = [
+        ("customer-churned", {"event_id": "h1", "customer_id": "Z"} | at),
+        ("nps-responded", {"event_id": "n1", "customer_id": "Z", "score": 1} | at),
+        ("cost-recorded", _cost("c1", old)),
+        ("cost-recorded", _cost("c2", NOW - 60, **period)),  # recorded now, for an old period
+        ("cost-recorded", _cost("c3", old, **straddling)),  # a day of it in last_year
+        ("lead-created", {"event_id": "l1", "lead_id": "L", "rep_id": "r", "source": "s"} | at),
+    ]
+    results = process_all(runner.engine, [runner.raw(*m) for m in messages], NOW)
+    assert _outcomes(results) == {"late": 5, "processed": 1}
