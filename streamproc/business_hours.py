@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from streamproc.instants import representable
+
 __all__ = ["BusinessHours", "SlaClock", "check_zone"]
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -94,7 +96,7 @@ class SlaClock:
 def _advance(calendar: BusinessHours, start: float, seconds: float) -> float:
     zone = ZoneInfo(calendar.timezone)
     t = start
-    day = datetime.fromtimestamp(start, zone).date()
+    day = datetime.fromtimestamp(representable(start), zone).date()  # year 0 has no date
     for _ in range(MAX_DAYS_AHEAD):
         if day.weekday() in calendar.days and day not in calendar.holidays:
             # Local wall-clock times: a DST change moves neither opening nor closing.

@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeAlias, overload
 
 import orjson
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -31,6 +32,7 @@ from streamproc.exceptions import InvalidEvent
 __all__ = [
     "BUSINESS_MODELS",
     "EVENT_MODELS",
+    "MAX_AMOUNT",
     "MAX_PERIOD_DAYS",
     "MAX_PRODUCTS",
     "RFC3339_PATTERN",
@@ -98,6 +100,11 @@ MAX_PRODUCTS = 100
 # A cost is spread over the days of its period, one share a day: a longer period than two
 # years (annual contracts, leap year included, fit) is invalid rather than thousands of shares.
 MAX_PERIOD_DAYS = 731
+# The largest amount (deal value, cost, product amount, revenue lost) or quantity accepted:
+# 10^15 is beyond any real deal in any currency, float64 still holds every whole unit below
+# it exactly (2^53 ~ 9.007e15), and a sum of a billion of them stays finite. Two deal values
+# of 1e308 overflowed the revenue to inf and crashed the worker.
+MAX_AMOUNT = 1e15
 
 
 def _to_datetime(value: object) -> object:
@@ -137,7 +144,24 @@ Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
 Timestamp = Annotated[
     AwareDatetime, BeforeValidator(_to_datetime), WithJsonSchema(_TIMESTAMP_SCHEMA)
 ]
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _at_most_max_amount(value: float) -> float:
+    if value > MAX_AMOUNT:
+        raise PydanticCustomError(
+            "amount_too_large",
+            "is above 1e15, the largest number accepted: send amounts in units of the "
+            "reporting currency (not scaled), and fix the producer that sent this",
+        )
+    return value
+
+
+_AMOUNT_MAXIMUM = {"maximum": MAX_AMOUNT}
+NonNegative = Annotated[
+    float,
+    Field(ge=0, allow_inf_nan=False, json_schema_extra=_AMOUNT_MAXIMUM),
+    AfterValidator(_at_most_max_amount),
+]
 Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 _TEXT_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
 OptionalText = Annotated[
@@ -146,7 +170,7 @@ OptionalText = Annotated[
 OptionalNonNegative = Annotated[
     NonNegative | None,
     BeforeValidator(_null_is_absent),
-    WithJsonSchema({"type": "number", "minimum": 0}),
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": MAX_AMOUNT}),
 ]
 OptionalProbability = Annotated[
     Probability | None,
@@ -245,9 +269,11 @@ class ProductLine(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
 
     product_id: Text = Field(description="The product sold.")
-    quantity: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
-        default=1, description="How many (> 0, default 1)."
-    )
+    quantity: Annotated[
+        float,
+        Field(gt=0, allow_inf_nan=False, json_schema_extra=_AMOUNT_MAXIMUM),
+        AfterValidator(_at_most_max_amount),
+    ] = Field(default=1, description="How many (> 0, at most 1e15, default 1).")
     amount: OptionalNonNegative = Field(default=None, description="Its share of the deal value.")
 
 
@@ -339,7 +365,7 @@ class CostRecorded(_Common):
     kind: ClassVar[Kind] = BusinessKind.COST_RECORDED
     key_field: ClassVar[str | None] = None
 
-    amount: NonNegative = Field(description="The amount, in the reporting currency (>= 0).")
+    amount: NonNegative = Field(description="The amount, in the reporting currency (0 to 1e15).")
     category: CostCategory = Field(description="marketing, sales, service or other.")
     source: OptionalText = Field(
         default=None, description="The lead source a marketing cost bought (google_ads, ...)."
@@ -365,7 +391,19 @@ class CostRecorded(_Common):
                 raise PydanticCustomError(
                     "rule", "the period is longer than {days} days", {"days": MAX_PERIOD_DAYS}
                 )
+            self._not_far_ahead(end)
         return self
+
+    def _not_far_ahead(self, end: datetime) -> None:
+        """Shares years ahead (up to 9999) would land where no local date exists and make
+        the windows' buckets reach out to them; a prepaid two-year contract still fits."""
+        if (end - self.occurred_at).total_seconds() > MAX_PERIOD_DAYS * 86400:
+            raise PydanticCustomError(
+                "rule",
+                "period_end is more than {days} days after occurred_at: record a cost when "
+                "it is incurred or invoiced",
+                {"days": MAX_PERIOD_DAYS},
+            )
 
 
 class CustomerChurned(_Common):
@@ -376,7 +414,7 @@ class CustomerChurned(_Common):
 
     customer_id: Text = Field(description="The customer that left.")
     reason: OptionalText = Field(default=None, description="Why: price, service, competitor, ...")
-    revenue_lost: OptionalNonNegative = Field(default=None, description="Revenue lost (>= 0).")
+    revenue_lost: OptionalNonNegative = Field(default=None, description="Revenue lost (0 to 1e15).")
 
 
 class NpsResponded(_Common):

@@ -26,6 +26,7 @@ from streamproc.contract.events import CostRecorded, CustomerChurned, NpsRespond
 from streamproc.engine.facts import Fact
 from streamproc.engine.lead import LeadState
 from streamproc.engine.windows import WindowClock
+from streamproc.instants import representable
 
 __all__ = [
     "NO_SOURCE",
@@ -290,6 +291,9 @@ class CustomerFacts:
         if start is None or end is None:
             yield ts, amount
             return
+        # A period in year 1 (valid, and late) has days datetime cannot hold: the part of it
+        # before them goes, in no window anyway.
+        start, end = representable(start), representable(end)
         days: list[tuple[float, float]] = []  # (lands at, weight)
         day = self.clock.day(start)
         while True:

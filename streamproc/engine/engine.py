@@ -20,10 +20,12 @@ from streamproc.contract.events import (
     BusinessKind,
     ContactAttempted,
     CostRecorded,
+    CustomerChurned,
     EmailOpened,
     EventKind,
     EventParser,
     LeadCreated,
+    NpsResponded,
 )
 from streamproc.engine.aggregates import PartitionAggregates, Rollup, fact_diff
 from streamproc.engine.customer import (
@@ -200,7 +202,7 @@ class Engine:
                 customers.apply(msg, result)
                 continue
             if isinstance(kind, BusinessKind):
-                self._forward(msg, kind, now, result)
+                self._forward(msg, kind, now, late_before, result)
                 continue
             try:
                 event = self.parser.parse(kind, msg.key, msg.value, now)
@@ -269,7 +271,12 @@ class Engine:
             result.forward.append((old[0], orjson.dumps({"deal": [old[0], *gone]})))
 
     def _forward(
-        self, msg: RawMessage, kind: BusinessKind, now: float, result: BatchResult
+        self,
+        msg: RawMessage,
+        kind: BusinessKind,
+        now: float,
+        late_before: float,
+        result: BatchResult,
     ) -> None:
         """A business event: validated here, applied by the owner of its customer."""
         try:
@@ -281,8 +288,10 @@ class Engine:
         key = cost_key(event) if isinstance(event, CostRecorded) else event.customer_id
         row = {"event": [key, event.event_id, event_row(event)]}
         result.forward.append((key, orjson.dumps(row)))
-        # accepted; a repeat is found (and changes nothing) where its customer is kept
-        result.count(msg.topic, "processed")
+        # accepted; a repeat is found (and changes nothing) where its customer is kept. Late
+        # as a lead event is: forwarded all the same (its customer's state), in no window.
+        late = _lands_before(event, late_before)
+        result.count(msg.topic, "late" if late else "processed")
 
     def _dead_letter(self, msg: RawMessage, reason: str, result: BatchResult) -> None:
         """Once per message: a replay after a crash does not dead-letter it again."""
@@ -507,6 +516,14 @@ class Engine:
             elif got[0] < lead.last_ts + horizon and (behind or now - got[1] < idle):
                 return True
         return False
+
+
+def _lands_before(event: CostRecorded | CustomerChurned | NpsResponded, before: float) -> bool:
+    """Whether every fact of the event lands before ``before``: a cost spread over a period
+    up to its end (excluded), any other at ``occurred_at``."""
+    if isinstance(event, CostRecorded) and event.period_end is not None:
+        return event.period_end.timestamp() <= before
+    return event.ts < before
 
 
 class _CustomerBatch:

@@ -24,6 +24,7 @@ from streamproc.business_hours import SlaClock
 from streamproc.config import Settings
 from streamproc.contract.outputs import Alert, AlertKind
 from streamproc.engine.lead import LeadState
+from streamproc.instants import representable
 
 __all__ = ["BREACHED", "RESOLVED", "AlertWatch", "Deadline"]
 
@@ -34,7 +35,7 @@ Deadline = tuple[str, int, float]  # (lead id, level, due)
 
 
 def _iso(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
+    return datetime.fromtimestamp(representable(ts), UTC)  # a lead of year 0: year 1
 
 
 class AlertWatch:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from streamproc.instants import representable
+
 __all__ = [
     "PERIODS",
     "RETENTION_SECONDS",
@@ -85,7 +87,8 @@ class WindowClock:
         if cached is None:
             if len(self._day_cache) > 4096:
                 self._day_cache.clear()
-            cached = datetime.fromtimestamp(slot * 900, self.zone).toordinal()
+            local = datetime.fromtimestamp(representable(slot * 900), self.zone)
+            cached = local.toordinal()
             self._day_cache[slot] = cached
         return cached
 

@@ -4,6 +4,7 @@ markers, and the summary bytes (a JSON head and the value multisets as float64 a
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import zlib
 from array import array
@@ -100,8 +101,9 @@ def encode(summary: Summary) -> bytes:
 
     def row(acc: Acc, window: str) -> list[object]:
         nonlocal start
+        total = _wire_total(acc.total)
         if acc.values is None:
-            return [acc.count, acc.total, None]
+            return [acc.count, total, None]
         if window in PERIODS or window.isdigit():  # a period's, a month's: sketched
             multiset = dict(acc.values.items())
             distinct = sorted(multiset)
@@ -109,11 +111,11 @@ def encode(summary: Summary) -> bytes:
             runs.append(array("d", distinct + counts))
             start += 2 * len(distinct)
             where = start - 2 * len(distinct)
-            return [acc.count, acc.total, [where, len(distinct), where + len(distinct)]]
+            return [acc.count, total, [where, len(distinct), where + len(distinct)]]
         run = acc.sorted_values()
         runs.append(run)
         start += len(run)
-        return [acc.count, acc.total, [start - len(run), len(run)]]
+        return [acc.count, total, [start - len(run), len(run)]]
 
     # sorted, so that the same summary is the same bytes (the publisher compares digests)
     head = orjson.dumps(
@@ -161,7 +163,7 @@ def _summary(wire: dict[str, Any], multiset: Callable[[Any], Multiset]) -> Summa
 
     def acc(row: list[Any]) -> Acc:
         out = Acc()
-        out.count, out.total = row[0], row[1]
+        out.count, out.total = row[0], _read_total(row[1])
         if row[2] is not None:
             out.values = multiset(row[2])
         return out
@@ -175,6 +177,18 @@ def _summary(wire: dict[str, Any], multiset: Callable[[Any], Multiset]) -> Summa
         }
         for family, per_labels in wire.items()
     }
+
+
+def _wire_total(total: float) -> float | str:
+    """A total as JSON can hold it: JSON has no inf or NaN (orjson writes null for them), so
+    a total that overflowed goes as the string ``float`` reads back ("inf", "nan")."""
+    return total if math.isfinite(total) else str(total)
+
+
+def _read_total(total: float | str | None) -> float:
+    """A total as ``_wire_total`` wrote it; None is how an earlier build wrote inf or NaN
+    (a merge then failed on int + None): read as NaN, not known any more."""
+    return math.nan if total is None else float(total)
 
 
 def _little_endian(run: array[float]) -> bytes:

@@ -126,3 +126,60 @@ def test_hostile_messages_are_dead_lettered_and_valid_ones_counted_exactly(
     total, _ = combined([worker])
     assert total[created] == sent["valid_leads"]
     assert parse_samples(worker.metrics_text())  # still scrapes
+
+
+def _outcome_counts(worker: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for (name, labels), value in worker.samples().items():
+        if name == "streamproc_events_total":
+            outcome = dict(labels)["outcome"]
+            out[outcome] = out.get(outcome, 0) + value
+    return out
+
+
+def test_poison_numbers_and_times_leave_the_worker_running_and_counting(
+    settings_factory, make_topics, worker_factory, kafka_producer
+) -> None:
+    # The black-box finds: two deals of 1e308 crashed the worker (revenue inf, a null
+    # total in the partials); a cost of year 1 had its batch read again forever; old
+    # business events counted "processed". Valid events after them must count.
+    config = settings_factory(partitions=2)
+    make_topics(config)
+    worker = worker_factory(config)
+    producer = kafka_producer()
+    now = rfc3339(time.time() - 60)
+    old = "2001-06-01T12:00:00Z"  # before the start of last_year: late
+    sent: list[tuple[str, str, dict[str, Any]]] = []
+    for i in (1, 2):
+        lead = {"event_id": f"v{i}", "lead_id": f"V{i}", "rep_id": "r", "occurred_at": now}
+        sent.append(("lead-created", f"V{i}", lead | {"source": "web"}))
+        won = lead | {"event_id": f"w{i}", "to_stage": "won", "deal_value": 1e308}
+        sent.append(("stage-changed", f"V{i}", won))
+    year_one = {"period_start": "0001-01-01T00:00:00+14:00", "period_end": "0001-01-03T00:00:00Z"}
+    cost = {"event_id": "c1", "amount": 1, "category": "other", "occurred_at": now}
+    sent.append(("cost-recorded", "c1", cost | year_one))
+    sent.append(
+        ("customer-churned", "Z", {"event_id": "h1", "customer_id": "Z", "occurred_at": old})
+    )
+    ok = {"event_id": "ok", "lead_id": "OK", "rep_id": "ok", "source": "web", "occurred_at": now}
+    sent.append(("lead-created", "OK", ok))
+    sent.append(
+        ("cost-recorded", "c2", cost | {"event_id": "c2", "amount": 5, "category": "sales"})
+    )
+    for kind, key, event in sent:
+        producer.produce(config.topic(kind), key=key.encode(), value=orjson.dumps(event))
+    assert producer.flush(10) == 0
+    cost_today = series("sales_cost", window="today", category="sales", source="none")
+    created = series("sales_leads_created", window="today", rep="ok", source="web")
+
+    def settled() -> bool:
+        samples = worker.samples()
+        return samples.get(cost_today) == 5 and samples.get(created) == 1
+
+    wait_until(settled, timeout=60, interval=0.5)
+    assert worker.get("/healthz")[0] == 200 and worker.ready()
+    assert _outcome_counts(worker) == {"processed": 4, "invalid": 2, "late": 2}
+    reasons = [letter["reason"] for letter in _dead_letters(config, 2)]
+    assert reasons == ["deal_value is above 1e15, the largest number accepted: send amounts "
+                       "in units of the reporting currency (not scaled), and fix the producer "
+                       "that sent this"] * 2  # fmt: skip

@@ -78,3 +78,11 @@ def test_teams_without_calendar_use_the_wall_clock() -> None:
 def test_bad_calendars_are_refused(bad: dict) -> None:  # type: ignore[type-arg]
     with pytest.raises((ValidationError, ValueError)):
         BusinessHours(**bad)
+
+
+@pytest.mark.parametrize("created", ["0001-01-01T00:00:00+23:59", "0001-01-01T00:00:00+14:00"])
+def test_a_lead_created_in_year_one_has_a_due_time(created: str) -> None:
+    # An instant of year 0 in UTC: no date of its own; the clock starts at the first day
+    # datetime holds, long past, rather than raising on every batch holding the lead.
+    due = CLOCK.due(datetime.fromisoformat(created).timestamp(), 300, "sales-emea", 1.0)
+    assert due < datetime(1, 1, 10, tzinfo=PARIS).timestamp()

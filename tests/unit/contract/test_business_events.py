@@ -10,6 +10,7 @@ import pytest
 
 from streamproc.config import Settings
 from streamproc.contract.events import (
+    MAX_AMOUNT,
     MAX_PRODUCTS,
     AnyEvent,
     BusinessKind,
@@ -164,3 +165,53 @@ def test_business_event_in_a_cloudevents_envelope(parser: EventParser) -> None:
         datetime(2024, 5, 6, 8, tzinfo=UTC).timestamp(),
         "billing",
     )
+
+
+# Every number field without an upper bound in the contract, and where it sits in an event.
+_NUMBER_FIELDS = [
+    (EventKind.LEAD_CREATED, LEAD, lambda v: {"estimated_value": v}, "estimated_value"),
+    (EventKind.STAGE_CHANGED, WON, lambda v: {"deal_value": v}, "deal_value"),
+    (
+        EventKind.STAGE_CHANGED,
+        WON,
+        lambda v: {"products": [{"product_id": "p", "amount": v}]},
+        "products.0.amount",
+    ),
+    (
+        EventKind.STAGE_CHANGED,
+        WON,
+        lambda v: {"products": [{"product_id": "p", "quantity": v}]},
+        "products.0.quantity",
+    ),
+    (BusinessKind.COST_RECORDED, COST, lambda v: {"amount": v}, "amount"),
+    (BusinessKind.CUSTOMER_CHURNED, CHURN, lambda v: {"revenue_lost": v}, "revenue_lost"),
+]
+
+
+@pytest.mark.parametrize(("kind", "base", "field", "loc"), _NUMBER_FIELDS)
+def test_a_number_above_the_bound_is_invalid_and_says_what_to_do(
+    parser: EventParser, kind: Kind, base: dict[str, Any], field: Any, loc: str
+) -> None:
+    # Two deals of 1e308 made revenue overflow to inf and the worker crash: a bound keeps
+    # every sum of them finite (and exact to the unit).
+    parse(parser, kind, base | field(MAX_AMOUNT))
+    for huge in (MAX_AMOUNT * 1.000001, 1e308):
+        text = reason(parser, kind, base | field(huge))
+        assert text.startswith(f"{loc} is above 1e15, the largest number accepted"), text
+        assert "units of the reporting currency" in text
+
+
+def test_a_period_ending_years_after_the_cost_was_recorded_is_invalid(parser: EventParser) -> None:
+    # Its shares would land in year 9999 (no local date beyond it in some zones) and the
+    # windows' buckets would reach out to them; a prepaid two-year contract still fits.
+    fits = {"period_start": "2024-05-06T00:00:00Z", "period_end": "2026-05-06T00:00:00Z"}
+    parse(parser, BusinessKind.COST_RECORDED, COST | fits)
+    for start, end in [
+        ("2026-01-01T00:00:00Z", "2026-05-08T09:30:00Z"),
+        ("9999-12-30T00:00:00Z", "9999-12-31T23:59:59-23:59"),
+    ]:
+        period = {"period_start": start, "period_end": end}
+        assert reason(parser, BusinessKind.COST_RECORDED, COST | period) == (
+            "period_end is more than 731 days after occurred_at: record a cost when it is "
+            "incurred or invoiced"
+        )

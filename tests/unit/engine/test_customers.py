@@ -10,11 +10,12 @@ import pytest
 
 from streamproc.config import Settings
 from streamproc.engine.customer import CustomerState
-from streamproc.engine.engine import Engine
+from streamproc.engine.engine import BatchResult, Engine
 from streamproc.engine.lead import LeadState
+from streamproc.tools.sales_team import rfc3339
 from tests.support.business import BusinessScenario, EngineRun, SeriesKey, is_customer_metric
 from tests.support.scenario import noon_zone
-from tests.support.truth import engine_samples
+from tests.support.truth import engine_samples, process_all
 
 NOW = float(int(time.time()))
 SETTINGS = Settings(_env_file=None, timezone=noon_zone(NOW))  # type: ignore[call-arg]
@@ -100,3 +101,64 @@ def test_a_cost_spread_over_a_period_by_local_day() -> None:
         (clock.midnight(today), pytest.approx(100.0)),
         (clock.midnight(today + 1), pytest.approx(100.0)),
     ]
+
+
+def _outcomes(results: list[BatchResult]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for result in results:
+        for (_, outcome), n in result.outcomes.items():
+            out[outcome] = out.get(outcome, 0) + n
+    return out
+
+
+def _cost(event_id: str, occurred_at: float, **fields: object) -> dict[str, object]:
+    base = {"event_id": event_id, "amount": 5, "category": "sales"}
+    return base | {"occurred_at": rfc3339(occurred_at)} | fields
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Kiritimati", "Etc/GMT+12"])
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("0001-01-01T00:00:00+14:00", "0001-01-03T00:00:00Z"),
+        ("0001-01-01T00:00:00+23:59", "0001-01-01T00:00:01-23:59"),
+    ],
+)
+def test_a_cost_period_in_year_one_is_late_and_the_costs_after_it_count(
+    zone: str, start: str, end: str
+) -> None:
+    # It raised 'year 0 is out of range' deriving the cost's local days: its batch was
+    # read again every second for good, and no cost after it was ever applied.
+    runner = EngineRun(Settings(_env_file=None, timezone=zone))  # type: ignore[call-arg]
+    poison = _cost("c1", NOW - 60, period_start=start, period_end=end)
+    results = process_all(
+        runner.engine,
+        [runner.raw("cost-recorded", poison), runner.raw("cost-recorded", _cost("c2", NOW - 60))],
+        NOW,
+    )
+    assert _outcomes(results) == {"late": 1, "processed": 1}
+    today = runner.engine.clock.bounds("today", NOW)
+    costs = [
+        acc.total for part in runner.engine.partitions.values()
+        for _, acc in part.window_accs("cost", today)
+    ]  # fmt: skip
+    assert costs == [5.0]
+
+
+def test_business_events_older_than_last_year_are_late_as_lead_events_are() -> None:
+    # They were counted "processed"; the contract: older than the start of last_year, late.
+    runner = EngineRun(SETTINGS)
+    old = runner.engine.clock.period_watermark(NOW) - 86400
+    period = {"period_start": rfc3339(old - 86400), "period_end": rfc3339(old)}
+    straddling = {"period_start": rfc3339(old), "period_end": rfc3339(old + 3 * 86400)}
+    at = {"occurred_at": rfc3339(old)}
+    messages = [
+        ("customer-churned", {"event_id": "h1", "customer_id": "Z"} | at),
+        ("nps-responded", {"event_id": "n1", "customer_id": "Z", "score": 1} | at),
+        ("cost-recorded", _cost("c1", old)),
+        ("cost-recorded", _cost("c2", NOW - 60, **period)),  # recorded now, for an old period
+        ("cost-recorded", _cost("c3", old, **straddling)),  # a day of it in last_year
+        ("lead-created", {"event_id": "l1", "lead_id": "L", "rep_id": "r", "source": "s"} | at),
+    ]
+    results = process_all(runner.engine, [runner.raw(*m) for m in messages], NOW)
+    assert _outcomes(results) == {"late": 5, "processed": 1}

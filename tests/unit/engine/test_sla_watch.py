@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -149,3 +151,15 @@ def test_deadlines_kept_by_a_snapshot_fire_as_derived_ones(
     for wait in after:
         now += wait
         assert _publish(from_snapshot, restored, now, True) == _publish(rebuilt, derived, now, True)
+
+
+def test_a_breach_of_a_lead_created_in_year_one_is_an_alert() -> None:
+    # 0001-01-01T00:00:00+14:00 is an instant of year 0: its alert has a date all the same
+    # (the first datetime holds) rather than failing the batch that changed the lead.
+    created = datetime.fromisoformat("0001-01-01T00:00:00+14:00").timestamp()
+    lead = LeadState("L1", 0, first_seen=created)
+    lead.add(Created(created, "L1-c", "r1", "web", "t1", False, None))
+    watch = _watch()
+    watch.schedule(lead)
+    [(_, alert)] = watch.due({"L1": lead}, created + 300)
+    assert alert.lead_created_at.year == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -102,3 +102,26 @@ def test_bounds_contain_now(window: str) -> None:
         return
     b = clock.bounds(window, NOW)
     assert b.start <= NOW < b.end
+
+
+# The extremes of an RFC 3339 date-time: year 1 and 9999 with any offset (up to 23:59) are
+# instants of year 0 or 10000 in UTC or in the local zone, which datetime cannot hold.
+EDGE_TIMES = [
+    "0001-01-01T00:00:00+23:59",
+    "0001-01-01T00:00:00+14:00",
+    "0001-01-01T00:00:00-23:59",
+    "9999-12-31T23:59:59+23:59",
+    "9999-12-31T23:59:59-23:59",
+]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Kiritimati", "Etc/GMT+12", "America/New_York"])
+def test_every_rfc3339_instant_has_a_local_day_and_month(zone: str) -> None:
+    # A cost's period_start of 0001-01-01T00:00:00+14:00 raised 'year 0 is out of range'
+    # here, and its batch was read again every second for good.
+    clock = WindowClock(ZoneInfo(zone))
+    days = [clock.day(datetime.fromisoformat(text).timestamp()) for text in EDGE_TIMES]
+    assert all(1 <= day <= date.max.toordinal() for day in days)
+    for text, day in zip(EDGE_TIMES, days, strict=True):
+        clock.month(datetime.fromisoformat(text).timestamp())
+        clock.midnight(day)

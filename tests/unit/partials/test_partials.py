@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import math
 import tracemalloc
 import zlib
 
@@ -529,3 +530,33 @@ def test_partials_go_binary_and_compressed_and_earlier_json_ones_still_read() ->
 def _pairs(acc: Acc) -> list[list[float]]:
     assert acc.values is not None
     return [[value, n] for value, n in sorted(acc.values.items())]
+
+
+def _acc(count: int, total: float) -> Acc:
+    acc = Acc()
+    acc.count, acc.total = count, total
+    return acc
+
+
+def test_a_total_that_overflowed_survives_the_wire_and_the_merge() -> None:
+    # Two deals of 1e308 summed to inf, which JSON wrote as null; the owner's merge then
+    # failed on int + None, at every restart too. Counts and totals stay numbers.
+    summary: Summary = {
+        "won_value": {("r1",): {"today": _acc(2, math.inf), "1h": _acc(1, -math.inf)}},
+        "cost": {("x",): {"today": _acc(1, math.nan)}},
+    }
+    again = decode(encode(summary))
+    assert again["won_value"][("r1",)]["today"].total == math.inf
+    assert again["won_value"][("r1",)]["1h"].total == -math.inf
+    assert math.isnan(again["cost"][("x",)]["today"].total)
+    merged = merge_summaries([again, decode(encode(summary))])
+    assert merged["won_value"][("r1",)]["today"].total == math.inf
+
+
+def test_a_null_total_an_earlier_build_wrote_reads_as_not_a_number() -> None:
+    head = orjson.dumps({"won_value": {"r1": {"today": [2, None, None]}}})
+    body = len(head).to_bytes(4, "little") + head
+    raw = partials.FORMAT + zstandard.ZstdCompressor(level=1).compress(body)
+    merged = merge_summaries([decode(raw), decode(raw)])
+    acc = merged["won_value"][("r1",)]["today"]
+    assert acc.count == 4 and math.isnan(acc.total)
