@@ -39,7 +39,18 @@ def target_key(measure: str, period: str, rep: str | None) -> bytes:
 
 
 def encode_target(measure: str, period: str, rep: str | None, value: float | None) -> bytes:
-    return orjson.dumps({"measure": measure, "period": period, "rep": rep, "value": value})
+    """The message's value; ``InvalidEvent`` for a value no worker would apply: orjson
+    writes NaN and infinity as null, which would remove the target instead."""
+    amount = None if value is None else _amount(value)
+    return orjson.dumps({"measure": measure, "period": period, "rep": rep, "value": amount})
+
+
+def _amount(amount: object) -> float:
+    if isinstance(amount, bool) or not isinstance(amount, int | float):
+        raise InvalidEvent(f"value must be a number or null, got {amount!r}")
+    if not math.isfinite(amount) or amount <= 0:
+        raise InvalidEvent(f"a target must be a positive number, got {amount!r}")
+    return float(amount)
 
 
 def _check(measure: object, period: object, rep: object) -> TargetKey:
@@ -71,10 +82,4 @@ def parse_target(key: bytes | None, value: bytes | None) -> tuple[TargetKey, flo
     if _check(body["measure"], body["period"], body["rep"]) != parsed:
         raise InvalidEvent(f"the value names another target than its key {key!r}")
     amount = body["value"]
-    if amount is None:
-        return parsed, None
-    if isinstance(amount, bool) or not isinstance(amount, int | float):
-        raise InvalidEvent(f"value must be a number or null, got {amount!r}")
-    if not math.isfinite(amount) or amount <= 0:
-        raise InvalidEvent(f"a target must be a positive number, got {amount!r}")
-    return parsed, float(amount)
+    return parsed, None if amount is None else _amount(amount)

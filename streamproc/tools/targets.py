@@ -72,8 +72,8 @@ def plausible_targets(reps: Iterable[str], leads_per_second: float) -> list[Targ
 
 def _checked(measure: str, period: str, rep: str | None, value: float | None) -> bytes:
     """The message's value, checked as a worker checks it: one clear line if refused."""
-    raw = encode_target(measure, period, rep, value)
     try:
+        raw = encode_target(measure, period, rep, value)
         parse_target(target_key(measure, period, rep), raw)
     except InvalidEvent as exc:
         raise StreamprocError(f"target refused, nothing changed: {exc.reason}") from None

@@ -95,3 +95,22 @@ def test_settings_never_prints_a_secret(
     assert main(["settings"]) == 0
     out = capsys.readouterr().out
     assert "hunter2" not in out and "* STREAMPROC_KAFKA_SASL_PASSWORD=**********" in out
+
+
+class _NoProducer:
+    """A producer that must not be used: a refused target sends nothing."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("a refused target must not reach the broker")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400", "0", "-3"])
+def test_targets_set_refuses_a_non_finite_or_non_positive_value_in_one_line(
+    value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # nan/inf were once encoded as JSON null: a removal of the target, not a refusal
+    monkeypatch.setattr("streamproc.tools.targets.producer", _NoProducer)
+    argv = ["targets", "set", "--measure", "deals_won", "--period", "month", "--", value]
+    assert main(argv) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("streamproc: target refused, nothing changed: a target must be")

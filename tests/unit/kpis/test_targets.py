@@ -3,6 +3,7 @@ by hand on the scenario of tests/support/scenario.py."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import orjson
@@ -48,7 +49,11 @@ def test_a_target_message_sets_or_removes_one_target() -> None:
             encode_target("deals_won", "month", "r1", 3),
             "the value names another target than its key",
         ),
-        (b"deals_won:month:*", encode_target("deals_won", "month", None, -1), "positive"),
+        (
+            b"deals_won:month:*",
+            orjson.dumps({"measure": "deals_won", "period": "month", "rep": None, "value": -1}),
+            "positive",
+        ),
         (
             b"deals_won:month:*",
             orjson.dumps({"measure": "deals_won", "period": "month", "rep": None, "value": "3"}),
@@ -61,6 +66,20 @@ def test_a_bad_target_message_is_refused_with_its_reason(
 ) -> None:
     with pytest.raises(InvalidEvent, match=re.escape(reason)):
         parse_target(key, value)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, float("1e400")])
+def test_a_non_finite_target_is_refused_not_encoded_as_a_removal(value: float) -> None:
+    # JSON has no NaN or infinity: once written as null, which removes the target
+    with pytest.raises(InvalidEvent, match="a target must be a positive number"):
+        encode_target("deals_won", "month", None, value)
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400"])
+def test_a_non_finite_value_on_the_topic_is_refused_not_read_as_a_removal(number: bytes) -> None:
+    value = b'{"measure": "deals_won", "period": "month", "rep": null, "value": %s}' % number
+    with pytest.raises(InvalidEvent):
+        parse_target(b"deals_won:month:*", value)
 
 
 def test_attainment_and_coverage_by_hand() -> None:
