@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from sys import intern
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -20,12 +20,10 @@ from streamproc.contract.events import (
     BusinessKind,
     ContactAttempted,
     CostRecorded,
-    CustomerChurned,
     EmailOpened,
     EventKind,
     EventParser,
     LeadCreated,
-    NpsResponded,
 )
 from streamproc.engine.aggregates import PartitionAggregates, Rollup, fact_diff
 from streamproc.engine.customer import (
@@ -202,7 +200,7 @@ class Engine:
                 customers.apply(msg, result)
                 continue
             if isinstance(kind, BusinessKind):
-                self._forward(msg, kind, now, late_before, result)
+                self._forward(msg, kind, now, result)
                 continue
             try:
                 event = self.parser.parse(kind, msg.key, msg.value, now)
@@ -271,12 +269,7 @@ class Engine:
             result.forward.append((old[0], orjson.dumps({"deal": [old[0], *gone]})))
 
     def _forward(
-        self,
-        msg: RawMessage,
-        kind: BusinessKind,
-        now: float,
-        late_before: float,
-        result: BatchResult,
+        self, msg: RawMessage, kind: BusinessKind, now: float, result: BatchResult
     ) -> None:
         """A business event: validated here, applied by the owner of its customer."""
         try:
@@ -286,12 +279,10 @@ class Engine:
             self._dead_letter(msg, exc.reason, result)
             return
         key = cost_key(event) if isinstance(event, CostRecorded) else event.customer_id
-        row = {"event": [key, event.event_id, event_row(event)]}
+        # Its outcome (processed, duplicate, late) is counted where its customer is kept:
+        # only there is a repeat found. The topic goes along for the outcome's label.
+        row = {"event": [key, event.event_id, event_row(event)], "topic": msg.topic}
         result.forward.append((key, orjson.dumps(row)))
-        # accepted; a repeat is found (and changes nothing) where its customer is kept. Late
-        # as a lead event is: forwarded all the same (its customer's state), in no window.
-        late = _lands_before(event, late_before)
-        result.count(msg.topic, "late" if late else "processed")
 
     def _dead_letter(self, msg: RawMessage, reason: str, result: BatchResult) -> None:
         """Once per message: a replay after a crash does not dead-letter it again."""
@@ -518,12 +509,11 @@ class Engine:
         return False
 
 
-def _lands_before(event: CostRecorded | CustomerChurned | NpsResponded, before: float) -> bool:
-    """Whether every fact of the event lands before ``before``: a cost spread over a period
-    up to its end (excluded), any other at ``occurred_at``."""
-    if isinstance(event, CostRecorded) and event.period_end is not None:
-        return event.period_end.timestamp() <= before
-    return event.ts < before
+def _lands_before(row: list[Any], before: float) -> bool:
+    """Whether every fact of a business event's row lands before ``before``: a cost spread
+    over a period up to its end (excluded), any other at its time."""
+    end = row[7] if row[0] == "cost" else None
+    return bool(end <= before) if end is not None else bool(row[1] < before)
 
 
 class _CustomerBatch:
@@ -533,12 +523,13 @@ class _CustomerBatch:
     def __init__(self, engine: Engine, now: float) -> None:
         self.engine = engine
         self.now = now
+        self.late_before = engine.clock.period_watermark(now)  # the start of last_year
         self.before: dict[str, list[Fact]] = {}
         self.changed: dict[str, CustomerState] = {}
 
     def apply(self, msg: RawMessage, result: BatchResult) -> None:
         try:
-            key, change = _decode_customer(msg.value)
+            key, change, source = _decode_customer(msg.value)
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             result.count(msg.topic, "invalid")
             self.engine._dead_letter(msg, f"not a customer message: {exc}", result)
@@ -554,9 +545,17 @@ class _CustomerBatch:
             if isinstance(change, Deal)
             else customer.add_event(change[0], change[1])
         )
-        if applied:  # not counted as input: its input was counted where it arrived
+        if source is not None and not isinstance(change, Deal):
+            result.count(source, self._outcome(applied, change[1]))
+        if applied:
             customer.changed_at = self.now
             self.changed[key] = customer
+
+    def _outcome(self, applied: bool, row: list[Any]) -> str:
+        """A business event's outcome, as events.md has it for every input event."""
+        if not applied:
+            return "duplicate"
+        return "late" if _lands_before(row, self.late_before) else "processed"
 
     def finish(self, result: BatchResult) -> None:
         facts = self.engine.customer_facts
@@ -571,13 +570,16 @@ class _CustomerBatch:
         result.changed_customers.extend(self.changed.values())
 
 
-def _decode_customer(value: bytes) -> tuple[str, Deal | tuple[str, list[object]]]:
-    """(customer key, a Deal or (event_id, event row)) of an internal customers message."""
+def _decode_customer(value: bytes) -> tuple[str, Deal | tuple[str, list[object]], str | None]:
+    """(customer key, a Deal or (event_id, event row), the business event's source topic)
+    of an internal customers message. No topic: a deal, or an event forwarded by a version
+    that counted its outcome where it arrived."""
     data = orjson.loads(value)
     if "deal" in data:
         key, *fields = data["deal"]
-        return str(key), Deal(*fields)
+        return str(key), Deal(*fields), None
     key, event_id, row = data["event"]
     if not isinstance(row, list) or row[0] not in ("churn", "nps", "cost"):
         raise ValueError("unknown event row")
-    return str(key), (str(event_id), row)
+    topic = data.get("topic")
+    return str(key), (str(event_id), row), None if topic is None else str(topic)

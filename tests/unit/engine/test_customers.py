@@ -162,3 +162,24 @@ def test_business_events_older_than_last_year_are_late_as_lead_events_are() -> N
     ]
     results = process_all(runner.engine, [runner.raw(*m) for m in messages], NOW)
     assert _outcomes(results) == {"late": 5, "processed": 1}
+
+
+def test_a_business_event_sent_twice_counts_once_processed_once_duplicate() -> None:
+    """events.md holds for the business topics: the repeat is an outcome ``duplicate``,
+    found where its customer is kept (the message arrives elsewhere, so it was once
+    counted ``processed`` twice)."""
+    runner = EngineRun(SETTINGS)
+    business = [e for e in SCENARIO.events if e[0] != "lead-created" and "lead_id" not in e[1]]
+    created = next(e for e in SCENARIO.events if e[0] == "lead-created")
+    events = [created, *business]
+    messages = [runner.raw(*e) for e in events] + [runner.raw(*e) for e in events]
+    outcomes: dict[tuple[str, str], int] = {}
+    for result in process_all(runner.engine, messages, NOW + 1, 7, runner.partitions):
+        for key, n in result.outcomes.items():
+            outcomes[key] = outcomes.get(key, 0) + n
+    expected: dict[tuple[str, str], int] = {}
+    for kind, _ in events:
+        for outcome in ("processed", "duplicate"):
+            key = (SETTINGS.topic(kind), outcome)
+            expected[key] = expected.get(key, 0) + 1
+    assert outcomes == expected
