@@ -115,7 +115,6 @@ FAMILIES: Mapping[str, Family] = {
     ),
     "segment_revenue": Family(("segment",), "a deal closed won; value: its deal value"),
     # business outcomes, from the customers (``engine.customer``)
-    "new_customer": Family(("source", "segment"), "a customer's first won deal"),
     "customer_active": Family(("segment",), "a customer won and not churned since", live=True),
     "customer_activated": Family(("segment",), "a customer becoming active (won)"),
     "customer_lost": Family(("segment",), "an active customer churning"),

@@ -495,11 +495,14 @@ CATALOGUE: tuple[Kpi, ...] = (
     _k(
         "sales_cost_per_new_customer",
         Kind.SUM_PER_COUNT,
-        "marketing_cost new_customer",
+        # new customers as sales_new_customers counts them (periods-and-targets.md): deals
+        # won from leads that were not existing customers, so not a customer's first win
+        "marketing_cost won_new",
         "source",
         GLOBAL,
         _CUST,
-        "Marketing cost / new customers won (without source: the whole team)",
+        "Marketing cost / new customers won, the deals won from leads that were not "
+        "existing customers (without source: the whole team)",
         total=True,
     ),
     # products

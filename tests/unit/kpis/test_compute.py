@@ -78,3 +78,19 @@ def test_a_second_won_event_of_a_won_deal_counts_once_at_the_first() -> None:
     assert last_hour[("sales_deals_won", "rep=d1,source=s_a")] == 1
     assert last_hour[("sales_revenue_won", "rep=d1")] == 5000
     assert last_hour[("sales_new_customers", "rep=d1,source=s_a")] == 1
+
+
+def _cost(n: int, amount: float, source: str) -> tuple[str, dict[str, Any]]:
+    return "cost-recorded", _event(n, 30, amount=amount, category="marketing", source=source)
+
+
+def test_cost_per_new_customer_counts_no_win_from_an_existing_customer() -> None:
+    """New customers are the deals won from leads that were not existing customers
+    (``sales_new_customers``): D2's win is none, so s_b's cost buys no new customer."""
+    today = _kpis([*WINS, _cost(8, 300, "s_a"), _cost(9, 100, "s_b")], "today")
+    per_new = {labels: v for (m, labels), v in today.items() if m == "sales_cost_per_new_customer"}
+    assert per_new == {
+        "source=s_a": 150,  # 300 / D1, D3
+        "": 200,  # the team: 400 / D1, D3
+    }
+    assert today[("sales_cost_per_lead", "source=s_b")] == 100  # D2 is a lead all the same
