@@ -49,9 +49,11 @@ WINS = [
 ]
 
 
-def _kpis(events: list[tuple[str, Any]], window: str | None) -> dict[tuple[str, str], float]:
+def _kpis(
+    events: list[tuple[str, Any]], window: str | None, settings: Settings = SETTINGS
+) -> dict[tuple[str, str], float]:
     """metric, its labels as ``k=v,...`` (sorted) -> value, of one window (None: live)."""
-    truth = Truth(SETTINGS)
+    truth = Truth(settings)
     truth.feed(events, NOW)
     out = {}
     for (metric, labels), value in truth.kpis(NOW + 1).items():
@@ -94,3 +96,34 @@ def test_cost_per_new_customer_counts_no_win_from_an_existing_customer() -> None
         "": 200,  # the team: 400 / D1, D3
     }
     assert today[("sales_cost_per_lead", "source=s_b")] == 100  # D2 is a lead all the same
+
+
+# O1 (rep o) created 10 minutes ago, contacted 5 minutes ago by rep x; W1 (rep w) created
+# 20 minutes ago, still waiting; P1 (rep p) created 2 h ago, contacted since.
+WAITS = [
+    ("lead-created", _event(1, 10, lead_id="O1", rep_id="o", source="web")),
+    ("lead-created", _event(2, 20, lead_id="W1", rep_id="w", source="web")),
+    ("lead-created", _event(3, 120, lead_id="P1", rep_id="p", source="web")),
+    ("contact-attempted", _event(4, 5, lead_id="O1", rep_id="x", channel="call", connected=False)),
+    ("contact-attempted", _event(5, 100, lead_id="P1", rep_id="p", channel="sms", connected=True)),
+]
+
+
+def _oldest(kpis: dict[tuple[str, str], float]) -> dict[str, float]:
+    return {k: v for (m, k), v in kpis.items() if m == "sales_oldest_awaiting_contact_seconds"}
+
+
+def test_the_oldest_waiting_lead_of_a_rep_with_none_waiting_is_0() -> None:
+    """0 when none: for every rep who had a lead created in the periods kept (so had a lead
+    waiting), not for a rep who only contacted leads of others (x)."""
+    assert _oldest(_kpis(WAITS, None)) == {
+        "rep=o": 0,  # its lead was contacted
+        "rep=p": 0,
+        "rep=w": 20 * 60 + 1,  # read a second after the events
+    }
+
+
+def test_reps_without_a_waiting_lead_fold_first_under_the_label_cap() -> None:
+    """The cap keeps the busiest reps (those with waiting leads); o and p fold into other."""
+    capped = SETTINGS.model_copy(update={"label_cap": 2})
+    assert _oldest(_kpis(WAITS, None, capped)) == {"rep=w": 20 * 60 + 1, "rep=other": 0}
