@@ -52,7 +52,7 @@ class Deal(NamedTuple):
     value: float
     segment: str
     rep: str  # the rep who won it
-    source: str
+    source: str  # the lead's source (kept in the format; no customer fact reads it now)
 
 
 def deal_of(lead: LeadState, won_stage: str, value: float) -> tuple[str, Deal]:
@@ -153,10 +153,10 @@ class CustomerState:
         """Drop what has left every window (landing before ``before``, the start of
         ``last_year``) and what is still to come does not need; True when anything went.
 
-        Kept whatever their age: the first won deal (the customer's segment, its owner and
-        its "new customer" fact) and the latest win or churn before ``before`` (whether the
-        customer was active then: after it, the same transitions follow from the rest, in
-        any order of arrival). Deals no longer won stay: a lead's older report must not
+        Kept whatever their age: the first won deal (the customer's segment and its owner)
+        and the latest win or churn before ``before`` (whether the customer was active
+        then: after it, the same transitions follow from the rest, in any order of
+        arrival). Deals no longer won stay: a lead's older report must not
         come back."""
         wins = [(float(d.won or 0.0), d.lead_id) for d in self.won_deals()]
         churns = [(row[1], eid) for eid, row in self.events.items() if row[0] == "churn"]
@@ -236,7 +236,6 @@ class CustomerFacts:
         segment = first.segment if first is not None else None
         owner = first.rep if first is not None else None
         if first is not None:
-            out.append(("new_customer", (first.source, first.segment), first.won, 1.0))
             self._activity(customer, wins, first.segment, out)
         for row in customer.events.values():
             kind = row[0]

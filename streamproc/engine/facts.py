@@ -62,6 +62,7 @@ FAMILIES: Mapping[str, Family] = {
         ("stage",), "a deal leaving a stage, at the next move; value: seconds in it", values=True
     ),
     "stage_forward": Family(("stage",), "a stage exit that moved forward"),
+    # A deal is won once: at its first won move, by that move's rep (``_win``)
     "won": Family(("rep", "source"), "a deal closed won, by the closing rep"),
     "won_src": Family(("source",), "a deal closed won, by the lead's source"),
     "won_value": Family(("rep",), "a deal closed won; value: its deal value"),
@@ -114,7 +115,6 @@ FAMILIES: Mapping[str, Family] = {
     ),
     "segment_revenue": Family(("segment",), "a deal closed won; value: its deal value"),
     # business outcomes, from the customers (``engine.customer``)
-    "new_customer": Family(("source", "segment"), "a customer's first won deal"),
     "customer_active": Family(("segment",), "a customer won and not churned since", live=True),
     "customer_activated": Family(("segment",), "a customer becoming active (won)"),
     "customer_lost": Family(("segment",), "an active customer churning"),
@@ -265,31 +265,22 @@ class FactDeriver:
         history = lead.stage_history()
         if not history:
             return
-        existing = bool(lead.creation and lead.creation.existing)
         value = self._deal_value(lead, history)
         channel = self._connected_channel(lead)
         activity = sorted([a.ts for a in lead.attempts] + [m.ts for m in history])
         for i, move in enumerate(history):
             if i + 1 < len(history):
                 self._stage_exit(move, history[i + 1], out)
-            if move.to_stage == self._won:
-                out.append(("won", (move.rep, source), move.ts, 1.0))
-                out.append(("won_src", (source,), move.ts, 1.0))
-                out.append(("won_value", (move.rep,), move.ts, value))
-                out.append(("won_ch", (channel,), move.ts, 1.0))
-                if existing:
-                    out.append(("won_existing", (), move.ts, 1.0))
-                else:
-                    out.append(("won_new", (move.rep, source), move.ts, 1.0))
-                    out.append(("team_won_new", (), move.ts, 1.0))
-            elif move.to_stage == self._lost:
+            if move.to_stage == self._lost:
                 reason = move.lost_reason or "unknown"
                 out.append(("lost", (move.rep, reason), move.ts, 1.0))
                 out.append(("lost_src", (source,), move.ts, 1.0))
                 out.append(("lost_ch", (channel,), move.ts, 1.0))
-            else:
+            elif move.to_stage != self._won:
                 self._stage_response(move, activity, out)
-        self._won_business(lead, history, value, out)
+        wins = [move for move in history if move.to_stage == self._won]
+        if wins:
+            self._win(lead, wins, value, out)
         current = history[-1]
         if current.to_stage in (self._won, self._lost):
             return
@@ -301,22 +292,35 @@ class FactDeriver:
         out.append(("forecast_value", (owner,), None, value * probability))
         out.append(("team_forecast", (), None, value * probability))
 
-    def _won_business(
-        self, lead: LeadState, history: list[StageMove], value: float, out: list[Fact]
-    ) -> None:
-        """Revenue by segment and the products of the deal: the products of its last won
-        event that lists them (a later won event replaces the list), once, at its win."""
-        wins = [move for move in history if move.to_stage == self._won]
-        if not wins:
-            return
-        creation = lead.creation
+    def _win(self, lead: LeadState, wins: list[StageMove], value: float, out: list[Fact]) -> None:
+        """The deal's win (``wins``: its won moves, in event-time order; ``value``: the
+        deal's value).
+
+        A deal is won once, at its first won move and by that move's rep: a later won event
+        of it (won to won, a correction, the products filled in) restates the win, it is not
+        another one, whatever order they arrive in. What it restates counts at the first
+        win: the deal's value is the last ``deal_value`` given (events.md), the products
+        the last list given (business-events.md)."""
+        at, rep = wins[0].ts, wins[0].rep
+        source, channel, creation = lead.source, self._connected_channel(lead), lead.creation
+        out.append(("won", (rep, source), at, 1.0))
+        out.append(("won_src", (source,), at, 1.0))
+        out.append(("won_value", (rep,), at, value))
+        out.append(("won_ch", (channel,), at, 1.0))
+        if creation is not None and creation.existing:
+            out.append(("won_existing", (), at, 1.0))
+        else:
+            out.append(("won_new", (rep, source), at, 1.0))
+            out.append(("team_won_new", (), at, 1.0))
         segment = creation.segment if creation is not None else "default"
-        for move in wins:
-            out.append(("segment_revenue", (segment,), move.ts, value))
+        out.append(("segment_revenue", (segment,), at, value))
         listed = [move.products for move in wins if move.products is not None]
-        if not listed:
-            return
-        products, at = listed[-1], wins[0].ts
+        if listed:
+            self._products(listed[-1], at, out)
+
+    @staticmethod
+    def _products(products: tuple[str, ...], at: float, out: list[Fact]) -> None:
+        """The products of a won deal (sorted, unique), each and in pairs, at its win."""
         for i, a in enumerate(products):
             out.append(("product_win", (a,), at, 1.0))
             for b in products[i + 1 :]:  # sorted: a < b

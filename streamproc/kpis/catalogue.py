@@ -55,7 +55,8 @@ class Kind(StrEnum):
     """Live: values (deadlines) of ``reads[0]`` passed by now, minus those of ``reads[1:]``
     passed: split."""
     OLDEST_AGE = "oldest_age"
-    """Live: now minus the smallest value (a time) of ``reads[0]``; 0 when none."""
+    """Live: now minus the smallest value (a time) of ``reads[0]``; 0 for the label values
+    of ``reads[1]`` (windowed: in any window, so in the periods kept) with none now."""
     PER_DISTINCT = "per_distinct"
     """The sum of the values of ``reads[0]`` / the distinct series of ``reads[1]``."""
     TARGET_RATIO = "target_ratio"
@@ -248,11 +249,13 @@ CATALOGUE: tuple[Kpi, ...] = (
     _k(
         "sales_oldest_awaiting_contact_seconds",
         Kind.OLDEST_AGE,
-        "awaiting_since",
+        # 0 when none: for the reps with a lead created in the periods kept (it waited)
+        "awaiting_since created",
         "rep",
         "rep",
         _RT,
-        "Age of the oldest lead still waiting for contact",
+        "Age of the oldest lead still waiting for contact (0 for a rep with none waiting "
+        "and a lead created in the periods kept)",
         windowed=False,
     ),
     # activity
@@ -495,11 +498,14 @@ CATALOGUE: tuple[Kpi, ...] = (
     _k(
         "sales_cost_per_new_customer",
         Kind.SUM_PER_COUNT,
-        "marketing_cost new_customer",
+        # new customers as sales_new_customers counts them (periods-and-targets.md): deals
+        # won from leads that were not existing customers, so not a customer's first win
+        "marketing_cost won_new",
         "source",
         GLOBAL,
         _CUST,
-        "Marketing cost / new customers won (without source: the whole team)",
+        "Marketing cost / new customers won, the deals won from leads that were not "
+        "existing customers (without source: the whole team)",
         total=True,
     ),
     # products
@@ -640,8 +646,10 @@ def _check(entry: Kpi) -> None:
         if entry.owner != GLOBAL and entry.owner not in family.labels:
             raise ValueError(f"{entry.name}: {name} has no owner label {entry.owner!r}")
         # a windowed row reads windowed facts, a live row live ones; but the live count an
-        # at-start ratio starts from, and the day's facts of a target ratio
+        # at-start ratio starts from, the day's facts of a target ratio and the labels an
+        # oldest age is 0 for
         live = not entry.windowed or (entry.kind is Kind.AT_START_RATIO and i == 1)
+        live = live and not (entry.kind is Kind.OLDEST_AGE and i == 1)
         if family.live != live and entry.kind is not Kind.TARGET_RATIO:
             raise ValueError(f"{entry.name}: windowed and live facts do not mix ({name})")
     if entry.total and entry.owner != GLOBAL:

@@ -248,12 +248,6 @@ class _Reader:
                 value = (plus.total if plus else 0.0) - (less.total if less else 0.0)
                 if (plus and plus.count) or (less and less.count):
                     yield labels, rounded(value)
-        elif kind is Kind.OLDEST_AGE:
-            # reps with no waiting lead drop out of the summary: no series rather than a
-            # stale age
-            for labels, acc in first.items():
-                oldest = acc.smallest()
-                yield labels, rounded(max(0.0, now - oldest) if oldest is not None else 0.0)
 
     def _per_distinct(
         self, kpi: Kpi, window: WindowBounds | None
@@ -275,6 +269,22 @@ class _Reader:
             n = sum(acc.count for acc in counts.values())
             if n > 0:
                 yield (), rounded(sum(acc.total for acc in sums.values()) / n)
+
+    def _oldest_age(self, kpi: Kpi, _: WindowBounds | None) -> Iterator[tuple[Labels, float]]:
+        """Now minus the oldest value of ``reads[0]`` (live), and 0 for the label values of
+        ``reads[1]`` in any window with none: outputs.md's "0 when none", for the reps that
+        had leads waiting in the periods kept (a rep with none drops out of ``reads[0]``).
+        Under the label cap those zeros weigh nothing: they fold into ``other`` first."""
+        waiting = _project(kpi.reads[0], kpi, self._accs(kpi.reads[0], None))
+        known = {
+            labels
+            for window in self._windows
+            for labels in _project(kpi.reads[1], kpi, self._accs(kpi.reads[1], window))
+        }
+        none_waiting = {labels: Acc(True) for labels in known - waiting.keys()}
+        for labels, acc in _fold(waiting | none_waiting, self.ctx.cap).items():
+            oldest = acc.smallest()
+            yield labels, rounded(max(0.0, self.ctx.now - oldest) if oldest is not None else 0.0)
 
     def _attach(self, kpi: Kpi, window: WindowBounds | None) -> Iterator[tuple[Labels, float]]:
         (pairs,) = self.inputs(kpi, window)
@@ -380,6 +390,7 @@ _SPECIAL: dict[Kind, _ValuesOf] = {
     Kind.PER_DISTINCT: _Reader._per_distinct,
     Kind.TARGET_RATIO: lambda reader, kpi, _: reader._target_ratio(kpi),
     Kind.SUM_PER_COUNT: _Reader._sum_per_count,
+    Kind.OLDEST_AGE: _Reader._oldest_age,
     Kind.ATTACH: _Reader._attach,
     Kind.AT_START_RATIO: _Reader._at_start_ratio,
     Kind.NPS: _Reader._nps,

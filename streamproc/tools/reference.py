@@ -48,7 +48,7 @@ def _computed(kpi: Kpi) -> str:
         den = reads[1] if len(reads) == 2 else f"({' + '.join(reads[1:])})"
         return f"{reads[0]} / {den}"
     if kpi.kind is Kind.OLDEST_AGE:
-        return f"now - the oldest time in {reads[0]}"
+        return f"now - the oldest time in {reads[0]}; 0 for a label of {reads[1]} with none"
     if kpi.kind is Kind.TARGET_RATIO:
         return f"{reads[0]} today / the rep's daily target"
     if kpi.kind is Kind.PER_DISTINCT:

@@ -25,7 +25,22 @@ from streamproc.kafka.topics import topic_names
 from streamproc.kpis.catalogue import KPIS
 from tests.support.business import BusinessScenario, SeriesKey, is_customer_metric, key_of
 from tests.support.faults import Message, dead_letter_report, wait_settled
-from tests.support.harness import TopicReader, WorkerProcess, combined, select, wait_until
+from tests.support.harness import (
+    TopicReader,
+    WorkerProcess,
+    combined,
+    select,
+    series,
+    wait_until,
+)
+from tests.support.restated import (
+    ABSENT_TODAY,
+    EXPECTED_1H,
+    EXPECTED_TODAY,
+    OLDEST_ZERO,
+    RestatedScenario,
+    labels_of,
+)
 from tests.support.scenario import Scenario, expected, noon_zone
 
 _COMPACT = {"cleanup.policy": "compact"}
@@ -222,6 +237,39 @@ def test_a_customer_compacted_by_its_worker_is_taken_over_exact(
     _settle([second], truth, timeout=60)
     time.sleep(3)  # three sweeps: what it read was compacted (else it would compact it)
     assert _compacted(second) == 0
+
+
+def test_a_deal_won_again_an_upsell_and_a_contacted_lead_on_a_worker(
+    settings_factory, make_topics, worker_factory, kafka_producer
+) -> None:
+    """tests/support/restated.py through a worker: a second won event of a won deal is no
+    second win, a win from an existing customer buys no new customer, and the oldest wait
+    of a rep whose leads were all contacted reads 0."""
+    now = time.time()
+    settings = _settings(settings_factory, now)
+    make_topics(settings)
+    worker = worker_factory(settings)
+    producer = kafka_producer()
+    for kind, event in RestatedScenario(now).events():
+        producer.produce(settings.topic(kind), key=key_of(kind, event), value=orjson.dumps(event))
+    assert producer.flush(10) == 0
+    want = {
+        series(metric, window=window, **labels_of(labels)): value
+        for window, expected in (("today", EXPECTED_TODAY), ("1h", EXPECTED_1H))
+        for (metric, labels), value in expected.items()
+    }
+    want |= {series("sales_oldest_awaiting_contact_seconds", rep=rep): 0 for rep in OLDEST_ZERO}
+    absent = [series(m, window="today", **labels_of(labels)) for m, labels in ABSENT_TODAY]
+    absent.append(series("sales_oldest_awaiting_contact_seconds", rep="x"))
+
+    def differences() -> dict[Any, Any]:
+        got = worker.samples()
+        wrong = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != pytest.approx(v)}
+        return wrong | {k: (got[k], None) for k in absent if k in got}
+
+    with contextlib.suppress(TimeoutError):  # the assertion below says what differs
+        wait_until(lambda: not differences(), timeout=40)
+    assert differences() == {}
 
 
 def _compacted(worker: WorkerProcess) -> int:

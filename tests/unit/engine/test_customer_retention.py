@@ -213,7 +213,9 @@ def test_a_customer_back_after_it_was_forgotten_is_a_new_customer() -> None:
     run.feed([run.raw(*event) for event in events], now + 3600)
     customer = run.engine.customers["OLD"]
     facts = run.engine.customer_facts.facts(customer)
-    assert [f[2] for f in facts if f[0] == "new_customer"] == [now + 60]  # the win's time
+    # known afresh from the win: active from its time (no "new customer" fact any more: cost
+    # per new customer counts the deals won from leads not existing customers, lead facts)
+    assert [f[2] for f in facts if f[0] == "customer_activated"] == [now + 60]
 
 
 def test_a_compacted_customer_read_back_is_no_candidate_again() -> None:

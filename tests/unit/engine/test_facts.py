@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamproc.config import Settings
-from streamproc.engine.facts import EMAIL, PIPELINE, SPEED, FactDeriver
+from streamproc.engine.facts import EMAIL, PIPELINE, SPEED, Fact, FactDeriver
 from streamproc.engine.lead import Attempt, Created, LeadState, Open, StageMove
 
 SETTINGS = Settings(_env_file=None)
@@ -82,3 +82,45 @@ def test_a_later_call_after_an_answered_stage_re_derives_nothing() -> None:
     # the first activity after an entry does change that stage's response time
     lead.append(StageMove(5.0, "s2", "r1", SETTINGS.stages[2], None, None, None))
     assert DERIVER.affects(lead, Attempt(6.0, "a4", "r1", "call", False, None)) == PIPELINE
+
+
+def _won_twice(second_value: float | None) -> LeadState:
+    """Won at 100 (value 1000, by r1), then a second won event at 200 (won to won, by r2)."""
+    lead = LeadState("L1", 0)
+    lead.append(Created(0.0, "c1", "r1", "web", "t", False, None, None, "smb"))
+    lead.append(StageMove(200.0, "s2", "r2", "won", second_value, None, None, ("b",)))
+    lead.append(StageMove(100.0, "s1", "r1", "won", 1000.0, None, None, ("a",)))  # sent later
+    return lead
+
+
+_WON_FAMILIES = {"won", "won_src", "won_value", "won_new", "team_won_new", "won_ch"}
+
+
+def _won_facts(lead: LeadState) -> list[Fact]:
+    wanted = _WON_FAMILIES | {"segment_revenue"}
+    return sorted(f for f in DERIVER.facts(lead, PIPELINE) if f[0] in wanted)
+
+
+def test_a_second_won_event_of_a_won_deal_is_no_second_win() -> None:
+    """A deal is won once: at its first won move, by that move's rep; a later won event
+    updates it (its value if it gives one, its products) and lands nowhere of its own."""
+    assert _won_facts(_won_twice(None)) == [
+        ("segment_revenue", ("smb",), 100.0, 1000.0),
+        ("team_won_new", (), 100.0, 1.0),
+        ("won", ("r1", "web"), 100.0, 1.0),
+        ("won_ch", ("none",), 100.0, 1.0),
+        ("won_new", ("r1", "web"), 100.0, 1.0),
+        ("won_src", ("web",), 100.0, 1.0),
+        ("won_value", ("r1",), 100.0, 1000.0),
+    ]
+
+
+def test_the_value_of_a_deal_won_again_is_the_last_one_given() -> None:
+    """``deal_value``: the last one given stands, and counts at the win."""
+    values = [f for f in _won_facts(_won_twice(1500.0)) if f[0] in ("won_value", "segment_revenue")]
+    assert values == [
+        ("segment_revenue", ("smb",), 100.0, 1500.0),
+        ("won_value", ("r1",), 100.0, 1500.0),
+    ]
+    products = [f for f in DERIVER.facts(_won_twice(None), PIPELINE) if f[0] == "product_win"]
+    assert products == [("product_win", ("b",), 100.0, 1.0)]  # the last list, at the win

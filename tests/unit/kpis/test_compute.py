@@ -1,0 +1,85 @@
+"""KPI values read from one engine on the small scenario of tests/support/restated.py,
+computed by hand: each value is what the contract says, with its arithmetic."""
+
+from __future__ import annotations
+
+import time
+
+from streamproc.config import Settings
+from tests.support.restated import (
+    ABSENT_TODAY,
+    EXPECTED_1H,
+    EXPECTED_TODAY,
+    Event,
+    RestatedScenario,
+)
+from tests.support.scenario import noon_zone
+from tests.support.truth import Truth
+
+NOW = float(int(time.time()))
+SCENARIO = RestatedScenario(NOW)
+# Local noon: every instant of the scenario is today.
+SETTINGS = Settings(_env_file=None, timezone=noon_zone(NOW))  # type: ignore[call-arg]
+
+Kpis = dict[tuple[str, str], float]
+
+
+def _kpis(events: list[Event], window: str | None, settings: Settings = SETTINGS) -> Kpis:
+    """metric, its labels as ``k=v,...`` (sorted) -> value, of one window (None: live),
+    read a second after the events."""
+    truth = Truth(settings)
+    truth.feed(events, NOW)
+    out = {}
+    for (metric, labels), value in truth.kpis(NOW + 1).items():
+        named = dict(labels)
+        if named.pop("window", None) == window:
+            out[(metric, ",".join(f"{k}={v}" for k, v in sorted(named.items())))] = value
+    return out
+
+
+def _of(kpis: Kpis, metric: str) -> dict[str, float]:
+    return {labels: value for (m, labels), value in kpis.items() if m == metric}
+
+
+def test_a_second_won_event_of_a_won_deal_counts_once_at_the_first() -> None:
+    """A deal is won once, at its first won move: D1's second won event is no other deal,
+    no other revenue, no other new customer; it restates D1, in the window of its win."""
+    today, last_hour = _kpis(SCENARIO.wins(), "today"), _kpis(SCENARIO.wins(), "1h")
+    for key in ("sales_deals_won", "sales_revenue_won", "sales_new_customers"):
+        assert _of(today, key) == {k[1]: v for k, v in EXPECTED_TODAY.items() if k[0] == key}
+        assert _of(last_hour, key) == {k[1]: v for k, v in EXPECTED_1H.items() if k[0] == key}
+    assert today[("sales_upsell_ratio", "")] == EXPECTED_TODAY[("sales_upsell_ratio", "")]
+    assert _of(today, "sales_win_ratio") == {"source=s_a": 1.0, "source=s_b": 1.0}
+    assert _of(today, "sales_rep_win_ratio") == {"rep=d1": 1.0, "rep=d2": 1.0}
+    assert _of(today, "sales_channel_win_ratio") == {"channel=none": 1.0}
+    assert _of(today, "sales_customer_revenue") == {"segment=default": 8000}
+    assert _of(today, "sales_customer_profit") == {"segment=default": 8000}  # no cost
+
+
+def test_cost_per_new_customer_counts_no_win_from_an_existing_customer() -> None:
+    """New customers are the deals won from leads that were not existing customers
+    (``sales_new_customers``): D2's win is none, so s_b's cost buys no new customer."""
+    today = _kpis(SCENARIO.wins() + SCENARIO.costs(), "today")
+    assert _of(today, "sales_cost_per_new_customer") == {
+        k[1]: v for k, v in EXPECTED_TODAY.items() if k[0] == "sales_cost_per_new_customer"
+    }
+    assert all(key not in today for key in ABSENT_TODAY)
+    assert today[("sales_cost_per_lead", "source=s_b")] == 100  # D2 is a lead all the same
+
+
+def test_the_oldest_waiting_lead_of_a_rep_with_none_waiting_is_0() -> None:
+    """0 when none: for every rep who had a lead created in the periods kept (so had a lead
+    waiting), not for a rep who only contacted leads of others (x)."""
+    oldest = _of(_kpis(SCENARIO.waits(), None), "sales_oldest_awaiting_contact_seconds")
+    assert oldest == {
+        "rep=o": 0,  # its lead was contacted
+        "rep=p": 0,
+        "rep=w": 20 * 60 + 1,  # read a second after the events
+    }
+
+
+def test_reps_without_a_waiting_lead_fold_first_under_the_label_cap() -> None:
+    """The cap keeps the busiest reps (those with waiting leads); o and p fold into other."""
+    capped = SETTINGS.model_copy(update={"label_cap": 2})
+    oldest = _of(_kpis(SCENARIO.waits(), None, capped), "sales_oldest_awaiting_contact_seconds")
+    assert oldest == {"rep=w": 20 * 60 + 1, "rep=other": 0}
