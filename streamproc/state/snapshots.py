@@ -47,8 +47,9 @@ __all__ = ["VERSION", "Snapshot", "Snapshots", "settings_fingerprint"]
 log = logging.getLogger(__name__)
 # Of the format; a snapshot of another version is not read. 2: with the SLA deadlines; 3:
 # with the writer's byte order (its arrays are native: a snapshot from the broker may come
-# from another machine).
-VERSION = 3
+# from another machine); 4: a deal is won once (a repeated won event counted again before,
+# and a customer's "new customer" fact is gone): aggregates of version 3 are derived again.
+VERSION = 4
 # Settings that change no fact, window or aggregate: a restart, or another worker with its
 # own address, credentials and cache, may differ in them and still use the snapshot (the
 # marks tell another cluster). Every other setting must be the same.
