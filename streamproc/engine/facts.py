@@ -272,10 +272,8 @@ class FactDeriver:
             if i + 1 < len(history):
                 self._stage_exit(move, history[i + 1], out)
             if move.to_stage == self._lost:
-                reason = move.lost_reason or "unknown"
-                out.append(("lost", (move.rep, reason), move.ts, 1.0))
-                out.append(("lost_src", (source,), move.ts, 1.0))
-                out.append(("lost_ch", (channel,), move.ts, 1.0))
+                if i == 0 or history[i - 1].to_stage != self._lost:  # else: a restatement
+                    self._loss(history, i, source, channel, out)
             elif move.to_stage != self._won:
                 self._stage_response(move, activity, out)
         wins = [move for move in history if move.to_stage == self._won]
@@ -291,6 +289,22 @@ class FactDeriver:
         out.append(("pipeline_value", (owner, current.to_stage), None, value))
         out.append(("forecast_value", (owner,), None, value * probability))
         out.append(("team_forecast", (), None, value * probability))
+
+    def _loss(
+        self, history: list[StageMove], i: int, source: str, channel: str, out: list[Fact]
+    ) -> None:
+        """The deal lost at move ``i``, once: a lost event right after it (lost to lost) is
+        a restatement, as a won event of a won deal is (``_win``); the last reason it gives
+        stands, at the first lost move, by its rep."""
+        move, reason = history[i], None
+        for later in history[i:]:
+            if later.to_stage != self._lost:
+                break
+            reason = later.lost_reason or reason
+        labels = (move.rep, reason or "unknown")
+        out.append(("lost", labels, move.ts, 1.0))
+        out.append(("lost_src", (source,), move.ts, 1.0))
+        out.append(("lost_ch", (channel,), move.ts, 1.0))
 
     def _win(self, lead: LeadState, wins: list[StageMove], value: float, out: list[Fact]) -> None:
         """The deal's win (``wins``: its won moves, in event-time order; ``value``: the

@@ -124,3 +124,24 @@ def test_the_value_of_a_deal_won_again_is_the_last_one_given() -> None:
     ]
     products = [f for f in DERIVER.facts(_won_twice(None), PIPELINE) if f[0] == "product_win"]
     assert products == [("product_win", ("b",), 100.0, 1.0)]  # the last list, at the win
+
+
+def test_a_second_lost_event_of_a_lost_deal_is_no_second_loss() -> None:
+    """Lost to lost restates the loss (its reason, if it gives one), as won to won does;
+    a deal reopened and lost again is lost twice."""
+    lead = LeadState("L2", 0)
+    lead.append(Created(0.0, "c1", "r1", "web", "t", False, None, None, "smb"))
+    lead.append(StageMove(100.0, "s1", "r1", "lost", None, None, None))
+    lead.append(StageMove(200.0, "s2", "r2", "lost", None, None, "price"))
+    lost = [f for f in DERIVER.facts(lead, PIPELINE) if f[0] in ("lost", "lost_src")]
+    assert sorted(lost) == [
+        ("lost", ("r1", "price"), 100.0, 1.0),
+        ("lost_src", ("web",), 100.0, 1.0),
+    ]
+    lead.append(StageMove(300.0, "s3", "r1", "qualified", None, None, None))
+    lead.append(StageMove(400.0, "s4", "r1", "lost", None, None, "timing"))
+    lost = [f for f in DERIVER.facts(lead, PIPELINE) if f[0] == "lost"]
+    assert sorted(lost) == [
+        ("lost", ("r1", "price"), 100.0, 1.0),
+        ("lost", ("r1", "timing"), 400.0, 1.0),
+    ]
