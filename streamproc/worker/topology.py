@@ -159,7 +159,10 @@ class Topology:
             lambda: self.targets.targets,
         )
         self.redis = RedisSnapshotSink(settings, self._owns, self.metrics.redis_up)
-        self.sinks: list[Sink] = [MetricTopicsSink(settings, self._send_metric), self.redis]
+        self.sinks: list[Sink] = [
+            MetricTopicsSink(settings, self._send_metric, self._owns),
+            self.redis,
+        ]
         self.alerts.hooks.append(self._alert_to_redis)
         self.partials = PartialsIntake(app, self.partials_table, settings.partitions, self._ready)
         self.rounds = PublishRounds(
@@ -304,7 +307,7 @@ class Topology:
         waiting = self.alerts.watch.deadlines(self.engine.leads)
         return self.snapshots.write(self.engine.partitions, waiting)
 
-    async def _send_metric(self, topic: str, key: bytes, value: bytes) -> None:
+    async def _send_metric(self, topic: str, key: bytes, value: bytes | None) -> None:
         await (await self.metric_topics[topic].send(key=key, value=value))
 
     def _owns(self, metric: str, labels: dict[str, str]) -> bool:

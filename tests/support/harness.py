@@ -194,7 +194,7 @@ class TopicReader:
             }
         )
         self.consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
-        # (arrival time, key, decoded JSON value)
+        # (arrival time, key, decoded JSON value; None: a tombstone)
         self.records: list[tuple[float, str | None, Any]] = []
 
     def poll(self, seconds: float = 0.5) -> list[tuple[float, str | None, Any]]:
@@ -203,15 +203,18 @@ class TopicReader:
             msg = self.consumer.poll(0.05)
             if msg is not None and not msg.error():
                 key = msg.key().decode() if msg.key() is not None else None
-                self.records.append((time.time(), key, orjson.loads(msg.value())))
+                value = None if msg.value() is None else orjson.loads(msg.value())
+                self.records.append((time.time(), key, value))
         return self.records
 
     def values(self) -> list[Any]:
-        return [value for _, _, value in self.records]
+        """Every value read, tombstones left out."""
+        return [value for _, _, value in self.records if value is not None]
 
     def latest(self) -> dict[str | None, Any]:
-        """The latest value per key: what a compacted topic keeps."""
-        return {key: value for _, key, value in self.records}
+        """The latest value per key: what a compacted topic keeps (a tombstone: nothing)."""
+        latest = {key: value for _, key, value in self.records}
+        return {key: value for key, value in latest.items() if value is not None}
 
     def close(self) -> None:
         self.consumer.close()

@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from streamproc.config import Settings
 from streamproc.contract.outputs import MetricMessage, series_key
@@ -21,12 +21,16 @@ from streamproc.kpis.compute import Sample
 from streamproc.runtime.slices import run_in_slices
 from streamproc.serving.sinks.base import Backoff, Outage, stop_task
 
-__all__ = ["MetricTopicsSink", "Send"]
+__all__ = ["MetricTopicsSink", "Owns", "Send"]
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[str, bytes, bytes], Awaitable[None]]
-"""``send(topic, key, value)``: produce one record (e.g. a Faust topic's send)."""
+Send = Callable[[str, bytes, bytes | None], Awaitable[None]]
+"""``send(topic, key, value)``: produce one record (e.g. a Faust topic's send); a None
+value is a tombstone."""
+Owns = Callable[[str, dict[str, str]], bool]
+"""``owns(metric, labels) -> bool``: whether this worker currently owns the series."""
+Kind = Literal["value", "final", "tombstone"]
 
 
 class _SendFailed(Exception):
@@ -88,20 +92,25 @@ class MetricTopicsSink:
 
     Per series: at most one message per ``publish_interval_seconds`` (the latest value
     wins), and when a window moves on, one ``final: true`` message with the old window's
-    last value before the new window's first. A series that vanishes while its window
-    runs gets nothing (no tombstone: compaction keeps its last value).
+    last value before the new window's first. A series this worker still owns that
+    vanishes (nothing in the window that holds now, a denominator at 0, a live gauge at
+    no value) gets a tombstone once missing for the interval, after its final if its
+    window ended: its last value must not read as the current one (/metrics, /kpis and
+    Redis no longer have it either). One that moved to another worker gets none.
     """
 
     def __init__(
         self,
         settings: Settings,
         send: Send,
+        owns: Owns,
         *,
         send_timeout: float = 10.0,
         stop_timeout: float = 5.0,
         backoff: Backoff | None = None,
     ) -> None:
         self._send = send
+        self._owns = owns
         self._interval = settings.publish_interval_seconds
         self._topics = topic_names(settings).metrics
         self._send_timeout = send_timeout
@@ -113,6 +122,7 @@ class MetricTopicsSink:
         self._seen: dict[str, _Value] = {}
         self._sent: dict[str, _Sent] = {}
         self._finals: dict[str, _Value] = {}
+        self._gone: dict[str, tuple[_Value, float]] = {}  # vanished -> (last, since: monotonic)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -175,8 +185,8 @@ class MetricTopicsSink:
         if latest is not None:
             await run_in_slices(self._fold(*latest))
         due, next_due = await run_in_slices(self._due(time.monotonic(), force))
-        for i, (key, value, final) in enumerate(due, 1):
-            await self._deliver(key, value, final)
+        for i, (key, value, kind) in enumerate(due, 1):
+            await self._deliver(key, value, kind)
             if i % 200 == 0:
                 await asyncio.sleep(0)  # a send that never suspends must not starve the agents
         self._backoff.reset()
@@ -197,18 +207,31 @@ class MetricTopicsSink:
                 value = _Value(sample.metric, sample.labels, sample.window, sample.value)
                 fresh[_series(value)] = value
             yield None
+        mono = time.monotonic()
         for key, old in self._seen.items():
-            if old.window is not None and _window_over(old.window, fresh.get(key), now):
+            new = fresh.get(key)
+            if old.window is not None and _window_over(old.window, new, now):
                 # Several ended windows while the broker was down: the latest one is kept.
                 self._finals[key] = old
+            if new is None and self._owns(old.metric, old.labels):
+                self._gone.setdefault(key, (old, mono))
+        for key in [key for key in self._gone if key in fresh]:
+            del self._gone[key]  # back before its tombstone went: as if never gone
         self._seen = fresh
 
     def _due(
         self, mono: float, force: bool
-    ) -> Generator[None, None, tuple[list[tuple[str, _Value, bool]], float | None]]:
-        """Finals first (they precede their series' next window), then changed values."""
-        due = [(key, value, True) for key, value in self._finals.items()]
+    ) -> Generator[None, None, tuple[list[tuple[str, _Value, Kind]], float | None]]:
+        """Finals first (they precede their series' next window or tombstone), then
+        tombstones missing for the interval, then changed values."""
+        due: list[tuple[str, _Value, Kind]] = [(k, v, "final") for k, v in self._finals.items()]
         next_due: float | None = None
+        for key, (value, since) in self._gone.items():
+            ready = since + self._interval
+            if force or mono >= ready:
+                due.append((key, value, "tombstone"))
+            else:
+                next_due = ready if next_due is None else min(next_due, ready)
         for key, value in self._seen.items():
             yield None
             sent = self._sent.get(key)
@@ -219,16 +242,12 @@ class MetricTopicsSink:
                 if mono < ready:
                     next_due = ready if next_due is None else min(next_due, ready)
                     continue
-            due.append((key, value, False))
+            due.append((key, value, "value"))
         return due, next_due
 
-    async def _deliver(self, key: str, value: _Value, final: bool) -> None:
+    async def _deliver(self, key: str, value: _Value, kind: Kind) -> None:
         """Send one record; raise ``_SendFailed`` (outage logged once) when the send fails."""
-        try:
-            record = _encode(value, final, time.time())
-        except ValueError:
-            log.exception("metric topics: cannot encode %s, dropped", key)
-            record = None
+        record = self._record(key, value, kind)
         if record is not None:
             topic = self._topics[KPIS[value.metric].topic]
             try:
@@ -238,10 +257,23 @@ class MetricTopicsSink:
                 self._outage.failed(exc)
                 raise _SendFailed from exc
             self._outage.ok()
-        if final:
+        if kind == "final":
             self._finals.pop(key, None)
+        elif kind == "tombstone":
+            self._gone.pop(key, None)
+            self._sent.pop(key, None)  # back later: published afresh
         else:
             self._sent[key] = _Sent(value.value, value.start, time.monotonic())
+
+    @staticmethod
+    def _record(key: str, value: _Value, kind: Kind) -> tuple[bytes, bytes | None] | None:
+        if kind == "tombstone":
+            return key.encode(), None
+        try:
+            return _encode(value, kind == "final", time.time())
+        except ValueError:
+            log.exception("metric topics: cannot encode %s, dropped", key)
+            return None
 
     def _prune(self, mono: float) -> None:
         # A vanished series' last send still counts for the interval (it may come back);

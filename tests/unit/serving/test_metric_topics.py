@@ -32,18 +32,18 @@ class FakeSend:
     """Collects records like a producer; can fail or hang on demand."""
 
     def __init__(self) -> None:
-        self.records: list[tuple[str, bytes, dict[str, Any]]] = []
+        self.records: list[tuple[str, bytes, Any]] = []  # a tombstone's value: None
         self.fail = False
         self.hang = False
         self.calls = 0
 
-    async def __call__(self, topic: str, key: bytes, value: bytes) -> None:
+    async def __call__(self, topic: str, key: bytes, value: bytes | None) -> None:
         self.calls += 1
         if self.hang:
             await asyncio.Event().wait()
         if self.fail:
             raise ConnectionError("broker down")
-        self.records.append((topic, key, orjson.loads(value)))
+        self.records.append((topic, key, None if value is None else orjson.loads(value)))
 
     def of(self, key: str) -> list[dict[str, Any]]:
         return [msg for _, k, msg in self.records if k == key.encode()]
@@ -75,6 +75,7 @@ async def make_sink(send: FakeSend) -> AsyncIterator[Callable[..., MetricTopicsS
     sinks: list[MetricTopicsSink] = []
 
     def make(interval: float = 1.0, **kwargs: Any) -> MetricTopicsSink:
+        kwargs.setdefault("owns", lambda metric, labels: True)
         settings = Settings(_env_file=None, publish_interval_seconds=interval)
         sink = MetricTopicsSink(settings, send, backoff=Backoff(0.02, 0.1), **kwargs)
         sinks.append(sink)
@@ -133,24 +134,64 @@ async def test_window_end_publishes_final_with_old_last_value(make_sink, send: F
     assert new["window_start"] == _rfc(new_bounds.start)
 
 
-async def test_vanished_series_final_only_once_window_ended(make_sink, send: FakeSend) -> None:
+async def test_vanished_series_tombstone_after_a_final_once_window_ended(
+    make_sink, send: FakeSend
+) -> None:
+    """A series gone from the snapshot is gone from /metrics, /kpis and Redis: its last
+    value on the topic must not stand for the current window (a count left the 1h window,
+    a denominator dropped to 0), so it gets a tombstone."""
     sink = make_sink(interval=0.02)
     await sink.start()
     gone, ended = ratio(0.5, rep="r1"), ratio(0.5, rep="r2")
     await sink.publish([gone, ended], T0)
     await async_wait_until(lambda: len(send.records) == 2, 3.0)
-    # r1 vanishes mid-window (a denominator dropped to 0): no message, no tombstone.
+    # r1 vanishes mid-window: a tombstone.
     await sink.publish([ended], T0 + 1)
-    await asyncio.sleep(0.1)
-    assert len(send.records) == 2
-    # r2 vanishes because its window is over: its last value goes out as final.
+    await async_wait_until(lambda: len(send.records) == 3, 3.0)
+    assert send.records[-1] == ("sales.metrics.activity", key_of(gone).encode(), None)
+    # r2 vanishes because its window is over: its last value goes out as final, then
+    # the tombstone (nothing in the window that holds now).
     end = _bounds(ended).end
     await sink.publish([], end)
+    await async_wait_until(lambda: len(send.records) == 5, 3.0)
+    (topic, key, final), tombstone = send.records[3], send.records[4]
+    assert key == key_of(ended).encode() and topic == "sales.metrics.activity"
+    assert final["final"] is True and final["value"] == 0.5
+    assert tombstone == (topic, key, None)
+    await asyncio.sleep(0.1)
+    assert len(send.records) == 5  # once
+
+
+async def test_a_series_back_within_the_interval_gets_no_tombstone(
+    make_sink, send: FakeSend
+) -> None:
+    """Coalesced like a value: a series missing from one snapshot (its partials on their
+    way back after a window move) and back in the next sends nothing in between."""
+    sink = make_sink(interval=0.5)
+    await sink.start()
+    await sink.publish([forecast(3.0)], T0)
+    await async_wait_until(lambda: len(send.records) == 1, 3.0)
+    await sink.publish([], T0 + 1)
+    await asyncio.sleep(0.1)
+    await sink.publish([forecast(3.0)], T0 + 2)
+    await asyncio.sleep(0.6)
+    assert [m for _, _, m in send.records] == [send.records[0][2]]
+
+
+async def test_a_series_that_moved_to_another_worker_gets_no_tombstone(
+    make_sink, send: FakeSend
+) -> None:
+    """A rebalance moved it: its new owner publishes it; a tombstone from here would
+    delete it."""
+    sink = make_sink(interval=0.02, owns=lambda metric, labels: labels["rep"] != "r1")
+    await sink.start()
+    await sink.publish([forecast(3.0, rep="r1"), forecast(4.0, rep="r2")], T0)
+    await async_wait_until(lambda: len(send.records) == 2, 3.0)
+    await sink.publish([], T0 + 1)
     await async_wait_until(lambda: len(send.records) == 3, 3.0)
-    topic, key, message = send.records[-1]
-    assert key == key_of(ended).encode()
-    assert message["final"] is True and message["value"] == 0.5
-    assert topic == "sales.metrics.activity"
+    await asyncio.sleep(0.1)
+    assert send.records[2] == ("sales.metrics.pipeline", key_of(forecast(0, "r2")).encode(), None)
+    assert len(send.records) == 3
 
 
 async def test_live_gauge_has_null_window(make_sink, send: FakeSend) -> None:
