@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from streamproc.business_hours import BusinessHours, check_zone
 from streamproc.exceptions import SettingsError
 
+# How producers map a key to a partition (``contract.partitioning``).
+Partitioner = Literal["crc32", "murmur2"]
+
 __all__ = [
     "DEFAULT_STAGES",
     "DEFAULT_STAGE_PROBABILITIES",
@@ -141,6 +144,12 @@ class Settings(BaseSettings):
     """STREAMPROC_TOPIC_PREFIX: prefix of every input and output topic."""
     partitions: int = Field(default=4, ge=1, le=1024)
     """STREAMPROC_PARTITIONS: partitions of every topic (co-partitioned)."""
+    keyless_partitioner: Partitioner = "crc32"
+    """STREAMPROC_KEYLESS_PARTITIONER: ``crc32`` (librdkafka's default: confluent-kafka,
+    kcat) or ``murmur2`` (Kafka's Java client, aiokafka): the partitioner your producers
+    key the lead events with. A lead event without a key is re-published keyed by its
+    ``lead_id`` to the partition that partitioner gives it, where its lead's other events
+    are."""
     timezone: str = "UTC"
     """STREAMPROC_TIMEZONE: IANA zone whose midnight starts the ``today`` window (and the
     days and months of the calendar periods)."""

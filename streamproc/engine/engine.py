@@ -25,6 +25,7 @@ from streamproc.contract.events import (
     EventParser,
     LeadCreated,
 )
+from streamproc.contract.partitioning import key_partition
 from streamproc.engine.aggregates import PartitionAggregates, Rollup, fact_diff
 from streamproc.engine.customer import (
     CustomerFacts,
@@ -54,10 +55,12 @@ __all__ = [
     "Engine",
     "MessageKind",
     "RawMessage",
+    "Reroute",
 ]
 
 CUSTOMERS: Literal["customers"] = "customers"  # the kind of the internal customers topic
 Forward = tuple[str, bytes]  # (customer key, message) for the internal customers topic
+Reroute = tuple[str, bytes, bytes, int]  # (topic, key, value, partition)
 
 
 MessageKind = EventKind | BusinessKind | Literal["customers"]
@@ -89,6 +92,9 @@ class BatchResult:
     # For the internal customers topic: business events and the won deals of changed leads
     forward: list[Forward] = field(default_factory=list)
     changed_customers: list[CustomerState] = field(default_factory=list)
+    # Lead events that came without a key, away from their lead's partition: to publish
+    # again, keyed, to it (``contract.partitioning``); counted where they are processed.
+    reroute: list[Reroute] = field(default_factory=list)
 
     def count(self, topic: str, outcome: str) -> None:
         key = (topic, outcome)
@@ -208,8 +214,10 @@ class Engine:
                 result.count(msg.topic, "invalid")
                 self._dead_letter(msg, exc.reason, result)
                 continue
-            self._mark_read(msg.partition, kind, event.ts, now)
             lead_id = event.lead_id
+            if msg.key is None and self._reroute(msg, lead_id, result):
+                continue
+            self._mark_read(msg.partition, kind, event.ts, now)
             lead = self.leads.get(lead_id)
             if lead is None:
                 lead = self.leads[lead_id] = LeadState(lead_id, msg.partition, first_seen=now)
@@ -267,6 +275,17 @@ class Engine:
         if old is not None and was_won and old[0] != customer:
             gone = deal._replace(won=None, value=0.0)
             result.forward.append((old[0], orjson.dumps({"deal": [old[0], *gone]})))
+
+    def _reroute(self, msg: RawMessage, lead_id: str, result: BatchResult) -> bool:
+        """Whether a keyless lead event belongs to another partition: then it goes there,
+        keyed (a crash before the ack sends it again: a duplicate there, changing nothing)."""
+        key = lead_id.encode()
+        settings = self.settings
+        partition = key_partition(key, settings.partitions, settings.keyless_partitioner)
+        if partition == msg.partition:
+            return False
+        result.reroute.append((msg.topic, key, msg.value, partition))
+        return True
 
     def _forward(
         self, msg: RawMessage, kind: BusinessKind, now: float, result: BatchResult

@@ -140,7 +140,8 @@ class EventBatches:
         dead = [await self._dead_letter(item) for item in result.dead_letters]
         flow = self.customers
         forwarded = await flow.send(result) if flow is not None else []
-        await asyncio.gather(*dead, *forwarded)
+        rerouted = [await self._reroute(*reroute) for reroute in result.reroute]
+        await asyncio.gather(*dead, *forwarded, *rerouted)
         written = list(self.unwritten.values())
         marks = self.unwritten_marks
         if flow is not None:
@@ -165,6 +166,16 @@ class EventBatches:
         """Evicted leads: their tombstone is the last word, not an earlier state."""
         for lead in leads:
             self.unwritten.pop(lead.lead_id, None)
+
+    async def _reroute(
+        self, topic: str, key: bytes, value: bytes, partition: int
+    ) -> Awaitable[RecordMetadata]:
+        """A keyless lead event, published again keyed to its lead's partition; awaited
+        before the batch is acked."""
+        fut: Awaitable[RecordMetadata] = await self.app.producer.send(
+            topic, key, value, partition, None, None
+        )
+        return fut
 
     async def _dead_letter(self, item: DeadLetterItem) -> Awaitable[RecordMetadata]:
         msg = item.message

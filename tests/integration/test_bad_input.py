@@ -183,3 +183,43 @@ def test_poison_numbers_and_times_leave_the_worker_running_and_counting(
     assert reasons == ["deal_value is above 1e15, the largest number accepted: send amounts "
                        "in units of the reporting currency (not scaled), and fix the producer "
                        "that sent this"] * 2  # fmt: skip
+
+
+def test_keyless_contacts_reach_their_leads(
+    settings_factory, make_topics, two_workers, kafka_producer
+) -> None:
+    """events.md keys lead events by ``lead_id`` and takes a message without one: the
+    producer puts it on any partition, maybe another worker's than its lead's. Keyed by
+    librdkafka's default partitioner (the default ``STREAMPROC_KEYLESS_PARTITIONER``), each
+    lead's keyless contact still meets its lead: every lead has its first contact, none
+    waits, each contact counted once."""
+    config = settings_factory(partitions=4)
+    make_topics(config)
+    workers = two_workers(config)
+    producer = kafka_producer()
+    now = time.time()
+    leads = [f"K{i}" for i in range(12)]
+    for i, lead in enumerate(leads):
+        created = {"event_id": f"c{i}", "lead_id": lead, "rep_id": "k", "source": "web"}
+        created["occurred_at"] = rfc3339(now - 120)
+        producer.produce(
+            config.topic("lead-created"), key=lead.encode(), value=orjson.dumps(created)
+        )
+    for i, lead in enumerate(leads):
+        contact = {"event_id": f"a{i}", "lead_id": lead, "rep_id": "k", "channel": "call"}
+        contact |= {"connected": True, "occurred_at": rfc3339(now - 60)}
+        producer.produce(config.topic("contact-attempted"), value=orjson.dumps(contact))
+    assert producer.flush(10) == 0
+    first = series("sales_first_contacts", window="today", rep="k")
+    waiting = series("sales_leads_awaiting_contact", rep="k")
+
+    def contacted() -> bool:
+        total = combined(workers)[0]
+        return total.get(first) == len(leads) and not total.get(waiting)
+
+    wait_until(contacted, timeout=60, interval=0.5)
+    outcomes: dict[str, float] = {}
+    for worker in workers:
+        for outcome, n in _outcome_counts(worker).items():
+            outcomes[outcome] = outcomes.get(outcome, 0) + n
+    assert outcomes == {"processed": 2 * len(leads)}

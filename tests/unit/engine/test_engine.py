@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from streamproc.config import Settings
 from streamproc.contract.events import EventKind
+from streamproc.contract.partitioning import key_partition
 from streamproc.engine.engine import Engine, RawMessage
 from streamproc.engine.windows import PERIODS
 from streamproc.kpis.compute import split_samples
@@ -16,6 +17,7 @@ from tests.support.scenario import Scenario, expected, noon_zone
 from tests.support.truth import engine_samples, process_all
 
 SCENARIO = Scenario()
+NOW = 1_796_558_400.0  # 2026-12-06T12:00:00Z
 SETTINGS = Settings(
     _env_file=None, timezone=noon_zone(SCENARIO.now), activity_targets={"r1": 10}, partitions=4
 )
@@ -175,3 +177,31 @@ def test_each_invalid_message_is_dead_lettered_once_whatever_the_order() -> None
         dead.append(sorted(item.message.offset for item in result.dead_letters))
     assert dead == [[7], [3], [5]]
     assert sorted(engine.dead_marks) == [("sales.lead-created", 1, o) for o in (3, 5, 7)]
+
+
+@pytest.mark.parametrize("partitioner", ["crc32", "murmur2"])
+def test_a_keyless_lead_event_goes_keyed_to_its_leads_partition(partitioner: str) -> None:
+    """events.md keys lead events by ``lead_id`` but takes a message without a key: one that
+    landed away from its lead's partition is published there again, keyed, not applied
+    where it landed (its lead's state is not there); one already there is applied."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, partitions=4, keyless_partitioner=partitioner
+    )
+    engine = Engine(settings, {})
+    key = b"L-keyless"
+    home = key_partition(key, 4, partitioner)  # type: ignore[arg-type]
+    event = {"event_id": "e1", "lead_id": "L-keyless", "rep_id": "r1", "source": "web"}
+    value = orjson.dumps(event | {"occurred_at": "2026-12-06T10:00:00Z"})
+    topic = settings.topic("lead-created")
+
+    def message(partition: int, key: bytes | None) -> RawMessage:
+        return RawMessage(EventKind.LEAD_CREATED, topic, partition, 0, key, value, None)
+
+    away = (home + 1) % 4
+    result = engine.process([message(away, None)], NOW)
+    assert result.reroute == [(topic, key, value, home)]
+    assert not result.changed and not result.outcomes  # counted where it is applied
+    result = engine.process([message(home, None)], NOW)
+    assert not result.reroute and [lead.lead_id for lead in result.changed] == ["L-keyless"]
+    keyed = Engine(settings, {}).process([message(away, key)], NOW)  # the producer's choice
+    assert not keyed.reroute and [lead.lead_id for lead in keyed.changed] == ["L-keyless"]
