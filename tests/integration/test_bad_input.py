@@ -76,12 +76,17 @@ def _dead_letters(settings_: Any, count_at_least: int) -> list[dict[str, Any]]:
     return reader.values()
 
 
+def _one_worker(settings_factory: Any, make_topics: Any, worker_factory: Any) -> tuple[Any, Any]:
+    """Settings of two partitions, their topics, and a worker on them."""
+    config = settings_factory(partitions=2)
+    make_topics(config)
+    return config, worker_factory(config)
+
+
 def test_hostile_messages_are_dead_lettered_and_valid_ones_counted_exactly(
     settings_factory, make_topics, worker_factory, kafka_producer
 ) -> None:
-    config = settings_factory(partitions=2)
-    make_topics(config)
-    worker = worker_factory(config)
+    config, worker = _one_worker(settings_factory, make_topics, worker_factory)
     producer = kafka_producer()
     sent = {"valid_leads": 0, "bad": 0}
     run = uuid.uuid4().hex[:6]
@@ -143,9 +148,7 @@ def test_poison_numbers_and_times_leave_the_worker_running_and_counting(
     # The black-box finds: two deals of 1e308 crashed the worker (revenue inf, a null
     # total in the partials); a cost of year 1 had its batch read again forever; old
     # business events counted "processed". Valid events after them must count.
-    config = settings_factory(partitions=2)
-    make_topics(config)
-    worker = worker_factory(config)
+    config, worker = _one_worker(settings_factory, make_topics, worker_factory)
     producer = kafka_producer()
     now = rfc3339(time.time() - 60)
     old = "2001-06-01T12:00:00Z"  # before the start of last_year: late
