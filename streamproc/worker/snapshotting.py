@@ -130,7 +130,8 @@ class SnapshotKeeper:
         its marks and its records. Best effort: a taker without it reads the changelog."""
         if self.topic is None or not published:
             return
-        started, producer, topic, sent = time.monotonic(), self._producer(), self.topic, 0
+        started, producer, topic = time.monotonic(), self._producer(), self.topic
+        sent: dict[int, int] = {}  # partition -> bytes (none for one over the size limit)
         try:
             async with asyncio.timeout(IO_SECONDS):
                 for p, snapshot in published.items():
@@ -138,13 +139,13 @@ class SnapshotKeeper:
                     data = table_copies.encode(p, dbs)
                     if data is not None:
                         await publish_copy(producer, topic, p, data, snapshot)
-                        sent += len(data)
+                        sent[p] = len(data)
         except Exception as exc:  # any failure only costs the taker a changelog read
             log.warning("table copies not published (%r): a taker reads the changelog", exc)
             return
         log.info(
             "table copies of partitions %s published (%d bytes) in %.2f s",
-            sorted(published), sent, time.monotonic() - started,
+            sorted(sent), sum(sent.values()), time.monotonic() - started,
         )  # fmt: skip
 
     # --- a take-over -----------------------------------------------------------------------
