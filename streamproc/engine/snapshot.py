@@ -179,10 +179,7 @@ def read_head(data: bytes) -> dict[str, Any]:
         body = orjson.loads(head)
     except (zstandard.ZstdError, struct.error, orjson.JSONDecodeError) as exc:
         raise SnapshotError(f"not a snapshot: {exc}") from None
-    if not isinstance(body, dict) or not isinstance(body.get("meta"), dict):
-        raise SnapshotError("not a snapshot: no meta")
-    meta: dict[str, Any] = body["meta"]
-    return meta
+    return _meta(body)
 
 
 def read_meta(data: bytes) -> tuple[dict[str, Any], dict[str, Any], memoryview]:
@@ -195,9 +192,15 @@ def read_meta(data: bytes) -> tuple[dict[str, Any], dict[str, Any], memoryview]:
         body = orjson.loads(raw[_HEAD.size : _HEAD.size + size])
     except (zstandard.ZstdError, struct.error, orjson.JSONDecodeError) as exc:
         raise SnapshotError(f"not a snapshot: {exc}") from None
+    return _meta(body), body, memoryview(raw)[_HEAD.size + size :]
+
+
+def _meta(body: object) -> dict[str, Any]:
+    """The meta of a snapshot's parsed head."""
     if not isinstance(body, dict) or not isinstance(body.get("meta"), dict):
         raise SnapshotError("not a snapshot: no meta")
-    return body["meta"], body, memoryview(raw)[_HEAD.size + size :]
+    meta: dict[str, Any] = body["meta"]
+    return meta
 
 
 def _split(body: dict[str, Any], tail: memoryview) -> list[memoryview]:

@@ -144,16 +144,22 @@ async def fetch_snapshot_parts(
         for p, tp in on.partitions.items():
             if on.ends[tp] <= on.firsts[tp]:
                 continue
+            last = await _records(on.consumer, tp, on.ends[tp] - 1, 1)  # once for all parts
+            named = await _parts(on.consumer, tp, last[0]) if len(last) == 1 else None
             for part in parts:
-                data = await _read_latest(on.consumer, tp, on.ends[tp], part)
+                data = await _read_part(on.consumer, tp, named, part)
                 if data is not None:
                     found.setdefault(p, {})[part] = data
         return found
 
 
-async def _read_latest(consumer: Any, tp: TopicPartition, end: int, part: int) -> bytes | None:
-    last = await _records(consumer, tp, end - 1, 1)
-    named = await _parts(consumer, tp, last[0]) if len(last) == 1 else None
+async def _read_part(
+    consumer: Any,
+    tp: TopicPartition,
+    named: tuple[bytes, list[tuple[int, int]]] | None,
+    part: int,
+) -> bytes | None:
+    """The ``part`` of the snapshot ``named`` (``_parts``), if whole."""
     if named is None or part >= len(named[1]):
         return None  # no snapshot, or none with this part: derive, read the changelog
     snapshot_id, parts = named
