@@ -313,6 +313,28 @@ class _Buckets:
             if not kept:
                 del values[key]
 
+    def add_acc(self, key: int, acc: Acc) -> None:
+        """Add a whole accumulator to bucket ``key`` (a month of a restored rollup)."""
+        if not acc.count:
+            return
+        i = key - self.first
+        if not 0 <= i < len(self.counts):
+            i = self._reach(key)
+        before = self.counts[i]
+        count = self.counts[i] = before + acc.count
+        if self.totals is None and acc.total != acc.count:
+            self.totals = array("d", self.counts)
+            self.totals[i] = before  # the counts stood for the totals until now
+        if self.totals is not None:
+            self.totals[i] = self.totals[i] + acc.total if count else 0.0
+        self.used += bool(count) - bool(before)
+        if self.values is not None and acc.values:
+            self._merge_values(key, acc.values)
+
+    def _merge_values(self, key: int, values: Multiset) -> None:
+        assert self.values is not None
+        self.values.setdefault(key, array("d")).extend(_run(values))
+
     def _reach(self, key: int) -> int:
         """Grow the arrays to hold ``key``; its index."""
         n = len(self.counts)
@@ -396,6 +418,12 @@ class _SketchedBuckets(_Buckets):
         if not counts:
             del values[key]
 
+    def _merge_values(self, key: int, values: Multiset) -> None:
+        assert self.values is not None
+        counts: dict[float, int] = self.values.setdefault(key, {})
+        for value, n in values.items():  # sketch centres already (``Acc.add_sketched``)
+            counts[value] = counts.get(value, 0) + n
+
     @staticmethod
     def _values_in(values: dict[int, Any], lo: int, hi: int) -> Multiset:
         out: dict[float, int] = {}
@@ -416,47 +444,43 @@ class _Months:
     with the leads of the periods. Values (distribution families) are sketched.
     """
 
-    __slots__ = ("archive", "dist", "kept")
+    __slots__ = ("archive", "kept")
 
     def __init__(self, dist: bool) -> None:
-        self.dist = dist
         # In arrays as the other levels: an ``Acc`` per month cost ~8 % of the engine's
-        # rate (its add, the dict of its sketch); the kept leads' values are few.
+        # rate (its add, the dict of its sketch); the kept leads' values are few. The
+        # archive too: an ``Acc`` per archived month (its object, its key and its total
+        # as Python objects) was ~200 bytes, 22 MB of a year's 113,755 archived months.
         self.kept = _SketchedBuckets(dist)
-        self.archive: dict[int, Acc] = {}
+        self.archive = _SketchedBuckets(dist)
 
     def add(self, key: int, value: float, sign: int, archived: bool = False) -> None:
-        if not archived:
-            self.kept.add(key, value, sign)
-            return
-        acc = self.archive.get(key)
-        if acc is None:
-            acc = self.archive[key] = Acc(self.dist)
-        acc.add_sketched(value, sign)
-        if not acc.count:
-            del self.archive[key]  # the float dust of retractions goes with the last fact
+        (self.archive if archived else self.kept).add(key, value, sign)
 
     @property
     def used(self) -> bool:
-        return bool(self.kept.used or self.archive)
+        return bool(self.kept.used or self.archive.used)
 
     def holds(self, key: int) -> bool:
-        return self.kept.holds(key) or key in self.archive
+        return self.kept.holds(key) or self.archive.holds(key)
 
     def merge(self, lo: int, hi: int) -> Acc:
         """Months ``lo`` to ``hi`` (inclusive), kept and archived, merged (values counted)."""
         out = self.kept.merge(lo, hi)  # a new Acc, its values counted (not frozen)
-        for key, acc in self.archive.items():
-            if lo <= key <= hi:
-                out.merge(acc)
+        if self.archive.used:
+            out.merge(self.archive.merge(lo, hi))
         return out
+
+    def archived(self) -> Iterator[int]:
+        """The months the archive holds."""
+        archive = self.archive
+        return (archive.first + i for i, count in enumerate(archive.counts) if count)
 
     def drop_before(self, key: int) -> list[int]:
         """Forget months before ``key``; returns the archived months dropped."""
         self.kept.drop_before(key)
-        dropped = [k for k in self.archive if k < key]
-        for k in dropped:
-            del self.archive[k]
+        dropped = [k for k in self.archived() if k < key]
+        self.archive.drop_before(key)
         return dropped
 
 
@@ -609,9 +633,9 @@ class PartitionAggregates:
         out: Rollup = {}
         for family, per_family in self.windowed.items():
             for labels, series in per_family.items():
-                acc = series.M.archive.get(key)
-                if acc is not None:
-                    out.setdefault(family, {})[labels] = {str(key): acc}
+                archive = series.M.archive
+                if archive.holds(key):
+                    out.setdefault(family, {})[labels] = {str(key): archive.merge(key, key)}
         return out
 
     def restore(self, rollup: Rollup) -> None:
@@ -624,15 +648,11 @@ class PartitionAggregates:
             if family not in FAMILIES:
                 continue  # a family this version no longer derives
             for labels, per_window in per_labels.items():
-                months = self._series(family, labels).M
+                archive = self._series(family, labels).M.archive
                 for window, acc in per_window.items():
                     key = int(window)
-                    if key < first:
-                        continue
-                    target = months.archive.get(key)
-                    if target is None:
-                        target = months.archive[key] = Acc(months.dist)
-                    target.merge(acc)
+                    if key >= first:
+                        archive.add_acc(key, acc)
                 self.touched.add((family, labels))
 
     def take_touched(

@@ -122,17 +122,18 @@ def _buckets_in(target: _Buckets, raw: list[Any] | None, read: _Read) -> None:
         target.values = {int(k): read.get(ref, "d") for k, ref in values}
 
 
+def _levels(series: _Series) -> tuple[_Buckets, ...]:
+    return (series.m, series.h, series.d, series.M.kept, series.M.archive)
+
+
 def _series_out(series: _Series, arrays: _Arrays) -> list[Any]:
-    levels = [_buckets_out(b, arrays) for b in (series.m, series.h, series.d, series.M.kept)]
-    archive = [[k, _acc_out(acc, arrays)] for k, acc in series.M.archive.items()]
-    return [*levels, archive]
+    return [_buckets_out(level, arrays) for level in _levels(series)]
 
 
 def _series_in(raw: list[Any], dist: bool, read: _Read) -> _Series:
     series = _Series(dist)
-    for target, level in zip((series.m, series.h, series.d, series.M.kept), raw[:4], strict=True):
+    for target, level in zip(_levels(series), raw, strict=True):
         _buckets_in(target, level, read)
-    series.M.archive = {int(k): _acc_in(acc, dist, read) for k, acc in raw[4]}
     return series
 
 

@@ -48,8 +48,9 @@ log = logging.getLogger(__name__)
 # Of the format; a snapshot of another version is not read. 2: with the SLA deadlines; 3:
 # with the writer's byte order (its arrays are native: a snapshot from the broker may come
 # from another machine); 4: a deal is won once (a repeated won event counted again before,
-# and a customer's "new customer" fact is gone): aggregates of version 3 are derived again.
-VERSION = 4
+# and a customer's "new customer" fact is gone): aggregates of version 3 are derived again;
+# 5: a series' archived months are one level of arrays, as its kept months.
+VERSION = 5
 # Settings that change no fact, window or aggregate: a restart, or another worker with its
 # own address, credentials and cache, may differ in them and still use the snapshot (the
 # marks tell another cluster). Every other setting must be the same.
