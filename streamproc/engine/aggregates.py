@@ -46,13 +46,21 @@ _CENTRE = 2 / (_GAMMA + 1)
 Rollup = dict[str, dict[tuple[str, ...], dict[str, "Acc"]]]
 
 
+# Each bucket centre as one float object, shared by every sketch that counts it: a year of
+# 100,000 leads held 150,000 (centre, count) pairs of 601 distinct centres, a float object
+# (24 bytes) each. At most ~142,000 centres span the doubles at 1 %.
+_CENTRES: dict[float, float] = {}
+shared_centre = _CENTRES.setdefault
+
+
 def sketched(value: float) -> float:
     """The centre of the sketch bucket holding ``value`` (0 for 0; the sign kept)."""
     if value == 0:
         return 0.0
     magnitude = abs(value)
     centre = _CENTRE * _GAMMA ** math.ceil(math.log(magnitude) / _LOG_GAMMA)
-    return centre if value > 0 else -centre
+    centre = centre if value > 0 else -centre
+    return shared_centre(centre, centre)
 
 
 class SortedValues:
@@ -422,6 +430,7 @@ class _SketchedBuckets(_Buckets):
         assert self.values is not None
         counts: dict[float, int] = self.values.setdefault(key, {})
         for value, n in values.items():  # sketch centres already (``Acc.add_sketched``)
+            value = shared_centre(value, value)
             counts[value] = counts.get(value, 0) + n
 
     @staticmethod

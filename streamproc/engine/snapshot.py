@@ -26,6 +26,7 @@ from streamproc.engine.aggregates import (
     _Buckets,
     _Series,
     _SketchedBuckets,
+    shared_centre,
 )
 from streamproc.engine.sla_watch import LEVELS, Deadline
 from streamproc.engine.windows import WindowClock
@@ -68,10 +69,13 @@ class _Read:
         out.frombytes(self.blobs[ref])
         return out
 
-    def get_counts(self, refs: list[int]) -> dict[float, int]:
+    def get_counts(self, refs: list[int], sketched: bool = False) -> dict[float, int]:
+        """A counted multiset; ``sketched``: its values are sketch centres, shared."""
         values, counts = self.get(refs[0], "d"), self.get(refs[1], "q")
         if len(values) != len(counts):
             raise SnapshotError("a multiset's values and counts differ in length")
+        if sketched:
+            return {shared_centre(v, v): n for v, n in zip(values, counts, strict=True)}
         return dict(zip(values, counts, strict=True))
 
 
@@ -117,7 +121,7 @@ def _buckets_in(target: _Buckets, raw: list[Any] | None, read: _Read) -> None:
             raise SnapshotError("a distribution's level without values")
         return
     if isinstance(target, _SketchedBuckets):
-        target.values = {int(k): read.get_counts(refs) for k, *refs in values}
+        target.values = {int(k): read.get_counts(refs, sketched=True) for k, *refs in values}
     else:
         target.values = {int(k): read.get(ref, "d") for k, ref in values}
 
