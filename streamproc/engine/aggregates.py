@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import accumulate, chain, groupby, repeat
 from typing import Any
 
 from streamproc.engine.facts import FAMILIES, Fact
-from streamproc.engine.windows import HOUR, MINUTE, WindowBounds, WindowClock
+from streamproc.engine.windows import (
+    HOUR,
+    KEEP_HOURS,
+    KEEP_MINUTES,
+    MINUTE,
+    WindowBounds,
+    WindowClock,
+)
 
 __all__ = [
     "DIST_FAMILIES",
@@ -265,32 +272,103 @@ def fact_diff(old: Iterable[Fact], new: Iterable[Fact]) -> tuple[list[Fact], lis
 # Zeros kept past a level's newest key: time moves forward, and growing the arrays by one
 # key at a time (a new minute or hour of each series) took ~12 % of the engine's time.
 _SPARE_KEYS = 8
+# Keys this far past now's (and further) go to a level's sparse part (``_Ahead``) unless
+# its arrays already reach them: a cost's shares of the days to come (a prepaid year) made
+# the minute level's arrays reach a year ahead, ~525,000 minutes and 6.3 MB a series, for
+# one share a day. Past the kept span (the watermarks), so that the facts of now (at most 5
+# minutes ahead, events.md) stay in the arrays however long the prunes that move "now" are
+# apart, up to that span.
+AHEAD_MINUTES = KEEP_MINUTES
+AHEAD_HOURS = KEEP_HOURS
+_NEVER = 1 << 62  # the days and months: their arrays reach 731 days ahead at most, 12 bytes a day
+
+
+class _Ahead:
+    """The buckets of a level that hold something beyond its arrays, sparse: their keys
+    sorted, and the count and total of each, 20 bytes a bucket (a year of daily shares is
+    ~365 of them), none for the buckets between them.
+
+    Every key here is beyond the arrays of its level (``_Buckets``): the arrays take a key
+    over when they grow to reach it, and a window reads the arrays' keys, then these, in
+    key order (the same sum as the arrays alone would give)."""
+
+    __slots__ = ("counts", "keys", "totals")
+
+    def __init__(self) -> None:
+        self.keys = array("q")
+        self.counts = array("i")
+        self.totals = array("d")
+
+    def add(self, key: int, value: float, sign: int) -> int:
+        """Count ``value`` at ``key`` ``sign`` times; the change in buckets used."""
+        keys = self.keys
+        i = bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            count = self.counts[i] + sign
+            if count:
+                self.counts[i] = count
+                self.totals[i] = self.totals[i] + value * sign
+                return 0
+            del keys[i], self.counts[i], self.totals[i]  # its float dust goes with it
+            return -1
+        keys.insert(i, key)
+        self.counts.insert(i, sign)
+        self.totals.insert(i, 0.0 + value * sign)  # as a zeroed bucket of the arrays
+        return 1
+
+    def span(self, lo: int, hi: int) -> tuple[int, int]:
+        """The indices of the keys ``lo`` to ``hi`` (inclusive): ``[i, j)``."""
+        return bisect_left(self.keys, lo), bisect_right(self.keys, hi)
+
+    def holds(self, key: int) -> bool:
+        i = bisect_left(self.keys, key)
+        return i < len(self.keys) and self.keys[i] == key
+
+    def take(self, lo: int, hi: int) -> list[tuple[int, int, float]]:
+        """Remove the buckets ``lo`` to ``hi`` (inclusive); (key, count, total) of each."""
+        i, j = self.span(lo, hi)
+        out = list(zip(self.keys[i:j], self.counts[i:j], self.totals[i:j], strict=True))
+        del self.keys[i:j], self.counts[i:j], self.totals[i:j]
+        return out
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 class _Buckets:
     """One level of one series: the count and total of each bucket, in arrays.
 
-    Index ``i`` is bucket key ``first + i``; a level spans at most the keys it keeps (120
-    minutes, 169 hours, 9 days, 24 months) and ``_SPARE_KEYS`` more: 4 bytes a bucket, 12
-    with totals, against ~190 for a dict
-    entry, its key and an ``Acc`` (1.2 million of those at 100,000 leads and 100 reps).
-    ``totals`` is None while every value was 1.0 (most families count): the totals are the
-    counts. ``values`` (the distribution families only): each bucket's values, unsorted.
+    Index ``i`` is bucket key ``first + i``; the arrays span at most the keys the level
+    keeps (120 minutes, 169 hours, 9 days, 24 months), the keys up to the level's horizon
+    ahead of now (``AHEAD_MINUTES``, ``AHEAD_HOURS``; the days and months have none: a
+    cost's period ends at most 731 days ahead) and ``_SPARE_KEYS`` more: 4 bytes a bucket,
+    12 with totals, against ~190 for a dict entry, its key and an ``Acc`` (1.2 million of
+    those at 100,000 leads and 100 reps). A fact beyond both the arrays and the horizon goes
+    to ``ahead`` (sparse: ``_Ahead``), None while there is none. ``totals`` is None while
+    every value was 1.0 (most families count): the totals are the counts. ``values`` (the
+    distribution families only): each bucket's values, unsorted, whether in the arrays or
+    ahead.
     """
 
-    __slots__ = ("counts", "first", "totals", "used", "values")
+    __slots__ = ("ahead", "counts", "first", "totals", "used", "values")
 
     def __init__(self, dist: bool) -> None:
         self.first = 0
         self.counts = array("i")
         self.totals: array[float] | None = None
-        self.used = 0  # buckets with a count
+        self.used = 0  # buckets with a count, in the arrays and ahead
         self.values: dict[int, Any] | None = {} if dist else None  # key -> its values
+        self.ahead: _Ahead | None = None
 
-    def add(self, key: int, value: float, sign: int) -> None:
+    def add(self, key: int, value: float, sign: int, horizon: int = _NEVER) -> None:
+        """Count ``value`` at ``key`` ``sign`` times: in the arrays when they reach ``key``
+        or ``key`` is before ``horizon`` (they grow to it), else ahead."""
         counts = self.counts
         i = key - self.first
         if not 0 <= i < len(counts):
+            if key >= horizon:
+                self._add_ahead(key, value, sign)
+                return
             i = self._reach(key)
         count = counts[i] + sign
         counts[i] = count
@@ -305,6 +383,16 @@ class _Buckets:
             self.used -= 1
         elif count == sign:
             self.used += 1
+        if self.values is not None:
+            self._add_value(key, value, sign)
+
+    def _add_ahead(self, key: int, value: float, sign: int) -> None:
+        ahead = self.ahead
+        if ahead is None:
+            ahead = self.ahead = _Ahead()
+        self.used += ahead.add(key, value, sign)
+        if not ahead:
+            self.ahead = None
         if self.values is not None:
             self._add_value(key, value, sign)
 
@@ -344,7 +432,8 @@ class _Buckets:
         self.values.setdefault(key, array("d")).extend(_run(values))
 
     def _reach(self, key: int) -> int:
-        """Grow the arrays to hold ``key``; its index."""
+        """Grow the arrays to hold ``key`` (and take over the buckets ahead they now
+        reach); its index."""
         n = len(self.counts)
         if not n:
             self.first = key
@@ -364,11 +453,30 @@ class _Buckets:
                 arr.extend(zeros)
         if pad_front:
             self.first = key
+        if self.ahead is not None:
+            self._take_over(self.first, self.first + len(self.counts) - 1)
         return key - self.first
+
+    def _take_over(self, lo: int, hi: int) -> None:
+        """Move the buckets ahead from ``lo`` to ``hi`` (inside the arrays, all zero there)
+        into the arrays."""
+        ahead = self.ahead
+        assert ahead is not None
+        for key, count, total in ahead.take(lo, hi):
+            i = key - self.first
+            self.counts[i] = count
+            if self.totals is None and total != count:
+                self.totals = array("d", self.counts)
+            if self.totals is not None:
+                self.totals[i] = total
+        if not ahead:
+            self.ahead = None
 
     def holds(self, key: int) -> bool:
         i = key - self.first
-        return 0 <= i < len(self.counts) and self.counts[i] != 0
+        if 0 <= i < len(self.counts):
+            return self.counts[i] != 0
+        return self.ahead is not None and self.ahead.holds(key)
 
     def merge(self, lo: int, hi: int) -> Acc:
         """The buckets ``lo`` to ``hi`` (inclusive) merged."""
@@ -378,8 +486,18 @@ class _Buckets:
         if a < b:
             out.count = sum(self.counts[a:b])
             out.total = float(out.count) if self.totals is None else sum(self.totals[a:b])
-            if self.values is not None and out.count:
-                out.values = self._values_in(self.values, lo, hi)
+        ahead = self.ahead
+        if ahead is not None:
+            i, j = ahead.span(lo, hi)
+            if i < j:
+                # after the arrays' keys, as one sum: what the arrays reaching them gave
+                dense = (
+                    [float(out.count)] if self.totals is None else self.totals[a:b] if a < b else ()
+                )
+                out.count += sum(ahead.counts[i:j])
+                out.total = sum(chain(dense, ahead.totals[i:j]))
+        if self.values is not None and out.count:
+            out.values = self._values_in(self.values, lo, hi)
         return out
 
     @staticmethod
@@ -387,7 +505,19 @@ class _Buckets:
         return SortedValues.of_runs(v for k, v in values.items() if lo <= k <= hi)
 
     def drop_before(self, key: int) -> None:
+        dropped = 0  # buckets ahead dropped (time went past them without the arrays)
+        ahead = self.ahead
+        if ahead is not None:
+            dropped = len(ahead.take(-_NEVER, key - 1))
+            self.used -= dropped
+            if not ahead:
+                self.ahead = None
         n = min(key - self.first, len(self.counts))
+        if n <= 0 and not dropped:
+            return
+        if self.values is not None:
+            for k in [k for k in self.values if k < key]:
+                del self.values[k]
         if n <= 0:
             return
         self.used -= sum(1 for c in self.counts[:n] if c)
@@ -395,10 +525,8 @@ class _Buckets:
         if self.totals is not None:
             del self.totals[:n]
         self.first = key
-        if self.values is not None:
-            for k in [k for k in self.values if k < key]:
-                del self.values[k]
-        if not self.used:  # nothing left: start afresh wherever the next fact lands
+        if self.used == len(self.ahead or ()):
+            # nothing left in the arrays: start afresh wherever the next fact lands
             self.counts = array("i")
             self.totals = None
 
@@ -532,6 +660,9 @@ class PartitionAggregates:
         self.live: dict[str, dict[tuple[str, ...], Acc]] = {}
         self.wm_minute, self.wm_hour, self.wm_day = clock.watermarks(now)
         self.wm_period = clock.period_watermark(now)
+        # The first minute and hour keys past the levels' horizons: a fact there goes to
+        # the level's sparse part, unless its arrays reach it (``_Buckets.add``)
+        self.ahead_minute, self.ahead_hour = self._horizons(now)
         # What evictions added to the archive since ``take_archived`` (a rollup of the
         # changes), and the archived months pruned since (their records go)
         self._archived: Rollup = {}
@@ -547,6 +678,7 @@ class PartitionAggregates:
         windowed = self.windowed
         wm_minute, wm_hour, wm_day = self.wm_minute, self.wm_hour, self.wm_day
         wm_period = self.wm_period  # the oldest of the four
+        ahead_minute, ahead_hour = self.ahead_minute, self.ahead_hour
         touch = self.touched.add
         for family, labels, t, value in facts:
             if t is None:
@@ -563,9 +695,9 @@ class PartitionAggregates:
             if series is None:
                 series = per_family[labels] = _Series(family in DIST_FAMILIES)
             if t >= wm_minute:
-                series.m.add(int(t // MINUTE), value, sign)
+                series.m.add(int(t // MINUTE), value, sign, ahead_minute)
             if t >= wm_hour:
-                series.h.add(int(t // HOUR), value, sign)
+                series.h.add(int(t // HOUR), value, sign, ahead_hour)
             if t >= wm_day:
                 series.d.add(day(t), value, sign)
             series.M.kept.add(month(t), value, sign)  # not M.add: one call less a fact
@@ -583,8 +715,15 @@ class PartitionAggregates:
         if acc.count == 0:
             del per_family[labels]
 
+    def _horizons(self, now: float) -> tuple[int, int]:
+        """The first minute and hour keys past the levels' horizons ahead of ``now``."""
+        return self.clock.minute(now) + AHEAD_MINUTES, self.clock.hour(now) + AHEAD_HOURS
+
     def prune(self, now: float) -> None:
         """Drop buckets older than each level keeps; facts that old are no longer added."""
+        ahead_minute, ahead_hour = self._horizons(now)
+        self.ahead_minute = max(self.ahead_minute, ahead_minute)
+        self.ahead_hour = max(self.ahead_hour, ahead_hour)
         wm_m, wm_h, wm_d = self.clock.watermarks(now)
         self.wm_minute = max(self.wm_minute, wm_m)
         self.wm_hour = max(self.wm_hour, wm_h)

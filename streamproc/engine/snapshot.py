@@ -23,6 +23,7 @@ from streamproc.engine.aggregates import (
     DIST_FAMILIES,
     Acc,
     PartitionAggregates,
+    _Ahead,
     _Buckets,
     _Series,
     _SketchedBuckets,
@@ -93,7 +94,8 @@ def _acc_in(raw: list[Any], dist: bool, read: _Read) -> Acc:
 
 
 def _buckets_out(buckets: _Buckets, arrays: _Arrays) -> list[Any] | None:
-    if not buckets.counts and buckets.totals is None and not buckets.values:
+    empty = not buckets.counts and buckets.totals is None and buckets.ahead is None
+    if empty and not buckets.values:
         # Empty (where it starts says nothing then): most minute levels at a restart (a
         # quarter of all levels at 100,000 leads), read back as a new level is.
         return None
@@ -104,18 +106,29 @@ def _buckets_out(buckets: _Buckets, arrays: _Arrays) -> list[Any] | None:
         else:
             values = [[k, arrays.put(v)] for k, v in buckets.values.items()]
     counts, totals = arrays.put(buckets.counts), arrays.put(buckets.totals)
-    return [buckets.first, buckets.used, counts, totals, values]
+    ahead = buckets.ahead
+    sparse = (
+        None if ahead is None else [arrays.put(a) for a in (ahead.keys, ahead.counts, ahead.totals)]
+    )
+    return [buckets.first, buckets.used, counts, totals, values, sparse]
 
 
 def _buckets_in(target: _Buckets, raw: list[Any] | None, read: _Read) -> None:
     if raw is None:
         return  # empty: as ``target`` is
-    first, used, counts, totals, values = raw
+    first, used, counts, totals, values, sparse = raw
     target.first, target.used = int(first), int(used)
     target.counts = read.get(counts, "i")
     target.totals = None if totals == _NONE else read.get(totals, "d")
     if target.totals is not None and len(target.totals) != len(target.counts):
         raise SnapshotError("a level's counts and totals differ in length")
+    if sparse is not None:
+        ahead = target.ahead = _Ahead()
+        ahead.keys, ahead.counts, ahead.totals = (
+            read.get(ref, typecode) for ref, typecode in zip(sparse, "qid", strict=True)
+        )
+        if not len(ahead.keys) == len(ahead.counts) == len(ahead.totals) or not ahead:
+            raise SnapshotError("a level's buckets ahead differ in length, or are none")
     if values is None:
         if target.values is not None:
             raise SnapshotError("a distribution's level without values")

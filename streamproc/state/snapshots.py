@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 # from another machine); 4: a deal is won once (a repeated won event counted again before,
 # and a customer's "new customer" fact is gone): aggregates of version 3 are derived again;
 # 5: a series' archived months are one level of arrays, as its kept months.
-VERSION = 5
+# 6: a level's buckets far ahead of now apart, sparse (a cost's shares of days to come).
+VERSION = 6
 # Settings that change no fact, window or aggregate: a restart, or another worker with its
 # own address, credentials and cache, may differ in them and still use the snapshot (the
 # marks tell another cluster). Every other setting must be the same.

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamproc.engine import aggregates
 from streamproc.engine.aggregates import (
     DIST_FAMILIES,
     Acc,
@@ -19,6 +21,7 @@ from streamproc.engine.aggregates import (
     SortedValues,
     sketched,
 )
+from streamproc.engine.customer import CustomerFacts
 from streamproc.engine.facts import Fact
 from streamproc.engine.windows import HOUR, MINUTE, WindowBounds, WindowClock
 from streamproc.kpis.compute import quantile, rounded
@@ -29,12 +32,14 @@ NOW = datetime(2026, 3, 10, 23, 50, 15, tzinfo=ZONE).timestamp()  # 10 minutes t
 DAY = 86400
 
 # Times: mostly within the last hours (every window and level), some over the whole week,
-# some over the calendar periods (back past the start of last_year).
+# some over the calendar periods (back past the start of last_year), some ahead (a cost's
+# shares of the days to come: within the advances of ``_ops``, and up to 731 days).
 _times = st.one_of(
     st.integers(-3 * HOUR, 5 * MINUTE),
     st.integers(-8 * DAY, 0),
     st.integers(-450 * DAY, 0),
     st.just(0),
+    st.integers(5 * MINUTE, 3 * DAY) | st.integers(3 * DAY, 731 * DAY),
 ).map(lambda s: NOW + s + 0.25)
 _values = st.sampled_from([0.1, 0.2, 0.3, 1.5, 1234.56, 7.0, 0.0])
 _facts = st.one_of(
@@ -211,6 +216,193 @@ def test_a_prune_keeps_the_later_buckets_as_they_were() -> None:
     hour = part.clock.bounds("1h", later)
     acc = part.windowed["first_contact"][("r1",)].window(hour)
     assert acc is not None and (acc.count, acc.total, _counts(acc)) == (1, 60.0, {60.0: 1})
+
+
+# --- the buckets ahead of now (a cost's shares of the days to come) -------------------------
+
+COST = ("cost", ("marketing", "google_ads"))
+
+
+def _cost(clock: WindowClock, start: float, end: float, amount: float = 365.0) -> list[Fact]:
+    """A cost's facts, as a customer's derive them: a share a local day of the period."""
+    return [
+        fact(*COST, at, share)
+        for at, share in CustomerFacts(clock).spread(start, amount, start, end)
+    ]
+
+
+def _entries(level: Any) -> int:
+    """The bucket entries of a level: its arrays' slots and its buckets ahead."""
+    return len(level.counts) + len(getattr(level, "ahead", None) or ())
+
+
+def _bytes(level: Any) -> int:
+    ahead = getattr(level, "ahead", None)
+    arrays = [level.counts, level.totals] + (
+        [] if ahead is None else [ahead.keys, ahead.counts, ahead.totals]
+    )
+    return sum(a.itemsize * len(a) for a in arrays if a is not None)
+
+
+def _dense(part: PartitionAggregates) -> PartitionAggregates:
+    """``part`` with every fact in its levels' arrays, however far ahead (as before the
+    buckets ahead): the reference the windows must equal exactly."""
+    part.ahead_minute = part.ahead_hour = 1 << 62  # prunes keep the larger
+    return part
+
+
+def _exact(part: PartitionAggregates, now: float) -> dict:  # type: ignore[type-arg]
+    """Every window's count, total and values of every series, as merged (not rounded)."""
+    out = {}
+    for family, per_labels in part.windowed.items():
+        for labels, series in per_labels.items():
+            for bounds in part.clock.all_bounds(now):
+                acc = series.merge(bounds)
+                if acc.count or acc.total:
+                    out[family, labels, bounds.name] = (acc.count, acc.total, _counts(acc))
+    return out
+
+
+# A level's arrays span at most 120 + 120 minutes (kept, and the horizon ahead) or 169 + 169
+# hours, and a few spare keys: with one bucket ahead a day of a period, this many more.
+_FIXED_SPAN = 2 * 169 + 8
+
+
+@pytest.mark.parametrize("days_ahead", [0, 1, 334, 366])
+def test_a_prepaid_year_holds_a_bucket_a_day_not_a_minute(days_ahead: int) -> None:
+    """A cost of a year's period starting today, tomorrow, in 11 months or in a year: each
+    level holds a few entries a day of it, not one a minute (before: ~524,000 minutes of
+    arrays, 6.3 MB a series, for 365 shares)."""
+    clock = WindowClock(ZONE)
+    part = PartitionAggregates(clock, NOW)
+    first = clock.day(NOW) + days_ahead
+    part.apply(_cost(clock, clock.midnight(first), clock.midnight(first + 365)), 1)
+    series = part.windowed[COST[0]][COST[1]]
+    for name in ("m", "h", "d"):
+        level = series.level(name)
+        assert _entries(level) <= 366 + _FIXED_SPAN, name
+        assert _bytes(level) <= 20 * (366 + _FIXED_SPAN), name
+    assert _entries(series.m) + _entries(series.h) <= 2 * 366 + 2 * _FIXED_SPAN
+
+
+def test_the_longest_periods_in_one_series_hold_a_bucket_a_day_and_a_cost() -> None:
+    """Costs of the longest period (731 days, ending at most 731 days ahead), each starting
+    at another minute of its first day (its first share there): a bucket a day and one a
+    cost's start, whatever the minutes in between."""
+    clock = WindowClock(ZONE)
+    part = PartitionAggregates(clock, NOW)
+    costs = 20
+    for i in range(costs):
+        start = clock.midnight(clock.day(NOW) + i) + 37 * i * MINUTE + 11
+        part.apply(_cost(clock, start, min(start + 731 * DAY, NOW + 731 * DAY)), 1)
+    series = part.windowed[COST[0]][COST[1]]
+    for name in ("m", "h"):
+        assert _entries(series.level(name)) <= 732 + costs + _FIXED_SPAN, name
+    assert _entries(series.d) <= 732 + 9 + 8
+
+
+@pytest.mark.parametrize("zone", ["Europe/Paris", "UTC", "America/Santiago"])
+def test_a_future_period_enters_every_window_as_the_arrays_alone_had_it(zone: str) -> None:
+    """A cost of a period starting in two days at 13:37 (its first share there, the others
+    at local midnights, a DST change within it in Paris), time passing by 10 minutes with a
+    lead's fact at each (the arrays grow over the buckets ahead), prunes, the cost retracted
+    and added again: every window equals, exactly, what the arrays alone (before the
+    buckets ahead) give, the shares enter ``1h``, ``today`` and ``7d`` in their turn, and a
+    window moving onto one touches its series."""
+    clock = WindowClock(ZoneInfo(zone), fiscal_start_month=4)
+    now = NOW
+    part, dense = PartitionAggregates(clock, now), _dense(PartitionAggregates(clock, now))
+    start = clock.midnight(clock.day(now) + 2) + 13 * HOUR + 37 * MINUTE
+    cost = _cost(clock, start, clock.midnight(clock.day(now) + 21), amount=1000.0)
+    for p in (part, dense):
+        p.apply(cost, 1)
+    applied = list(cost)
+    seen = {name: 0 for name in ("1h", "today", "7d")}
+    part.take_touched(clock.all_bounds(now))
+    before = _exact(part, now)
+    for step in range(1, 22 * 144):
+        now += 10 * MINUTE
+        lead = fact("attempt", ("r1", "call"), now - 30, 1.0)
+        applied.append(lead)
+        for p in (part, dense):
+            p.apply([lead], 1)
+            if step % 6 == 0:
+                p.prune(now)
+            if step == 1500:  # the customer changed: its facts retracted, then added again
+                p.apply(cost, -1)
+                p.apply(cost, 1)
+        got = _exact(part, now)
+        assert got == _exact(dense, now), (step, now)
+        touched = part.take_touched(clock.all_bounds(now))
+        assert touched is not None
+        for key in set(got) | set(before):
+            if got.get(key) != before.get(key):
+                assert key[:2] in touched, (step, key)
+        for name in seen:
+            seen[name] += (*COST, name) in got
+        before = got
+        if step % 144 == 0:
+            _check_windows(part, now, applied)
+    assert seen["1h"] >= 19 * 6 and seen["today"] >= 18 * 144 and seen["7d"] >= 19 * 144
+
+
+def test_a_bucket_ahead_that_time_passed_leaves_nothing() -> None:
+    """A distribution's fact ahead that the arrays never reached (no other fact in its
+    minutes) and the minute level then drops: its count and its values go."""
+    part = PartitionAggregates(WindowClock(ZONE), NOW)
+    ahead, kept = NOW + DAY, NOW - 5 * DAY  # ``kept`` keeps the series (7d, the periods)
+    part.apply([fact("first_contact", ("r1",), t, 5.0) for t in (ahead, kept)], 1)
+    minutes = part.windowed["first_contact"][("r1",)].m
+    assert minutes.used == 1 and not minutes.counts and minutes.ahead is not None
+    assert part.windowed["first_contact"][("r1",)].window(part.clock.bounds("1h", ahead + 1))
+    part.prune(ahead + 3 * HOUR)
+    assert (minutes.used, minutes.values, minutes.ahead) == (0, {}, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ops)
+def test_buckets_ahead_read_as_the_arrays_alone(ops: list) -> None:  # type: ignore[type-arg]
+    """Any facts, retractions, prunes and time: with the horizons a minute and an hour
+    ahead (facts go ahead, and the arrays take them over, all the time), every window
+    equals exactly what the arrays alone give."""
+    clock = WindowClock(ZONE, fiscal_start_month=4)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(aggregates, "AHEAD_MINUTES", 1, raising=False)
+        patch.setattr(aggregates, "AHEAD_HOURS", 1, raising=False)
+        part, dense = PartitionAggregates(clock, NOW), _dense(PartitionAggregates(clock, NOW))
+        now, applied, reads = NOW, [], [NOW]
+        for op, arg in ops:
+            if op == "add":
+                for p in (part, dense):
+                    p.apply([arg], 1)
+                applied.append(arg)
+            elif op == "retract" and applied:
+                gone = applied.pop(arg % len(applied))
+                for p in (part, dense):
+                    p.apply([gone], -1)
+            elif op == "advance":
+                now += arg
+            elif op == "prune":
+                for p in (part, dense):
+                    p.prune(now)
+            elif op in ("read", "reread"):
+                at = now if op == "read" else reads[arg % len(reads)]
+                assert _exact(part, at) == _exact(dense, at)
+                reads.append(now)
+        assert _exact(part, now) == _exact(dense, now)
+        for per_labels in part.windowed.values():
+            for series in per_labels.values():
+                for level in (series.m, series.h):
+                    ahead = getattr(level, "ahead", None)
+                    held = {level.first + i for i, c in enumerate(level.counts) if c}
+                    held |= set(ahead.keys if ahead is not None else ())
+                    assert level.used == len(held)
+                    assert level.values is None or set(level.values) == held, "no values left"
+                    if ahead is not None:
+                        assert ahead, "no empty part ahead is kept"
+                        keys = list(ahead.keys)
+                        assert keys == sorted(set(keys)) and 0 not in ahead.counts
+                        assert keys[0] >= level.first + len(level.counts), "beyond the arrays"
 
 
 @settings(max_examples=300, deadline=None)

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from streamproc.engine.aggregates import PartitionAggregates
 from streamproc.engine.facts import Fact
 from streamproc.engine.snapshot import SnapshotError, deadlines, decode, encode, read_meta
-from streamproc.engine.windows import HOUR, WindowClock
+from streamproc.engine.windows import HOUR, MINUTE, WindowClock
 from tests.support.facts import fact
-from tests.unit.engine.test_aggregates import NOW, ZONE, _ops, _run
+from tests.unit.engine.test_aggregates import DAY, NOW, ZONE, _cost, _ops, _run
 
 QS = (0.0, 0.25, 0.5, 0.9, 0.99, 1.0)
 
@@ -112,3 +112,47 @@ def test_a_damaged_snapshot_is_refused() -> None:
         decode(body, tail[:-3], part.clock, NOW)  # an array cut short
     with pytest.raises(SnapshotError):
         decode({**body, "windowed": [["first_contact", ["r1"], []]]}, tail, part.clock, NOW)
+
+
+def test_a_prepaid_year_reads_back_sparse_and_lives_on_the_same() -> None:
+    """A cost's shares of the year to come are written as the buckets ahead they are (a
+    few KB of arrays, not a year of minutes: ~19 MB for its three series' minute and hour
+    levels before), read back as such, and enter the windows as the original's do."""
+    clock = WindowClock(ZONE, fiscal_start_month=4)
+    part = PartitionAggregates(clock, NOW)
+    start = clock.midnight(clock.day(NOW) + 1) + 9 * HOUR
+    part.apply(_cost(clock, start, clock.midnight(clock.day(NOW) + 366)), 1)
+    part.apply([fact("attempt", ("r1", "call"), NOW - 60, 1.0)], 1)
+    assert part.windowed["cost"][("marketing", "google_ads")].m.ahead is not None
+    _, body, tail = read_meta(encode(part, {"version": 1}))
+    assert sum(body["blobs"]) < 40_000
+    loaded = decode(body, tail, clock, NOW)
+    assert loaded.windowed["cost"][("marketing", "google_ads")].m.ahead is not None
+    now = NOW
+    for later in (0, 10 * MINUTE, 9 * HOUR + 20 * MINUTE, 2 * DAY, 40 * DAY, 200 * DAY):
+        now = NOW + later
+        for p in (part, loaded):
+            p.apply([fact("attempt", ("r1", "call"), now, 1.0)], 1)
+            p.prune(now)
+        assert samples(loaded, now) == samples(part, now), later
+
+
+def test_damaged_buckets_ahead_are_refused() -> None:
+    clock = WindowClock(ZONE)
+    part = PartitionAggregates(clock, NOW)
+    part.apply(_cost(clock, NOW + 30 * DAY, NOW + 60 * DAY), 1)
+    _, body, tail = read_meta(encode(part, {"version": 1}))
+    family, labels, raw = body["windowed"][0]
+    minutes = raw[0]
+    keys, _, totals = minutes[5]  # the minute level's buckets ahead: keys, counts, totals
+    n = len(body["blobs"])
+    # counts of another length (the keys' 8-byte items read as 4-byte counts); an empty
+    # part (never written: None stands for none ahead)
+    cases = [
+        (body, [keys, keys, totals]),
+        ({**body, "blobs": [*body["blobs"], 0, 0, 0]}, [n, n + 1, n + 2]),
+    ]
+    for damaged, ahead in cases:
+        windowed = [[family, labels, [[*minutes[:5], ahead], *raw[1:]]], *body["windowed"][1:]]
+        with pytest.raises(SnapshotError):
+            decode({**damaged, "windowed": windowed}, tail, clock, NOW)
