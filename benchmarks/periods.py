@@ -106,6 +106,9 @@ def _measure(
             try:
                 figures[f"{name}_takeover_s"] = part.wait_serving([fresh], started, "takeover")
                 figures[f"{name}_rss_mb"] = _peak_mib(fresh)
+                # where the seconds went: until /readyz, then each scrape (the exact one last)
+                figures[f"{name}_ready_s"] = part.ready_s
+                figures[f"{name}_scrapes"] = part.scrapes["takeover"]
             finally:
                 _discard([fresh])
         figures[f"{name}_leads"] = part.leads
