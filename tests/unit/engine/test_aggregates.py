@@ -5,6 +5,7 @@ prunes and time."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -137,15 +138,22 @@ def test_windows_equal_the_facts_applied_to_them(ops: list) -> None:  # type: ig
     _check_windows(part, now, applied)
 
 
-def _snapshot(part: PartitionAggregates, now: float) -> dict:  # type: ignore[type-arg]
-    out = {}
+def windows(
+    part: PartitionAggregates, now: float
+) -> Iterator[tuple[tuple[str, tuple[str, ...], str], Acc]]:
+    """((family, labels, window), its merged accumulator) of every series and window."""
     for family, per_labels in part.windowed.items():
         for labels, series in per_labels.items():
             for bounds in part.clock.all_bounds(now):
-                acc = series.merge(bounds)
-                if acc.count:
-                    row = (acc.count, rounded(acc.total), _counts(acc))
-                    out[family, labels, bounds.name] = row
+                yield (family, labels, bounds.name), series.merge(bounds)
+
+
+def _snapshot(part: PartitionAggregates, now: float) -> dict:  # type: ignore[type-arg]
+    out = {
+        key: (acc.count, rounded(acc.total), _counts(acc))
+        for key, acc in windows(part, now)
+        if acc.count
+    }
     for family, per_labels in part.live.items():
         for labels, acc in per_labels.items():
             out[family, labels, "live"] = (acc.count, rounded(acc.total), _counts(acc))
@@ -253,14 +261,11 @@ def _dense(part: PartitionAggregates) -> PartitionAggregates:
 
 def _exact(part: PartitionAggregates, now: float) -> dict:  # type: ignore[type-arg]
     """Every window's count, total and values of every series, as merged (not rounded)."""
-    out = {}
-    for family, per_labels in part.windowed.items():
-        for labels, series in per_labels.items():
-            for bounds in part.clock.all_bounds(now):
-                acc = series.merge(bounds)
-                if acc.count or acc.total:
-                    out[family, labels, bounds.name] = (acc.count, acc.total, _counts(acc))
-    return out
+    return {
+        key: (acc.count, acc.total, _counts(acc))
+        for key, acc in windows(part, now)
+        if acc.count or acc.total
+    }
 
 
 # A level's arrays span at most 120 + 120 minutes (kept, and the horizon ahead) or 169 + 169

@@ -12,7 +12,7 @@ from streamproc.engine.facts import Fact
 from streamproc.engine.snapshot import SnapshotError, deadlines, decode, encode, read_meta
 from streamproc.engine.windows import HOUR, MINUTE, WindowClock
 from tests.support.facts import fact
-from tests.unit.engine.test_aggregates import DAY, NOW, ZONE, _cost, _ops, _run
+from tests.unit.engine.test_aggregates import DAY, NOW, ZONE, _cost, _ops, _run, windows
 
 QS = (0.0, 0.25, 0.5, 0.9, 0.99, 1.0)
 
@@ -20,13 +20,10 @@ QS = (0.0, 0.25, 0.5, 0.9, 0.99, 1.0)
 def samples(part: PartitionAggregates, now: float) -> dict:  # type: ignore[type-arg]
     """Every window's and live accumulator's count, total, values and quantiles, exactly."""
     out = {}
-    for family, per_labels in part.windowed.items():
-        for labels, series in per_labels.items():
-            for bounds in part.clock.all_bounds(now):
-                acc = series.merge(bounds)
-                values = None if acc.values is None else sorted(acc.values.items())
-                quantiles = acc.quantiles(QS) if acc.count else None
-                out[family, labels, bounds.name] = (acc.count, acc.total, values, quantiles)
+    for key, acc in windows(part, now):
+        values = None if acc.values is None else sorted(acc.values.items())
+        quantiles = acc.quantiles(QS) if acc.count else None
+        out[key] = (acc.count, acc.total, values, quantiles)
     for family, per_labels in part.live.items():
         for labels, acc in per_labels.items():
             values = None if acc.values is None else sorted(acc.values.items())
