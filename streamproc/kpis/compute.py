@@ -123,15 +123,22 @@ def rounded(value: float) -> float:
     return round(value, 6) + 0.0
 
 
-def _fold(accs: dict[Labels, Acc], cap: int) -> dict[Labels, Acc]:
-    """Cap each label's distinct values: keep the busiest ``cap - 1``, fold the rest."""
+def _fold(
+    accs: dict[Labels, Acc], cap: int, weigh: Sequence[dict[Labels, Acc]] | None = None
+) -> dict[Labels, Acc]:
+    """Cap each label's distinct values: keep the busiest ``cap - 1``, fold the rest.
+    ``weigh`` (default: ``accs`` alone) decides which are the busiest, so that the inputs
+    of one KPI fold alike: a ratio's numerator folded on its own weights kept apart values
+    that its denominator folded into ``other``, and ``other`` read 0 / n."""
     if not accs:
         return accs
+    weights = [accs] if weigh is None else weigh
     width = len(next(iter(accs)))
     for pos in range(width):
         weight: dict[str, int] = {}
-        for labels, acc in accs.items():
-            weight[labels[pos]] = weight.get(labels[pos], 0) + abs(acc.count)
+        for each in weights:
+            for labels, acc in each.items():
+                weight[labels[pos]] = weight.get(labels[pos], 0) + abs(acc.count)
         if len(weight) <= cap:
             continue
         keep = {v for v, _ in sorted(weight.items(), key=lambda kv: (-kv[1], kv[0]))[: cap - 1]}
@@ -192,11 +199,14 @@ class _Reader:
         self._today = next((w for w in windows if w.name == "today"), None)
 
     def inputs(self, kpi: Kpi, window: WindowBounds | None) -> list[dict[Labels, Acc]]:
-        """Each family the KPI reads, by the KPI's labels, label values capped."""
-        return [
-            _fold(_project(family, kpi, self._accs(family, window)), self.ctx.cap)
-            for family in kpi.reads_by_labels
+        """Each family the KPI reads, by the KPI's labels, label values capped alike: by
+        the denominators' weights for a ratio (its values those of its denominator's count,
+        e.g. the reps of ``sales_contact_attempts``), else by all the inputs'."""
+        projected = [
+            _project(family, kpi, self._accs(family, window)) for family in kpi.reads_by_labels
         ]
+        weigh = projected[1:] if kpi.kind is Kind.RATIO and len(projected) > 1 else projected
+        return [_fold(accs, self.ctx.cap, weigh) for accs in projected]
 
     def samples(self, kpi: Kpi) -> Iterator[Sample]:
         for window in self._windows if kpi.windowed else (None,):

@@ -4,6 +4,7 @@ computed by hand: each value is what the contract says, with its arithmetic."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from streamproc.config import Settings
 from tests.support.restated import (
@@ -83,3 +84,33 @@ def test_reps_without_a_waiting_lead_fold_first_under_the_label_cap() -> None:
     capped = SETTINGS.model_copy(update={"label_cap": 2})
     oldest = _of(_kpis(SCENARIO.waits(), None, capped), "sales_oldest_awaiting_contact_seconds")
     assert oldest == {"rep=w": 20 * 60 + 1, "rep=other": 0}
+
+
+def test_a_ratio_under_the_label_cap_folds_its_numerator_as_its_denominator() -> None:
+    """Six reps make one call each; x2, x4 and x6 connect. Capped at 3 values, the
+    attempts keep the 2 busiest reps (all tie at 1: x1 and x2 by name) and fold x3 - x6
+    into other: 4 attempts, 2 of them connected (x4, x6), so other's connect ratio is
+    2 / 4 = 0.5. The connects alone are only 3 reps, under the cap: folded on their own
+    they kept x4 and x6 apart, and other read 0 / 4."""
+    capped = SETTINGS.model_copy(update={"label_cap": 3})
+    events = []
+    for i in range(1, 7):
+        at = datetime.fromtimestamp(NOW - 600 + i, UTC).isoformat()
+        events.append(
+            (
+                "contact-attempted",
+                {"event_id": f"cap-{i}", "occurred_at": at, "lead_id": f"L{i}",
+                 "rep_id": f"x{i}", "channel": "call", "connected": i % 2 == 0},
+            )
+        )  # fmt: skip
+    today = _kpis(events, "today", capped)
+    assert _of(today, "sales_contact_attempts") == {
+        "channel=call,rep=x1": 1,
+        "channel=call,rep=x2": 1,
+        "channel=call,rep=other": 4,
+    }
+    assert _of(today, "sales_connect_ratio") == {
+        "channel=call,rep=x1": 0.0,
+        "channel=call,rep=x2": 1.0,
+        "channel=call,rep=other": 0.5,
+    }
