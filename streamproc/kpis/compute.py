@@ -297,8 +297,13 @@ class _Reader:
             yield labels, rounded(max(0.0, self.ctx.now - oldest) if oldest is not None else 0.0)
 
     def _attach(self, kpi: Kpi, window: WindowBounds | None) -> Iterator[tuple[Labels, float]]:
-        (pairs,) = self.inputs(kpi, window)
-        wins = _fold(self._accs(kpi.reads[1], window), self.ctx.cap)
+        wins_by_product = self._accs(kpi.reads[1], window)
+        wins = _fold(wins_by_product, self.ctx.cap)
+        # Both products of a pair fold as their wins do (not by the pairs' own weights,
+        # which kept (a, b) apart and lost (b, a) when b's wins folded into other).
+        as_pairs: list[dict[Labels, Acc]] = [{(p, p): a for (p,), a in wins_by_product.items()}]
+        pairs = _fold(_project(kpi.reads[0], kpi, self._accs(kpi.reads[0], window)),
+                      self.ctx.cap, as_pairs)  # fmt: skip
         for (a, b), acc in pairs.items():
             base = wins.get((a,))
             if base is not None and base.count > 0 and acc.count > 0:

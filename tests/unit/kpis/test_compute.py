@@ -114,3 +114,27 @@ def test_a_ratio_under_the_label_cap_folds_its_numerator_as_its_denominator() ->
         "channel=call,rep=x2": 1.0,
         "channel=call,rep=other": 0.5,
     }
+
+
+def test_an_attach_ratio_under_the_label_cap_folds_its_products_as_their_wins() -> None:
+    """D1 - D3 won f alone, D4 won a and b, D5 won c and d. Capped at 3 values, the
+    product wins keep f (3) and a (1, first by name of the ties) and fold b, c and d into
+    other (3). The attach ratio folds its products alike, so both orders of a pair stay:
+    (a, other) = D4 / D4 = 1, (other, a) = D4 / the 3 of other = 1/3, (other, other) = c-d
+    and d-c / 3. Folded on the pairs' own weights it kept (a, b) and lost (b, a)."""
+    capped = SETTINGS.model_copy(update={"label_cap": 3})
+    deals = {"D1": ["f"], "D2": ["f"], "D3": ["f"], "D4": ["a", "b"], "D5": ["c", "d"]}
+    at = datetime.fromtimestamp(NOW - 600, UTC).isoformat()
+    events = []
+    for deal, products in deals.items():
+        lead = {"lead_id": deal, "rep_id": "r", "occurred_at": at}
+        events.append(("lead-created", lead | {"event_id": f"{deal}-1", "source": "s"}))
+        won = {"to_stage": "won", "products": [{"product_id": p} for p in products]}
+        events.append(("stage-changed", lead | won | {"event_id": f"{deal}-2"}))
+    today = _kpis(events, "today", capped)
+    assert _of(today, "sales_product_wins") == {"product=f": 3, "product=a": 1, "product=other": 3}
+    assert _of(today, "sales_product_attach_ratio") == {
+        "product_a=a,product_b=other": 1.0,
+        "product_a=other,product_b=a": 0.333333,
+        "product_a=other,product_b=other": 0.666667,
+    }
