@@ -140,6 +140,11 @@ def _default_team(value: object) -> object:
 _default_segment = _default_team  # null or absent: "default", as for team_id
 
 
+def _false_if_null(value: object) -> object:
+    # An optional flag: null is "not given", as absent (docs/events.md), not bad input.
+    return False if value is None else value
+
+
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
 Timestamp = Annotated[
     AwareDatetime, BeforeValidator(_to_datetime), WithJsonSchema(_TIMESTAMP_SCHEMA)
@@ -223,7 +228,9 @@ class LeadCreated(_EventBase):
     kind: ClassVar[EventKind] = EventKind.LEAD_CREATED
 
     source: Text = Field(description="Where the lead came from: google_ads, referral, ...")
-    existing_customer: bool = Field(default=False, description="Upsell / cross-sell lead.")
+    existing_customer: Annotated[bool, BeforeValidator(_false_if_null)] = Field(
+        default=False, description="Upsell / cross-sell lead (null or absent: false)."
+    )
     estimated_value: OptionalNonNegative = Field(default=None, description="First value guess.")
     customer_id: OptionalText = Field(
         default=None,
@@ -341,7 +348,9 @@ class EmailOpened(_EventBase):
     # Optional here alone: an open is the lead's act, not a rep's.
     rep_id: OptionalText = Field(default=None, description="The rep, when known.")  # type: ignore[assignment]
     message_id: Text = Field(description="The message_id of the contact-attempted that sent it.")
-    clicked: bool = Field(default=False, description="A link was clicked (a click is an open).")
+    clicked: Annotated[bool, BeforeValidator(_false_if_null)] = Field(
+        default=False, description="A link was clicked (a click is an open; null or absent: no)."
+    )
 
 
 Event: TypeAlias = LeadCreated | ContactAttempted | StageChanged | EmailOpened
