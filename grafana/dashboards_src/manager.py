@@ -531,8 +531,8 @@ def _conversion() -> list[PanelBuilder]:
             ],
             "s",
             NEUTRAL,
-            "A deal entering the stage to the next rep activity on it (attempt or stage "
-            "change), mean.",
+            "A deal entering the stage to the next rep activity on it (attempt or move to "
+            "another stage), mean.",
             width=6,
         ),
         leaderboard(

@@ -57,9 +57,13 @@ FAMILIES: Mapping[str, Family] = {
     "attempt": Family(("rep", "channel"), "a contact attempt"),
     "connect": Family(("rep", "channel"), "a contact attempt that connected"),
     "active": Family(("rep",), "a rep's event of any kind (who was active in a window)"),
-    "stage_entry": Family(("stage",), "a deal entering a stage"),
+    # A deal enters a stage when it moves there from another one (or from none): a move to
+    # the stage it is in restates it, it is no entry, exit or activity (``_entries``)
+    "stage_entry": Family(("stage",), "a deal entering a stage (not one it is in)"),
     "stage_exit": Family(
-        ("stage",), "a deal leaving a stage, at the next move; value: seconds in it", values=True
+        ("stage",),
+        "a deal leaving a stage, at its move to another; value: seconds since it entered it",
+        values=True,
     ),
     "stage_forward": Family(("stage",), "a stage exit that moved forward"),
     # A deal is won once: at its first won move, by that move's rep (``_win``)
@@ -82,8 +86,8 @@ FAMILIES: Mapping[str, Family] = {
     ),
     "stage_response": Family(
         ("stage",),
-        "the next rep activity (attempt or stage change) after a deal entered an open stage, "
-        "at the activity; value: seconds since the entry",
+        "the next rep activity (attempt or move to another stage) after a deal entered an "
+        "open stage, at the activity; value: seconds since the entry",
         values=True,
     ),
     "lost": Family(("rep", "reason"), "a deal closed lost"),
@@ -170,12 +174,9 @@ class FactDeriver:
             if item.connected:
                 out.append(("connect", labels, item.ts, 1.0))
             return out
-        if isinstance(item, StageMove):
-            return [
-                ("active", (item.rep,), item.ts, 1.0),
-                ("stage_entry", (item.to_stage,), item.ts, 1.0),
-            ]
-        if isinstance(item, Created):
+        if isinstance(item, (StageMove, Created)):
+            # A move's stage entry is no event fact: whether it enters its stage depends on
+            # the move before it, which a late event can change (``_pipeline``)
             return [("active", (item.rep,), item.ts, 1.0)]
         return []
 
@@ -200,20 +201,32 @@ class FactDeriver:
     def _affects_pipeline(self, lead: LeadState, item: Attempt) -> bool:
         """A later attempt on a deal: it changes the channel of first connection when it
         connects before any other attempt did, and a stage's response time when it is the
-        first activity after the entry into an open stage (``_stage_response``). Lists
-        rather than generators where every attempt runs them (cheaper in CPython)."""
+        first activity after the entry into an open stage (``_stage_response``; a move to
+        the stage the deal is in is no activity). Lists rather than generators where every
+        attempt runs them (cheaper in CPython)."""
         attempts = lead.attempts
         if item.connected:
             connected = [a for a in attempts if a.connected]
             if not connected or item < min(connected):
                 return True
-        t = item.ts
-        stages = lead.stages
-        last = max([m.ts for m in stages if m.ts < t], default=None)
-        if last is None or [a for a in attempts if last < a.ts < t]:
-            return False  # no stage entered before it, or answered by an attempt since
+        t, stages = item.ts, lead.stages
         closed = (self._won, self._lost)
-        return any(m.ts == last and m.to_stage not in closed for m in stages)
+        last = self._unanswered(stages, attempts, t)
+        if last and len(stages) > len(last) and all(m.to_stage in closed for m in last):
+            # Closing moves: restating a closed stage they are no activity, and an open
+            # stage entered before them (tied with the closing) may still wait for one
+            history = sorted(stages)
+            last = self._unanswered([history[i] for i in self._entries(history)], attempts, t)
+        return any(m.to_stage not in closed for m in last)
+
+    @staticmethod
+    def _unanswered(moves: list[StageMove], attempts: list[Attempt], t: float) -> list[StageMove]:
+        """The latest of ``moves`` before ``t`` (those at its time) unless an attempt came
+        after it, before ``t``; none when there is no move before ``t``."""
+        last = max([m.ts for m in moves if m.ts < t], default=None)
+        if last is None or [a for a in attempts if last < a.ts < t]:
+            return []
+        return [m for m in moves if m.ts == last]
 
     def facts(self, lead: LeadState, groups: int = EVERY_GROUP) -> list[Fact]:
         """Facts that depend on several events of the lead, of the ``groups`` asked for:
@@ -261,19 +274,35 @@ class FactDeriver:
         out.append(("awaiting_risk", (owner,), None, self.due(creation.ts, sla, team, risk)))
         out.append(("awaiting_due", (owner,), None, self.due(creation.ts, sla, team, 1.0)))
 
+    @staticmethod
+    def _entries(history: list[StageMove]) -> list[int]:
+        """The indexes of the moves of ``history`` (in event-time order) that enter their
+        stage: the first, and each to another stage than the one before it. A move to the
+        stage the deal is in (won to won, lost to lost, proposal to proposal) restates it:
+        its values count (deal value, probability, reason, products), but it is no entry,
+        no exit and no activity; a deal that left the stage and comes back enters it again."""
+        out, stage = [], None
+        for i, move in enumerate(history):
+            if move.to_stage != stage:
+                out.append(i)
+                stage = move.to_stage
+        return out
+
     def _pipeline(self, lead: LeadState, source: str, out: list[Fact]) -> None:
         history = lead.stage_history()
         if not history:
             return
         value = self._deal_value(lead, history)
         channel = self._connected_channel(lead)
-        activity = sorted([a.ts for a in lead.attempts] + [m.ts for m in history])
-        for i, move in enumerate(history):
-            if i + 1 < len(history):
-                self._stage_exit(move, history[i + 1], out)
+        entries = self._entries(history)
+        activity = sorted([a.ts for a in lead.attempts] + [history[i].ts for i in entries])
+        for k, i in enumerate(entries):
+            move = history[i]
+            out.append(("stage_entry", (move.to_stage,), move.ts, 1.0))
+            if k + 1 < len(entries):
+                self._stage_exit(move, history[entries[k + 1]], out)
             if move.to_stage == self._lost:
-                if i == 0 or history[i - 1].to_stage != self._lost:  # else: a restatement
-                    self._loss(history, i, source, channel, out)
+                self._loss(history, i, source, channel, out)  # once: lost to lost restates
             elif move.to_stage != self._won:
                 self._stage_response(move, activity, out)
         wins = [move for move in history if move.to_stage == self._won]
@@ -349,14 +378,16 @@ class FactDeriver:
 
     @staticmethod
     def _stage_response(move: StageMove, activity: list[float], out: list[Fact]) -> None:
-        """From the deal entering an open stage to the next attempt or stage change after
-        it (none yet: no fact), landing at that activity."""
+        """From the deal entering an open stage to the next attempt or entry into another
+        stage after it (``activity``; none yet: no fact), landing at that activity."""
         i = bisect_right(activity, move.ts)
         if i < len(activity):
             nxt = activity[i]
             out.append(("stage_response", (move.to_stage,), nxt, nxt - move.ts))
 
     def _stage_exit(self, move: StageMove, nxt: StageMove, out: list[Fact]) -> None:
+        """The deal left the stage ``move`` entered at ``nxt``, its next entry (moves to the
+        same stage between them restate it)."""
         stage = move.to_stage
         out.append(("stage_exit", (stage,), nxt.ts, nxt.ts - move.ts))
         target = nxt.to_stage

@@ -395,8 +395,8 @@ CATALOGUE: tuple[Kpi, ...] = (
         "stage",
         "stage",
         _PIPE,
-        "A deal entering the stage to the next rep activity on it (attempt or stage change), "
-        "quantiles; at the activity's time",
+        "A deal entering the stage to the next rep activity on it (attempt or move to another "
+        "stage), quantiles; at the activity's time",
     ),
     _k(
         "sales_stage_response_time_avg_seconds",

@@ -34,6 +34,7 @@ from tests.support.harness import (
     wait_until,
 )
 from tests.support.restated import (
+    ABSENT_1H,
     ABSENT_TODAY,
     EXPECTED_1H,
     EXPECTED_TODAY,
@@ -243,7 +244,8 @@ def test_a_deal_won_again_an_upsell_and_a_contacted_lead_on_a_worker(
     settings_factory, make_topics, worker_factory, kafka_producer
 ) -> None:
     """tests/support/restated.py through a worker: a second won event of a won deal is no
-    second win, a win from an existing customer buys no new customer, and the oldest wait
+    second win, a move to the stage a deal is in (won, proposal, lost) no entry, exit or
+    response, a win from an existing customer buys no new customer, and the oldest wait
     of a rep whose leads were all contacted reads 0."""
     now = time.time()
     settings = _settings(settings_factory, now)
@@ -259,7 +261,11 @@ def test_a_deal_won_again_an_upsell_and_a_contacted_lead_on_a_worker(
         for (metric, labels), value in expected.items()
     }
     want |= {series("sales_oldest_awaiting_contact_seconds", rep=rep): 0 for rep in OLDEST_ZERO}
-    absent = [series(m, window="today", **labels_of(labels)) for m, labels in ABSENT_TODAY]
+    absent = [
+        series(m, window=window, **labels_of(labels))
+        for window, gone in (("today", ABSENT_TODAY), ("1h", ABSENT_1H))
+        for m, labels in gone
+    ]
     absent.append(series("sales_oldest_awaiting_contact_seconds", rep="x"))
 
     def differences() -> dict[Any, Any]:

@@ -1,5 +1,6 @@
 """A small scenario computed by hand: a won deal won again, a win from an existing customer
-with marketing cost on its source, and leads waiting or contacted. Read at local noon
+with marketing cost on its source, a deal moved twice to proposal and lost twice, and leads
+waiting or contacted. Read at local noon
 (``noon_zone``), every instant of it (at most 150 minutes ago) is today; ``expected``
 holds the values of the series it is about, with the arithmetic."""
 
@@ -43,6 +44,23 @@ class RestatedScenario:
             self._won(50, "D3", "d1", deal_value=5000),
         ]
 
+    def _move(self, minutes_ago: float, stage: str, **fields: Any) -> Event:
+        fields |= {"lead_id": "M1", "rep_id": "m", "to_stage": stage}
+        return self._event("stage-changed", minutes_ago, **fields)
+
+    def moves(self) -> list[Event]:
+        """M1 (rep m, source s_c) in proposal 120 minutes ago, moved to proposal again 55
+        minutes ago (a value given), to negotiation 40 minutes ago, lost 30 minutes ago and
+        lost again 20 minutes ago; each repeat sent before the move it repeats."""
+        return [
+            self._lead(150, "M1", "m", "s_c"),
+            self._move(55, "proposal", from_stage="proposal", deal_value=700),
+            self._move(120, "proposal"),
+            self._move(40, "negotiation", from_stage="proposal"),
+            self._move(20, "lost", from_stage="lost", lost_reason="timing"),
+            self._move(30, "lost", from_stage="negotiation", lost_reason="price"),
+        ]
+
     def costs(self) -> list[Event]:
         """Marketing cost 30 minutes ago: 300 for s_a, 100 for s_b (whose only win is D2)."""
         return [
@@ -63,7 +81,7 @@ class RestatedScenario:
         ]
 
     def events(self) -> list[Event]:
-        return self.wins() + self.costs() + self.waits()
+        return self.wins() + self.moves() + self.costs() + self.waits()
 
 
 # (metric, labels as ``k=v,...`` sorted) -> value, in ``today`` (None: a live gauge)
@@ -78,13 +96,40 @@ EXPECTED_TODAY: dict[tuple[str, str], float] = {
     ("sales_customer_revenue", "segment=default"): 8000,  # 1,000 + 2,000 + 5,000
     ("sales_cost_per_new_customer", "source=s_a"): 150,  # 300 / D1, D3
     ("sales_cost_per_new_customer", ""): 200,  # 400 / D1, D3
+    # A move to the stage a deal is in is no entry, no exit and no activity: D1's second won
+    # event, M1's second proposal and second lost
+    ("sales_stage_entries", "stage=won"): 3,  # D1 once, D2, D3
+    ("sales_stage_entries", "stage=proposal"): 1,  # M1 once
+    ("sales_stage_entries", "stage=negotiation"): 1,
+    ("sales_stage_entries", "stage=lost"): 1,  # M1 once
+    ("sales_stage_conversion_ratio", "stage=proposal"): 1,  # left once, to negotiation
+    ("sales_stage_conversion_ratio", "stage=negotiation"): 0,  # to lost
+    ("sales_stage_dwell_seconds", "quantile=0.5,stage=proposal"): 4800,  # 120 -> 40 minutes
+    ("sales_stage_dwell_seconds", "quantile=0.9,stage=proposal"): 4800,
+    ("sales_stage_response_time_avg_seconds", "stage=proposal"): 4800,  # to negotiation
+    ("sales_stage_response_time_avg_seconds", "stage=negotiation"): 600,  # to lost
+    ("sales_deals_lost", "reason=timing,rep=m"): 1,  # the last reason given
+    ("sales_win_ratio", "source=s_c"): 0,  # M1 lost (once), none won
 }
 EXPECTED_1H: dict[tuple[str, str], float] = {
     ("sales_deals_won", "rep=d1,source=s_a"): 1,  # D3: D1's second won event is no win
     ("sales_revenue_won", "rep=d1"): 5000,
     ("sales_new_customers", "rep=d1,source=s_a"): 1,
+    ("sales_stage_entries", "stage=won"): 1,  # D3: D1's second won event is no entry
+    ("sales_stage_entries", "stage=negotiation"): 1,
+    ("sales_stage_entries", "stage=lost"): 1,
+    ("sales_stage_conversion_ratio", "stage=proposal"): 1,  # M1's second proposal: no exit
+    ("sales_stage_dwell_seconds", "quantile=0.5,stage=proposal"): 4800,
+    ("sales_stage_response_time_avg_seconds", "stage=proposal"): 4800,
 }
-ABSENT_TODAY = [("sales_cost_per_new_customer", "source=s_b")]  # 100 / no new customer
+# 100 / no new customer; and no exit of won or lost (a second won or lost event made one)
+ABSENT_TODAY = [
+    ("sales_cost_per_new_customer", "source=s_b"),
+    ("sales_stage_conversion_ratio", "stage=won"),
+    ("sales_stage_conversion_ratio", "stage=lost"),
+]
+# in the last hour, M1's second proposal (55 minutes ago) is no entry into proposal
+ABSENT_1H = [("sales_stage_entries", "stage=proposal")]
 # live: the oldest waiting lead's age is 0 for o and p (contacted), none for x (owns none)
 OLDEST_ZERO = ("o", "p")
 

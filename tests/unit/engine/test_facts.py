@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -145,3 +147,137 @@ def test_a_second_lost_event_of_a_lost_deal_is_no_second_loss() -> None:
         ("lost", ("r1", "price"), 100.0, 1.0),
         ("lost", ("r1", "timing"), 400.0, 1.0),
     ]
+
+
+_STAGE_FAMILIES = ("stage_entry", "stage_exit", "stage_forward", "stage_response")
+
+
+def _stage_facts(lead: LeadState) -> list[Fact]:
+    return sorted(f for f in DERIVER.all_facts(lead) if f[0] in _STAGE_FAMILIES)
+
+
+def _lead_of(items: list[Created | Attempt | StageMove]) -> LeadState:
+    lead = LeadState("L3", 0)
+    for item in items:
+        lead.append(item)
+    return lead
+
+
+# A deal in proposal at 100, moved to proposal again at 150 (a value given), to negotiation
+# at 400, lost at 500 and lost again at 600 (another reason), then back to proposal at 700.
+_RESTATED = [
+    Created(0.0, "c1", "r1", "web", "t", False, None),
+    StageMove(100.0, "s1", "r1", "proposal", None, None, None),
+    StageMove(150.0, "s2", "r2", "proposal", 800.0, None, None),
+    StageMove(400.0, "s3", "r1", "negotiation", None, None, None),
+    StageMove(500.0, "s4", "r1", "lost", None, None, "price"),
+    StageMove(600.0, "s5", "r2", "lost", None, None, "timing"),
+    StageMove(700.0, "s6", "r1", "proposal", None, None, None),
+]
+
+
+def test_a_move_to_the_stage_a_deal_is_in_is_no_entry_exit_or_activity() -> None:
+    """proposal to proposal and lost to lost restate the stage: the deal entered proposal at
+    100 and left it at 400 (300 s, forward); the second move is no entry, no exit of
+    proposal at 150 and not the activity that answers the entry. Back in proposal at 700
+    it enters it again."""
+    want = [
+        ("stage_entry", ("lost",), 500.0, 1.0),
+        ("stage_entry", ("negotiation",), 400.0, 1.0),
+        ("stage_entry", ("proposal",), 100.0, 1.0),
+        ("stage_entry", ("proposal",), 700.0, 1.0),
+        ("stage_exit", ("lost",), 700.0, 200.0),  # reopened: lost from 500
+        ("stage_exit", ("negotiation",), 500.0, 100.0),
+        ("stage_exit", ("proposal",), 400.0, 300.0),
+        ("stage_forward", ("proposal",), 400.0, 1.0),
+        ("stage_response", ("negotiation",), 500.0, 100.0),
+        ("stage_response", ("proposal",), 400.0, 300.0),
+    ]
+    assert _stage_facts(_lead_of(_RESTATED)) == want
+    assert _stage_facts(_lead_of(_RESTATED[::-1])) == want  # any order
+    lost = [f for f in DERIVER.facts(_lead_of(_RESTATED), PIPELINE) if f[0] == "lost"]
+    assert lost == [("lost", ("r1", "timing"), 500.0, 1.0)]
+    value = [f for f in DERIVER.facts(_lead_of(_RESTATED), PIPELINE) if f[0] == "pipeline_value"]
+    assert value == [("pipeline_value", ("r1", "proposal"), None, 800.0)]  # the restated value
+
+
+def test_a_second_won_event_of_a_won_deal_is_no_second_entry_into_won() -> None:
+    """Won to won: one entry into won, at the first won move, and no exit of won (which
+    made a conversion ratio of 0 for the won stage)."""
+    assert _stage_facts(_won_twice(None)) == [("stage_entry", ("won",), 100.0, 1.0)]
+    lead = _won_twice(None)
+    lead.append(StageMove(50.0, "s0", "r1", "negotiation", None, None, None))
+    assert _stage_facts(lead) == [
+        ("stage_entry", ("negotiation",), 50.0, 1.0),
+        ("stage_entry", ("won",), 100.0, 1.0),
+        ("stage_exit", ("negotiation",), 100.0, 50.0),
+        ("stage_forward", ("negotiation",), 100.0, 1.0),
+        ("stage_response", ("negotiation",), 100.0, 50.0),
+    ]
+
+
+def test_a_late_move_between_two_to_one_stage_makes_the_second_an_entry() -> None:
+    """Entries are re-derived, not counted per event: proposal at 100 and 300 is one entry
+    until a move to qualified at 200 arrives, then the deal went back and came again."""
+    lead = _lead_of([*_RESTATED[:2], StageMove(300.0, "s7", "r1", "proposal", None, None, None)])
+    entries = [f for f in _stage_facts(lead) if f[0] == "stage_entry"]
+    assert entries == [("stage_entry", ("proposal",), 100.0, 1.0)]
+    lead.append(StageMove(200.0, "s8", "r1", "qualified", None, None, None))
+    assert _stage_facts(lead) == [
+        ("stage_entry", ("proposal",), 100.0, 1.0),
+        ("stage_entry", ("proposal",), 300.0, 1.0),
+        ("stage_entry", ("qualified",), 200.0, 1.0),
+        ("stage_exit", ("proposal",), 200.0, 100.0),
+        ("stage_exit", ("qualified",), 300.0, 100.0),
+        ("stage_forward", ("qualified",), 300.0, 1.0),
+        ("stage_response", ("proposal",), 200.0, 100.0),
+        ("stage_response", ("qualified",), 300.0, 100.0),
+    ]
+
+
+def test_an_attempt_after_a_restated_stage_answers_its_entry() -> None:
+    """The restatement is no activity: the first attempt after it is the entry's response,
+    so the shortcut re-derives the pipeline for it (ties: proposal and won at 5 by id, won
+    restated at 6, the attempt at 7 answers proposal's entry)."""
+    lead = _lead_of(
+        [
+            Created(0.0, "c1", "r1", "web", "t", False, None),
+            StageMove(5.0, "s1", "r1", "proposal", None, None, None),
+            StageMove(5.0, "s2", "r1", "won", None, None, None),
+            StageMove(6.0, "s3", "r1", "won", None, None, None),
+            Attempt(1.0, "a1", "r1", "call", False, None),
+        ]
+    )
+    attempt = Attempt(7.0, "a2", "r1", "call", False, None)
+    assert DERIVER.affects(lead, attempt) & PIPELINE
+    lead.append(attempt)
+    assert ("stage_response", ("proposal",), 7.0, 2.0) in DERIVER.facts(lead, PIPELINE)
+
+
+# Few stages, so that moves to the stage a deal is in are common.
+_repeated_move = st.builds(
+    StageMove,
+    ts=_ts,
+    event_id=st.sampled_from([f"s{i}" for i in range(6)]),
+    rep=st.just("r1"),
+    to_stage=st.sampled_from(["qualified", "proposal", "won", "lost"]),
+    deal_value=st.none(),
+    probability=st.none(),
+    lost_reason=st.none(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(moves=st.lists(_repeated_move, max_size=8, unique_by=lambda m: m.event_id), data=st.data())
+def test_a_deal_enters_and_leaves_a_stage_once_per_run_of_moves_to_it(
+    moves: list[StageMove], data: st.DataObject
+) -> None:
+    """Stage facts by runs of one stage in event-time order, whatever the arrival order: one
+    entry per run, one exit per run left."""
+    history = sorted(moves)
+    runs = [m for i, m in enumerate(history) if i == 0 or history[i - 1].to_stage != m.to_stage]
+    facts = _stage_facts(_lead_of(data.draw(st.permutations(moves))))
+    entries = [f for f in facts if f[0] == "stage_entry"]
+    assert sorted(entries) == sorted(("stage_entry", (m.to_stage,), m.ts, 1.0) for m in runs)
+    exits = sorted(f[1:] for f in facts if f[0] == "stage_exit")
+    assert exits == sorted(((a.to_stage,), b.ts, b.ts - a.ts) for a, b in pairwise(runs))

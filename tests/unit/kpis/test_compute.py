@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from streamproc.config import Settings
 from tests.support.restated import (
+    ABSENT_1H,
     ABSENT_TODAY,
     EXPECTED_1H,
     EXPECTED_TODAY,
@@ -57,6 +58,38 @@ def test_a_second_won_event_of_a_won_deal_counts_once_at_the_first() -> None:
     assert _of(today, "sales_customer_profit") == {"segment=default": 8000}  # no cost
 
 
+_STAGE_KPIS = (
+    "sales_stage_entries",
+    "sales_stage_conversion_ratio",
+    "sales_stage_dwell_seconds",
+    "sales_stage_response_time_avg_seconds",
+    "sales_deals_lost",
+)
+
+
+def test_a_move_to_the_stage_a_deal_is_in_is_no_entry_exit_or_activity() -> None:
+    """D1's second won event and M1's second proposal and second lost restate the stage the
+    deal is in: no entry, no exit (so no conversion of won or lost), no response."""
+    events = SCENARIO.wins() + SCENARIO.moves()
+    for window, expected, absent in (
+        ("today", EXPECTED_TODAY, ABSENT_TODAY),
+        ("1h", EXPECTED_1H, ABSENT_1H),
+    ):
+        got = _kpis(events, window)
+        for key, value in expected.items():
+            if key[0] in _STAGE_KPIS:
+                assert got.get(key) == value, (window, key)
+        assert [key for key in absent if key[0] in _STAGE_KPIS and key in got] == [], window
+    today = _kpis(events, "today")
+    assert _of(today, "sales_stage_entries") == {
+        k[1]: v for k, v in EXPECTED_TODAY.items() if k[0] == "sales_stage_entries"
+    }
+    assert (
+        today[("sales_win_ratio", "source=s_c")]
+        == EXPECTED_TODAY[("sales_win_ratio", "source=s_c")]
+    )
+
+
 def test_cost_per_new_customer_counts_no_win_from_an_existing_customer() -> None:
     """New customers are the deals won from leads that were not existing customers
     (``sales_new_customers``): D2's win is none, so s_b's cost buys no new customer."""
@@ -64,7 +97,7 @@ def test_cost_per_new_customer_counts_no_win_from_an_existing_customer() -> None
     assert _of(today, "sales_cost_per_new_customer") == {
         k[1]: v for k, v in EXPECTED_TODAY.items() if k[0] == "sales_cost_per_new_customer"
     }
-    assert all(key not in today for key in ABSENT_TODAY)
+    assert all(key not in today for key in ABSENT_TODAY if key[0].startswith("sales_cost"))
     assert today[("sales_cost_per_lead", "source=s_b")] == 100  # D2 is a lead all the same
 
 
