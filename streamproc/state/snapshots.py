@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 # and a customer's "new customer" fact is gone): aggregates of version 3 are derived again;
 # 5: a series' archived months are one level of arrays, as its kept months.
 # 6: a level's buckets far ahead of now apart, sparse (a cost's shares of days to come).
-VERSION = 6
+# 7: a move to the stage a deal is in is no stage entry, exit or activity: aggregates of
+# version 6 are derived again.
+VERSION = 7
 # Settings that change no fact, window or aggregate: a restart, or another worker with its
 # own address, credentials and cache, may differ in them and still use the snapshot (the
 # marks tell another cluster). Every other setting must be the same.
