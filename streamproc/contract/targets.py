@@ -58,8 +58,10 @@ def _check(measure: object, period: object, rep: object) -> TargetKey:
         raise InvalidEvent(f"unknown measure {measure!r}: one of {', '.join(MEASURES)}")
     if period not in TARGET_PERIODS:
         raise InvalidEvent(f"unknown period {period!r}: one of {', '.join(TARGET_PERIODS)}")
-    if rep is not None and (not isinstance(rep, str) or not rep or rep == TEAM or ":" in rep):
-        raise InvalidEvent(f"rep must be a rep id (not empty, no ':') or null, got {rep!r}")
+    # Any rep id of events.md (1-128 chars, ':' included) can have a target: the key splits
+    # at its first two colons only, as measures and periods have none.
+    if rep is not None and (not isinstance(rep, str) or not rep or rep == TEAM):
+        raise InvalidEvent(f"rep must be a rep id (not empty, not '*') or null, got {rep!r}")
     return (str(measure), str(period), rep or "")
 
 
@@ -67,7 +69,7 @@ def parse_target(key: bytes | None, value: bytes | None) -> tuple[TargetKey, flo
     """The target a message sets (its value) or removes (None); ``InvalidEvent`` says why
     a message is refused."""
     try:
-        measure, period, rep = (key or b"").decode().split(":")
+        measure, period, rep = (key or b"").decode().split(":", 2)
     except (UnicodeDecodeError, ValueError):
         raise InvalidEvent(f"key {key!r} is not <measure>:<period>:<rep or *>") from None
     parsed = _check(measure, period, None if rep == TEAM else rep)

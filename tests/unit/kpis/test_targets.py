@@ -36,6 +36,18 @@ def test_a_target_message_sets_or_removes_one_target() -> None:
     assert parse_target(team, encode_target("deals_won", "quarter", None, None))[1] is None
 
 
+def test_a_rep_id_with_a_colon_can_have_a_target() -> None:
+    # events.md allows any rep_id of 1-128 chars; the key's first two colons end measure
+    # and period, so "eu:rep-7" was refused as a key that "is not <measure>:<period>:<rep>"
+    key = target_key("revenue_won", "month", "eu:rep-7")
+    assert key == b"revenue_won:month:eu:rep-7"
+    assert parse_target(key, encode_target("revenue_won", "month", "eu:rep-7", 9)) == (
+        ("revenue_won", "month", "eu:rep-7"),
+        9.0,
+    )
+    assert parse_target(key, None) == (("revenue_won", "month", "eu:rep-7"), None)
+
+
 @pytest.mark.parametrize(
     ("key", "value", "reason"),
     [
