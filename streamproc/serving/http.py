@@ -158,9 +158,11 @@ def bad_query(query: dict[str, str]) -> dict[str, Any] | None:
 
 
 def matches(row: dict[str, Any], query: dict[str, str]) -> bool:
-    """``metric``, ``window`` and any label must equal the query's value."""
+    """``metric``, ``window`` and any label must equal the query's value; a label a
+    series lacks reads as empty, as in PromQL, so that ``rep=`` selects the team's series
+    (the contract's ``{rep=""}``): they carry no ``rep`` label."""
     for key, wanted in query.items():
-        value = row[key] if key in ("metric", "window") else row["labels"].get(key)
+        value = row[key] if key in ("metric", "window") else row["labels"].get(key, "")
         if value != wanted:
             return False
     return True

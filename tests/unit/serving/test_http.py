@@ -3,7 +3,7 @@ choices."""
 
 from __future__ import annotations
 
-from streamproc.serving.http import bad_query, unknown_metrics
+from streamproc.serving.http import bad_query, matches, unknown_metrics
 
 
 def test_a_good_query_passes() -> None:
@@ -40,3 +40,13 @@ def test_metrics_filtered_by_an_unknown_name_is_named_with_the_valid_ones() -> N
     assert answer is not None
     assert answer["error"] == "unknown metric 'sales_conect_ratio'"
     assert "sales_connect_ratio" in answer["valid"]
+
+
+def test_an_empty_label_selects_the_series_without_it_as_in_promql() -> None:
+    # periods-and-targets.md: a team's target carries no rep label, {rep=""} in PromQL;
+    # /kpis?metric=sales_target&rep= answered nothing, the team's targets included
+    team = {"metric": "sales_target", "window": None, "labels": {"measure": "deals_won"}}
+    rep = {**team, "labels": {"measure": "deals_won", "rep": "rep-01"}}
+    assert matches(team, {"metric": "sales_target", "rep": ""})
+    assert not matches(rep, {"metric": "sales_target", "rep": ""})
+    assert matches(rep, {"rep": "rep-01"}) and not matches(team, {"rep": "rep-01"})
