@@ -97,9 +97,15 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_targets(args: argparse.Namespace, settings: Settings) -> int:
-    from streamproc.tools.targets import delete_target, list_targets, set_target
+    from streamproc.kafka.topics import wait_for_broker
+    from streamproc.tools.targets import checked_target, delete_target, list_targets, set_target
 
     rep = getattr(args, "rep", None)
+    if args.action != "list":  # a bad target is refused before any connection
+        checked_target(args.measure, args.period, rep, getattr(args, "value", None))
+    # A broker down or misnamed: one line naming it and what to check, as `topics create`
+    # says it, not aiokafka's 40-line traceback of the first connection refused.
+    asyncio.run(wait_for_broker(settings, timeout=args.wait))
     if args.action == "set":
         asyncio.run(set_target(settings, args.measure, args.period, rep, args.value))
         log.info("target set: %s %s %s = %s", args.measure, args.period, rep or "team", args.value)
@@ -320,6 +326,8 @@ def _targets_parser(sub: Any) -> None:
     _command(actions, "list", "print the targets in force, one a line").set_defaults(
         run=_cmd_targets
     )
+    for each in actions.choices.values():
+        each.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the broker")
 
 
 def _bench_parser(sub: Any) -> None:

@@ -20,6 +20,7 @@ from streamproc.kafka.clients import consumer, producer
 from streamproc.kafka.topics import topic_names
 
 __all__ = [
+    "checked_target",
     "delete_target",
     "list_targets",
     "plausible_targets",
@@ -70,7 +71,7 @@ def plausible_targets(reps: Iterable[str], leads_per_second: float) -> list[Targ
     return out
 
 
-def _checked(measure: str, period: str, rep: str | None, value: float | None) -> bytes:
+def checked_target(measure: str, period: str, rep: str | None, value: float | None) -> bytes:
     """The message's value, checked as a worker checks it: one clear line if refused."""
     try:
         raw = encode_target(measure, period, rep, value)
@@ -82,7 +83,9 @@ def _checked(measure: str, period: str, rep: str | None, value: float | None) ->
 
 async def publish_targets(settings: Settings, targets: Iterable[Target]) -> int:
     """Send the targets (each checked first: one bad target sends none of them)."""
-    messages = [(target_key(m, p, rep), _checked(m, p, rep, value)) for m, p, rep, value in targets]
+    messages = [
+        (target_key(m, p, rep), checked_target(m, p, rep, value)) for m, p, rep, value in targets
+    ]
     out = producer(settings, acks="all")
     await out.start()
     try:
@@ -102,7 +105,7 @@ async def set_target(
 
 async def delete_target(settings: Settings, measure: str, period: str, rep: str | None) -> None:
     """A tombstone: the workers drop the target, compaction the message."""
-    _checked(measure, period, rep, None)
+    checked_target(measure, period, rep, None)
     out = producer(settings, acks="all")
     await out.start()
     try:

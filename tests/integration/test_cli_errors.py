@@ -29,7 +29,16 @@ def _streamproc(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Comple
     )
 
 
-@pytest.mark.parametrize("command", [["topics", "create"], ["simulate", "--duration", "1"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["topics", "create"],
+        ["simulate", "--duration", "1"],
+        ["targets", "list"],  # these three printed aiokafka's traceback
+        ["targets", "set", "--measure", "deals_won", "--period", "month", "5"],
+        ["targets", "delete", "--measure", "deals_won", "--period", "month"],
+    ],
+)
 def test_no_broker_one_warning_then_one_line_naming_it_and_what_to_check(
     tmp_path: Path, command: list[str]
 ) -> None:
