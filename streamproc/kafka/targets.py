@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from streamproc.config import Settings
@@ -16,13 +16,25 @@ from streamproc.contract.targets import TargetKey, parse_target
 from streamproc.exceptions import InvalidEvent
 from streamproc.kafka.clients import consumer
 
-__all__ = ["TargetsReader"]
+__all__ = ["TargetsReader", "targets_partitions"]
 
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 2.0
 # A bad target message and why: the caller dead-letters it
 Refused = Callable[[ConsumerRecord[bytes, bytes], str], Awaitable[None]]
+
+
+async def targets_partitions(
+    reader: AIOKafkaConsumer, topic: str, default: int
+) -> list[TopicPartition]:
+    """The targets topic's partitions as the broker has them (``default`` of them while it
+    does not know the topic). It may have fewer than ``STREAMPROC_PARTITIONS``
+    (docs/events.md): assigned one it lacks, the seek and the end offsets waited for that
+    partition for good, so no worker applied a target and ``targets list`` never answered."""
+    await reader.topics()  # metadata of every topic: one named would create it (tansu)
+    found = reader.partitions_for_topic(topic)
+    return [TopicPartition(topic, p) for p in (sorted(found) if found else range(default))]
 
 
 class TargetsReader:
@@ -61,7 +73,7 @@ class TargetsReader:
         reader = consumer(self.settings, enable_auto_commit=False, group_id=None)
         await reader.start()
         try:
-            reader.assign([TopicPartition(self.topic, p) for p in range(self.settings.partitions)])
+            reader.assign(await targets_partitions(reader, self.topic, self.settings.partitions))
             await reader.seek_to_beginning()
             while True:
                 batches = await reader.getmany(timeout_ms=500)

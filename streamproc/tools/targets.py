@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 
-from aiokafka import TopicPartition
-
 from streamproc.config import Settings
 from streamproc.contract.targets import (
     TargetKey,
@@ -17,6 +15,7 @@ from streamproc.contract.targets import (
 )
 from streamproc.exceptions import InvalidEvent, StreamprocError
 from streamproc.kafka.clients import consumer, producer
+from streamproc.kafka.targets import targets_partitions
 from streamproc.kafka.topics import topic_names
 
 __all__ = [
@@ -121,7 +120,7 @@ async def list_targets(settings: Settings) -> Mapping[TargetKey, float]:
     reader = consumer(settings, enable_auto_commit=False, group_id=None)
     await reader.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        partitions = await targets_partitions(reader, topic, settings.partitions)
         reader.assign(partitions)
         await reader.seek_to_beginning()
         ends = await reader.end_offsets(partitions)

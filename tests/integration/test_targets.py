@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import orjson
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamproc.config import Settings, child_env
 from streamproc.kafka.topics import topic_names
@@ -114,3 +115,27 @@ def test_targets_set_changed_removed_and_read_back(
     wait_until(_shown([again], REVENUE_R2, 13000.0), timeout=20)
     wait_until(_shown([again], attainment, 1.0), timeout=20)
     assert TEAM_DEALS not in again.samples()
+
+
+def test_a_targets_topic_of_fewer_partitions_is_read_whole(
+    settings_factory: Callable[..., Settings],
+    make_topics: Callable[[Settings], None],
+    worker_factory: Callable[..., WorkerProcess],
+) -> None:
+    # docs/events.md: the targets topic may have any partition count up to
+    # STREAMPROC_PARTITIONS. Made with one, `targets list` never answered and no worker
+    # applied a target: both assigned partitions 0-3 and waited for 1-3 for good.
+    settings = settings_factory(partitions=4)
+    names = topic_names(settings)
+    admin = AdminClient({"bootstrap.servers": settings.broker_hosts})
+    compact = {"cleanup.policy": "compact"}
+    for future in admin.create_topics([NewTopic(names.targets, 1, 1, config=compact)]).values():
+        future.result(10)
+    make_topics(settings)  # the others; the targets topic is left as it is
+    assert _targets(settings, "set", "--measure", "deals_won", "--period", "month", "4",
+                    "--wait", "10").returncode == 0  # fmt: skip
+    listed = _targets(settings, "list", "--wait", "10")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == ["deals_won\tmonth\t*\t4"]
+    worker = worker_factory(settings)
+    wait_until(_shown([worker], TEAM_DEALS, 4.0), timeout=20)
