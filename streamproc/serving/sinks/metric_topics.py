@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -31,6 +31,8 @@ value is a tombstone."""
 Owns = Callable[[str, dict[str, str]], bool]
 """``owns(metric, labels) -> bool``: whether this worker currently owns the series."""
 Kind = Literal["value", "final", "tombstone"]
+# a calendar period's previous one: ``last_month`` holds the final values of a ``month``
+_ENDED = {"last_month": "month", "last_quarter": "quarter", "last_year": "year"}
 
 
 class _SendFailed(Exception):
@@ -122,6 +124,8 @@ class MetricTopicsSink:
         self._seen: dict[str, _Value] = {}
         self._sent: dict[str, _Sent] = {}
         self._finals: dict[str, _Value] = {}
+        # a period series -> the start of its period whose final this worker queued
+        self._closed: dict[str, float] = {}
         self._gone: dict[str, tuple[_Value, float]] = {}  # vanished -> (last, since: monotonic)
         self._task: asyncio.Task[None] | None = None
 
@@ -213,11 +217,37 @@ class MetricTopicsSink:
             if old.window is not None and _window_over(old.window, new, now):
                 # Several ended windows while the broker was down: the latest one is kept.
                 self._finals[key] = old
+                if old.window.name in _ENDED.values():
+                    self._closed[key] = old.window.start
             if new is None and self._owns(old.metric, old.labels):
                 self._gone.setdefault(key, (old, mono))
         for key in [key for key in self._gone if key in fresh]:
             del self._gone[key]  # back before its tombstone went: as if never gone
+        self._close_unseen_periods(fresh)
         self._seen = fresh
+
+    def _close_unseen_periods(self, fresh: dict[str, _Value]) -> None:
+        """A period that ended before this worker saw it (it started after the period's
+        end, or took its series over since) gets its ``final: true`` too, from the
+        ``last_*`` series that holds its final values: a restart across the 1st of a month
+        left subscribers with no final for that month at all. At least once: a period a
+        worker before this one closed may get its final again."""
+        periods: set[str] = set()
+        for value in fresh.values():
+            window = value.window
+            if window is None or window.name not in _ENDED:
+                continue
+            ended = replace(window, name=_ENDED[window.name])
+            key = _series(_Value(value.metric, value.labels, ended, value.value))
+            periods.add(key)
+            if self._closed.get(key) != window.start:
+                self._closed[key] = window.start
+                self._finals[key] = _Value(value.metric, value.labels, ended, value.value)
+                if key not in fresh:  # nothing in the period now: gone, after its final
+                    self._gone.setdefault(key, (self._finals[key], time.monotonic()))
+        if len(self._closed) > len(periods):
+            keep = periods | fresh.keys() | self._seen.keys()
+            self._closed = {k: v for k, v in self._closed.items() if k in keep}
 
     def _due(
         self, mono: float, force: bool
@@ -225,6 +255,11 @@ class MetricTopicsSink:
         """Finals first (they precede their series' next window or tombstone), then
         tombstones missing for the interval, then changed values."""
         due: list[tuple[str, _Value, Kind]] = [(k, v, "final") for k, v in self._finals.items()]
+        # A final of a period closed late (from its last_* series, after the current value
+        # went out) must not stay its key's latest record: the current value follows it.
+        late = {
+            k for k, v in self._finals.items() if k in self._seen and self._seen[k].start != v.start
+        }
         next_due: float | None = None
         for key, (value, since) in self._gone.items():
             ready = since + self._interval
@@ -234,7 +269,7 @@ class MetricTopicsSink:
                 next_due = ready if next_due is None else min(next_due, ready)
         for key, value in self._seen.items():
             yield None
-            sent = self._sent.get(key)
+            sent = None if key in late else self._sent.get(key)
             if sent is not None and (sent.value, sent.start) == (value.value, value.start):
                 continue
             if sent is not None and sent.start == value.start and not force:

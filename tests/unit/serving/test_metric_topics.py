@@ -315,3 +315,60 @@ async def test_a_month_ending_publishes_its_final_and_becomes_last_month(
     [previous] = send.of(last)
     assert previous["value"] == 5000.0 and previous["window"] == "last_month"
     assert previous["window_start"] == final["window_start"]
+
+
+async def test_a_month_that_ended_before_the_worker_started_gets_its_final_too(
+    make_sink, send: FakeSend
+) -> None:
+    """periods-and-targets.md: when a period ends, its ``final: true`` goes on the topics.
+    A worker started (or taking the series over) after the 1st sent none for the month
+    that ended: it closes it from ``last_month``, then the current value follows."""
+    clock = WindowClock(ZoneInfo("UTC"), fiscal_start_month=4)
+    december = datetime(2026, 12, 1, 0, 5, tzinfo=UTC).timestamp()
+
+    def won(window: str, value: float, rep: str = "r1") -> Sample:
+        return Sample("sales_revenue_won", {"rep": rep}, clock.bounds(window, december), value)
+
+    sink = make_sink(interval=0.02)
+    await sink.start()
+    snapshot = [won("last_month", 5000.0), won("month", 300.0), won("last_month", 70.0, "r2")]
+    await sink.publish(snapshot, december)
+    month, other = key_of(won("month", 0.0)), key_of(won("month", 0.0, "r2"))
+    await async_wait_until(lambda: len(send.of(month)) == 2 and len(send.of(other)) == 2, 3.0)
+    final, current = send.of(month)
+    assert final["final"] is True and final["value"] == 5000.0
+    november = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
+    assert (final["window_start"], final["window_end"]) == tuple(
+        _rfc(d.timestamp()) for d in november
+    )
+    # the current month's value after it: the key's latest record (compaction keeps it)
+    assert not current["final"] and current["value"] == 300.0
+    # r2 won nothing this month: its November final, then a tombstone
+    assert send.of(other)[0]["final"] is True and send.of(other)[1] is None
+    # once: the next snapshots do not close November again
+    await sink.publish(snapshot, december + 1)
+    await asyncio.sleep(0.2)
+    assert len(send.of(month)) == 2 and len(send.of(other)) == 2
+
+
+async def test_a_late_final_is_followed_by_the_current_value_again(
+    make_sink, send: FakeSend
+) -> None:
+    # last_month can come a round after this month's value (its owner merges partials):
+    # the current value is then sent again, so that the final is not the key's latest
+    clock = WindowClock(ZoneInfo("UTC"))
+    december = datetime(2026, 12, 1, 0, 5, tzinfo=UTC).timestamp()
+
+    def won(window: str, value: float) -> Sample:
+        return Sample("sales_revenue_won", {"rep": "r1"}, clock.bounds(window, december), value)
+
+    sink = make_sink(interval=0.02)
+    await sink.start()
+    month = key_of(won("month", 0.0))
+    await sink.publish([won("month", 300.0)], december)
+    await async_wait_until(lambda: len(send.of(month)) == 1, 3.0)
+    await sink.publish([won("month", 300.0), won("last_month", 5000.0)], december + 1)
+    await async_wait_until(lambda: len(send.of(month)) == 3, 3.0)
+    first, final, latest = send.of(month)
+    assert [m["final"] for m in (first, final, latest)] == [False, True, False]
+    assert (final["value"], latest["value"]) == (5000.0, 300.0)
