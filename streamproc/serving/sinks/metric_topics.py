@@ -33,6 +33,10 @@ Owns = Callable[[str, dict[str, str]], bool]
 Kind = Literal["value", "final", "tombstone"]
 # a calendar period's previous one: ``last_month`` holds the final values of a ``month``
 _ENDED = {"last_month": "month", "last_quarter": "quarter", "last_year": "year"}
+# A period that ended at most this long before the sink's first snapshot gets its final
+# from its last_* series (a restart or take-over across the 1st). Not every period before:
+# each start would send the finals of every last_* series again, ~a third of all series.
+CLOSE_LATE_SECONDS = 86400.0
 
 
 class _SendFailed(Exception):
@@ -126,6 +130,7 @@ class MetricTopicsSink:
         self._finals: dict[str, _Value] = {}
         # a period series -> the start of its period whose final this worker queued
         self._closed: dict[str, float] = {}
+        self._close_after: float | None = None  # CLOSE_LATE_SECONDS before the first snapshot
         self._gone: dict[str, tuple[_Value, float]] = {}  # vanished -> (last, since: monotonic)
         self._task: asyncio.Task[None] | None = None
 
@@ -223,19 +228,21 @@ class MetricTopicsSink:
                 self._gone.setdefault(key, (old, mono))
         for key in [key for key in self._gone if key in fresh]:
             del self._gone[key]  # back before its tombstone went: as if never gone
-        self._close_unseen_periods(fresh)
+        self._close_unseen_periods(fresh, now)
         self._seen = fresh
 
-    def _close_unseen_periods(self, fresh: dict[str, _Value]) -> None:
+    def _close_unseen_periods(self, fresh: dict[str, _Value], now: float) -> None:
         """A period that ended before this worker saw it (it started after the period's
-        end, or took its series over since) gets its ``final: true`` too, from the
-        ``last_*`` series that holds its final values: a restart across the 1st of a month
-        left subscribers with no final for that month at all. At least once: a period a
-        worker before this one closed may get its final again."""
+        end, within ``CLOSE_LATE_SECONDS``, or took its series over since) gets its
+        ``final: true`` too, from the ``last_*`` series that holds its final values: a
+        restart across the 1st of a month left subscribers with no final for that month at
+        all. At least once: a period a worker before this one closed may get it again."""
+        if self._close_after is None:
+            self._close_after = now - CLOSE_LATE_SECONDS
         periods: set[str] = set()
         for value in fresh.values():
             window = value.window
-            if window is None or window.name not in _ENDED:
+            if window is None or window.name not in _ENDED or window.end < self._close_after:
                 continue
             ended = replace(window, name=_ENDED[window.name])
             key = _series(_Value(value.metric, value.labels, ended, value.value))

@@ -20,7 +20,7 @@ from streamproc.contract.outputs import series_key
 from streamproc.engine.windows import WindowBounds, WindowClock
 from streamproc.kpis.compute import Sample
 from streamproc.serving.sinks.base import Backoff
-from streamproc.serving.sinks.metric_topics import MetricTopicsSink
+from streamproc.serving.sinks.metric_topics import CLOSE_LATE_SECONDS, MetricTopicsSink
 from tests.support.harness import async_wait_until
 
 SCHEMA = Path(__file__).parents[3] / "schemas" / "metric-message.schema.json"
@@ -349,6 +349,28 @@ async def test_a_month_that_ended_before_the_worker_started_gets_its_final_too(
     await sink.publish(snapshot, december + 1)
     await asyncio.sleep(0.2)
     assert len(send.of(month)) == 2 and len(send.of(other)) == 2
+
+
+async def test_a_month_that_ended_days_before_the_start_is_not_closed_again(
+    make_sink, send: FakeSend
+) -> None:
+    """A restart mid-month sends no final of last month again (its owner sent it when it
+    ended): only a period that ended within ``CLOSE_LATE_SECONDS`` of the start is closed."""
+    clock = WindowClock(ZoneInfo("UTC"))
+    mid_december = datetime(2026, 12, 6, 12, 0, tzinfo=UTC).timestamp()
+    assert mid_december - datetime(2026, 12, 1, tzinfo=UTC).timestamp() > CLOSE_LATE_SECONDS
+
+    def won(window: str, value: float) -> Sample:
+        return Sample("sales_revenue_won", {"rep": "r1"}, clock.bounds(window, mid_december), value)
+
+    sink = make_sink(interval=0.02)
+    await sink.start()
+    await sink.publish([won("last_month", 5000.0), won("month", 300.0)], mid_december)
+    month, last = key_of(won("month", 0.0)), key_of(won("last_month", 0.0))
+    await async_wait_until(lambda: len(send.of(month)) == 1 and len(send.of(last)) == 1, 3.0)
+    await asyncio.sleep(0.2)
+    [current] = send.of(month)
+    assert not current["final"] and current["value"] == 300.0
 
 
 async def test_a_late_final_is_followed_by_the_current_value_again(
