@@ -154,6 +154,33 @@ def _fold(
     return accs
 
 
+# The product pair families: both labels name products. The cap keeps the busiest pairs
+# (business-events.md: "the busiest pairs within the label cap"), not each label's busiest
+# values: those cut a pair busy in few others' company (m with n only) and made series such
+# as (a, other), several pairs of one deal added up, whose attach ratio went above 1.
+_PAIR_FAMILIES = frozenset({"product_pair", "product_attach"})
+_FOLDED_PAIR = ("other", "other")
+
+
+def _fold_pairs(accs: dict[Labels, Acc], cap: int) -> dict[Labels, Acc]:
+    """Keep the busiest pairs while their products number at most ``cap - 1``; fold the
+    rest into (other, other). Nothing folds while the products number at most ``cap``."""
+    if len({product for labels in accs for product in labels}) <= cap:
+        return accs
+    kept: set[str] = set()
+    folded: dict[Labels, Acc] = {}
+    for labels, acc in sorted(accs.items(), key=lambda item: (-abs(item[1].count), item[0])):
+        if len(kept.union(labels)) <= cap - 1:
+            kept.update(labels)
+        else:
+            labels = _FOLDED_PAIR
+        target = folded.get(labels)
+        if target is None:
+            target = folded[labels] = Acc(acc.values is not None)
+        target.merge(acc)
+    return folded
+
+
 def _merge_into(
     into: dict[Labels, Acc], pairs: Iterable[tuple[Labels, Acc]], values: bool = True
 ) -> None:
@@ -201,10 +228,13 @@ class _Reader:
     def inputs(self, kpi: Kpi, window: WindowBounds | None) -> list[dict[Labels, Acc]]:
         """Each family the KPI reads, by the KPI's labels, label values capped alike: by
         the denominators' weights for a ratio (its values those of its denominator's count,
-        e.g. the reps of ``sales_contact_attempts``), else by all the inputs'."""
+        e.g. the reps of ``sales_contact_attempts``), else by all the inputs'; the product
+        pairs as pairs (``_fold_pairs``)."""
         projected = [
             _project(family, kpi, self._accs(family, window)) for family in kpi.reads_by_labels
         ]
+        if kpi.reads_by_labels and kpi.reads_by_labels[0] in _PAIR_FAMILIES:
+            return [_fold_pairs(accs, self.ctx.cap) for accs in projected]
         weigh = projected[1:] if kpi.kind is Kind.RATIO and len(projected) > 1 else projected
         return [_fold(accs, self.ctx.cap, weigh) for accs in projected]
 
@@ -297,15 +327,12 @@ class _Reader:
             yield labels, rounded(max(0.0, self.ctx.now - oldest) if oldest is not None else 0.0)
 
     def _attach(self, kpi: Kpi, window: WindowBounds | None) -> Iterator[tuple[Labels, float]]:
-        wins_by_product = self._accs(kpi.reads[1], window)
-        wins = _fold(wins_by_product, self.ctx.cap)
-        # Both products of a pair fold as their wins do (not by the pairs' own weights,
-        # which kept (a, b) apart and lost (b, a) when b's wins folded into other).
-        as_pairs: list[dict[Labels, Acc]] = [{(p, p): a for (p,), a in wins_by_product.items()}]
-        pairs = _fold(_project(kpi.reads[0], kpi, self._accs(kpi.reads[0], window)),
-                      self.ctx.cap, as_pairs)  # fmt: skip
+        (pairs,) = self.inputs(kpi, window)
+        # a kept pair's share of its product's own wins, folded or not in sales_product_wins;
+        # none for the folded pairs (a share of deals is not a sum of pairs)
+        wins = self._accs(kpi.reads[1], window)
         for (a, b), acc in pairs.items():
-            base = wins.get((a,))
+            base = wins.get((a,)) if (a, b) != _FOLDED_PAIR else None
             if base is not None and base.count > 0 and acc.count > 0:
                 yield (a, b), rounded(acc.count / base.count)
 

@@ -149,25 +149,49 @@ def test_a_ratio_under_the_label_cap_folds_its_numerator_as_its_denominator() ->
     }
 
 
-def test_an_attach_ratio_under_the_label_cap_folds_its_products_as_their_wins() -> None:
+def _won_with(products: list[list[str]]) -> list[Event]:
+    """A won deal 10 minutes ago per product list, each of its own lead."""
+    at = datetime.fromtimestamp(NOW - 600, UTC).isoformat()
+    events: list[Event] = []
+    for i, listed in enumerate(products):
+        lead = {"event_id": f"p{i}", "occurred_at": at, "lead_id": f"P{i}", "rep_id": "r"}
+        events.append(("lead-created", lead | {"source": "web"}))
+        lines = [{"product_id": p} for p in listed]
+        won = {"event_id": f"w{i}", "to_stage": "won", "products": lines}
+        events.append(("stage-changed", lead | won))
+    return events
+
+
+def test_an_attach_ratio_under_the_label_cap_keeps_both_orders_of_a_kept_pair() -> None:
     """D1 - D3 won f alone, D4 won a and b, D5 won c and d. Capped at 3 values, the
     product wins keep f (3) and a (1, first by name of the ties) and fold b, c and d into
-    other (3). The attach ratio folds its products alike, so both orders of a pair stay:
-    (a, other) = D4 / D4 = 1, (other, a) = D4 / the 3 of other = 1/3, (other, other) = c-d
-    and d-c / 3. Folded on the pairs' own weights it kept (a, b) and lost (b, a)."""
+    other (3). The pairs keep (a, b), first by name of the ties, and fold (c, d): both
+    orders of (a, b) are exported, each over its product's own wins (b's 1, though b is
+    in other among the wins): 1/1. Folded as the wins, (other, other) was a sum of pairs
+    over a sum of deals: with one deal of seven folded products, 42 / 7 = 6."""
     capped = SETTINGS.model_copy(update={"label_cap": 3})
-    deals = {"D1": ["f"], "D2": ["f"], "D3": ["f"], "D4": ["a", "b"], "D5": ["c", "d"]}
-    at = datetime.fromtimestamp(NOW - 600, UTC).isoformat()
-    events = []
-    for deal, products in deals.items():
-        lead = {"lead_id": deal, "rep_id": "r", "occurred_at": at}
-        events.append(("lead-created", lead | {"event_id": f"{deal}-1", "source": "s"}))
-        won = {"to_stage": "won", "products": [{"product_id": p} for p in products]}
-        events.append(("stage-changed", lead | won | {"event_id": f"{deal}-2"}))
-    today = _kpis(events, "today", capped)
+    today = _kpis(_won_with([["f"], ["f"], ["f"], ["a", "b"], ["c", "d"]]), "today", capped)
     assert _of(today, "sales_product_wins") == {"product=f": 3, "product=a": 1, "product=other": 3}
     assert _of(today, "sales_product_attach_ratio") == {
-        "product_a=a,product_b=other": 1.0,
-        "product_a=other,product_b=a": 0.333333,
-        "product_a=other,product_b=other": 0.666667,
+        "product_a=a,product_b=b": 1.0,
+        "product_a=b,product_b=a": 1.0,
+    }
+
+
+def test_the_label_cap_keeps_the_busiest_product_pairs() -> None:
+    """business-events.md: "the busiest pairs within the label cap". m and n sold together 5
+    times is the busiest pair; a to g, sold together once, are busy as single labels (a is
+    product_a of 6 pairs) but in no pair as busy. With a cap of 3 (two products and
+    ``other``), (m, n) stays and the 21 pairs of a to g fold into (other, other), of which no
+    attach ratio is exported: a share of the deals with a product cannot be added up from
+    its pairs (a ratio above 1 otherwise)."""
+    capped = SETTINGS.model_copy(update={"label_cap": 3})
+    today = _kpis(_won_with([list("abcdefg")] + [["m", "n"]] * 5), "today", capped)
+    assert _of(today, "sales_product_pair_wins") == {
+        "product_a=m,product_b=n": 5,
+        "product_a=other,product_b=other": 21,
+    }
+    assert _of(today, "sales_product_attach_ratio") == {
+        "product_a=m,product_b=n": 1.0,
+        "product_a=n,product_b=m": 1.0,
     }
