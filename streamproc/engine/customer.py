@@ -237,6 +237,8 @@ class CustomerFacts:
         owner = first.rep if first is not None else None
         if first is not None:
             self._activity(customer, wins, first.segment, out)
+            for deal in wins:  # in the customer's segment, whatever its lead's says
+                out.append(("customer_revenue", (first.segment,), deal.won, deal.value))
         for row in customer.events.values():
             kind = row[0]
             if kind == "cost":

@@ -117,9 +117,13 @@ FAMILIES: Mapping[str, Family] = {
     "product_attach": Family(
         ("product_a", "product_b"), "a won deal that included both (both orders)"
     ),
-    "segment_revenue": Family(("segment",), "a deal closed won; value: its deal value"),
     # business outcomes, from the customers (``engine.customer``)
     "customer_active": Family(("segment",), "a customer won and not churned since", live=True),
+    # Not a lead's: a customer's segment is its first won deal's, and business-events.md
+    # counts "revenue won from the segment's customers" (an upsell lead that names no segment
+    # was "default" revenue of an enterprise customer). A new name: the rollups of leads
+    # forgotten before hold "segment_revenue", which ``restore`` now skips, not adds twice.
+    "customer_revenue": Family(("segment",), "a won deal of a customer; value: its deal value"),
     "customer_activated": Family(("segment",), "a customer becoming active (won)"),
     "customer_lost": Family(("segment",), "an active customer churning"),
     "churned": Family(("segment", "reason"), "a churn event of a known customer"),
@@ -355,8 +359,6 @@ class FactDeriver:
         else:
             out.append(("won_new", (rep, source), at, 1.0))
             out.append(("team_won_new", (), at, 1.0))
-        segment = creation.segment if creation is not None else "default"
-        out.append(("segment_revenue", (segment,), at, value))
         listed = [move.products for move in wins if move.products is not None]
         if listed:
             self._products(listed[-1], at, out)

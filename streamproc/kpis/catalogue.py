@@ -577,7 +577,7 @@ CATALOGUE: tuple[Kpi, ...] = (
     _k(
         "sales_customer_revenue",
         S,
-        "segment_revenue",
+        "customer_revenue",
         "segment",
         "segment",
         _CUST,
@@ -595,7 +595,7 @@ CATALOGUE: tuple[Kpi, ...] = (
     _k(
         "sales_customer_profit",
         Kind.SUM_DIFF,
-        "segment_revenue segment_cost",
+        "customer_revenue segment_cost",
         "segment",
         "segment",
         _CUST,

@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 # 6: a level's buckets far ahead of now apart, sparse (a cost's shares of days to come).
 # 7: a move to the stage a deal is in is no stage entry, exit or activity: aggregates of
 # version 6 are derived again.
-VERSION = 7
+# 8: revenue by segment is a customer's fact (``customer_revenue``), no more a lead's.
+VERSION = 8
 # Settings that change no fact, window or aggregate: a restart, or another worker with its
 # own address, credentials and cache, may differ in them and still use the snapshot (the
 # marks tell another cluster). Every other setting must be the same.

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from streamproc.config import Settings
+from streamproc.engine.aggregates import Acc
 from streamproc.engine.customer import CustomerState
 from streamproc.engine.engine import BatchResult, Engine
 from streamproc.engine.lead import LeadState
@@ -87,6 +88,45 @@ def test_a_lead_whose_creation_comes_late_moves_its_deal_to_its_customer() -> No
     kpis = customer_kpis(runner.engine)
     assert kpis[("sales_customers_active", (("segment", "smb"),))] == 1
     assert ("sales_customers_active", (("segment", "default"),)) not in kpis
+
+
+def test_a_customers_revenue_counts_in_its_segment_whatever_its_later_leads_say() -> None:
+    """``sales_customer_revenue``: "revenue won from the segment's customers". CUST-C is an
+    enterprise customer (its first won deal's segment): an upsell lead of it that names no
+    segment (``default``) is enterprise revenue, as its costs are enterprise costs."""
+    runner = run(list(range(len(SCENARIO.events))), batch=1000)
+    lead = {"lead_id": "U1", "rep_id": "r2"}
+    created = {"source": "referral", "customer_id": "CUST-C", "existing_customer": True}
+    won = {"to_stage": "won", "deal_value": 700}
+    upsell = [
+        ("lead-created", lead | {"event_id": "u-1", "occurred_at": rfc3339(NOW - 900)} | created),
+        ("stage-changed", lead | {"event_id": "u-2", "occurred_at": rfc3339(NOW - 600)} | won),
+    ]
+    runner.feed([runner.raw(*event) for event in upsell], NOW + 1)
+    kpis = customer_kpis(runner.engine)
+    today = {
+        (metric, dict(labels)["segment"]): value
+        for (metric, labels), value in kpis.items()
+        if metric in ("sales_customer_revenue", "sales_customer_profit")
+        and dict(labels)["window"] == "today"
+    }
+    assert today[("sales_customer_revenue", "enterprise")] == 5700  # R1's 5,000 + 700
+    assert today[("sales_customer_profit", "enterprise")] == 5675  # less its 25 of cost
+    assert ("sales_customer_revenue", "default") not in today
+
+
+def test_revenue_a_rollup_of_the_former_lead_fact_holds_is_not_counted_twice() -> None:
+    """Revenue by segment was a lead's fact, ``segment_revenue``: the month rollups of leads
+    forgotten then hold it, while their deals are their customers' and count there now.
+    Restored, that family is skipped."""
+    engine = run(list(range(len(SCENARIO.events))), batch=1000).engine
+    before = customer_kpis(engine)
+    acc = Acc()
+    acc.add_sketched(5000.0, 1)
+    month = str(engine.clock.month(NOW))
+    for part in engine.partitions.values():
+        part.restore({"segment_revenue": {("enterprise",): {month: acc}}})
+    assert customer_kpis(engine) == before
 
 
 def test_a_cost_spread_over_a_period_by_local_day() -> None:

@@ -99,15 +99,13 @@ _WON_FAMILIES = {"won", "won_src", "won_value", "won_new", "team_won_new", "won_
 
 
 def _won_facts(lead: LeadState) -> list[Fact]:
-    wanted = _WON_FAMILIES | {"segment_revenue"}
-    return sorted(f for f in DERIVER.facts(lead, PIPELINE) if f[0] in wanted)
+    return sorted(f for f in DERIVER.facts(lead, PIPELINE) if f[0] in _WON_FAMILIES)
 
 
 def test_a_second_won_event_of_a_won_deal_is_no_second_win() -> None:
     """A deal is won once: at its first won move, by that move's rep; a later won event
     updates it (its value if it gives one, its products) and lands nowhere of its own."""
     assert _won_facts(_won_twice(None)) == [
-        ("segment_revenue", ("smb",), 100.0, 1000.0),
         ("team_won_new", (), 100.0, 1.0),
         ("won", ("r1", "web"), 100.0, 1.0),
         ("won_ch", ("none",), 100.0, 1.0),
@@ -119,11 +117,8 @@ def test_a_second_won_event_of_a_won_deal_is_no_second_win() -> None:
 
 def test_the_value_of_a_deal_won_again_is_the_last_one_given() -> None:
     """``deal_value``: the last one given stands, and counts at the win."""
-    values = [f for f in _won_facts(_won_twice(1500.0)) if f[0] in ("won_value", "segment_revenue")]
-    assert values == [
-        ("segment_revenue", ("smb",), 100.0, 1500.0),
-        ("won_value", ("r1",), 100.0, 1500.0),
-    ]
+    values = [f for f in _won_facts(_won_twice(1500.0)) if f[0] == "won_value"]
+    assert values == [("won_value", ("r1",), 100.0, 1500.0)]
     products = [f for f in DERIVER.facts(_won_twice(None), PIPELINE) if f[0] == "product_win"]
     assert products == [("product_win", ("b",), 100.0, 1.0)]  # the last list, at the win
 
