@@ -123,25 +123,37 @@ def rounded(value: float) -> float:
     return round(value, 6) + 0.0
 
 
-def _fold(
-    accs: dict[Labels, Acc], cap: int, weigh: Sequence[dict[Labels, Acc]] | None = None
-) -> dict[Labels, Acc]:
-    """Cap each label's distinct values: keep the busiest ``cap - 1``, fold the rest.
-    ``weigh`` (default: ``accs`` alone) decides which are the busiest, so that the inputs
-    of one KPI fold alike: a ratio's numerator folded on its own weights kept apart values
-    that its denominator folded into ``other``, and ``other`` read 0 / n."""
-    if not accs:
-        return accs
-    weights = [accs] if weigh is None else weigh
-    width = len(next(iter(accs)))
+def _busiest(weigh: Sequence[dict[Labels, Acc]], cap: int) -> list[set[str] | None]:
+    """Per label position, the values that keep their name under the cap: the busiest
+    ``cap - 1`` over all of ``weigh`` (None: at most ``cap`` values, all kept)."""
+    width = next((len(labels) for each in weigh for labels in each), 0)
+    keeps: list[set[str] | None] = []
     for pos in range(width):
         weight: dict[str, int] = {}
-        for each in weights:
+        for each in weigh:
             for labels, acc in each.items():
                 weight[labels[pos]] = weight.get(labels[pos], 0) + abs(acc.count)
         if len(weight) <= cap:
+            keeps.append(None)
             continue
-        keep = {v for v, _ in sorted(weight.items(), key=lambda kv: (-kv[1], kv[0]))[: cap - 1]}
+        ranked = sorted(weight.items(), key=lambda kv: (-kv[1], kv[0]))
+        keeps.append({value for value, _ in ranked[: cap - 1]})
+    return keeps
+
+
+def _fold(
+    accs: dict[Labels, Acc], cap: int, keeps: list[set[str] | None] | None = None
+) -> dict[Labels, Acc]:
+    """Cap each label's distinct values: keep the busiest ``cap - 1``, fold the rest.
+    ``keeps`` (``_busiest``; default: of ``accs`` alone) says which are the busiest, so
+    that the inputs of one KPI fold alike: a ratio's numerator folded on its own weights
+    kept apart values that its denominator folded into ``other``, and ``other`` read 0 / n.
+    """
+    if not accs:
+        return accs
+    for pos, keep in enumerate(_busiest([accs], cap) if keeps is None else keeps):
+        if keep is None:
+            continue
         folded: dict[Labels, Acc] = {}
         for labels, acc in accs.items():
             if labels[pos] not in keep:
@@ -236,7 +248,8 @@ class _Reader:
         if kpi.reads_by_labels and kpi.reads_by_labels[0] in _PAIR_FAMILIES:
             return [_fold_pairs(accs, self.ctx.cap) for accs in projected]
         weigh = projected[1:] if kpi.kind is Kind.RATIO and len(projected) > 1 else projected
-        return [_fold(accs, self.ctx.cap, weigh) for accs in projected]
+        keeps = _busiest(weigh, self.ctx.cap)  # once for all the inputs
+        return [_fold(accs, self.ctx.cap, keeps) for accs in projected]
 
     def samples(self, kpi: Kpi) -> Iterator[Sample]:
         for window in self._windows if kpi.windowed else (None,):
