@@ -416,16 +416,22 @@ class _Buckets:
         i = key - self.first
         if not 0 <= i < len(self.counts):
             i = self._reach(key)
+        before = self._bump(i, acc.count, acc.total)
+        self.used += bool(self.counts[i]) - bool(before)
+        if self.values is not None and acc.values:
+            self._merge_values(key, acc.values)
+
+    def _bump(self, i: int, count: int, total: float) -> int:
+        """Add ``count`` facts of sum ``total`` to the bucket at index ``i`` (not ``add``'s
+        hot path: whole accumulators, buckets taken over); its count before."""
         before = self.counts[i]
-        count = self.counts[i] = before + acc.count
-        if self.totals is None and acc.total != acc.count:
+        after = self.counts[i] = before + count
+        if self.totals is None and total != count:
             self.totals = array("d", self.counts)
             self.totals[i] = before  # the counts stood for the totals until now
         if self.totals is not None:
-            self.totals[i] = self.totals[i] + acc.total if count else 0.0
-        self.used += bool(count) - bool(before)
-        if self.values is not None and acc.values:
-            self._merge_values(key, acc.values)
+            self.totals[i] = self.totals[i] + total if after else 0.0
+        return before
 
     def _merge_values(self, key: int, values: Multiset) -> None:
         assert self.values is not None
@@ -463,12 +469,7 @@ class _Buckets:
         ahead = self.ahead
         assert ahead is not None
         for key, count, total in ahead.take(lo, hi):
-            i = key - self.first
-            self.counts[i] = count
-            if self.totals is None and total != count:
-                self.totals = array("d", self.counts)
-            if self.totals is not None:
-                self.totals[i] = total
+            self._bump(key - self.first, count, total)  # a zero bucket: its count and total
         if not ahead:
             self.ahead = None
 

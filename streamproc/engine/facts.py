@@ -219,7 +219,7 @@ class FactDeriver:
         if last and len(stages) > len(last) and all(m.to_stage in closed for m in last):
             # Closing moves: restating a closed stage they are no activity, and an open
             # stage entered before them (tied with the closing) may still wait for one
-            history = sorted(stages)
+            history = lead.stage_history()
             last = self._unanswered([history[i] for i in self._entries(history)], attempts, t)
         return any(m.to_stage not in closed for m in last)
 

@@ -141,6 +141,10 @@ def _busiest(weigh: Sequence[dict[Labels, Acc]], cap: int) -> list[set[str] | No
     return keeps
 
 
+def _other_at(labels: Labels, pos: int) -> Labels:
+    return (*labels[:pos], "other", *labels[pos + 1 :])
+
+
 def _fold(
     accs: dict[Labels, Acc], cap: int, keeps: list[set[str] | None] | None = None
 ) -> dict[Labels, Acc]:
@@ -155,13 +159,11 @@ def _fold(
         if keep is None:
             continue
         folded: dict[Labels, Acc] = {}
-        for labels, acc in accs.items():
-            if labels[pos] not in keep:
-                labels = (*labels[:pos], "other", *labels[pos + 1 :])
-            target = folded.get(labels)
-            if target is None:
-                target = folded[labels] = Acc(acc.values is not None)
-            target.merge(acc)
+        renamed = (
+            (labels if labels[pos] in keep else _other_at(labels, pos), acc)
+            for labels, acc in accs.items()
+        )
+        _merge_into(folded, renamed)
         accs = folded
     return accs
 
@@ -180,16 +182,15 @@ def _fold_pairs(accs: dict[Labels, Acc], cap: int) -> dict[Labels, Acc]:
     if len({product for labels in accs for product in labels}) <= cap:
         return accs
     kept: set[str] = set()
-    folded: dict[Labels, Acc] = {}
+    relabelled: list[tuple[Labels, Acc]] = []
     for labels, acc in sorted(accs.items(), key=lambda item: (-abs(item[1].count), item[0])):
         if len(kept.union(labels)) <= cap - 1:
             kept.update(labels)
         else:
             labels = _FOLDED_PAIR
-        target = folded.get(labels)
-        if target is None:
-            target = folded[labels] = Acc(acc.values is not None)
-        target.merge(acc)
+        relabelled.append((labels, acc))
+    folded: dict[Labels, Acc] = {}
+    _merge_into(folded, relabelled)
     return folded
 
 

@@ -240,20 +240,26 @@ class MetricTopicsSink:
         if self._close_after is None:
             self._close_after = now - CLOSE_LATE_SECONDS
         periods: set[str] = set()
-        for value in fresh.values():
+        for last_key, value in fresh.items():
             window = value.window
             if window is None or window.name not in _ENDED or window.end < self._close_after:
                 continue
-            ended = replace(window, name=_ENDED[window.name])
-            key = _series(_Value(value.metric, value.labels, ended, value.value))
+            seen = self._seen.get(last_key)
+            if seen is not None and seen.start == window.start:
+                continue  # looked at in an earlier snapshot: not keyed again each round
+            closing = _Value(
+                value.metric, value.labels, replace(window, name=_ENDED[window.name]), value.value
+            )
+            key = _series(closing)
             periods.add(key)
             if self._closed.get(key) != window.start:
                 self._closed[key] = window.start
-                self._finals[key] = _Value(value.metric, value.labels, ended, value.value)
+                self._finals[key] = closing
                 if key not in fresh:  # nothing in the period now: gone, after its final
-                    self._gone.setdefault(key, (self._finals[key], time.monotonic()))
-        if len(self._closed) > len(periods):
-            keep = periods | fresh.keys() | self._seen.keys()
+                    self._gone.setdefault(key, (closing, time.monotonic()))
+        # Bounded by the series served, not pruned every round: a pass over every key.
+        if len(self._closed) > 2 * len(fresh) + 64:
+            keep = periods | fresh.keys()
             self._closed = {k: v for k, v in self._closed.items() if k in keep}
 
     def _due(
