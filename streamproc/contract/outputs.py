@@ -61,7 +61,12 @@ class MetricMessage(_Output):
     window_start: AwareDatetime | None = Field(description="RFC 3339; null for a live gauge.")
     window_end: AwareDatetime | None = Field(description="RFC 3339; null for a live gauge.")
     value: Finite = Field(description="In base units (seconds, currency); ratios 0-1.")
-    final: bool = Field(description="True once the window is over: the value will not change.")
+    final: bool = Field(
+        description=(
+            "True once the window is over: the last value of a window that ended, and every"
+            " value of a last_* window (a late event of a lead still kept may correct it)."
+        )
+    )
     emitted_at: AwareDatetime = Field(description="When the worker published it, RFC 3339.")
 
     @model_validator(mode="after")

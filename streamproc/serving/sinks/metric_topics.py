@@ -318,7 +318,7 @@ class MetricTopicsSink:
         if kind == "tombstone":
             return key.encode(), None
         try:
-            return _encode(value, kind == "final", time.time())
+            return _encode(value, kind == "final" or _ended(value.window), time.time())
         except ValueError:
             log.exception("metric topics: cannot encode %s, dropped", key)
             return None
@@ -330,6 +330,12 @@ class MetricTopicsSink:
             for key in [k for k in self._sent if k not in self._seen]:
                 if self._sent[key].at + self._interval <= mono:
                     del self._sent[key]
+
+
+def _ended(window: WindowBounds | None) -> bool:
+    """A ``last_*`` window: a complete period, its values final whenever they go out (a
+    late event of a lead still kept may correct them, again as final)."""
+    return window is not None and window.name in _ENDED
 
 
 def _window_over(old: WindowBounds, new: _Value | None, now: float) -> bool:

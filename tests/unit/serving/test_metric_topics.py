@@ -315,6 +315,7 @@ async def test_a_month_ending_publishes_its_final_and_becomes_last_month(
     [previous] = send.of(last)
     assert previous["value"] == 5000.0 and previous["window"] == "last_month"
     assert previous["window_start"] == final["window_start"]
+    assert previous["final"] is True  # outputs.md: final once the window is over
 
 
 async def test_a_month_that_ended_before_the_worker_started_gets_its_final_too(
