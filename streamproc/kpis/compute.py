@@ -522,7 +522,7 @@ def split_samples(
             if bounds is None:  # live: the SLA deadlines are counted from the values
                 _merge_into(merged, part.live_accs(family))
             else:  # windowed: the split metrics are counts and sums, no value is read
-                _merge_into(merged, part.window_accs(family, bounds), values=False)
+                _merge_into(merged, part.window_accs(family, bounds, False), values=False)
         return merged
 
     kpis = _only(_SPLIT_KPIS, names)
