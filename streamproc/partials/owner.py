@@ -167,6 +167,13 @@ class PartialsView:
         for owner_key in [k for k in self._merged if k not in rows]:
             del self._merged[owner_key]
 
+    def adopt(self, ahead: PartialsView) -> None:
+        """Take over what ``ahead`` merged (from the data dir, before the assignment) if
+        nothing was merged here yet; the next ``refresh`` merges again only the keys
+        whose partials differ from those, and drops the keys not owned."""
+        if not self._merged:
+            self._merged, self._rows = ahead._merged, ahead._rows
+
     def _owned_rows(
         self, table: Mapping[bytes, bytes], owned_partitions: set[int]
     ) -> dict[str, tuple[bytes, ...]]:

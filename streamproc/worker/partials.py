@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, MutableMapping, Sequence
 
@@ -20,6 +21,7 @@ from streamproc.partials.publisher import FullRounds, PartialsPublisher
 from streamproc.runtime.slices import Stretches
 from streamproc.serving.sinks.base import Sink
 from streamproc.state.changelog import ChangelogWriter
+from streamproc.state.disk import StateDB
 from streamproc.worker.acks import ack_applied, current
 from streamproc.worker.reading import KpiReader
 
@@ -120,15 +122,35 @@ class PublishRounds:
         self._next = 0.0  # monotonic: no publish round before
         self._full_due = False
         self._refreshing = asyncio.Lock()  # one refresh of the view at a time
+        self._ahead: tuple[threading.Thread, PartialsView] | None = None
 
     def keep_only(self, active: set[int]) -> None:
         self.publisher.keep_only(active)
+
+    def refresh_ahead(self, db: StateDB) -> None:
+        """Before the worker starts: merge the data dir's partials (every partition it
+        holds) into a view of their own in a thread, while the group's join waits (3 s on
+        tansu). The first refresh, after the recovery, adopts it and merges again only
+        what differs: a restart gets its partitions back, and at 100,000 leads that
+        refresh took ~0.5 s after the join, the largest step of the recovery."""
+        if not db.partitions():
+            return
+        ahead = PartialsView(self.engine.settings.partitions)
+        thread = threading.Thread(
+            target=_refresh_ahead, args=(ahead, db), name="partials-view-ahead", daemon=True
+        )
+        thread.start()
+        self._ahead = thread, ahead
 
     async def refresh_view(self, busy: Stretches | None = None) -> None:
         """Merge the partials changed since the last refresh into the view that /metrics
         serves. At recovery: the partials this worker holds now (a restart's data dir holds
         them all), rather than after its first round, which publishes every summary first
         (2.4 s at 10,000 leads on a loaded machine) and only then refreshes the view."""
+        if self._ahead is not None:
+            (thread, ahead), self._ahead = self._ahead, None
+            await asyncio.to_thread(thread.join)
+            self.view.adopt(ahead)
         async with self._refreshing:
             await (busy or Stretches()).drain(
                 self.view.refresh(self.intake.store, self.reader.owned())
@@ -205,6 +227,22 @@ class PublishRounds:
             sent.add_done_callback(_log_failed_send)
         self._full_due = False
         return True
+
+
+def _refresh_ahead(view: PartialsView, db: StateDB) -> None:
+    started = time.monotonic()
+    try:
+        partitions = sorted(db.partitions())
+        table = {key: value for p in partitions for key, value in db.items(p)}
+        for _ in view.refresh(table, set(partitions)):
+            pass
+    except Exception:  # the first refresh merges everything instead
+        log.warning("the partials' view not merged ahead", exc_info=True)
+        return
+    log.info(
+        "partials' view of partitions %s merged ahead in %.2f s",
+        partitions, time.monotonic() - started,
+    )  # fmt: skip
 
 
 def _owned_bytes_per_second(engine: Engine) -> float:

@@ -49,6 +49,6 @@ def run_worker(settings: Settings) -> None:
     start_heap_trimmer()
     asyncio.set_event_loop(asyncio.new_event_loop())
     topology = build_topology(settings, optional=optional)
-    topology.snapshots.decode_ahead(topology.engine.clock)
+    topology.start_ahead()
     worker = faust.Worker(topology.app, loglevel=settings.log_level.upper())
     worker.execute_from_commandline()

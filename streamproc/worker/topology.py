@@ -297,6 +297,12 @@ class Topology:
             or self.rollup_log.unfinished
         )
 
+    def start_ahead(self) -> None:
+        """Before the worker starts: what the first recovery will need from the data dir,
+        prepared in threads while the group's join waits (3 s on tansu)."""
+        self.snapshots.decode_ahead(self.engine.clock)
+        self.rounds.refresh_ahead(cast(DiskStore, self.partials_table.data).db)
+
     def _derived_stores(self) -> list[DiskStore]:
         """The stores of the tables the aggregates derive from (leads, customers)."""
         tables = [self.leads_table, self.customers_table]

@@ -19,6 +19,9 @@ from streamproc.config import Settings
 from streamproc.contract.events import EventKind
 from streamproc.engine.engine import RawMessage
 from streamproc.engine.lead import LeadState
+from streamproc.partials import owner
+from streamproc.partials.codec import encode
+from streamproc.partials.owner import PartialsView
 from streamproc.state.disk import Mark
 from streamproc.state.store import DiskStore
 from streamproc.tools.sales_team import history
@@ -157,3 +160,49 @@ def test_snapshots_decoded_ahead_load_only_at_the_marks_they_were_read_at(
     assert (sorted(kept), built) == (([], len(leads)) if moved else ([0, 1], 0))
     for p, part in running.engine.partitions.items():
         assert samples(again.engine.partitions[p], now) == samples(part, now)
+
+
+@pytest.mark.parametrize("owned", [{0, 1}, {1}])
+@pytest.mark.parametrize("ahead", [True, False])
+async def test_the_partials_view_merged_ahead_is_adopted_and_not_merged_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead: bool, owned: set[int]
+) -> None:
+    """Merged from the data dir before the join (``PublishRounds.refresh_ahead``), the
+    view the recovery's refresh serves is the one a refresh of the loaded table merges,
+    for the partitions owned now, and no partial of it is decoded again."""
+    now = time.time()
+    running = _topology(tmp_path / "running")
+    _feed(running, now)
+    parts, clock = running.engine.partitions, running.engine.clock
+    sent = [m for m in running.rounds.publisher.round(parts, clock, now, True) if m is not None]
+    table: dict[bytes, bytes] = {}
+    writes = running.partials.inbox.apply(table, sent)  # type: ignore[arg-type]
+    again = _topology(tmp_path / "again")
+    store = cast(DiskStore, again.partials_table.data)
+    for p in range(PARTITIONS):
+        held = [(k, v) for (k, part), v in writes.items() if part == p]
+        store.db.apply(p, held, MARKS["leads"])
+    if ahead:
+        again.rounds.refresh_ahead(store.db)
+        again.rounds._ahead[0].join()  # type: ignore[index]  # its decodes are not counted
+    for p in owned:  # what the assignment loads
+        store._held.add(p)
+        store._load(p)
+    again.reader.owned = lambda: owned  # type: ignore[method-assign]
+    decoded = 0
+    real_decode = owner.decode
+
+    def counted(raw: bytes) -> Any:
+        nonlocal decoded
+        decoded += 1
+        return real_decode(raw)
+
+    monkeypatch.setattr(owner, "decode", counted)
+    await again.rounds.refresh_view()
+    refreshed = decoded
+    monkeypatch.undo()
+    view = again.reader.owned_summaries()
+    expected = PartialsView(PARTITIONS).merged(table, owned)
+    assert view.keys() == expected.keys() and expected
+    assert {k: encode(v) for k, v in view.items()} == {k: encode(v) for k, v in expected.items()}
+    assert (refreshed == 0) == ahead, refreshed
