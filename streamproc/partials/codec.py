@@ -8,7 +8,8 @@ import math
 import sys
 import zlib
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterable, Sequence
+from itertools import chain, repeat
 from typing import Any
 
 import orjson
@@ -16,7 +17,7 @@ import zstandard
 
 from streamproc.engine.aggregates import Acc, Multiset, SortedValues
 from streamproc.engine.windows import PERIODS
-from streamproc.kpis.compute import Summary
+from streamproc.kpis.compute import Summary, merging
 from streamproc.runtime.heap import to_keep
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "decode",
     "encode",
     "is_partial_key",
+    "merged",
     "message_key",
     "owner_of",
     "owner_partition",
@@ -134,8 +136,94 @@ def encode(summary: Summary) -> bytes:
 def decode(raw: bytes) -> Summary:
     """A summary as ``encode`` wrote it, or as earlier versions did (JSON with the values
     as [value, count] pairs, compressed or not: a changelog may still hold them)."""
-    if not raw.startswith(FORMAT):
-        return _decode_json(raw)
+    wire, multiset = _head(raw)
+    return _summary(wire, multiset)
+
+
+def merged(
+    raws: Sequence[bytes], undecodable: Callable[[bytes, Exception], None]
+) -> Generator[None, None, Summary]:
+    """The summaries of ``raws`` merged, as ``merging`` merges them decoded (each
+    accumulator once from all of its parts, its values frozen: read it, do not change
+    it), without an ``Acc`` per part: the owner merges every changed key each round, and
+    its partials' rows decoded into accumulators first took ~40 % of that merge. A raw
+    that does not decode goes to ``undecodable`` and is left out. Yields None after each
+    raw and each series, where the caller may let the event loop run; the summary is the
+    generator's return value."""
+    heads: list[tuple[Any, Callable[[Any], Multiset]]] = []
+    for raw in raws:
+        try:
+            heads.append(_head(raw))
+        except Exception as exc:  # any error of unknown bytes: the caller logs it
+            undecodable(raw, exc)
+        yield None
+    try:
+        return (yield from _merged_heads(heads))
+    except Exception:  # a head of another shape: each decoded alone, the bad ones left out
+        decoded = []
+        for raw in raws:
+            try:
+                decoded.append(decode(raw))
+            except Exception as exc:
+                undecodable(raw, exc)
+        return (yield from merging(decoded))
+
+
+def _merged_heads(
+    heads: list[tuple[Any, Callable[[Any], Multiset]]],
+) -> Generator[None, None, Summary]:
+    gathered: dict[str, dict[str, dict[str, list[tuple[list[Any], Any]]]]] = {}
+    for wire, multiset in heads:
+        for family, per_labels in wire.items():
+            into = gathered.setdefault(family, {})
+            for labels, per_window in per_labels.items():
+                rows = into.setdefault(labels, {})
+                for window, row in per_window.items():
+                    rows.setdefault(window, []).append((row, multiset))
+    out: Summary = {}
+    for family, per_labels in gathered.items():
+        into_family = out[family] = {}
+        for labels, per_window in per_labels.items():
+            key = tuple(labels.split(LABEL_SEP)) if labels else ()
+            into_family[key] = {w: _merged_rows(r, w in PERIODS) for w, r in per_window.items()}
+            yield None
+    return out
+
+
+def _merged_rows(rows: list[tuple[list[Any], Callable[[Any], Multiset]]], counted: bool) -> Acc:
+    """``Acc.merged`` of the rows' accumulators (``counted``: the periods' sketches)."""
+    out = Acc()
+    out.count = sum(row[0] for row, _ in rows)
+    out.total = sum(_read_total(row[1]) for row, _ in rows)
+    multisets = [multiset(row[2]) for row, multiset in rows if row[2] is not None]
+    if not multisets:
+        return out
+    if counted:
+        if len(multisets) == 1 and isinstance(multisets[0], dict):
+            out.values = multisets[0]  # read fresh from the bytes: nobody else holds it
+            return out
+        values: dict[float, int] = {}
+        for counts in multisets:
+            for value, n in counts.items():
+                values[value] = values.get(value, 0) + n
+        out.values = values
+    elif len(multisets) == 1 and isinstance(multisets[0], SortedValues):
+        out.values = multisets[0]  # sorted as written (``encode``), read fresh
+    else:
+        out.values = SortedValues.of_runs(_values_of(m) for m in multisets)
+    return out
+
+
+def _values_of(values: Multiset) -> Iterable[float]:
+    if isinstance(values, SortedValues):
+        return values.array
+    return chain.from_iterable(repeat(value, n) for value, n in values.items())
+
+
+def _head(raw: bytes) -> tuple[Any, Callable[[Any], Multiset]]:
+    """The JSON head of a summary, and how to read a row's values from it."""
+    if not raw.startswith(FORMAT):  # JSON, the values as [value, count] pairs
+        return orjson.loads(raw if raw[:1] == b"{" else _DECOMPRESSOR.decompress(raw)), dict
     body = _DECOMPRESSOR.decompress(raw[len(FORMAT) :])
     end = 4 + int.from_bytes(body[:4], "little")
     values = array("d")
@@ -150,12 +238,7 @@ def decode(raw: bytes) -> Summary:
             return dict(zip(values[start : start + length], map(int, counts), strict=True))
         return SortedValues(values[start : start + length])
 
-    return _summary(orjson.loads(body[4:end]), multiset)
-
-
-def _decode_json(raw: bytes) -> Summary:
-    wire = orjson.loads(raw if raw[:1] == b"{" else _DECOMPRESSOR.decompress(raw))
-    return _summary(wire, dict)  # values as [value, count] pairs
+    return orjson.loads(body[4:end]), multiset
 
 
 def _summary(wire: dict[str, Any], multiset: Callable[[Any], Multiset]) -> Summary:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from functools import partial
 
-from streamproc.kpis.compute import Summary, merging
+from streamproc.kpis.compute import Summary
 from streamproc.partials.codec import (
     BEGIN,
     SWEEP,
@@ -16,6 +17,7 @@ from streamproc.partials.codec import (
     owner_partition,
     source_of,
 )
+from streamproc.partials.codec import merged as merged_summary
 
 __all__ = ["PartialsInbox", "PartialsView"]
 
@@ -155,14 +157,7 @@ class PartialsView:
             merged = self._merged.get(owner_key)
             # equal bytes (a full round re-sends them) need no merging again
             if merged is None or merged[0] != sources:
-                decoded = []
-                for raw in sources:
-                    try:
-                        decoded.append(decode(raw))
-                    except Exception as exc:  # any error of unknown bytes: see _undecodable
-                        _undecodable(owner_key, raw, exc)
-                    yield None
-                whole = yield from merging(decoded)
+                whole = yield from merged_summary(sources, partial(_undecodable, owner_key))
                 self._merged[owner_key] = (sources, whole)
         for owner_key in [k for k in self._merged if k not in rows]:
             del self._merged[owner_key]

@@ -34,6 +34,7 @@ from streamproc.partials.codec import (
 )
 from streamproc.partials.owner import PartialsInbox, PartialsView
 from streamproc.partials.publisher import FullRounds, PartialsPublisher
+from streamproc.runtime.slices import at_once
 from tests.support.facts import fact
 from tests.support.scenario import Scenario, noon_zone
 
@@ -560,3 +561,52 @@ def test_a_null_total_an_earlier_build_wrote_reads_as_not_a_number() -> None:
     merged = merge_summaries([decode(raw), decode(raw)])
     acc = merged["won_value"][("r1",)]["today"]
     assert acc.count == 4 and math.isnan(acc.total)
+
+
+def _earlier_json(summary: Summary) -> bytes:
+    """A summary as an earlier version wrote it: JSON, values as [value, count] pairs."""
+    return orjson.dumps(
+        {
+            family: {
+                partials.LABEL_SEP.join(labels): {
+                    w: [acc.count, acc.total, None if acc.values is None else _pairs(acc)]
+                    for w, acc in per_window.items()
+                }
+                for labels, per_window in per_labels.items()
+            }
+            for family, per_labels in summary.items()
+        }
+    )
+
+
+@pytest.mark.parametrize("parts", [1, 2, 4])
+def test_the_owner_merges_the_bytes_as_it_would_merge_them_decoded(parts: int) -> None:
+    """``codec.merged``: what ``merging`` gives of the decoded partials, byte for byte once
+    encoded, for every owner key of the scenario (counts, sums, exact values, the periods'
+    sketches), whatever the number of partitions that feed a key; an earlier JSON partial
+    among them and one that does not decode change nothing else."""
+    engine = Engine(SETTINGS, {})
+    engine.process(_messages(), NOW)
+    per_key: dict[str, list[bytes]] = {}
+    for _, part in sorted(engine.partitions.items())[:parts]:
+        for owner_key, summary in summaries(part, engine.clock, NOW).items():
+            per_key.setdefault(owner_key, []).append(encode(summary))
+    assert any(len(raws) > 1 for raws in per_key.values()) or parts == 1
+    bad: list[bytes] = []
+    for owner_key, raws in per_key.items():
+        expected = merge_summaries([decode(raw) for raw in raws])
+        got = at_once(partials.merged(raws, lambda raw, exc: bad.append(raw)))
+        assert encode(got) == encode(expected), owner_key
+        mixed = [_earlier_json(decode(raws[0])), *raws[1:], b"SPv2 not zstd"]
+        got = at_once(partials.merged(mixed, lambda raw, exc: bad.append(raw)))
+        assert encode(got) == encode(expected), owner_key
+    assert bad == [b"SPv2 not zstd"] * len(per_key)
+
+
+def test_a_head_of_another_shape_leaves_out_that_partial_only() -> None:
+    good = encode({"created": {("r1", "ads"): {"7d": _acc(2, 2.0)}}})
+    odd = orjson.dumps({"created": {"r1\x1fads": {"7d": "not a row"}}})
+    bad: list[bytes] = []
+    got = at_once(partials.merged([good, odd], lambda raw, exc: bad.append(raw)))
+    assert bad == [odd]
+    assert got["created"][("r1", "ads")]["7d"].count == 2

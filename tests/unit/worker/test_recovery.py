@@ -19,7 +19,7 @@ from streamproc.config import Settings
 from streamproc.contract.events import EventKind
 from streamproc.engine.engine import RawMessage
 from streamproc.engine.lead import LeadState
-from streamproc.partials import owner
+from streamproc.partials import codec
 from streamproc.partials.codec import encode
 from streamproc.partials.owner import PartialsView
 from streamproc.state.disk import Mark
@@ -190,14 +190,14 @@ async def test_the_partials_view_merged_ahead_is_adopted_and_not_merged_again(
         store._load(p)
     again.reader.owned = lambda: owned  # type: ignore[method-assign]
     decoded = 0
-    real_decode = owner.decode
+    real_head = codec._head
 
     def counted(raw: bytes) -> Any:
         nonlocal decoded
         decoded += 1
-        return real_decode(raw)
+        return real_head(raw)
 
-    monkeypatch.setattr(owner, "decode", counted)
+    monkeypatch.setattr(codec, "_head", counted)
     await again.rounds.refresh_view()
     refreshed = decoded
     monkeypatch.undo()
