@@ -22,6 +22,7 @@ from streamproc.engine.engine import (
     RawMessage,
 )
 from streamproc.engine.lead import LeadState
+from streamproc.runtime.slices import events_seen
 from streamproc.serving.alerts import AlertPublisher
 from streamproc.serving.prometheus import ProcessorMetrics
 from streamproc.state.customer_log import CustomerLog
@@ -107,6 +108,7 @@ class EventBatches:
 
     async def handle(self, batch: list[Message]) -> None:
         """Apply a batch of event messages, changelog the leads, then ack the messages."""
+        events_seen()  # background work gives the loop way to events from now on
         await ack_applied(self.app, batch, self.apply_locked(batch))
 
     async def apply_locked(self, batch: list[Message]) -> list[Message]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.config import Settings
@@ -15,6 +17,7 @@ from streamproc.contract.events import EventKind
 from streamproc.engine.engine import RawMessage
 from streamproc.kpis.catalogue import CATALOGUE
 from streamproc.kpis.compute import Sample
+from streamproc.runtime import slices
 from streamproc.runtime.slices import SLICE_SECONDS, run_in_slices
 from streamproc.serving.prometheus import CHUNK_SAMPLES, kpi_exposition
 from streamproc.tools.sales_team import rfc3339
@@ -78,10 +81,18 @@ def test_a_family_formatted_in_chunks_is_one_family_with_every_sample() -> None:
     assert len(families) == len(CATALOGUE)  # every family, with samples or without
 
 
-async def test_background_work_sleeps_a_slice_between_its_stretches() -> None:
-    """Each step of a batch (a fetch, a changelog round trip) is a turn of the loop: a
-    background stretch runs at most every other slice, not before each of the batch's
-    steps, and in between the loop's thread leaves the interpreter to other threads."""
+@pytest.mark.parametrize("events_flow", [True, False])
+async def test_background_work_sleeps_a_slice_between_its_stretches_while_events_flow(
+    monkeypatch: pytest.MonkeyPatch, events_flow: bool
+) -> None:
+    """Each step of a batch (a fetch, a changelog round trip) is a turn of the loop: while
+    events flow, a background stretch runs at most every other slice, not before each of
+    the batch's steps, and in between the loop's thread leaves the interpreter to other
+    threads. With no event for ``QUIET_SECONDS`` (a take-over's recovery and first scrape)
+    it only yields between its stretches: nothing else waits for the loop."""
+    monkeypatch.setattr(slices, "_last_events", -math.inf)
+    if events_flow:
+        slices.events_seen()
     stretches = 0
 
     def background() -> Iterator[None]:
@@ -100,7 +111,10 @@ async def test_background_work_sleeps_a_slice_between_its_stretches() -> None:
     await asyncio.sleep(20 * SLICE_SECONDS)
     later = stretches - before - given_way
     working.cancel()
-    assert given_way <= 4, f"{given_way} stretches ran before 40 steps of a batch"
+    if events_flow:
+        assert given_way <= 4, f"{given_way} stretches ran before 40 steps of a batch"
+    else:
+        assert given_way >= 20, f"{given_way} stretches in 40 turns: it slept, idle"
     assert later >= 3, f"the background ran {later} stretches in 20 slices: it must go on"
 
 
