@@ -505,20 +505,7 @@ def test_partials_go_binary_and_compressed_and_earlier_json_ones_still_read() ->
     [summary] = summaries(part, part.clock, NOW).values()
     sent = encode(summary)
     assert sent.startswith(partials.FORMAT)
-    # as an earlier version wrote it: sorted JSON, values as [value, count] pairs
-    earlier = orjson.dumps(
-        {
-            family: {
-                partials.LABEL_SEP.join(labels): {
-                    w: [acc.count, acc.total, None if acc.values is None else _pairs(acc)]
-                    for w, acc in per_window.items()
-                }
-                for labels, per_window in per_labels.items()
-            }
-            for family, per_labels in summary.items()
-        },
-        option=orjson.OPT_SORT_KEYS,
-    )
+    earlier = _earlier_json(summary, sort_keys=True)
     body = zstandard.ZstdDecompressor().decompress(sent[len(partials.FORMAT) :])
     assert len(sent) < len(body) / 2, "compressed"
     compressed = zstandard.ZstdCompressor(level=1).compress(earlier)
@@ -564,8 +551,9 @@ def test_a_null_total_an_earlier_build_wrote_reads_as_not_a_number() -> None:
     assert acc.count == 4 and math.isnan(acc.total)
 
 
-def _earlier_json(summary: Summary) -> bytes:
-    """A summary as an earlier version wrote it: JSON, values as [value, count] pairs."""
+def _earlier_json(summary: Summary, sort_keys: bool = False) -> bytes:
+    """A summary as an earlier version wrote it: JSON (its keys sorted, as that version
+    did, with ``sort_keys``), values as [value, count] pairs."""
     return orjson.dumps(
         {
             family: {
@@ -576,7 +564,8 @@ def _earlier_json(summary: Summary) -> bytes:
                 for labels, per_window in per_labels.items()
             }
             for family, per_labels in summary.items()
-        }
+        },
+        option=orjson.OPT_SORT_KEYS if sort_keys else None,
     )
 
 
