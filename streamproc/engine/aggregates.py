@@ -135,18 +135,41 @@ class Acc:
         once from all their runs, not merged pairwise. ``counted`` (the periods'
         sketches, a few values many times each): the counts add up in a dict, nothing is
         expanded (read it, do not change it)."""
-        out = cls()
-        out.count = sum(acc.count for acc in accs)
-        out.total = sum(acc.total for acc in accs)
         multisets = [acc.values for acc in accs if acc.values is not None]
-        if multisets and counted:
+        return cls.of_parts(
+            sum(acc.count for acc in accs), sum(acc.total for acc in accs), multisets, counted
+        )
+
+    @classmethod
+    def of_parts(
+        cls,
+        count: int,
+        total: float,
+        multisets: Sequence[Multiset],
+        counted: bool = False,
+        fresh: bool = False,
+    ) -> Acc:
+        """``merged`` from the parts' count, total and multisets. ``fresh``: the multisets
+        were read for this call and nobody else holds them, so one alone is taken as it is
+        when it already has the form the result needs."""
+        out = cls()
+        out.count, out.total = count, total
+        if not multisets:
+            return out
+        only = multisets[0] if fresh and len(multisets) == 1 else None
+        if counted:
+            if isinstance(only, dict):
+                out.values = only
+                return out
             # the values only: ``merge`` would add each count and total a second time
             values: dict[float, int] = {}
             for multiset in multisets:
                 for value, n in multiset.items():
                     values[value] = values.get(value, 0) + n
             out.values = values
-        elif multisets:
+        elif isinstance(only, SortedValues):
+            out.values = only
+        else:
             out.values = SortedValues.of_runs(_run(m) for m in multisets)
         return out
 

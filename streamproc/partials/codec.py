@@ -9,8 +9,7 @@ import sys
 import threading
 import zlib
 from array import array
-from collections.abc import Callable, Generator, Iterable, Sequence
-from itertools import chain, repeat
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import orjson
@@ -206,33 +205,15 @@ def _merged_heads(
 
 
 def _merged_rows(rows: list[tuple[list[Any], Callable[[Any], Multiset]]], counted: bool) -> Acc:
-    """``Acc.merged`` of the rows' accumulators (``counted``: the periods' sketches)."""
-    out = Acc()
-    out.count = sum(row[0] for row, _ in rows)
-    out.total = sum(_read_total(row[1]) for row, _ in rows)
-    multisets = [multiset(row[2]) for row, multiset in rows if row[2] is not None]
-    if not multisets:
-        return out
-    if counted:
-        if len(multisets) == 1 and isinstance(multisets[0], dict):
-            out.values = multisets[0]  # read fresh from the bytes: nobody else holds it
-            return out
-        values: dict[float, int] = {}
-        for counts in multisets:
-            for value, n in counts.items():
-                values[value] = values.get(value, 0) + n
-        out.values = values
-    elif len(multisets) == 1 and isinstance(multisets[0], SortedValues):
-        out.values = multisets[0]  # sorted as written (``encode``), read fresh
-    else:
-        out.values = SortedValues.of_runs(_values_of(m) for m in multisets)
-    return out
-
-
-def _values_of(values: Multiset) -> Iterable[float]:
-    if isinstance(values, SortedValues):
-        return values.array
-    return chain.from_iterable(repeat(value, n) for value, n in values.items())
+    """``Acc.merged`` of the rows' accumulators (``counted``: the periods' sketches); the
+    multisets are read from the bytes for it (``fresh``)."""
+    return Acc.of_parts(
+        sum(row[0] for row, _ in rows),
+        sum(_read_total(row[1]) for row, _ in rows),
+        [multiset(row[2]) for row, multiset in rows if row[2] is not None],
+        counted,
+        fresh=True,
+    )
 
 
 def _head(raw: bytes) -> tuple[Any, Callable[[Any], Multiset]]:

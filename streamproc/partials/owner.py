@@ -17,7 +17,9 @@ from streamproc.partials.codec import (
     owner_partition,
     source_of,
 )
-from streamproc.partials.codec import merged as merged_summary
+from streamproc.partials.codec import (
+    merged as merged_summary,
+)
 
 __all__ = ["PartialsInbox", "PartialsView"]
 
