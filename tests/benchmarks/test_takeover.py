@@ -14,7 +14,15 @@ import pytest
 
 import benchmarks.takeover as takeover
 from benchmarks.options import GOALS, BenchError, BenchOptions
-from benchmarks.takeover import QUIET_FLOOR, Quiet, differences, noon_zone, parse_series, settle
+from benchmarks.takeover import (
+    QUIET_CAP,
+    QUIET_FLOOR,
+    Quiet,
+    differences,
+    noon_zone,
+    parse_series,
+    settle,
+)
 from streamproc.config import Settings
 
 SCRAPE = b"""# HELP sales_leads_created Leads created
@@ -63,6 +71,22 @@ def test_scrapes_settle_after_a_quiet_span_three_times_the_longest_gap() -> None
     assert not quiet.settled(True, 50.0)  # rounds 40 s apart: 120 s without a change
     assert not quiet.settled(False, 169.0)
     assert quiet.settled(False, 170.0)
+
+
+def test_a_forgotten_lead_restarts_the_quiet_span_without_stretching_it() -> None:
+    quiet = Quiet(60.0, start=0.0)
+    assert not quiet.settled(True, 5.0)
+    assert not quiet.settled(True, 91.0, marker_only=True)  # a lead forgotten 86 s later
+    assert not quiet.settled(True, 155.0, marker_only=True)
+    assert not quiet.settled(False, 214.0)
+    assert quiet.settled(False, 215.0)  # 60 s after the last change, not 3 x 86 s
+
+
+def test_the_quiet_span_is_capped() -> None:
+    quiet = Quiet(60.0, start=0.0)
+    assert not quiet.settled(True, 100.0)  # a 100 s gap: 300 s asked, capped
+    assert not quiet.settled(False, 100.0 + QUIET_CAP - 1)
+    assert quiet.settled(False, 100.0 + QUIET_CAP)
 
 
 class _SlowRounds:
