@@ -42,7 +42,7 @@ from streamproc.engine.snapshot import (
 from streamproc.engine.windows import WindowClock
 from streamproc.state.disk import Mark
 
-__all__ = ["VERSION", "Snapshot", "Snapshots", "settings_fingerprint"]
+__all__ = ["VERSION", "Decoded", "Snapshot", "Snapshots", "settings_fingerprint"]
 
 log = logging.getLogger(__name__)
 # Of the format; a snapshot of another version is not read. 2: with the SLA deadlines; 3:
@@ -96,6 +96,15 @@ class Snapshot(NamedTuple):
     deadlines: list[Deadline]  # of its waiting leads (``AlertWatch.deadlines``)
 
 
+class Decoded(NamedTuple):
+    """A broker's snapshot decoded before the marks it must have been taken at are known
+    (``Snapshots.decode_published``, while the group's join waits)."""
+
+    data: bytes  # the snapshot decoded
+    taken_at: Any  # its marks, as its head has them
+    snapshot: Snapshot
+
+
 class Snapshots:
     """The snapshots of one data dir."""
 
@@ -140,10 +149,12 @@ class Snapshots:
         clock: WindowClock,
         now: float,
         published: bytes | None = None,
+        decoded: Decoded | None = None,
     ) -> Snapshot | None:
         """The partition's snapshot if it is there and was taken at ``marks`` with these
         settings (else None: rebuild); the file is deleted either way. ``published``: the
-        broker's copy (``kafka.snapshot_topic``), tried when the data dir has none usable."""
+        broker's copy (``kafka.snapshot_topic``), tried when the data dir has none usable;
+        ``decoded``: those bytes decoded ahead (``decode_published``)."""
         path = self.path(partition)
         try:
             data: bytes | None = path.read_bytes()
@@ -151,9 +162,31 @@ class Snapshots:
             data = None
         path.unlink(missing_ok=True)
         found = None if data is None else self._read(data, partition, marks, clock, now)
-        if found is None and published is not None:
-            found = self._read(published, partition, marks, clock, now, " (the broker's)")
-        return found
+        if found is not None or published is None:
+            return found
+        if decoded is not None and decoded.data is published:
+            if decoded.taken_at == _marks_json(marks):
+                return decoded.snapshot
+            log.info("partition %d: snapshot (the broker's) not used (%s)", partition, _MOVED)
+            return None
+        return self._read(published, partition, marks, clock, now, " (the broker's)")
+
+    def decode_published(
+        self, data: bytes, partition: int, clock: WindowClock, now: float
+    ) -> Decoded | None:
+        """The broker's snapshot of ``partition`` decoded, for a ``take`` of the same bytes
+        at the marks it was taken at; None if it cannot be used at any."""
+        try:
+            meta, body, tail = read_meta(data)
+            why = self._unusable(meta, partition, None)
+            if why:
+                log.info("partition %d: snapshot (the broker's) not used (%s)", partition, why)
+                return None
+            snapshot = Snapshot(decode(body, tail, clock, now), deadlines(body))
+        except SnapshotError as exc:
+            log.warning("partition %d: snapshot (the broker's) not used (%s)", partition, exc)
+            return None
+        return Decoded(data, meta.get("marks"), snapshot)
 
     def partitions(self) -> list[int]:
         """The partitions with a snapshot file."""
@@ -197,7 +230,8 @@ class Snapshots:
             log.warning("partition %d: snapshot%s not used (%s)", partition, whose, exc)
             return None
 
-    def _unusable(self, meta: dict[str, Any], partition: int, marks: Marks) -> str | None:
+    def _unusable(self, meta: dict[str, Any], partition: int, marks: Marks | None) -> str | None:
+        """Why a snapshot with this head cannot be used (``marks`` None: at any marks)."""
         if meta.get("version") != VERSION:
             return f"format version {meta.get('version')}, not {VERSION}"
         if meta.get("partition") != partition:
@@ -206,6 +240,14 @@ class Snapshots:
             return "other settings"
         if meta.get("byteorder") != sys.byteorder:
             return f"written on a {meta.get('byteorder')}-endian machine"
-        if meta.get("marks") != orjson.loads(orjson.dumps(_marks_out(marks))):
-            return "the changelog moved on since"
+        if marks is not None and meta.get("marks") != _marks_json(marks):
+            return _MOVED
         return None
+
+
+_MOVED = "the changelog moved on since"
+
+
+def _marks_json(marks: Marks) -> Any:
+    """``marks`` as a snapshot's head has them once read."""
+    return orjson.loads(orjson.dumps(_marks_out(marks)))

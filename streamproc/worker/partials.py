@@ -8,7 +8,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 
 import faust
 from faust.types import Message
@@ -25,7 +25,7 @@ from streamproc.state.disk import StateDB
 from streamproc.worker.acks import ack_applied, current
 from streamproc.worker.reading import KpiReader
 
-__all__ = ["PartialsIntake", "PublishRounds"]
+__all__ = ["PartialsIntake", "PublishRounds", "disk_records"]
 
 log = logging.getLogger(__name__)
 
@@ -127,17 +127,16 @@ class PublishRounds:
     def keep_only(self, active: set[int]) -> None:
         self.publisher.keep_only(active)
 
-    def refresh_ahead(self, db: StateDB) -> None:
-        """Before the worker starts: merge the data dir's partials (every partition it
-        holds) into a view of their own in a thread, while the group's join waits (3 s on
-        tansu). The first refresh, after the recovery, adopts it and merges again only
-        what differs: a restart gets its partitions back, and at 100,000 leads that
-        refresh took ~0.5 s after the join, the largest step of the recovery."""
-        if not db.partitions():
-            return
+    def refresh_ahead(self, source: Callable[[], tuple[Mapping[bytes, bytes], set[int]]]) -> None:
+        """Before the worker starts: merge the partials ``source`` gives (records of the
+        partials table, and their partitions: the data dir's, or the broker's table copies
+        fetched ahead) into a view of their own in a thread, while the group's join waits
+        (3 s on tansu). The first refresh, after the recovery, adopts it and merges again
+        only what differs: at 100,000 leads that refresh took ~0.5 s after the join, the
+        largest step of a restart's recovery."""
         ahead = PartialsView(self.engine.settings.partitions)
         thread = threading.Thread(
-            target=_refresh_ahead, args=(ahead, db), name="partials-view-ahead", daemon=True
+            target=_refresh_ahead, args=(ahead, source), name="partials-view-ahead", daemon=True
         )
         thread.start()
         self._ahead = thread, ahead
@@ -229,20 +228,27 @@ class PublishRounds:
         return True
 
 
-def _refresh_ahead(view: PartialsView, db: StateDB) -> None:
+def _refresh_ahead(
+    view: PartialsView, source: Callable[[], tuple[Mapping[bytes, bytes], set[int]]]
+) -> None:
     started = time.monotonic()
     try:
-        partitions = sorted(db.partitions())
-        table = {key: value for p in partitions for key, value in db.items(p)}
-        for _ in view.refresh(table, set(partitions)):
+        table, partitions = source()
+        for _ in view.refresh(table, partitions):
             pass
     except Exception:  # the first refresh merges everything instead
         log.warning("the partials' view not merged ahead", exc_info=True)
         return
     log.info(
         "partials' view of partitions %s merged ahead in %.2f s",
-        partitions, time.monotonic() - started,
+        sorted(partitions), time.monotonic() - started,
     )  # fmt: skip
+
+
+def disk_records(db: StateDB) -> tuple[dict[bytes, bytes], set[int]]:
+    """Every record of a table's database, and the partitions it holds."""
+    partitions = db.partitions()
+    return {key: value for p in sorted(partitions) for key, value in db.items(p)}, set(partitions)
 
 
 def _owned_bytes_per_second(engine: Engine) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection, Iterable, Iterator
+from functools import partial
 from typing import Any, cast
 
 import faust
@@ -57,7 +58,7 @@ from streamproc.state.rollup_log import LEADS_PER_ROUND, Recovered, RollupLog
 from streamproc.state.snapshots import Snapshot
 from streamproc.state.store import STORE_URL, DiskStore, disk_stores, register_store
 from streamproc.worker.batches import CustomerFlow, EventBatches
-from streamproc.worker.partials import PartialsIntake, PublishRounds
+from streamproc.worker.partials import PartialsIntake, PublishRounds, disk_records
 from streamproc.worker.reading import KpiReader
 from streamproc.worker.snapshotting import SnapshotKeeper
 from streamproc.worker.standbys import StandbyIntake
@@ -298,10 +299,22 @@ class Topology:
         )
 
     def start_ahead(self) -> None:
-        """Before the worker starts: what the first recovery will need from the data dir,
-        prepared in threads while the group's join waits (3 s on tansu)."""
+        """Before the worker starts: what the first recovery will need, from the data dir
+        or, for the partitions it has no copy of, from the broker, prepared in threads
+        while the group's join waits (3 s on tansu)."""
         self.snapshots.decode_ahead(self.engine.clock)
-        self.rounds.refresh_ahead(cast(DiskStore, self.partials_table.data).db)
+        stores = disk_stores(self.app)
+        no_copy = [
+            p
+            for p in range(self.settings.partitions)
+            if all(store.db.mark(p) is None for store in stores)
+        ]
+        self.snapshots.fetch_ahead(no_copy, self.engine.clock)
+        partials = cast(DiskStore, self.partials_table.data)
+        if partials.db.partitions():
+            self.rounds.refresh_ahead(partial(disk_records, partials.db))
+        elif no_copy and self.snapshots.topic is not None:
+            self.rounds.refresh_ahead(partial(self.snapshots.prefetched_records, partials.topic))
 
     def _derived_stores(self) -> list[DiskStore]:
         """The stores of the tables the aggregates derive from (leads, customers)."""

@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from streamproc.config import Settings
+from streamproc.engine.windows import WindowClock
 from streamproc.kafka import clients
 from streamproc.kafka.snapshot_topic import (
     AGGREGATES,
@@ -19,7 +22,12 @@ from streamproc.kafka.snapshot_topic import (
     publish_copy,
     publish_snapshot,
 )
-from streamproc.kafka.topics import topic_names
+from streamproc.kafka.topics import create_topics, topic_names
+from streamproc.state import table_copies
+from streamproc.state.disk import Mark, StateDB
+from streamproc.state.table_copies import TableCopy
+from streamproc.worker import snapshotting
+from streamproc.worker.snapshotting import SnapshotKeeper
 
 
 async def _publish(settings: Settings, snapshots: dict[int, bytes], cut: int | None = None) -> None:
@@ -138,3 +146,52 @@ def test_the_table_copy_comes_after_its_snapshot_and_is_fetched_apart(
     asyncio.run(_publish_both(settings, later, copy, copy_chunks=2))
     assert fetched(AGGREGATES) == {0: later}
     assert fetched(COPY) == {}
+
+
+async def _publish_copies(settings: Settings, db: StateDB, partitions: list[int]) -> None:
+    """Each partition's snapshot (its number, as bytes) and the table copy of ``db``."""
+    topic = topic_names(settings).snapshots
+    producer = clients.producer(settings, max_request_size=2 * CHUNK_BYTES)
+    await producer.start()
+    try:
+        for p in partitions:
+            published = await publish_snapshot(producer, topic, p, b"aggregates %d" % p)
+            data = table_copies.encode(p, {"leads": db})
+            assert data is not None
+            await publish_copy(producer, topic, p, data, published)
+    finally:
+        await producer.stop()
+
+
+async def test_copies_fetched_ahead_are_used_only_while_still_the_latest(
+    settings_factory, make_topics, tmp_path, monkeypatch
+) -> None:
+    """Fetched while the first join waits (``SnapshotKeeper.fetch_ahead``), a partition's
+    snapshot and copy seed it only if no newer one was published since; the others are
+    fetched again, and the partitions not assigned are dropped."""
+    settings = settings_factory()
+    await create_topics(settings)
+    db = StateDB(tmp_path / "leads")
+    for p in range(4):
+        db.apply(p, [(b"lead-%d" % p, b"old")], Mark(5, 5, b"\x05" * 16))
+    await _publish_copies(settings, db, [0, 1, 2, 3])
+    asked: list[list[int]] = []
+    real = snapshotting.fetch_snapshot_parts
+
+    async def counted(settings: Settings, topic: str, partitions: list[int], parts: Any) -> Any:
+        asked.append(list(partitions))
+        return await real(settings, topic, partitions, parts)
+
+    monkeypatch.setattr(snapshotting, "fetch_snapshot_parts", counted)
+    keeper = SnapshotKeeper(settings, list, list, lambda: None, topic_names(settings).snapshots)
+    keeper.fetch_ahead(range(4), WindowClock(ZoneInfo("UTC")))
+    assert keeper.prefetched_records("leads")[1] == {0, 1, 2, 3}  # waits for the fetch
+    db.apply(1, [(b"lead-1", b"new")], Mark(6, 6, b"\x06" * 16))
+    await _publish_copies(settings, db, [1])  # a worker stopped during the join
+
+    copies = await keeper.seed({0, 1})
+    assert asked == [[0, 1, 2, 3], [1]]
+    assert copies[0]["leads"].records == [(b"lead-0", b"old")]
+    assert copies[1]["leads"] == TableCopy(Mark(6, 6, b"\x06" * 16), [(b"lead-1", b"new")])
+    assert await keeper.fetch([0, 1]) == {0: b"aggregates 0", 1: b"aggregates 1"}
+    assert await keeper.seed({2}) and asked[-1] == [2]  # fetched ahead once only

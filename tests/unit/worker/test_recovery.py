@@ -9,6 +9,7 @@ import asyncio
 import shutil
 import time
 import zlib
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,8 +24,10 @@ from streamproc.partials import codec
 from streamproc.partials.codec import encode
 from streamproc.partials.owner import PartialsView
 from streamproc.state.disk import Mark
+from streamproc.state.snapshots import Snapshots
 from streamproc.state.store import DiskStore
 from streamproc.tools.sales_team import history
+from streamproc.worker.partials import disk_records
 from streamproc.worker.topology import Topology
 from tests.unit.engine.test_snapshot import samples
 
@@ -82,11 +85,14 @@ def _alerts(topology: Topology, at: float) -> set[str]:
     return {alert.alert_id for _, alert in topology.alerts.watch.due(topology.engine.leads, at)}
 
 
-@pytest.mark.parametrize("where", ["data dir", "broker"])
+@pytest.mark.parametrize("where", ["data dir", "broker", "broker, decoded ahead"])
 @pytest.mark.parametrize("stale", [False, True])
 def test_a_restart_loads_snapshots_or_rebuilds_with_the_same_kpis_and_alerts(
-    tmp_path: Path, stale: bool, where: str
+    tmp_path: Path, stale: bool, where: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``broker, decoded ahead``: the broker's snapshots decoded while the join waited
+    (``SnapshotKeeper.fetch_ahead``) are loaded without being read again, and only if
+    they were taken at the marks the tables have now."""
     now = time.time()
     running = _topology(tmp_path / "running")
     _feed(running, now)
@@ -101,7 +107,13 @@ def test_a_restart_loads_snapshots_or_rebuilds_with_the_same_kpis_and_alerts(
     assert sorted(written) == list(range(PARTITIONS))
     marks = {**MARKS, "leads": Mark(10, 10, b"\x0a" * 16)} if stale else MARKS
     again = _restarted(running, tmp_path / "again", marks, snapshots=where == "data dir")
-    active, built, kept = again._recover(now, written if where == "broker" else {})
+    if where == "broker, decoded ahead":
+        files, clock = again.snapshots.files, again.engine.clock
+        decoded = {p: files.decode_published(data, p, clock, now) for p, data in written.items()}
+        again.snapshots._decoded = {p: d for p, d in decoded.items() if d is not None}
+        assert len(again.snapshots._decoded) == PARTITIONS
+        monkeypatch.setattr(Snapshots, "_read", None)  # not read again
+    active, built, kept = again._recover(now, {} if where == "data dir" else written)
     leads: dict[str, Any] = again.engine.leads
     assert active == set(range(PARTITIONS)) and len(leads) == len(running.engine.leads)
     assert all(isinstance(lead, LeadState) for lead in leads.values())
@@ -183,7 +195,7 @@ async def test_the_partials_view_merged_ahead_is_adopted_and_not_merged_again(
         held = [(k, v) for (k, part), v in writes.items() if part == p]
         store.db.apply(p, held, MARKS["leads"])
     if ahead:
-        again.rounds.refresh_ahead(store.db)
+        again.rounds.refresh_ahead(partial(disk_records, store.db))
         again.rounds._ahead[0].join()  # type: ignore[index]  # its decodes are not counted
     for p in owned:  # what the assignment loads
         store._held.add(p)
