@@ -215,14 +215,14 @@ class SnapshotKeeper:
         started = time.monotonic()
         try:
             fetched = asyncio.run(asyncio.wait_for(self._fetch_parts(partitions), IO_SECONDS))
+            snapshots, copies = self._split(fetched)
+            now = time.time()
+            decoded = {
+                p: self.files.decode_published(data, p, clock, now) for p, data in snapshots.items()
+            }
         except Exception as exc:  # the first seed fetches them again
             log.warning("table copies not fetched ahead (%r)", exc)
             return
-        snapshots, copies = self._split(fetched)
-        now = time.time()
-        decoded = {
-            p: self.files.decode_published(data, p, clock, now) for p, data in snapshots.items()
-        }
         self._prefetched = _Prefetched(
             fetched.ends, snapshots, {p: d for p, d in decoded.items() if d is not None}, copies
         )
