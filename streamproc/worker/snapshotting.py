@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 from streamproc.config import Settings
@@ -45,8 +46,9 @@ IO_SECONDS = 10.0
 
 
 class _Prefetched(NamedTuple):
-    """The broker's snapshots and table copies fetched while the first join waits."""
+    """The broker's snapshots and table copies fetched while a join waits."""
 
+    parts: tuple[int, ...]  # the parts fetched (``AGGREGATES``, ``COPY``)
     ends: dict[int, int]  # each partition's end offset before the fetch
     snapshots: dict[int, bytes]  # partition -> its aggregates snapshot
     decoded: dict[int, Decoded]  # those snapshots decoded
@@ -56,6 +58,24 @@ class _Prefetched(NamedTuple):
         """The records of one table's copies, and the partitions they are of."""
         tables = {p: copy[topic] for p, copy in self.copies.items() if topic in copy}
         return {k: v for copy in tables.values() for k, v in copy.records}, set(tables)
+
+
+class _Prefetch:
+    """One fetch ahead, in a thread of its own; ``result`` once it is done (None if it
+    failed)."""
+
+    def __init__(self, target: Callable[[], _Prefetched | None]) -> None:
+        self.result: _Prefetched | None = None
+        self.thread = threading.Thread(target=self._run, args=(target,), daemon=True)
+        self.thread.name = "snapshots-ahead"
+        self.thread.start()
+
+    def _run(self, target: Callable[[], _Prefetched | None]) -> None:
+        self.result = target()
+
+    def wait(self) -> _Prefetched | None:
+        self.thread.join()
+        return self.result
 
 
 class SnapshotKeeper:
@@ -86,10 +106,9 @@ class SnapshotKeeper:
         # with the marks they were checked against, for the first ``load``.
         self._ahead: dict[int, tuple[Marks, Snapshot]] = {}
         self._decoding: threading.Thread | None = None
-        # The broker's snapshots and table copies of the partitions without a disk copy,
-        # fetched while the first join waits (``fetch_ahead``), for the first ``seed``.
-        self._prefetched: _Prefetched | None = None
-        self._prefetching: threading.Thread | None = None
+        # The broker's snapshots (and table copies) fetched while a join waits
+        # (``fetch_ahead``), for the recovery that follows (``seed``, ``fetch``).
+        self._prefetch: _Prefetch | None = None
         self._decoded: dict[int, Decoded] = {}  # of the snapshots fetched ahead, for ``load``
 
     def marks(self, partition: int) -> Marks:
@@ -198,47 +217,49 @@ class SnapshotKeeper:
             sorted(self._ahead), time.monotonic() - started,
         )  # fmt: skip
 
-    def fetch_ahead(self, partitions: Iterable[int], clock: WindowClock) -> None:
-        """Before the worker starts: fetch the broker's snapshots and table copies of
-        ``partitions`` (those without a disk copy: all of an empty data dir's) and decode
-        them in a thread while the group's join waits (3 s on tansu), instead of after
-        the assignment (100,000 leads: 11 MB fetched in ~0.6 s). The first ``seed`` takes
-        those still the latest; the partitions the worker does not get are dropped then."""
+    def fetch_ahead(
+        self, partitions: Iterable[int], clock: WindowClock, parts: tuple[int, ...] = (AGGREGATES,)
+    ) -> None:
+        """Fetch the broker's latest ``parts`` of ``partitions`` and decode them in a thread
+        while the group's join waits (3 s on tansu), instead of after the assignment: at
+        the start, the snapshots and table copies of the partitions without a disk copy
+        (100,000 leads: 11 MB fetched in ~0.6 s); in a rebalance, the snapshots of the
+        standby partitions, which a worker stopping cleanly published before it left. The
+        recovery that follows takes those still the latest (``_take_prefetched``)."""
         wanted = sorted(partitions)
         if self.topic is not None and wanted:
-            self._prefetching = threading.Thread(
-                target=self._prefetch, args=(wanted, clock), name="copies-ahead", daemon=True
-            )
-            self._prefetching.start()
+            self._prefetch = _Prefetch(partial(self._prefetched, wanted, clock, parts))
 
-    def _prefetch(self, partitions: list[int], clock: WindowClock) -> None:
+    def _prefetched(
+        self, partitions: list[int], clock: WindowClock, parts: tuple[int, ...]
+    ) -> _Prefetched | None:
         started = time.monotonic()
         try:
-            fetched = asyncio.run(asyncio.wait_for(self._fetch_parts(partitions), IO_SECONDS))
+            fetched = asyncio.run(
+                asyncio.wait_for(self._fetch_parts(partitions, parts), IO_SECONDS)
+            )
             snapshots, copies = self._split(fetched)
             now = time.time()
             decoded = {
                 p: self.files.decode_published(data, p, clock, now) for p, data in snapshots.items()
             }
-        except Exception as exc:  # the first seed fetches them again
-            log.warning("table copies not fetched ahead (%r)", exc)
-            return
-        self._prefetched = _Prefetched(
-            fetched.ends, snapshots, {p: d for p, d in decoded.items() if d is not None}, copies
-        )
+        except Exception as exc:  # the recovery fetches them again
+            log.warning("snapshots not fetched ahead (%r)", exc)
+            return None
         log.info(
-            "table copies of partitions %s fetched ahead (snapshots of partitions %s with "
+            "snapshots of partitions %s fetched ahead (table copies of partitions %s with "
             "them) in %.2f s",
-            sorted(copies), sorted(snapshots), time.monotonic() - started,
+            sorted(snapshots), sorted(copies), time.monotonic() - started,
         )  # fmt: skip
+        found = {p: d for p, d in decoded.items() if d is not None}
+        return _Prefetched(parts, fetched.ends, snapshots, found, copies)
 
     def prefetched_records(self, topic: str) -> tuple[dict[bytes, bytes], set[int]]:
         """The records of one table in the copies fetched ahead, and their partitions
         (none if there are none); waits for the fetch (a thread of its own: the partials'
         view merged ahead)."""
-        if self._prefetching is not None:
-            self._prefetching.join()
-        prefetched = self._prefetched
+        prefetch = self._prefetch
+        prefetched = None if prefetch is None else prefetch.wait()
         return ({}, set()) if prefetched is None else prefetched.records(topic)
 
     async def fetch(self, partitions: Iterable[int]) -> dict[int, bytes]:
@@ -249,10 +270,11 @@ class SnapshotKeeper:
             await asyncio.to_thread(decoding.join)
         wanted = [p for p in partitions if not self.files.usable(p, self.marks(p))]
         fetched, self._fetched = self._fetched, {}
+        checked, ahead, _ = await self._take_prefetched(set(wanted), (AGGREGATES,))
         if self.topic is None or not wanted:
             return {}
-        found = {p: fetched[p] for p in wanted if p in fetched}
-        wanted = [p for p in wanted if p not in found]
+        found = {p: data for p, data in (fetched | ahead).items() if p in wanted}
+        wanted = [p for p in wanted if p not in found and p not in checked]
         if not wanted:
             return found
         started = time.monotonic()
@@ -275,7 +297,7 @@ class SnapshotKeeper:
         if self.topic is None:
             return {}
         started = time.monotonic()
-        checked, snapshots, copies = await self._take_prefetched(partitions)
+        checked, snapshots, copies = await self._take_prefetched(partitions, (AGGREGATES, COPY))
         wanted = sorted(partitions - checked)
         try:
             async with asyncio.timeout(IO_SECONDS):
@@ -295,16 +317,14 @@ class SnapshotKeeper:
         return copies | more_copies
 
     async def _take_prefetched(
-        self, partitions: set[int]
+        self, partitions: set[int], parts: tuple[int, ...]
     ) -> tuple[set[int], dict[int, bytes], dict[int, dict[str, TableCopy]]]:
         """(The partitions of ``partitions`` whose end offset on the broker is still the one
-        seen before the fetch ahead: no snapshot came since; what was fetched of them
-        ahead.) Once only."""
-        if self._prefetching is not None:
-            prefetching, self._prefetching = self._prefetching, None
-            await asyncio.to_thread(prefetching.join)
-        prefetched, self._prefetched = self._prefetched, None
-        if prefetched is None or self.topic is None:
+        seen before the fetch ahead, if it fetched ``parts``: nothing to fetch for them
+        again; what was fetched of them ahead.) The fetch ahead is taken once only."""
+        prefetch, self._prefetch = self._prefetch, None
+        prefetched = None if prefetch is None else await asyncio.to_thread(prefetch.wait)
+        if prefetched is None or self.topic is None or not partitions:
             return set(), {}, {}
         asked = sorted(partitions & set(prefetched.ends))
         try:
@@ -316,14 +336,16 @@ class SnapshotKeeper:
         same = {p for p in asked if ends.get(p) == prefetched.ends[p]}
         self._decoded = {p: d for p, d in prefetched.decoded.items() if p in same}
         return (
-            same,
+            same if set(parts) <= set(prefetched.parts) else set(),
             {p: data for p, data in prefetched.snapshots.items() if p in same},
             {p: copy for p, copy in prefetched.copies.items() if p in same},
         )
 
-    async def _fetch_parts(self, partitions: list[int]) -> SnapshotParts:
+    async def _fetch_parts(
+        self, partitions: list[int], parts: tuple[int, ...] = (AGGREGATES, COPY)
+    ) -> SnapshotParts:
         assert self.topic is not None
-        return await fetch_snapshot_parts(self.settings, self.topic, partitions, (AGGREGATES, COPY))
+        return await fetch_snapshot_parts(self.settings, self.topic, partitions, parts)
 
     @staticmethod
     def _split(

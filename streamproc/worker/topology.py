@@ -36,6 +36,7 @@ from streamproc.kafka.app import (
     take_events,
 )
 from streamproc.kafka.batch_send import aiokafka_producer
+from streamproc.kafka.snapshot_topic import AGGREGATES, COPY
 from streamproc.kafka.targets import TargetsReader
 from streamproc.kafka.topics import topic_names
 from streamproc.kafka.transport import BatchRoute, route_batches
@@ -309,7 +310,7 @@ class Topology:
             for p in range(self.settings.partitions)
             if all(store.db.mark(p) is None for store in stores)
         ]
-        self.snapshots.fetch_ahead(no_copy, self.engine.clock)
+        self.snapshots.fetch_ahead(no_copy, self.engine.clock, (AGGREGATES, COPY))
         partials = cast(DiskStore, self.partials_table.data)
         if partials.db.partitions():
             self.rounds.refresh_ahead(partial(disk_records, partials.db))
@@ -419,6 +420,11 @@ class Topology:
         topic's are the same numbers; the business topics' are theirs alone)."""
         return self._active(self.lead_topics)
 
+    def _standbys(self) -> set[int]:
+        """The partitions this worker holds a standby copy of (the leads table's)."""
+        leads = cast(DiskStore, self.leads_table.data).topic
+        return {tp.partition for tp in self.app.assignor.assigned_standbys() if tp.topic == leads}
+
     def _active(self, topics: Iterable[str]) -> set[int]:
         wanted = set(topics)
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in wanted}
@@ -431,6 +437,9 @@ class Topology:
         async with self.state_lock.writer:
             self.ready = False
             self._rebalances += 1
+        # A worker stopping cleanly published its partitions' snapshots before it left:
+        # those it was our standby for are likely ours now; fetched while the join waits.
+        self.snapshots.fetch_ahead(self._standbys() - self.active_partitions(), self.engine.clock)
 
     async def _on_assigned(self, app: faust.App, *_: Any, **__: Any) -> None:
         # Series of partitions that moved away leave now, before the new owner shows them.

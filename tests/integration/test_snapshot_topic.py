@@ -184,7 +184,7 @@ async def test_copies_fetched_ahead_are_used_only_while_still_the_latest(
 
     monkeypatch.setattr(snapshotting, "fetch_snapshot_parts", counted)
     keeper = SnapshotKeeper(settings, list, list, lambda: None, topic_names(settings).snapshots)
-    keeper.fetch_ahead(range(4), WindowClock(ZoneInfo("UTC")))
+    keeper.fetch_ahead(range(4), WindowClock(ZoneInfo("UTC")), (AGGREGATES, COPY))
     assert keeper.prefetched_records("leads")[1] == {0, 1, 2, 3}  # waits for the fetch
     db.apply(1, [(b"lead-1", b"new")], Mark(6, 6, b"\x06" * 16))
     await _publish_copies(settings, db, [1])  # a worker stopped during the join
@@ -195,3 +195,34 @@ async def test_copies_fetched_ahead_are_used_only_while_still_the_latest(
     assert copies[1]["leads"] == TableCopy(Mark(6, 6, b"\x06" * 16), [(b"lead-1", b"new")])
     assert await keeper.fetch([0, 1]) == {0: b"aggregates 0", 1: b"aggregates 1"}
     assert await keeper.seed({2}) and asked[-1] == [2]  # fetched ahead once only
+
+
+async def test_snapshots_fetched_ahead_in_a_rebalance_serve_the_recovery_not_the_seed(
+    settings_factory, make_topics, tmp_path, monkeypatch
+) -> None:
+    """A survivor fetches the snapshots of its standby partitions while the rebalance's
+    join waits: its recovery takes them without fetching again; a seed, which needs the
+    table copies too, still fetches them."""
+    settings = settings_factory()
+    await create_topics(settings)
+    db = StateDB(tmp_path / "leads")
+    for p in range(2):
+        db.apply(p, [(b"lead-%d" % p, b"v")], Mark(5, 5, b"\x05" * 16))
+    await _publish_copies(settings, db, [0, 1])
+    asked: list[tuple[list[int], Any]] = []
+    real = snapshotting.fetch_snapshot_parts
+
+    async def counted(settings: Settings, topic: str, partitions: list[int], parts: Any) -> Any:
+        asked.append((list(partitions), parts))
+        return await real(settings, topic, partitions, parts)
+
+    monkeypatch.setattr(snapshotting, "fetch_snapshot_parts", counted)
+    keeper = SnapshotKeeper(settings, list, list, lambda: None, topic_names(settings).snapshots)
+    clock = WindowClock(ZoneInfo("UTC"))
+    keeper.fetch_ahead([0, 1], clock)
+    assert await keeper.fetch([0, 1]) == {0: b"aggregates 0", 1: b"aggregates 1"}
+    assert asked == [([0, 1], (AGGREGATES,))]
+    keeper.fetch_ahead([0, 1], clock)
+    copies = await keeper.seed({0})
+    assert copies[0]["leads"].records == [(b"lead-0", b"v")]
+    assert asked[1:] == [([0, 1], (AGGREGATES,)), ([0], (AGGREGATES, COPY))]
