@@ -33,13 +33,15 @@ __all__ = [
     "AGGREGATES",
     "CHUNK_BYTES",
     "COPY",
+    "Named",
     "Published",
     "SnapshotParts",
     "fetch_snapshot_parts",
     "fetch_snapshots",
+    "latest_named",
     "publish_copy",
     "publish_snapshot",
-    "snapshot_ends",
+    "same_parts",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,28 @@ class Published(NamedTuple):
     end: int  # offset of the end record
 
 
-class SnapshotParts(NamedTuple):
-    """What ``fetch_snapshot_parts`` read: each partition's end offset, read first (a later
-    end may hold a newer snapshot), and the parts found of its latest whole snapshot."""
+Named = tuple[bytes, list[tuple[int, int]]]
+"""A snapshot as its end record names it: its id, and (chunks, first offset) of each part."""
 
-    ends: dict[int, int]
+
+class SnapshotParts(NamedTuple):
+    """What ``fetch_snapshot_parts`` read: the latest snapshot of each partition as named
+    (None: none), and the parts found of it, whole."""
+
+    named: dict[int, Named | None]
     found: dict[int, dict[int, bytes]]
+
+
+def same_parts(before: Named | None, now: Named | None, parts: tuple[int, ...]) -> bool:
+    """Whether the latest snapshot ``now`` has the same ``parts`` as ``before``: the same
+    snapshot, whose table copy (published after its leave) may have come since."""
+    if before is None or now is None:
+        return before is now
+    return before[0] == now[0] and all(_at(before, p) == _at(now, p) for p in parts)
+
+
+def _at(named: Named, part: int) -> tuple[int, int] | None:
+    return named[1][part] if part < len(named[1]) else None
 
 
 def _key(partition: int, part: str) -> bytes:
@@ -141,13 +159,23 @@ async def fetch_snapshots(
     return {p: parts[part] for p, parts in fetched.found.items() if part in parts}
 
 
-async def snapshot_ends(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
-    """Each partition's end offset: where ``SnapshotParts.ends`` is still the same, no
-    snapshot came since (~0.05 s on tansu)."""
+async def latest_named(
+    settings: Settings, topic: str, partitions: list[int]
+) -> dict[int, Named | None]:
+    """The latest snapshot of each partition as its end record names it: read its last
+    record (and, if that is a chunk of a table copy on its way, its snapshot's end)."""
     if not partitions:
         return {}
     async with clients.assigned(settings, topic, partitions, _FETCH_BYTES) as on:
-        return {p: on.ends[tp] for p, tp in on.partitions.items()}
+        on.consumer.pause(*on.partitions.values())
+        return {p: await _latest(on, tp) for p, tp in on.partitions.items()}
+
+
+async def _latest(on: clients.Assigned, tp: TopicPartition) -> Named | None:
+    if on.ends[tp] <= on.firsts[tp]:
+        return None
+    last = await _records(on.consumer, tp, on.ends[tp] - 1, 1)
+    return await _parts(on.consumer, tp, last[0]) if len(last) == 1 else None
 
 
 async def fetch_snapshot_parts(
@@ -160,22 +188,20 @@ async def fetch_snapshot_parts(
     async with clients.assigned(settings, topic, partitions, _FETCH_BYTES) as on:
         on.consumer.pause(*on.partitions.values())  # each read from where it is needed
         found: dict[int, dict[int, bytes]] = {}
+        latest: dict[int, Named | None] = {}
         for p, tp in on.partitions.items():
-            if on.ends[tp] <= on.firsts[tp]:
-                continue
-            last = await _records(on.consumer, tp, on.ends[tp] - 1, 1)  # once for all parts
-            named = await _parts(on.consumer, tp, last[0]) if len(last) == 1 else None
+            named = latest[p] = await _latest(on, tp)  # once for all parts
             for part in parts:
                 data = await _read_part(on.consumer, tp, named, part)
                 if data is not None:
                     found.setdefault(p, {})[part] = data
-        return SnapshotParts({p: on.ends[tp] for p, tp in on.partitions.items()}, found)
+        return SnapshotParts(latest, found)
 
 
 async def _read_part(
     consumer: Any,
     tp: TopicPartition,
-    named: tuple[bytes, list[tuple[int, int]]] | None,
+    named: Named | None,
     part: int,
 ) -> bytes | None:
     """The ``part`` of the snapshot ``named`` (``_parts``), if whole."""
@@ -198,9 +224,7 @@ async def _read_part(
     return b"".join(body)
 
 
-async def _parts(
-    consumer: Any, tp: TopicPartition, last: Any
-) -> tuple[bytes, list[tuple[int, int]]] | None:
+async def _parts(consumer: Any, tp: TopicPartition, last: Any) -> Named | None:
     """(the snapshot id, (chunks, first offset) of each part) that the partition's last
     record names: an end record; a copy chunk (the copy was cut short) names its
     aggregates' end record. None: no snapshot (a tombstone, a publish cut short)."""

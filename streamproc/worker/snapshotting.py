@@ -24,13 +24,15 @@ from streamproc.engine.windows import WindowClock
 from streamproc.kafka.snapshot_topic import (
     AGGREGATES,
     COPY,
+    Named,
     Published,
     SnapshotParts,
     fetch_snapshot_parts,
     fetch_snapshots,
+    latest_named,
     publish_copy,
     publish_snapshot,
-    snapshot_ends,
+    same_parts,
 )
 from streamproc.state import table_copies
 from streamproc.state.snapshots import Decoded, Marks, Snapshot, Snapshots
@@ -49,7 +51,7 @@ class _Prefetched(NamedTuple):
     """The broker's snapshots and table copies fetched while a join waits."""
 
     parts: tuple[int, ...]  # the parts fetched (``AGGREGATES``, ``COPY``)
-    ends: dict[int, int]  # each partition's end offset before the fetch
+    named: dict[int, Named | None]  # each partition's latest snapshot as fetched
     snapshots: dict[int, bytes]  # partition -> its aggregates snapshot
     decoded: dict[int, Decoded]  # those snapshots decoded
     copies: dict[int, dict[str, TableCopy]]  # partition -> changelog topic -> its copy
@@ -252,7 +254,7 @@ class SnapshotKeeper:
             sorted(snapshots), sorted(copies), time.monotonic() - started,
         )  # fmt: skip
         found = {p: d for p, d in decoded.items() if d is not None}
-        return _Prefetched(parts, fetched.ends, snapshots, found, copies)
+        return _Prefetched(parts, fetched.named, snapshots, found, copies)
 
     def prefetched_records(self, topic: str) -> tuple[dict[bytes, bytes], set[int]]:
         """The records of one table in the copies fetched ahead, and their partitions
@@ -319,21 +321,22 @@ class SnapshotKeeper:
     async def _take_prefetched(
         self, partitions: set[int], parts: tuple[int, ...]
     ) -> tuple[set[int], dict[int, bytes], dict[int, dict[str, TableCopy]]]:
-        """(The partitions of ``partitions`` whose end offset on the broker is still the one
-        seen before the fetch ahead, if it fetched ``parts``: nothing to fetch for them
-        again; what was fetched of them ahead.) The fetch ahead is taken once only."""
+        """(The partitions of ``partitions`` whose latest snapshot on the broker still has
+        the ``parts`` fetched ahead: nothing to fetch for them again; what was fetched of
+        them ahead, where that snapshot is still the latest.) Taken once only."""
         prefetch, self._prefetch = self._prefetch, None
         prefetched = None if prefetch is None else await asyncio.to_thread(prefetch.wait)
         if prefetched is None or self.topic is None or not partitions:
             return set(), {}, {}
-        asked = sorted(partitions & set(prefetched.ends))
+        asked = sorted(partitions & set(prefetched.named))
         try:
             async with asyncio.timeout(IO_SECONDS):
-                ends = await snapshot_ends(self.settings, self.topic, asked)
+                latest = await latest_named(self.settings, self.topic, asked)
         except Exception as exc:  # fetched again
-            log.warning("table copies fetched ahead not checked (%r)", exc)
+            log.warning("snapshots fetched ahead not checked (%r)", exc)
             return set(), {}, {}
-        same = {p for p in asked if ends.get(p) == prefetched.ends[p]}
+        before = prefetched.named
+        same = {p for p in asked if same_parts(before[p], latest.get(p), prefetched.parts)}
         self._decoded = {p: d for p, d in prefetched.decoded.items() if p in same}
         return (
             same if set(parts) <= set(prefetched.parts) else set(),

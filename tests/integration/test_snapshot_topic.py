@@ -18,6 +18,7 @@ from streamproc.kafka.snapshot_topic import (
     AGGREGATES,
     CHUNK_BYTES,
     COPY,
+    Published,
     fetch_snapshots,
     publish_copy,
     publish_snapshot,
@@ -148,19 +149,29 @@ def test_the_table_copy_comes_after_its_snapshot_and_is_fetched_apart(
     assert fetched(COPY) == {}
 
 
-async def _publish_copies(settings: Settings, db: StateDB, partitions: list[int]) -> None:
-    """Each partition's snapshot (its number, as bytes) and the table copy of ``db``."""
+async def _publish_copies(
+    settings: Settings, db: StateDB, partitions: list[int], copies: bool = True
+) -> dict[int, Published]:
+    """Each partition's snapshot (its number, as bytes) and, if ``copies``, the table copy
+    of ``db`` after it."""
     topic = topic_names(settings).snapshots
     producer = clients.producer(settings, max_request_size=2 * CHUNK_BYTES)
     await producer.start()
+    published = {}
     try:
         for p in partitions:
-            published = await publish_snapshot(producer, topic, p, b"aggregates %d" % p)
-            data = table_copies.encode(p, {"leads": db})
-            assert data is not None
-            await publish_copy(producer, topic, p, data, published)
+            published[p] = await publish_snapshot(producer, topic, p, b"aggregates %d" % p)
+            if copies:
+                await _publish_copy(producer, topic, db, p, published[p])
     finally:
         await producer.stop()
+    return published
+
+
+async def _publish_copy(producer: Any, topic: str, db: StateDB, p: int, after: Published) -> None:
+    data = table_copies.encode(p, {"leads": db})
+    assert data is not None
+    await publish_copy(producer, topic, p, data, after)
 
 
 async def test_copies_fetched_ahead_are_used_only_while_still_the_latest(
@@ -201,14 +212,16 @@ async def test_snapshots_fetched_ahead_in_a_rebalance_serve_the_recovery_not_the
     settings_factory, make_topics, tmp_path, monkeypatch
 ) -> None:
     """A survivor fetches the snapshots of its standby partitions while the rebalance's
-    join waits: its recovery takes them without fetching again; a seed, which needs the
+    join waits (the stopped worker published them before it left, their table copies
+    after): its recovery takes them without fetching again; a seed, which needs the
     table copies too, still fetches them."""
     settings = settings_factory()
     await create_topics(settings)
+    topic = topic_names(settings).snapshots
     db = StateDB(tmp_path / "leads")
     for p in range(2):
         db.apply(p, [(b"lead-%d" % p, b"v")], Mark(5, 5, b"\x05" * 16))
-    await _publish_copies(settings, db, [0, 1])
+    published = await _publish_copies(settings, db, [0, 1], copies=False)
     asked: list[tuple[list[int], Any]] = []
     real = snapshotting.fetch_snapshot_parts
 
@@ -217,9 +230,17 @@ async def test_snapshots_fetched_ahead_in_a_rebalance_serve_the_recovery_not_the
         return await real(settings, topic, partitions, parts)
 
     monkeypatch.setattr(snapshotting, "fetch_snapshot_parts", counted)
-    keeper = SnapshotKeeper(settings, list, list, lambda: None, topic_names(settings).snapshots)
+    keeper = SnapshotKeeper(settings, list, list, lambda: None, topic)
     clock = WindowClock(ZoneInfo("UTC"))
     keeper.fetch_ahead([0, 1], clock)
+    assert keeper.prefetched_records("leads") == ({}, set())  # waits for the fetch
+    producer = clients.producer(settings, max_request_size=2 * CHUNK_BYTES)
+    await producer.start()
+    try:  # the copies come after the fetch ahead, naming the same snapshots
+        for p in range(2):
+            await _publish_copy(producer, topic, db, p, published[p])
+    finally:
+        await producer.stop()
     assert await keeper.fetch([0, 1]) == {0: b"aggregates 0", 1: b"aggregates 1"}
     assert asked == [([0, 1], (AGGREGATES,))]
     keeper.fetch_ahead([0, 1], clock)
