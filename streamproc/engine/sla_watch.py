@@ -7,7 +7,8 @@ with the lead's changelog: the partition's next owner knows it too.
 
 A recovery derives the deadlines from every lead (``schedule_all``), or takes those a
 snapshot kept (``deadlines``; ``state.snapshots``): the deadlines scheduled when the
-snapshot was taken of leads unchanged since stand for the derivation. A deadline is
+snapshot was taken of leads unchanged since stand for the derivation; so do those this
+watch holds for the partitions a rebalance left with the worker. A deadline is
 dropped only once it came due (``due``) and was then checked against its lead: what was
 dropped without an alert (a lead contacted, forgotten, or a breach older than the backfill
 horizon) a derivation would drop again at its first ``due``; one whose alert could not be
@@ -74,9 +75,10 @@ class AlertWatch:
                 self._scheduled[key] = due
                 heapq.heappush(self._heap, (due, lead.lead_id, level))
 
-    def schedule_all(self, leads: Iterable[LeadState], kept: Iterable[Deadline] = ()) -> None:
-        """Start again from recovered state: the deadlines ``kept`` by snapshots (of leads
-        unchanged since) and those of ``leads`` (the others), each lead read."""
+    def schedule_all(self, leads: Iterable[LeadState] = (), kept: Iterable[Deadline] = ()) -> None:
+        """Start again from recovered state: the deadlines ``kept`` (by snapshots, of leads
+        unchanged since; by this watch, of the partitions a rebalance left here) and those
+        of ``leads`` (the others), each lead read."""
         self._scheduled = {(lead_id, level): due for lead_id, level, due in kept}
         self._heap = [(due, lead_id, level) for (lead_id, level), due in self._scheduled.items()]
         heapq.heapify(self._heap)

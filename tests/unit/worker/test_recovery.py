@@ -130,6 +130,27 @@ def test_a_restart_loads_snapshots_or_rebuilds_with_the_same_kpis_and_alerts(
     assert [_alerts(again, t) for t in later] == [_alerts(running, t) for t in later]
 
 
+def test_a_rebalance_keeps_the_deadlines_of_the_partitions_it_leaves_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The partitions a worker keeps through a rebalance keep their SLA deadlines without
+    their leads being read again (50,000 leads: ~0.6 s of a survivor's hand-over), and
+    the alerts to come are those of a worker that never rebalanced."""
+    now = time.time()
+    running, twin = _topology(tmp_path / "running"), _topology(tmp_path / "twin")
+    _feed(running, now)
+    _feed(twin, now)  # the same events
+    watch = running.alerts.watch
+    before = watch.deadlines(running.engine.leads)
+    assert sum(map(len, before.values())) >= 10, before
+    monkeypatch.setattr(type(running.engine.leads), "scan", None)  # no lead read again
+    _, built, kept = running._recover(now, {})
+    assert (built, kept) == (0, {})
+    assert watch.deadlines(running.engine.leads) == before
+    later = [now + 60 * m for m in range(1, 60)]
+    assert [_alerts(running, t) for t in later] == [_alerts(twin, t) for t in later]
+
+
 async def test_a_recovery_overtaken_by_a_rebalance_during_its_fetch_leaves_it_to_the_next(
     tmp_path: Path,
 ) -> None:
