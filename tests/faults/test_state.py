@@ -240,10 +240,10 @@ def test_the_snapshots_a_sigtermed_worker_published_serve_the_workers_taking_ove
     every = set(range(settings.partitions))
     assert from_snapshots(fresh) == [(0, every)], from_snapshots(fresh)
     # its leads came from the table copies b published, not from every changelog record,
-    # and the snapshots in the same fetch
+    # and the snapshots in the same fetch, made while its first join waited
     assert seeded(fresh) == every and leads_read(fresh) == [0], fresh.log()[-3_000:]
-    assert "snapshots of partitions [0, 1, 2, 3] with them" in fresh.log()
-    assert "snapshots of partitions [0, 1, 2, 3] fetched" not in fresh.log()
+    assert "([0, 1, 2, 3] fetched ahead; snapshots of partitions [0, 1, 2, 3]" in fresh.log()
+    assert "snapshots of partitions [0, 1, 2, 3] fetched from the broker" not in fresh.log()
     figures["exact_from_broker_s"] = wait_exact([fresh], lambda: stream.kpis(sent))
     feed.resume()
     feed.release()
