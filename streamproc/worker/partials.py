@@ -127,16 +127,23 @@ class PublishRounds:
     def keep_only(self, active: set[int]) -> None:
         self.publisher.keep_only(active)
 
-    def refresh_ahead(self, source: Callable[[], tuple[Mapping[bytes, bytes], set[int]]]) -> None:
+    def refresh_ahead(
+        self,
+        source: Callable[[], tuple[Mapping[bytes, bytes], set[int]]],
+        after: Callable[[], object] = lambda: None,
+    ) -> None:
         """Before the worker starts: merge the partials ``source`` gives (records of the
         partials table, and their partitions: the data dir's, or the broker's table copies
         fetched ahead) into a view of their own in a thread, while the group's join waits
         (3 s on tansu). The first refresh, after the recovery, adopts it and merges again
         only what differs: at 100,000 leads that refresh took ~0.5 s after the join, the
-        largest step of a restart's recovery."""
+        largest step of a restart's recovery. The thread starts once ``after`` returns."""
         ahead = PartialsView(self.engine.settings.partitions)
         thread = threading.Thread(
-            target=_refresh_ahead, args=(ahead, source), name="partials-view-ahead", daemon=True
+            target=_refresh_ahead,
+            args=(ahead, source, after),
+            name="partials-view-ahead",
+            daemon=True,
         )
         thread.start()
         self._ahead = thread, ahead
@@ -229,8 +236,11 @@ class PublishRounds:
 
 
 def _refresh_ahead(
-    view: PartialsView, source: Callable[[], tuple[Mapping[bytes, bytes], set[int]]]
+    view: PartialsView,
+    source: Callable[[], tuple[Mapping[bytes, bytes], set[int]]],
+    after: Callable[[], object],
 ) -> None:
+    after()
     started = time.monotonic()
     try:
         table, partitions = source()

@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 IO_SECONDS = 10.0
 
 
+def _at_once() -> None:
+    """An ahead thread's ``after``: start at once."""
+
+
 class _Prefetched(NamedTuple):
     """The broker's snapshots and table copies fetched while a join waits."""
 
@@ -192,21 +196,25 @@ class SnapshotKeeper:
 
     # --- a take-over -----------------------------------------------------------------------
 
-    def decode_ahead(self, clock: WindowClock) -> None:
+    def decode_ahead(self, clock: WindowClock, after: Callable[[], object] = _at_once) -> None:
         """Before the worker starts: decode the data dir's usable snapshots in a thread
         while the group's join waits (3 s on tansu), instead of after the assignment
         (100,000 leads: ~0.5 s of process time for the four). ``load`` uses them if the
         marks are still the same. Faust starts the app's tasks only after the first
-        recovery: too late for this."""
+        recovery: too late for this. The thread starts its work once ``after`` returns
+        (the join requested: ``Topology.start_ahead``)."""
         partitions = self.files.partitions()
         if partitions:
             marks = {p: self.marks(p) for p in partitions}  # the databases: this thread
             self._decoding = threading.Thread(
-                target=self._decode, args=(marks, clock), name="snapshots-ahead", daemon=True
+                target=self._decode, args=(marks, clock, after), name="snapshots-ahead", daemon=True
             )
             self._decoding.start()
 
-    def _decode(self, marks: Mapping[int, Marks], clock: WindowClock) -> None:
+    def _decode(
+        self, marks: Mapping[int, Marks], clock: WindowClock, after: Callable[[], object]
+    ) -> None:
+        after()
         started, now = time.monotonic(), time.time()
         try:
             found = ((p, m, self.files.peek(p, m, clock, now)) for p, m in marks.items())
@@ -220,21 +228,31 @@ class SnapshotKeeper:
         )  # fmt: skip
 
     def fetch_ahead(
-        self, partitions: Iterable[int], clock: WindowClock, parts: tuple[int, ...] = (AGGREGATES,)
+        self,
+        partitions: Iterable[int],
+        clock: WindowClock,
+        parts: tuple[int, ...] = (AGGREGATES,),
+        after: Callable[[], object] = _at_once,
     ) -> None:
         """Fetch the broker's latest ``parts`` of ``partitions`` and decode them in a thread
         while the group's join waits (3 s on tansu), instead of after the assignment: at
         the start, the snapshots and table copies of the partitions without a disk copy
         (100,000 leads: 11 MB fetched in ~0.6 s); in a rebalance, the snapshots of the
         standby partitions, which a worker stopping cleanly published before it left. The
-        recovery that follows takes those still the latest (``_take_prefetched``)."""
+        recovery that follows takes those still the latest (``_take_prefetched``). The
+        thread starts once ``after`` returns."""
         wanted = sorted(partitions)
         if self.topic is not None and wanted:
-            self._prefetch = _Prefetch(partial(self._prefetched, wanted, clock, parts))
+            self._prefetch = _Prefetch(partial(self._prefetched, wanted, clock, parts, after))
 
     def _prefetched(
-        self, partitions: list[int], clock: WindowClock, parts: tuple[int, ...]
+        self,
+        partitions: list[int],
+        clock: WindowClock,
+        parts: tuple[int, ...],
+        after: Callable[[], object],
     ) -> _Prefetched | None:
+        after()
         started = time.monotonic()
         try:
             fetched = asyncio.run(
