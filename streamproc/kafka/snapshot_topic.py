@@ -179,22 +179,32 @@ async def _latest(on: clients.Assigned, tp: TopicPartition) -> Named | None:
 
 
 async def fetch_snapshot_parts(
-    settings: Settings, topic: str, partitions: list[int], parts: tuple[int, ...]
+    settings: Settings,
+    topic: str,
+    partitions: list[int],
+    parts: tuple[int, ...],
+    max_bytes: int | None = None,
 ) -> SnapshotParts:
     """The ``parts`` of the latest whole snapshot of each partition, with one consumer:
-    each fetch's start and offset lookups cost ~0.45 s on tansu, even for a few bytes."""
+    each fetch's start and offset lookups cost ~0.45 s on tansu, even for a few bytes.
+    ``max_bytes``: no partition more once those fetched hold that many (the others are
+    left out of ``named`` as well as of ``found``)."""
     if not partitions:
         return SnapshotParts({}, {})
     async with clients.assigned(settings, topic, partitions, _FETCH_BYTES) as on:
         on.consumer.pause(*on.partitions.values())  # each read from where it is needed
         found: dict[int, dict[int, bytes]] = {}
         latest: dict[int, Named | None] = {}
+        held = 0
         for p, tp in on.partitions.items():
+            if max_bytes is not None and held >= max_bytes:
+                break
             named = latest[p] = await _latest(on, tp)  # once for all parts
             for part in parts:
                 data = await _read_part(on.consumer, tp, named, part)
                 if data is not None:
                     found.setdefault(p, {})[part] = data
+                    held += len(data)
         return SnapshotParts(latest, found)
 
 

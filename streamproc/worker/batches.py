@@ -152,7 +152,9 @@ class EventBatches:
         await self.lead_log.write(written, marks)
         self.unwritten.clear()
         self.unwritten_marks.clear()
-        await self.alerts.after_change(result.changed, now)
+        # ``written``: also the leads of a batch whose write failed (read again, its events
+        # are duplicates and change nothing): their deadlines are scheduled now.
+        await self.alerts.after_change(written, now)
         for lead in written:
             lead.pack()  # its changelog bytes are current: the items go until the next batch
         return batch

@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 # The broker's copy is a shortcut, never waited for long: a taker without it derives the
 # aggregates, as exact. 100,000 leads: 3.6 MB, 12 records.
 IO_SECONDS = 10.0
+# What a fetch ahead holds at most before it leaves the other partitions to the recovery:
+# it fetches partitions the worker may not get (a worker joining a group of N gets ~1/N).
+# 100,000 leads on 4 partitions: 11 MB of snapshots and table copies.
+AHEAD_MAX_BYTES = 64 << 20
 
 
 def _at_once() -> None:
@@ -67,10 +71,11 @@ class _Prefetched(NamedTuple):
 
 
 class _Prefetch:
-    """One fetch ahead, in a thread of its own; ``result`` once it is done (None if it
-    failed)."""
+    """One fetch ahead of ``partitions``, in a thread of its own; ``result`` once it is done
+    (None if it failed). ``partitions`` loses those a recovery has taken."""
 
-    def __init__(self, target: Callable[[], _Prefetched | None]) -> None:
+    def __init__(self, partitions: set[int], target: Callable[[], _Prefetched | None]) -> None:
+        self.partitions = partitions
         self.result: _Prefetched | None = None
         self.thread = threading.Thread(target=self._run, args=(target,), daemon=True)
         self.thread.name = "snapshots-ahead"
@@ -243,7 +248,8 @@ class SnapshotKeeper:
         thread starts once ``after`` returns."""
         wanted = sorted(partitions)
         if self.topic is not None and wanted:
-            self._prefetch = _Prefetch(partial(self._prefetched, wanted, clock, parts, after))
+            fetch = partial(self._prefetched, wanted, clock, parts, after)
+            self._prefetch = _Prefetch(set(wanted), fetch)
 
     def _prefetched(
         self,
@@ -256,7 +262,7 @@ class SnapshotKeeper:
         started = time.monotonic()
         try:
             fetched = asyncio.run(
-                asyncio.wait_for(self._fetch_parts(partitions, parts), IO_SECONDS)
+                asyncio.wait_for(self._fetch_parts(partitions, parts, AHEAD_MAX_BYTES), IO_SECONDS)
             )
             snapshots, copies = self._split(fetched)
             now = time.time()
@@ -341,12 +347,22 @@ class SnapshotKeeper:
     ) -> tuple[set[int], dict[int, bytes], dict[int, dict[str, TableCopy]]]:
         """(The partitions of ``partitions`` whose latest snapshot on the broker still has
         the ``parts`` fetched ahead: nothing to fetch for them again; what was fetched of
-        them ahead, where that snapshot is still the latest.) Taken once only."""
-        prefetch, self._prefetch = self._prefetch, None
-        prefetched = None if prefetch is None else await asyncio.to_thread(prefetch.wait)
-        if prefetched is None or self.topic is None or not partitions:
+        them ahead, where that snapshot is still the latest.) Each partition is taken once;
+        a fetch still running, or none of these partitions, is not waited for."""
+        prefetch = self._prefetch
+        if prefetch is None or not partitions & prefetch.partitions:
             return set(), {}, {}
-        asked = sorted(partitions & set(prefetched.named))
+        if prefetch.thread.is_alive():  # not done within the join (a fast one, on Kafka)
+            self._prefetch = None  # fetched now, only what the worker got
+            return set(), {}, {}
+        prefetched = prefetch.result
+        taken, prefetch.partitions = (
+            partitions & prefetch.partitions,
+            prefetch.partitions - partitions,
+        )
+        if prefetched is None or self.topic is None:
+            return set(), {}, {}
+        asked = sorted(taken & set(prefetched.named))
         try:
             async with asyncio.timeout(IO_SECONDS):
                 latest = await latest_named(self.settings, self.topic, asked)
@@ -355,7 +371,7 @@ class SnapshotKeeper:
             return set(), {}, {}
         before = prefetched.named
         same = {p for p in asked if same_parts(before[p], latest.get(p), prefetched.parts)}
-        self._decoded = {p: d for p, d in prefetched.decoded.items() if p in same}
+        self._decoded |= {p: d for p, d in prefetched.decoded.items() if p in same}
         return (
             same if set(parts) <= set(prefetched.parts) else set(),
             {p: data for p, data in prefetched.snapshots.items() if p in same},
@@ -363,10 +379,13 @@ class SnapshotKeeper:
         )
 
     async def _fetch_parts(
-        self, partitions: list[int], parts: tuple[int, ...] = (AGGREGATES, COPY)
+        self,
+        partitions: list[int],
+        parts: tuple[int, ...] = (AGGREGATES, COPY),
+        max_bytes: int | None = None,
     ) -> SnapshotParts:
         assert self.topic is not None
-        return await fetch_snapshot_parts(self.settings, self.topic, partitions, parts)
+        return await fetch_snapshot_parts(self.settings, self.topic, partitions, parts, max_bytes)
 
     @staticmethod
     def _split(
@@ -393,7 +412,8 @@ class SnapshotKeeper:
         """The usable snapshots of ``partitions`` (the data dir's, else ``published``),
         their aggregates pruned to ``now``; each data dir file is deleted once read."""
         loaded, ahead, self._ahead = {}, self._ahead, {}
-        broker_decoded, self._decoded = self._decoded, {}
+        # The recovery's last step: what was fetched ahead for it and not taken goes.
+        broker_decoded, self._decoded, self._prefetch = self._decoded, {}, None
         for p in sorted(partitions):
             marks, decoded = ahead.get(p, (None, None))
             if decoded is not None and marks == self.marks(p):

@@ -19,6 +19,7 @@ from streamproc.kafka.snapshot_topic import (
     CHUNK_BYTES,
     COPY,
     Published,
+    fetch_snapshot_parts,
     fetch_snapshots,
     publish_copy,
     publish_snapshot,
@@ -189,9 +190,11 @@ async def test_copies_fetched_ahead_are_used_only_while_still_the_latest(
     asked: list[list[int]] = []
     real = snapshotting.fetch_snapshot_parts
 
-    async def counted(settings: Settings, topic: str, partitions: list[int], parts: Any) -> Any:
+    async def counted(
+        settings: Settings, topic: str, partitions: list[int], parts: Any, cap: Any = None
+    ) -> Any:
         asked.append(list(partitions))
-        return await real(settings, topic, partitions, parts)
+        return await real(settings, topic, partitions, parts, cap)
 
     monkeypatch.setattr(snapshotting, "fetch_snapshot_parts", counted)
     keeper = SnapshotKeeper(settings, list, list, lambda: None, topic_names(settings).snapshots)
@@ -205,7 +208,8 @@ async def test_copies_fetched_ahead_are_used_only_while_still_the_latest(
     assert copies[0]["leads"].records == [(b"lead-0", b"old")]
     assert copies[1]["leads"] == TableCopy(Mark(6, 6, b"\x06" * 16), [(b"lead-1", b"new")])
     assert await keeper.fetch([0, 1]) == {0: b"aggregates 0", 1: b"aggregates 1"}
-    assert await keeper.seed({2}) and asked[-1] == [2]  # fetched ahead once only
+    keeper.load([], WindowClock(ZoneInfo("UTC")), 0.0, {})  # the recovery ends: 2, 3 go
+    assert await keeper.seed({2}) and asked[-1] == [2]
 
 
 async def test_snapshots_fetched_ahead_in_a_rebalance_serve_the_recovery_not_the_seed(
@@ -225,9 +229,11 @@ async def test_snapshots_fetched_ahead_in_a_rebalance_serve_the_recovery_not_the
     asked: list[tuple[list[int], Any]] = []
     real = snapshotting.fetch_snapshot_parts
 
-    async def counted(settings: Settings, topic: str, partitions: list[int], parts: Any) -> Any:
+    async def counted(
+        settings: Settings, topic: str, partitions: list[int], parts: Any, cap: Any = None
+    ) -> Any:
         asked.append((list(partitions), parts))
-        return await real(settings, topic, partitions, parts)
+        return await real(settings, topic, partitions, parts, cap)
 
     monkeypatch.setattr(snapshotting, "fetch_snapshot_parts", counted)
     keeper = SnapshotKeeper(settings, list, list, lambda: None, topic)
@@ -243,7 +249,27 @@ async def test_snapshots_fetched_ahead_in_a_rebalance_serve_the_recovery_not_the
         await producer.stop()
     assert await keeper.fetch([0, 1]) == {0: b"aggregates 0", 1: b"aggregates 1"}
     assert asked == [([0, 1], (AGGREGATES,))]
+    keeper.load([], clock, 0.0, {})
     keeper.fetch_ahead([0, 1], clock)
-    copies = await keeper.seed({0})
-    assert copies[0]["leads"].records == [(b"lead-0", b"v")]
-    assert asked[1:] == [([0, 1], (AGGREGATES,)), ([0], (AGGREGATES, COPY))]
+    keeper.prefetched_records("leads")
+    assert await keeper.seed({2}) == {} and asked[-1] == ([2], (AGGREGATES, COPY))
+    copies = await keeper.seed({1})  # partition 0's snapshot stays for the fetch
+    assert copies[1]["leads"].records == [(b"lead-1", b"v")]
+    assert await keeper.fetch([0, 1]) == {0: b"aggregates 0", 1: b"aggregates 1"}
+    assert asked[1:] == [
+        ([0, 1], (AGGREGATES,)),
+        ([2], (AGGREGATES, COPY)),
+        ([1], (AGGREGATES, COPY)),
+    ]
+
+
+def test_a_fetch_with_a_byte_cap_leaves_the_partitions_past_it_out(
+    settings_factory, make_topics
+) -> None:
+    settings = settings_factory()
+    make_topics(settings)
+    topic = topic_names(settings).snapshots
+    asyncio.run(_publish(settings, {0: b"first", 1: b"second", 2: b"third"}))
+    capped = asyncio.run(fetch_snapshot_parts(settings, topic, [0, 1, 2], (AGGREGATES,), 6))
+    assert capped.found == {0: {AGGREGATES: b"first"}, 1: {AGGREGATES: b"second"}}
+    assert sorted(capped.named) == [0, 1]  # 2 is the recovery's to fetch

@@ -1,5 +1,6 @@
 """A batch whose changelog write failed is read again; its events are duplicates by then and
-change nothing, so the leads they changed must go with the next write, before any ack."""
+change nothing, so the leads they changed must go with the next write, before any ack, and
+have their SLA deadlines scheduled then."""
 
 from __future__ import annotations
 
@@ -67,6 +68,9 @@ async def test_leads_of_a_failed_write_go_with_the_next_one(
     await topology.events.handle([_lead_created(settings, "lead-2", 1)])
     assert writes == [["lead-1"], ["lead-1"], ["lead-2"]]
     assert acked == [0, 1]
+    # and their SLA deadlines were scheduled with that write
+    deadlines = topology.alerts.watch.deadlines(topology.engine.leads)
+    assert {lead_id for lead_id, _, _ in deadlines[0]} == {"lead-1", "lead-2"}
 
 
 async def test_customers_forgotten_go_to_their_changelog_as_tombstones(
