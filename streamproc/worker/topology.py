@@ -508,14 +508,18 @@ class Topology:
         derived = {p for p in active if p not in self.engine.partitions}
         # The partitions kept through the rebalance keep the deadlines scheduled for their
         # leads, as a snapshot's: reading their leads again took ~0.6 s for 50,000 (a
-        # survivor's hand-over at 100,000 leads) to find the few still waiting.
+        # survivor's hand-over at 100,000 leads) to find the few still waiting. Not those
+        # whose changelog got records from another worker meanwhile (this one was out of
+        # the group): their leads are read.
         watch, staying = self.alerts.watch, active - derived - set(kept)
+        written = {p for s in self._derived_stores() for p, n in s.last_read.items() if n}
         scheduled = watch.deadlines(self.engine.leads)
         watch.schedule_all(
-            kept=chain(
-                (deadline for p in staying for deadline in scheduled.get(p, ())),
+            self.engine.leads.scan(staying & written),
+            chain(
+                (deadline for p in staying - written for deadline in scheduled.get(p, ())),
                 (deadline for snapshot in kept.values() for deadline in snapshot.deadlines),
-            )
+            ),
         )
         # The derived partitions' leads are scheduled as they are read for their facts:
         # read twice, a rebuild of 100,000 leads took ~0.4 s more (11.8 s, in-process).

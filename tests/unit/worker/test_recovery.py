@@ -143,10 +143,21 @@ def test_a_rebalance_keeps_the_deadlines_of_the_partitions_it_leaves_here(
     watch = running.alerts.watch
     before = watch.deadlines(running.engine.leads)
     assert sum(map(len, before.values())) >= 10, before
-    monkeypatch.setattr(type(running.engine.leads), "scan", None)  # no lead read again
+    leads, real_scan = type(running.engine.leads), type(running.engine.leads).scan
+    read: list[set[int]] = []
+
+    def scan(self: Any, partitions: set[int]) -> Any:
+        read.append(set(partitions))
+        return real_scan(self, partitions)
+
+    monkeypatch.setattr(leads, "scan", scan)
     _, built, kept = running._recover(now, {})
-    assert (built, kept) == (0, {})
+    assert (built, kept, read) == (0, {}, [set()])  # no lead read again
     assert watch.deadlines(running.engine.leads) == before
+    # a partition whose changelog another worker wrote to meanwhile: its leads are read
+    cast(DiskStore, running.leads_table.data).last_read = {0: 3, 1: 0}
+    running._recover(now, {})
+    assert read[-1] == {0} and watch.deadlines(running.engine.leads) == before
     later = [now + 60 * m for m in range(1, 60)]
     assert [_alerts(running, t) for t in later] == [_alerts(twin, t) for t in later]
 
