@@ -172,16 +172,17 @@ class Snapshots:
         return self._read(published, partition, marks, clock, now, " (the broker's)")
 
     def decode_published(
-        self, data: bytes, partition: int, clock: WindowClock, now: float
+        self, data: bytes, partition: int, clock: WindowClock, now: float, marks: Marks
     ) -> Decoded | None:
         """The broker's snapshot of ``partition`` decoded, for a ``take`` of the same bytes
-        at the marks it was taken at; None if it cannot be used at any."""
+        at the marks it was taken at; None if it cannot be used at any that may come after
+        ``marks`` (the disk copy's now: marks only move on)."""
         try:
-            meta, body, tail = read_meta(data)
-            why = self._unusable(meta, partition, None)
+            why = self._unusable(read_head(data), partition, None) or _before(data, marks)
             if why:
                 log.info("partition %d: snapshot (the broker's) not used (%s)", partition, why)
                 return None
+            meta, body, tail = read_meta(data)
             snapshot = Snapshot(decode(body, tail, clock, now), deadlines(body))
         except SnapshotError as exc:
             log.warning("partition %d: snapshot (the broker's) not used (%s)", partition, exc)
@@ -246,6 +247,17 @@ class Snapshots:
 
 
 _MOVED = "the changelog moved on since"
+
+
+def _before(data: bytes, marks: Marks) -> str | None:
+    """Why a snapshot was taken before ``marks`` (a disk copy already past it: a standby's
+    of a partition whose owner stopped cleanly long ago), if it was."""
+    taken_at = read_head(data).get("marks") or {}
+    for topic, mark in marks.items():
+        theirs = taken_at.get(topic)
+        if mark is not None and (theirs is None or theirs[0] < mark.applied):
+            return "taken before this worker's copy of the changelog"
+    return None
 
 
 def _marks_json(marks: Marks) -> Any:

@@ -248,12 +248,13 @@ class SnapshotKeeper:
         thread starts once ``after`` returns."""
         wanted = sorted(partitions)
         if self.topic is not None and wanted:
-            fetch = partial(self._prefetched, wanted, clock, parts, after)
+            marks = {p: self.marks(p) for p in wanted}  # the databases: this thread
+            fetch = partial(self._prefetched, marks, clock, parts, after)
             self._prefetch = _Prefetch(set(wanted), fetch)
 
     def _prefetched(
         self,
-        partitions: list[int],
+        marks: Mapping[int, Marks],
         clock: WindowClock,
         parts: tuple[int, ...],
         after: Callable[[], object],
@@ -262,12 +263,15 @@ class SnapshotKeeper:
         started = time.monotonic()
         try:
             fetched = asyncio.run(
-                asyncio.wait_for(self._fetch_parts(partitions, parts, AHEAD_MAX_BYTES), IO_SECONDS)
+                asyncio.wait_for(self._fetch_parts(list(marks), parts, AHEAD_MAX_BYTES), IO_SECONDS)
             )
             snapshots, copies = self._split(fetched)
             now = time.time()
+            # Not one taken before the disk copy: a standby's partition whose owner stopped
+            # long ago (every rebalance would decode it, ~0.3 s and its memory, for nothing).
             decoded = {
-                p: self.files.decode_published(data, p, clock, now) for p, data in snapshots.items()
+                p: self.files.decode_published(data, p, clock, now, marks[p])
+                for p, data in snapshots.items()
             }
         except Exception as exc:  # the recovery fetches them again
             log.warning("snapshots not fetched ahead (%r)", exc)

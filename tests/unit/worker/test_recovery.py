@@ -109,9 +109,15 @@ def test_a_restart_loads_snapshots_or_rebuilds_with_the_same_kpis_and_alerts(
     again = _restarted(running, tmp_path / "again", marks, snapshots=where == "data dir")
     if where == "broker, decoded ahead":
         files, clock = again.snapshots.files, again.engine.clock
-        decoded = {p: files.decode_published(data, p, clock, now) for p, data in written.items()}
+        decoded = {
+            p: files.decode_published(data, p, clock, now, {"leads": None})
+            for p, data in written.items()
+        }
         again.snapshots._decoded = {p: d for p, d in decoded.items() if d is not None}
         assert len(again.snapshots._decoded) == PARTITIONS
+        # one taken before a disk copy's marks can never be loaded: not decoded
+        past = {"leads": Mark(10, 10, b"\x0a" * 16), "customers": None}
+        assert not any(files.decode_published(d, p, clock, now, past) for p, d in written.items())
         monkeypatch.setattr(Snapshots, "_read", None)  # not read again
     active, built, kept = again._recover(now, {} if where == "data dir" else written)
     leads: dict[str, Any] = again.engine.leads
