@@ -175,6 +175,21 @@ async def _publish_copy(producer: Any, topic: str, db: StateDB, p: int, after: P
     await publish_copy(producer, topic, p, data, after)
 
 
+def _fetches_asked(monkeypatch: Any) -> list[tuple[list[int], Any]]:
+    """The partitions and parts of each fetch a ``SnapshotKeeper`` makes, from now on."""
+    asked: list[tuple[list[int], Any]] = []
+    real = snapshotting.fetch_snapshot_parts
+
+    async def counted(
+        settings: Settings, topic: str, partitions: list[int], parts: Any, cap: Any = None
+    ) -> Any:
+        asked.append((list(partitions), parts))
+        return await real(settings, topic, partitions, parts, cap)
+
+    monkeypatch.setattr(snapshotting, "fetch_snapshot_parts", counted)
+    return asked
+
+
 async def test_copies_fetched_ahead_are_used_only_while_still_the_latest(
     settings_factory, make_topics, tmp_path, monkeypatch
 ) -> None:
@@ -187,16 +202,7 @@ async def test_copies_fetched_ahead_are_used_only_while_still_the_latest(
     for p in range(4):
         db.apply(p, [(b"lead-%d" % p, b"old")], Mark(5, 5, b"\x05" * 16))
     await _publish_copies(settings, db, [0, 1, 2, 3])
-    asked: list[list[int]] = []
-    real = snapshotting.fetch_snapshot_parts
-
-    async def counted(
-        settings: Settings, topic: str, partitions: list[int], parts: Any, cap: Any = None
-    ) -> Any:
-        asked.append(list(partitions))
-        return await real(settings, topic, partitions, parts, cap)
-
-    monkeypatch.setattr(snapshotting, "fetch_snapshot_parts", counted)
+    asked = _fetches_asked(monkeypatch)
     keeper = SnapshotKeeper(settings, list, list, lambda: None, topic_names(settings).snapshots)
     keeper.fetch_ahead(range(4), WindowClock(ZoneInfo("UTC")), (AGGREGATES, COPY))
     assert keeper.prefetched_records("leads")[1] == {0, 1, 2, 3}  # waits for the fetch
@@ -204,12 +210,12 @@ async def test_copies_fetched_ahead_are_used_only_while_still_the_latest(
     await _publish_copies(settings, db, [1])  # a worker stopped during the join
 
     copies = await keeper.seed({0, 1})
-    assert asked == [[0, 1, 2, 3], [1]]
+    assert [partitions for partitions, _ in asked] == [[0, 1, 2, 3], [1]]
     assert copies[0]["leads"].records == [(b"lead-0", b"old")]
     assert copies[1]["leads"] == TableCopy(Mark(6, 6, b"\x06" * 16), [(b"lead-1", b"new")])
     assert await keeper.fetch([0, 1]) == {0: b"aggregates 0", 1: b"aggregates 1"}
     keeper.load([], WindowClock(ZoneInfo("UTC")), 0.0, {})  # the recovery ends: 2, 3 go
-    assert await keeper.seed({2}) and asked[-1] == [2]
+    assert await keeper.seed({2}) and asked[-1] == ([2], (AGGREGATES, COPY))
 
 
 async def test_snapshots_fetched_ahead_in_a_rebalance_serve_the_recovery_not_the_seed(
@@ -226,16 +232,7 @@ async def test_snapshots_fetched_ahead_in_a_rebalance_serve_the_recovery_not_the
     for p in range(2):
         db.apply(p, [(b"lead-%d" % p, b"v")], Mark(5, 5, b"\x05" * 16))
     published = await _publish_copies(settings, db, [0, 1], copies=False)
-    asked: list[tuple[list[int], Any]] = []
-    real = snapshotting.fetch_snapshot_parts
-
-    async def counted(
-        settings: Settings, topic: str, partitions: list[int], parts: Any, cap: Any = None
-    ) -> Any:
-        asked.append((list(partitions), parts))
-        return await real(settings, topic, partitions, parts, cap)
-
-    monkeypatch.setattr(snapshotting, "fetch_snapshot_parts", counted)
+    asked = _fetches_asked(monkeypatch)
     keeper = SnapshotKeeper(settings, list, list, lambda: None, topic)
     clock = WindowClock(ZoneInfo("UTC"))
     keeper.fetch_ahead([0, 1], clock)
