@@ -161,6 +161,8 @@ class PartialsView:
             if merged is None or merged[0] != sources:
                 whole = yield from merged_summary(sources, partial(_undecodable, owner_key))
                 self._merged[owner_key] = (sources, whole)
+            else:  # the table's bytes, not equal ones read apart (a view merged ahead)
+                self._merged[owner_key] = (sources, merged[1])
         for owner_key in [k for k in self._merged if k not in rows]:
             del self._merged[owner_key]
 

@@ -264,6 +264,12 @@ def test_the_owner_view_merges_again_only_keys_whose_partials_changed() -> None:
     assert second["rep:r2"]["attempt"][("r2", "sms")]["today"].count == 2
     del table[message_key("rep:r2", 1)]
     assert "rep:r2" not in view.merged(table, {0})  # its only partial was retracted
+    # equal bytes read apart (a view merged ahead from a copy): not merged again, and the
+    # view holds the table's bytes, not a second copy of them
+    again = {key: bytes(bytearray(raw)) for key, raw in table.items()}
+    assert view.merged(again, {0})["rep:r1"] is first["rep:r1"]
+    held = {id(raw) for sources, _ in view._merged.values() for raw in sources}
+    assert held <= {id(raw) for raw in again.values()}
 
 
 def test_reading_the_owner_view_merges_nothing_until_the_next_refresh() -> None:
