@@ -375,11 +375,16 @@ class SnapshotKeeper:
             return set(), {}, {}
         before = prefetched.named
         same = {p for p in asked if same_parts(before[p], latest.get(p), prefetched.parts)}
-        self._decoded |= {p: d for p, d in prefetched.decoded.items() if p in same}
+        # Taken out, so that the prefetch holds nothing the recovery has (the copies seeded
+        # into the disk copy, then loaded from it, were held twice until its end).
+        snapshots = {p: prefetched.snapshots.pop(p) for p in taken & prefetched.snapshots.keys()}
+        decoded = {p: prefetched.decoded.pop(p) for p in taken & prefetched.decoded.keys()}
+        copies = {p: prefetched.copies.pop(p) for p in taken & prefetched.copies.keys()}
+        self._decoded |= {p: d for p, d in decoded.items() if p in same}
         return (
             same if set(parts) <= set(prefetched.parts) else set(),
-            {p: data for p, data in prefetched.snapshots.items() if p in same},
-            {p: copy for p, copy in prefetched.copies.items() if p in same},
+            {p: data for p, data in snapshots.items() if p in same},
+            {p: copy for p, copy in copies.items() if p in same},
         )
 
     async def _fetch_parts(

@@ -210,6 +210,8 @@ async def test_copies_fetched_ahead_are_used_only_while_still_the_latest(
     await _publish_copies(settings, db, [1])  # a worker stopped during the join
 
     copies = await keeper.seed({0, 1})
+    held = keeper._prefetch.result if keeper._prefetch is not None else None
+    assert held is not None and sorted(held.copies) == [2, 3]  # 0, 1 are the seed's now
     assert [partitions for partitions, _ in asked] == [[0, 1, 2, 3], [1]]
     assert copies[0]["leads"].records == [(b"lead-0", b"old")]
     assert copies[1]["leads"] == TableCopy(Mark(6, 6, b"\x06" * 16), [(b"lead-1", b"new")])
