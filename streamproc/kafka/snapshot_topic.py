@@ -186,7 +186,8 @@ async def fetch_snapshot_parts(
     max_bytes: int | None = None,
 ) -> SnapshotParts:
     """The ``parts`` of the latest whole snapshot of each partition, with one consumer:
-    each fetch's start and offset lookups cost ~0.45 s on tansu, even for a few bytes.
+    a consumer's start and offset lookups are round trips of their own (0.055 s on tansu
+    for an empty topic, quiet machine, 7 Dec), paid once for every partition.
     ``max_bytes``: no partition more once those fetched hold that many (the others are
     left out of ``named`` as well as of ``found``)."""
     if not partitions:
