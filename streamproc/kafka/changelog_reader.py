@@ -131,10 +131,9 @@ async def _still_there(
     # write and its one-record end marker leaves records past it. So a record at or past
     # the end is looked for too, but only briefly (it is most likely not there).
     polls = {tp: CHECK_POLLS if r.checked < ends[tp] else 1 for tp, r in checking.items()}
-    others = [tp for tp in tps.values() if tp not in checking]
-    consumer.pause(*others)  # fetched meanwhile from their first offset, for nothing
     for tp, r in checking.items():
         consumer.seek(tp, r.checked)
+    consumer.resume(*checking)  # the others stay paused (``clients.assigned``)
     partition = {tp: p for p, tp in tps.items()}
     for poll in range(1, max(polls.values()) + 1):
         batch = await consumer.getmany(*polls, timeout_ms=1000)
@@ -147,7 +146,7 @@ async def _still_there(
             del polls[tp]  # the broker gave nothing: read it all rather than trust it
         if not polls:
             break
-    consumer.resume(*others)
+    consumer.pause(*checking)
     return same
 
 
@@ -180,9 +179,8 @@ async def _read_to_end(
             await apply(p, [], True)
         if starts[p] < ends[tp]:
             consumer.seek(tp, starts[p])
+            consumer.resume(tp)
             pending[tp] = p
-        else:
-            consumer.pause(tp)
     while pending:
         batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=CHUNK)
         for tp, raws in batch.items():

@@ -91,7 +91,10 @@ async def assigned(
     settings: Settings, topic: str, partitions: Iterable[int], fetch_bytes: int
 ) -> AsyncIterator[Assigned]:
     """A consumer of ``topic``'s ``partitions``, assigned (no group: nothing waits for a
-    join, no group is disturbed), fetching at most ``fetch_bytes`` a partition."""
+    join, no group is disturbed), fetching at most ``fetch_bytes`` a partition. Each
+    partition is paused: the caller seeks it, then resumes it (aiokafka would fetch it from
+    its first offset meanwhile: a year's take-over fetched 2 MiB of each changelog partition
+    and 1.3 MiB of each snapshot partition that way, for nothing)."""
     client = consumer(
         settings,
         enable_auto_commit=False,
@@ -104,6 +107,7 @@ async def assigned(
     try:
         tps = {p: TopicPartition(topic, p) for p in partitions}
         client.assign(list(tps.values()))
+        client.pause(*tps.values())  # before any await: the fetcher runs at the next one
         firsts = await client.beginning_offsets(list(tps.values()))
         ends = await client.end_offsets(list(tps.values()))
         yield Assigned(client, tps, firsts, ends)

@@ -167,15 +167,18 @@ async def latest_named(
     if not partitions:
         return {}
     async with clients.assigned(settings, topic, partitions, _FETCH_BYTES) as on:
-        on.consumer.pause(*on.partitions.values())
-        return {p: await _latest(on, tp) for p, tp in on.partitions.items()}
+        return await _latest(on)
 
 
-async def _latest(on: clients.Assigned, tp: TopicPartition) -> Named | None:
-    if on.ends[tp] <= on.firsts[tp]:
-        return None
-    last = await _records(on.consumer, tp, on.ends[tp] - 1, 1)
-    return await _parts(on.consumer, tp, last[0]) if len(last) == 1 else None
+async def _latest(on: clients.Assigned) -> dict[int, Named | None]:
+    """Every partition's last record in the same fetches: one partition after the other,
+    each read took ~0.1 s on tansu (0.4 s of each take-over's check of four)."""
+    starts = {tp: on.ends[tp] - 1 for tp in on.partitions.values() if on.ends[tp] > on.firsts[tp]}
+    last = await _records_of(on.consumer, starts, 1)
+    return {
+        p: await _parts(on.consumer, tp, last[tp][0]) if last.get(tp) else None
+        for p, tp in on.partitions.items()
+    }
 
 
 async def fetch_snapshot_parts(
@@ -193,14 +196,14 @@ async def fetch_snapshot_parts(
     if not partitions:
         return SnapshotParts({}, {})
     async with clients.assigned(settings, topic, partitions, _FETCH_BYTES) as on:
-        on.consumer.pause(*on.partitions.values())  # each read from where it is needed
         found: dict[int, dict[int, bytes]] = {}
+        named_now = await _latest(on)  # once for all parts
         latest: dict[int, Named | None] = {}
         held = 0
         for p, tp in on.partitions.items():
             if max_bytes is not None and held >= max_bytes:
                 break
-            named = latest[p] = await _latest(on, tp)  # once for all parts
+            named = latest[p] = named_now[p]
             for part in parts:
                 data = await _read_part(on.consumer, tp, named, part)
                 if data is not None:
@@ -260,14 +263,29 @@ async def _parts(consumer: Any, tp: TopicPartition, last: Any) -> Named | None:
 
 async def _records(consumer: Any, tp: TopicPartition, start: int, count: int) -> list[Any]:
     """``count`` records from ``start`` (fewer if the partition has fewer)."""
-    consumer.seek(tp, start)
-    consumer.resume(tp)
-    got: list[Any] = []
-    empty_polls = 0
-    while len(got) < count and empty_polls < 3:
-        batch = await consumer.getmany(tp, timeout_ms=1000, max_records=count - len(got))
-        records = [r for r in batch.get(tp, []) if r.offset >= start]
-        empty_polls = 0 if records else empty_polls + 1
-        got.extend(records)
-    consumer.pause(tp)
-    return got[:count]
+    return (await _records_of(consumer, {tp: start}, count))[tp]
+
+
+async def _records_of(
+    consumer: Any, starts: dict[TopicPartition, int], count: int
+) -> dict[TopicPartition, list[Any]]:
+    """``count`` records of each partition from its start (fewer if it has fewer), read in
+    the same fetches; gives up after three fetches in a row that brought none."""
+    for tp, start in starts.items():
+        consumer.seek(tp, start)
+    consumer.resume(*starts)
+    got: dict[TopicPartition, list[Any]] = {tp: [] for tp in starts}
+    wanted, empty_polls = set(starts), 0
+    while wanted and empty_polls < 3:
+        most = count - len(got[next(iter(wanted))]) if len(wanted) == 1 else None
+        batch = await consumer.getmany(*wanted, timeout_ms=1000, max_records=most)
+        empty_polls += 1
+        for tp, records in batch.items():
+            if tp in wanted and (new := [r for r in records if r.offset >= starts[tp]]):
+                got[tp].extend(new)
+                empty_polls = 0
+                if len(got[tp]) >= count:
+                    wanted.discard(tp)
+                    consumer.pause(tp)
+    consumer.pause(*wanted)
+    return {tp: records[:count] for tp, records in got.items()}

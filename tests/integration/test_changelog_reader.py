@@ -102,3 +102,26 @@ def test_partitions_checked_together_are_judged_each_on_its_own(settings_factory
     read = asyncio.run(read_changelog(settings, topic, other_and_done, copy.apply))
     assert read.records == {0: 100, 1: 0}
     assert copy.fresh == {0}
+
+
+def test_an_assigned_consumer_fetches_nothing_before_it_is_told_where(settings_factory) -> None:
+    """aiokafka fetches an assigned partition from its first offset as soon as it can: a
+    year's take-over fetched 2 MiB of each changelog partition that way and threw it away,
+    before the reader sought where it resumes."""
+    settings = settings_factory()
+    topic = f"reader-{secrets.token_hex(3)}"
+    asyncio.run(_log(settings, topic))
+
+    async def fetched_while_idle() -> tuple[list[object], int]:
+        async with clients.assigned(settings, topic, [0, 1], 1 << 20) as on:
+            await asyncio.sleep(0.5)  # several of the fetcher's rounds
+            # aiokafka keeps what it fetched, not handed out yet, here
+            held = list(on.consumer._fetcher._records)
+            on.consumer.seek(on.partitions[0], 98)
+            on.consumer.resume(on.partitions[0])
+            got = await on.consumer.getmany(on.partitions[0], timeout_ms=2000)
+            return held, sum(len(records) for records in got.values())
+
+    held, read = asyncio.run(fetched_while_idle())
+    assert held == []
+    assert read == 2, "a partition resumed after its seek is read from there"

@@ -8,13 +8,17 @@ from types import SimpleNamespace
 
 import pytest
 from aiokafka.consumer.group_coordinator import GroupCoordinator
+from aiokafka.consumer.subscription_state import SubscriptionState
 from aiokafka.protocol.group import LeaveGroupRequest, LeaveGroupRequest_v0
+from aiokafka.structs import TopicPartition
+from faust.types import TP
 
 from streamproc.config import Settings
 from streamproc.kafka.app import create_app
 from streamproc.kafka.transport import (
     FETCH_MAX_WAIT_MS,
     heartbeat_while_assigning,
+    hold_changelogs_until_resumed,
     leave_at_generation_zero,
 )
 
@@ -107,3 +111,59 @@ async def test_a_member_heartbeats_while_it_handles_its_assignment() -> None:
     assert task is not None
     coordinator._start_heartbeat_task()  # aiokafka's own start after the join: no second
     assert coordinator._heartbeat_task is task
+
+
+async def test_changelog_partitions_are_assigned_paused_in_aiokafka() -> None:
+    """aiokafka prefetched every changelog partition from offset 0 at each assignment (no
+    committed offset), before Faust sought it to the disk copy's mark: the pause is set in
+    the same step as the assignment, the event partitions are left to fetch."""
+    subscription = SubscriptionState()
+    subscription.subscribe({"app-leads-changelog", "events"})
+    hold_changelogs_until_resumed(subscription, lambda tp: tp.topic.endswith("-changelog"))
+    changelog, events = TopicPartition("app-leads-changelog", 0), TopicPartition("events", 0)
+    subscription.assign_from_subscribed({changelog, events})
+    assert subscription.paused_partitions() == {changelog}
+    subscription.assign_from_subscribed({changelog})  # each assignment starts unpaused
+    assert subscription.paused_partitions() == {changelog}
+
+
+class _Fetching:
+    """aiokafka's consumer as the consumer thread sees it: what is paused in it."""
+
+    def __init__(self, assigned: set[TopicPartition]) -> None:
+        self.assigned = assigned
+        self.paused: set[TopicPartition] = set(assigned)
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused.update(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused.difference_update(tps)
+
+
+def test_faust_s_pause_and_resume_of_changelogs_reach_aiokafka(tmp_path: Path) -> None:
+    """Faust resumes a changelog partition once it has sought it (a standby, a recovery):
+    then aiokafka fetches it; the event partitions' pauses stay Faust's own (a rebalance
+    would drop what aiokafka prefetched of them)."""
+    app = create_app(Settings(_env_file=None, data_dir=tmp_path))
+    table = app.Table("leads", partitions=2)
+    consumer = app.consumer
+    thread = consumer._thread
+    changelog = TP(table.changelog_topic.get_topic_name(), 0)
+    events, revoked = TP("events", 0), TP(changelog.topic, 1)
+    kafka = _Fetching({TopicPartition(*changelog), TopicPartition(*events)})
+    thread._consumer = kafka
+
+    def on_thread() -> None:
+        thread.thread_loop.run_until_complete(asyncio.sleep(0))
+
+    consumer.resume_partitions({changelog, events, revoked})
+    on_thread()
+    assert kafka.paused == {TopicPartition(*events)}  # the events' pause is not aiokafka's
+    consumer.pause_partitions({changelog, revoked})
+    on_thread()
+    assert kafka.paused == {TopicPartition(*changelog), TopicPartition(*events)}
+    thread.thread_loop.close()
