@@ -145,6 +145,19 @@ class StateDB:
         self._db.write(batch)
         return n
 
+    def replace(
+        self, partition: int, records: Iterable[tuple[bytes, bytes | None]], mark: Mark
+    ) -> int:
+        """The partition's records and mark replaced by these (a seed from a table copy),
+        then written out of the memtable (RocksDB's own thread, not waited for): a seed
+        writes a whole partition in one go, and a year's take-over of 100,000 leads held
+        14 MiB of memtables at its peak (memray) until 8 MiB more had been written.
+        Returns the number of records written."""
+        self.wipe(partition)
+        written = self.apply(partition, records, mark)
+        self._db.flush(False)
+        return written
+
     def items(self, partition: int, starting: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """The partition's (key, value) records, in key order; only the keys that start
         with ``starting``, if given."""

@@ -238,8 +238,7 @@ class DiskStore(memory.Store[Any, Any]):
     def seed(self, partition: int, copy: TableCopy) -> None:
         """Start the partition's disk copy from the broker's copy of it, at its mark: the
         catch-up reads the changelog from there (or all of it, if that record is gone)."""
-        self.db.wipe(partition)
-        self.db.apply(partition, copy.records, copy.mark)
+        self.db.replace(partition, copy.records, copy.mark)
         log.info(
             "%s: partition %d seeded from the broker's table copy (%d records at offset %d)",
             self.topic, partition, len(copy.records), copy.mark.applied,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,28 @@ def test_wipe_forgets_one_partition(tmp_path: Path) -> None:
     assert [list(db.items(p)) for p in (0, 1, 2)] == [[(b"k", b"0")], [], [(b"k", b"2")]]
     assert db.mark(1) is None
     assert db.partitions() == [0, 2]
+    db.close()
+
+
+def _memtable_bytes(db: StateDB) -> int:
+    return int(db._db.property_int_value("rocksdb.cur-size-all-mem-tables"))
+
+
+def test_a_partition_replaced_from_a_copy_leaves_no_memtable(tmp_path: Path) -> None:
+    """A seed writes a whole partition at once: its memtable is written out, not kept in
+    memory until more is written (14 MiB at a year's take-over peak)."""
+    db = StateDB(tmp_path / "db")
+    db.apply(0, [(b"old", b"x")], Mark(1, -1, b"\0" * 16))
+    db.apply(1, [(b"kept", b"y")], Mark(2, -1, b"\0" * 16))
+    copy = [(b"lead-%05d" % i, b"v" * 500) for i in range(10_000)]  # ~5 MB
+    assert db.replace(0, copy, Mark(9, 9, b"\1" * 16)) == len(copy)
+    for _ in range(200):  # RocksDB's flush thread: ~10 ms here
+        if _memtable_bytes(db) < 100_000:
+            break
+        time.sleep(0.01)
+    assert _memtable_bytes(db) < 100_000
+    assert list(db.items(0)) == copy and db.mark(0) == Mark(9, 9, b"\1" * 16)
+    assert list(db.items(1)) == [(b"kept", b"y")]
     db.close()
 
 
