@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from sys import intern
 from typing import Any
 
@@ -239,7 +239,7 @@ def decode(
         read = _Read(_split(body, tail))
         part = PartitionAggregates(clock, now)
         part.wm_minute, part.wm_hour, part.wm_day, part.wm_period = map(float, body["watermarks"])
-        for family, labels, raw in body["windowed"]:
+        for family, labels, raw in _consumed(body["windowed"]):
             family = intern(family)
             key = tuple(intern(label) for label in labels)
             series = _series_in(raw, family in DIST_FAMILIES, read)
@@ -253,6 +253,15 @@ def decode(
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise SnapshotError(f"a snapshot not of this form: {exc!r}") from None
     return part
+
+
+def _consumed(items: list[Any]) -> Iterator[Any]:
+    """``items`` in order, each dropped from the list as it is handed out: a parsed series
+    goes once it is decoded, instead of the whole parse staying until the end beside what
+    it was decoded into."""
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
 def deadlines(body: dict[str, Any]) -> list[Deadline]:

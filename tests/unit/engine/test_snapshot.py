@@ -153,3 +153,16 @@ def test_damaged_buckets_ahead_are_refused() -> None:
         windowed = [[family, labels, [[*minutes[:5], ahead], *raw[1:]]], *body["windowed"][1:]]
         with pytest.raises(SnapshotError):
             decode({**damaged, "windowed": windowed}, tail, clock, NOW)
+
+
+def test_each_parsed_series_goes_once_decoded() -> None:
+    """The parse of a year's partition is ~16 MB of objects: kept whole until the end of
+    the decode, it stood beside all it was decoded into (peak traced 40.4 -> 38.3 MiB for
+    a year's four partitions)."""
+    part = PartitionAggregates(WindowClock(ZONE), NOW)
+    part.apply([fact("first_contact", (f"r{i}",), NOW - 60 * i, 1.5) for i in range(5)], 1)
+    _, body, tail = read_meta(encode(part, {"version": 1}))
+    assert len(body["windowed"]) == 5
+    loaded = decode(body, tail, part.clock, NOW)
+    assert body["windowed"] == []
+    assert samples(loaded, NOW) == samples(part, NOW)
