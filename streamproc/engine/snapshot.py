@@ -259,6 +259,8 @@ def _consumed(items: list[Any]) -> Iterator[Any]:
     """``items`` in order, each dropped from the list as it is handed out: a parsed series
     goes once it is decoded, instead of the whole parse staying until the end beside what
     it was decoded into."""
+    if not isinstance(items, list):
+        raise SnapshotError(f"a snapshot's series are not a list: {type(items).__name__}")
     items.reverse()
     while items:
         yield items.pop()

@@ -140,6 +140,7 @@ async def _still_there(
         for tp, records in batch.items():
             if tp in polls and records:
                 del polls[tp]
+                consumer.pause(tp)  # not fetched on while the others are checked
                 if _is_checked(records[0], checking[tp]):
                     same.add(partition[tp])
         for tp in [tp for tp, most in polls.items() if most <= poll]:

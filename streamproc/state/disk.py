@@ -149,9 +149,10 @@ class StateDB:
         self, partition: int, records: Iterable[tuple[bytes, bytes | None]], mark: Mark
     ) -> int:
         """The partition's records and mark replaced by these (a seed from a table copy),
-        then written out of the memtable (RocksDB's own thread, not waited for): a seed
-        writes a whole partition in one go, and a year's take-over of 100,000 leads held
-        14 MiB of memtables at its peak (memray) until 8 MiB more had been written.
+        then written out of the memtable by RocksDB's own thread (this write is not waited
+        for; with two memtables pending RocksDB may wait for the older one's, a few MB): a
+        seed writes a whole partition in one go, and a year's take-over of 100,000 leads
+        held 14 MiB of memtables at its peak (memray) until 8 MiB more had been written.
         Returns the number of records written."""
         self.wipe(partition)
         written = self.apply(partition, records, mark)

@@ -109,6 +109,9 @@ def test_a_damaged_snapshot_is_refused() -> None:
         decode(body, tail[:-3], part.clock, NOW)  # an array cut short
     with pytest.raises(SnapshotError):
         decode({**body, "windowed": [["first_contact", ["r1"], []]]}, tail, part.clock, NOW)
+    for windowed in (None, {}, "series"):
+        with pytest.raises(SnapshotError):
+            decode({**body, "windowed": windowed}, tail, part.clock, NOW)
 
 
 def test_a_prepaid_year_reads_back_sparse_and_lives_on_the_same() -> None:

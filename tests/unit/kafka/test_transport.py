@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.consumer.subscription_state import SubscriptionState
+from aiokafka.errors import IllegalStateError
 from aiokafka.protocol.group import LeaveGroupRequest, LeaveGroupRequest_v0
 from aiokafka.structs import TopicPartition
 from faust.types import TP
@@ -138,10 +139,16 @@ class _Fetching:
         return self.assigned
 
     def pause(self, *tps: TopicPartition) -> None:
+        self._assigned(tps)
         self.paused.update(tps)
 
     def resume(self, *tps: TopicPartition) -> None:
+        self._assigned(tps)
         self.paused.difference_update(tps)
+
+    def _assigned(self, tps: tuple[TopicPartition, ...]) -> None:
+        if not set(tps) <= self.assigned:  # as aiokafka's subscription state
+            raise IllegalStateError(f"No current assignment for partition {tps}")
 
 
 def test_faust_s_pause_and_resume_of_changelogs_reach_aiokafka(tmp_path: Path) -> None:
