@@ -501,7 +501,7 @@ async def test_a_batch_whose_handler_fails_is_read_again(monkeypatch: pytest.Mon
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # timing decides how much harm the thaw does: it passed once in five
     reason="bug 19 (open, docs/reliability.md): a worker frozen past its session writes "
     "and keeps state of partitions another worker took meanwhile",
 )
@@ -511,9 +511,11 @@ def test_a_worker_frozen_past_its_session_gets_its_partitions_back_exact(
     """A worker stopped (a GC pause, a frozen VM: SIGSTOP here) past its session: the group
     gives its partitions to the other, which writes their changelogs; when it comes back
     it goes on with what it had fetched until a heartbeat tells it, then rejoins and gets
-    partitions back whose state moved on without it. Failed 2 of 2 runs (7 Dec): 47 - 68
-    leads short, 98 - 153 events missing; in one, 4 leads whose newest changelog record is
-    a state older than the one before it."""
+    partitions back whose state moved on without it. 7 Dec, five runs: 47 and 68 leads
+    short (98, 153 events missing; in one, 4 leads whose newest changelog record is a
+    state older than the one before it), alert ids published twice in another, one more
+    failed, one passed (with the stream's end held back until the thaw). Not strict: how
+    much harm the thaw does depends on what the worker held when it froze."""
     settings = fault_settings(settings_factory)
     make_topics(settings)
     stream = Stream(settings, 8_000, seed=27)
