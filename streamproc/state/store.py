@@ -244,6 +244,12 @@ class DiskStore(memory.Store[Any, Any]):
             self.topic, partition, len(copy.records), copy.mark.applied,
         )  # fmt: skip
 
+    def forget_loaded(self, partition: int) -> None:
+        """Drop what memory holds of an active partition: the recovery loads it again from
+        the disk copy (``load_active``), as a partition new to this worker."""
+        if partition in self._loaded:
+            self._unload(partition)
+
     def partition_of(self, key: Any) -> int | None:
         """The changelog partition a key in memory was read from (None: not read from it)."""
         return self._key_partition.get(key)

@@ -457,12 +457,31 @@ class Topology:
     async def _on_assigned(self, app: faust.App, *_: Any, **__: Any) -> None:
         # Series of partitions that moved away leave now, before the new owner shows them.
         active = self.active_partitions()
-        dropped = self.engine.keep_only(active)
-        self.events.keep_only(active)
-        self.rounds.keep_only(active)
+        # So does what this worker holds of a partition it keeps whose changelog another
+        # worker wrote meanwhile (this one was out of the group: frozen past its session,
+        # bug 19): its aggregates miss those writes. It is recovered as a new partition,
+        # from its disk copy, which the catch-up has just brought to the log's end.
+        rewritten = self._rewritten(active)
+        kept = active - rewritten
+        dropped = self.engine.keep_only(kept)
+        self.events.keep_only(kept)
+        self.rounds.keep_only(kept)
+        for store in disk_stores(self.app):
+            for p in rewritten:
+                store.forget_loaded(p)
         self.partials.inbox.reset()
         self.ready = False
-        log.info("assigned lead partitions %s (dropped %d leads)", sorted(active), len(dropped))
+        log.info(
+            "assigned lead partitions %s (dropped %d leads; partitions %s written by another "
+            "worker meanwhile, recovered anew)",
+            sorted(active), len(dropped), sorted(rewritten),
+        )  # fmt: skip
+
+    def _rewritten(self, active: set[int]) -> set[int]:
+        """The active partitions this worker held aggregates of before the rebalance whose
+        changelog the catch-up found records in: written by another worker."""
+        held = active & set(self.engine.partitions)
+        return {p for s in self._derived_stores() for p, n in s.last_read.items() if n} & held
 
     async def _on_recovered(self) -> None:
         # Recovery builds ~10 objects a lead in one go: without the collector rescanning

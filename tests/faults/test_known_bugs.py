@@ -503,7 +503,7 @@ async def test_a_batch_whose_handler_fails_is_read_again(monkeypatch: pytest.Mon
 @pytest.mark.xfail(
     strict=False,  # timing decides how much harm the thaw does: it passed once in five
     reason="bug 19 (open, docs/reliability.md): a worker frozen past its session writes "
-    "and keeps state of partitions another worker took meanwhile",
+    "behind the new owner of its partitions before it learns it left the group",
 )
 def test_a_worker_frozen_past_its_session_gets_its_partitions_back_exact(
     settings_factory, make_topics, worker_factory, kafka_producer, figures

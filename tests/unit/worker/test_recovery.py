@@ -44,9 +44,10 @@ def _topology(data_dir: Path, marks: dict[str, Mark | None] = MARKS) -> Topology
     return topology
 
 
-def _feed(topology: Topology, now: float) -> None:
-    """A team's last two hours: leads waiting for a first contact among them."""
-    events = history(topology.settings, 1200, 300, 3600.0, end=now)
+def _feed(topology: Topology, now: float, upto: int | None = None) -> None:
+    """A team's last two hours: leads waiting for a first contact among them (the first
+    ``upto`` events only, if given)."""
+    events = list(history(topology.settings, 1200, 300, 3600.0, end=now))[:upto]
     messages = []
     for offset, (kind, event) in enumerate(events):
         key = event["lead_id"].encode()
@@ -256,3 +257,31 @@ async def test_the_partials_view_merged_ahead_is_adopted_and_not_merged_again(
     assert view.keys() == expected.keys() and expected
     assert {k: encode(v) for k, v in view.items()} == {k: encode(v) for k, v in expected.items()}
     assert (refreshed == 0) == ahead, refreshed
+
+
+def test_a_kept_partition_another_worker_wrote_to_meanwhile_is_recovered_anew(
+    tmp_path: Path,
+) -> None:
+    """Bug 19: a worker out of the group (frozen past its session) gets back a partition
+    another worker wrote to meanwhile. The catch-up brings its disk copy to the log's end;
+    the aggregates it held are stale: the partition is recovered as a new one, from the
+    disk copy, and its KPIs are those of the worker that saw every event."""
+    now = time.time()
+    stale, other = _topology(tmp_path / "stale"), _topology(tmp_path / "other")
+    _feed(stale, now, upto=800)  # then it froze
+    _feed(other, now)  # the other worker went on
+    kept_before = samples(stale.engine.partitions[1], now)
+    store = cast(DiskStore, stale.leads_table.data)
+    newer = Mark(20, 20, b"\x14" * 16)
+    written = other.engine.leads.scan({0})
+    store.db.apply(0, ((lead.lead_id.encode(), lead.dumps()) for lead in written), newer)
+    store._held.update({0, 1})
+    store._load(0)
+    store.last_read = {0: 400, 1: 0}  # what the catch-up read: partition 0 was written to
+    asyncio.run(stale._on_assigned(stale.app))
+    assert 0 not in stale.engine.partitions and 0 not in store._loaded
+    store._load(0)  # as ``DiskStore.load_active`` does for a partition not loaded
+    _, built, _ = stale._recover(now, {})
+    assert built == len(list(other.engine.leads.scan({0})))
+    assert samples(stale.engine.partitions[0], now) == samples(other.engine.partitions[0], now)
+    assert samples(stale.engine.partitions[1], now) == kept_before  # not written to: kept
