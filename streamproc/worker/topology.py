@@ -529,7 +529,8 @@ class Topology:
         # leads, as a snapshot's: reading their leads again took ~0.6 s for 50,000 (a
         # survivor's hand-over at 100,000 leads) to find the few still waiting. Not those
         # whose changelog got records from another worker meanwhile (this one was out of
-        # the group): their leads are read.
+        # the group; ``_on_assigned`` recovers them anew, this is the watch's own guard):
+        # their leads are read.
         watch, staying = self.alerts.watch, active - derived - set(kept)
         written = {p for s in self._derived_stores() for p, n in s.last_read.items() if n}
         scheduled = watch.deadlines(self.engine.leads)
