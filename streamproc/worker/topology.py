@@ -480,8 +480,12 @@ class Topology:
     def _rewritten(self, active: set[int]) -> set[int]:
         """The active partitions this worker held aggregates of before the rebalance whose
         changelog the catch-up found records in: written by another worker."""
-        held = active & set(self.engine.partitions)
-        return {p for s in self._derived_stores() for p, n in s.last_read.items() if n} & held
+        return self._written_since() & active & set(self.engine.partitions)
+
+    def _written_since(self) -> set[int]:
+        """The partitions whose changelog this rebalance's catch-up read records from (a
+        worker's own writes are on its disk copy already: another worker wrote them)."""
+        return {p for s in self._derived_stores() for p, n in s.last_read.items() if n}
 
     async def _on_recovered(self) -> None:
         # Recovery builds ~10 objects a lead in one go: without the collector rescanning
@@ -532,7 +536,7 @@ class Topology:
         # the group; ``_on_assigned`` recovers them anew, this is the watch's own guard):
         # their leads are read.
         watch, staying = self.alerts.watch, active - derived - set(kept)
-        written = {p for s in self._derived_stores() for p, n in s.last_read.items() if n}
+        written = self._written_since()
         scheduled = watch.deadlines(self.engine.leads)
         watch.schedule_all(
             self.engine.leads.scan(staying & written),
