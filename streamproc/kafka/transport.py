@@ -47,6 +47,7 @@ from faust.types import TP, Message
 from mode import ServiceT
 
 from streamproc.kafka.delivery import DeliveryCursor, Verdict
+from streamproc.kafka.lease import fence_sends, membership_lease, renew_on
 
 __all__ = [
     "BatchRoute",
@@ -104,6 +105,7 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         await super().on_start()
         coordinator = getattr(self._consumer, "_coordinator", None)
         if isinstance(coordinator, GroupCoordinator):
+            renew_on(coordinator, membership_lease(self.consumer.app))
             leave_at_generation_zero(coordinator)
             heartbeat_while_assigning(coordinator)
         subscription = getattr(self._consumer, "_subscription", None)
@@ -546,7 +548,17 @@ class _HeldByTopic:
         return self._by_topic.get(topic)
 
 
-class IdempotentProducer(driver.Producer):
+class FencedProducer(driver.Producer):
+    """Sends nothing while the worker's group membership is not known to stand
+    (``streamproc.kafka.lease``)."""
+
+    def _new_producer(self, transactional_id: str | None = None) -> Any:
+        producer = super()._new_producer(transactional_id)
+        fence_sends(producer, membership_lease(self.app))
+        return producer
+
+
+class IdempotentProducer(FencedProducer):
     """The broker drops a produce request the producer retried after a lost response (a
     connection cut): no repeated alert or metric message from a retry. Real Kafka only:
     tansu answers InitProducerId with an error."""
@@ -557,6 +569,7 @@ class IdempotentProducer(driver.Producer):
 
 class ExactTransport(driver.Transport):
     Consumer: ClassVar[type[ExactConsumer]] = ExactConsumer
+    Producer: ClassVar[type[FencedProducer]] = FencedProducer
 
 
 class IdempotentExactTransport(ExactTransport):

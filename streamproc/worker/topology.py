@@ -38,6 +38,7 @@ from streamproc.kafka.app import (
     take_events,
 )
 from streamproc.kafka.batch_send import aiokafka_producer
+from streamproc.kafka.lease import MembershipLost, membership_lease
 from streamproc.kafka.snapshot_topic import AGGREGATES, COPY
 from streamproc.kafka.targets import TargetsReader
 from streamproc.kafka.topics import topic_names
@@ -92,6 +93,7 @@ class Topology:
         self.names = topic_names(settings)
         self.web_security = WebSecurity(settings)
         self.app = app = create_app(settings, **self.web_security.app_options())
+        self.lease = membership_lease(app)
         register_store()
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self.metrics = ProcessorMetrics.create(self.registry)
@@ -352,13 +354,19 @@ class Topology:
 
     async def _check_alerts(self) -> None:
         async with self.state_lock.reader:
-            if not self.app.rebalancing and self.ready:
+            # Not while the membership is not known to stand either: a worker thawed after
+            # its session would alert on leads whose new owner alerts too (bug 19).
+            if not self.app.rebalancing and self.ready and self.lease.stands():
                 try:
                     await self.alerts.publish_due(self.engine.leads, time.time())
                 except NotReady:
                     # A shutdown stopped the producer under this round (a crash of the
                     # worker before): what was not remembered is the next owner's to send.
                     log.info("alert round cut short: the producer has stopped")
+                except MembershipLost as lost:
+                    # Rescheduled: sent by this worker after its rejoin, if it still owns
+                    # the lead, else by its next owner.
+                    log.warning("alert round not sent: %s", lost)
 
     def _lead_cache_stats(self) -> tuple[int, int]:
         return len(self.lead_cache.hot), self.lead_cache.disk_reads

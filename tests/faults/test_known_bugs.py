@@ -1,7 +1,8 @@
 """Product bugs found by the fault scenarios, each pinned by a test of its own.
 
-Fixed ones stay as regression tests; open ones are ``xfail(strict=True)``: when the bug is
-fixed the test passes, the strict marker turns that into a failure, and the marker must go.
+Fixed ones stay as regression tests; an open one would be ``xfail(strict=True)``: when the
+bug is fixed the test passes, the strict marker turns that into a failure, and the marker
+must go.
 docs/reliability.md describes each bug with the evidence from the scenario runs.
 """
 
@@ -500,25 +501,20 @@ async def test_a_batch_whose_handler_fails_is_read_again(monkeypatch: pytest.Mon
     assert calls[2][0] == calls[1][0], f"the failed batch was not read again: {calls}"
 
 
-@pytest.mark.xfail(
-    strict=False,  # timing decides how much harm the thaw does: it passed once in five
-    reason="bug 19 (open, docs/reliability.md): a worker frozen past its session writes "
-    "behind the new owner of its partitions before it learns it left the group",
-)
 def test_a_worker_frozen_past_its_session_gets_its_partitions_back_exact(
     settings_factory, make_topics, worker_factory, kafka_producer, figures
 ) -> None:
-    """A worker stopped (a GC pause, a frozen VM: SIGSTOP here) past its session: the group
-    gives its partitions to the other, which writes their changelogs; when it comes back
-    it goes on with what it had fetched until a heartbeat tells it, then rejoins and gets
-    partitions back whose state moved on without it. 7 Dec, five runs: 47 and 68 leads
-    short (98, 153 events missing; in one, 4 leads whose newest changelog record is a
-    state older than the one before it), alert ids published twice in another, one more
-    failed, one passed (with the stream's end held back until the thaw). Not strict: how
-    much harm the thaw does depends on what the worker held when it froze."""
+    """Bug 19: a worker stopped (a GC pause, a frozen VM: SIGSTOP here) past its session.
+    The group gives its partitions to the other, which writes their changelogs; thawed, it
+    goes on with what it had fetched and queued until a heartbeat tells it, then rejoins
+    and gets partitions back whose state moved on without it. 7 Dec, five runs before the
+    fixes: 47 and 68 leads short (98, 153 events missing; in one, 4 leads whose newest
+    changelog record is a state older than the one before it), alert ids published twice
+    in another, one more failed, one passed. The stream goes on for ~5 s after the thaw
+    (the take-over of the frozen worker's partitions takes ~9.5 s of it)."""
     settings = fault_settings(settings_factory)
     make_topics(settings)
-    stream = Stream(settings, 8_000, seed=27)
+    stream = Stream(settings, 14_000, seed=27)
     first = worker_factory(settings, name="first", ready=False)
     second = worker_factory(
         settings.model_copy(update={"web_port": free_port()}), name="second", ready=False
