@@ -59,7 +59,8 @@ __all__ = [
 ]
 
 CUSTOMERS: Literal["customers"] = "customers"  # the kind of the internal customers topic
-Forward = tuple[str, bytes]  # (customer key, message) for the internal customers topic
+# (customer key, message, the partition it came from) for the internal customers topic
+Forward = tuple[str, bytes, int]
 Reroute = tuple[str, bytes, bytes, int]  # (topic, key, value, partition)
 
 
@@ -271,10 +272,11 @@ class Engine:
         was_won = old is not None
         if old is not None and old[0] == customer and old[1][2:] == deal[2:]:
             return  # won, value, segment, rep and source as before
-        result.forward.append((customer, orjson.dumps({"deal": [customer, *deal]})))
+        partition = lead.partition
+        result.forward.append((customer, orjson.dumps({"deal": [customer, *deal]}), partition))
         if old is not None and was_won and old[0] != customer:
             gone = deal._replace(won=None, value=0.0)
-            result.forward.append((old[0], orjson.dumps({"deal": [old[0], *gone]})))
+            result.forward.append((old[0], orjson.dumps({"deal": [old[0], *gone]}), partition))
 
     def _reroute(self, msg: RawMessage, lead_id: str, result: BatchResult) -> bool:
         """Whether a keyless lead event belongs to another partition: then it goes there,
@@ -301,7 +303,7 @@ class Engine:
         # Its outcome (processed, duplicate, late) is counted where its customer is kept:
         # only there is a repeat found. The topic goes along for the outcome's label.
         row = {"event": [key, event.event_id, event_row(event)], "topic": msg.topic}
-        result.forward.append((key, orjson.dumps(row)))
+        result.forward.append((key, orjson.dumps(row), msg.partition))
 
     def _dead_letter(self, msg: RawMessage, reason: str, result: BatchResult) -> None:
         """Once per message: a replay after a crash does not dead-letter it again."""

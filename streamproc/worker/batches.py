@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import faust
 from aiorwlock import RWLock
@@ -18,8 +20,10 @@ from streamproc.engine.engine import (
     DeadLetterItem,
     DeadMark,
     Engine,
+    Forward,
     MessageKind,
     RawMessage,
+    Reroute,
 )
 from streamproc.engine.lead import LeadState
 from streamproc.runtime.slices import events_seen
@@ -29,9 +33,10 @@ from streamproc.state.customer_log import CustomerLog
 from streamproc.state.lead_log import LeadLog
 from streamproc.worker.acks import ack_applied, current
 
-__all__ = ["CustomerFlow", "EventBatches"]
+__all__ = ["CustomerFlow", "EventBatches", "Outbox"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 # A batch whose oldest record waited longer than this was read from a backlog (at 1,000
 # events/s live, records wait ~0.05 - 0.5 s for their batch).
 KEEPING_UP_SECONDS = 1.0
@@ -49,12 +54,10 @@ class CustomerFlow:
         self.business = business  # their partitions are not the leads': no durable mark
         self.unwritten: dict[str, CustomerState] = {}
 
-    async def send(self, result: BatchResult) -> list[Awaitable[RecordMetadata]]:
+    async def send(self, forward: list[Forward]) -> list[Awaitable[RecordMetadata]]:
         """Queue the messages for the customers; the caller awaits them before any ack (a
         crash before: the batch is read again, and its customers' duplicates change nothing)."""
-        return [
-            await self.topic.send(key=key.encode(), value=value) for key, value in result.forward
-        ]
+        return [await self.topic.send(key=key.encode(), value=value) for key, value, _ in forward]
 
     async def write(self, result: BatchResult) -> None:
         self.unwritten.update((c.customer_id, c) for c in result.changed_customers)
@@ -70,6 +73,33 @@ class CustomerFlow:
         for customer in forgotten:
             self.unwritten.pop(customer.customer_id, None)
         await self.log.write(compacted, forgotten)
+
+
+@dataclass
+class Outbox:
+    """What applied batches publish before they are acked: dead letters, the messages for
+    the customers, keyless lead events rerouted.
+
+    The engine has applied a batch by the time these are sent: read again after a failed
+    send (a broker error, a write refused by the membership lease), its events are
+    duplicates and publish nothing, so what did not go out waits here and goes with the
+    next batch, before its ack. What came from a partition that moved away is dropped:
+    its next owner reads those events again without this worker's state and publishes
+    them itself."""
+
+    dead_letters: list[DeadLetterItem] = field(default_factory=list)
+    forward: list[Forward] = field(default_factory=list)
+    # Kept whatever moved: a duplicate at the lead's partition changes nothing.
+    reroute: list[Reroute] = field(default_factory=list)
+
+    def add(self, result: BatchResult) -> None:
+        self.dead_letters += result.dead_letters
+        self.forward += result.forward
+        self.reroute += result.reroute
+
+    def keep_only(self, active: set[int]) -> None:
+        self.dead_letters = [d for d in self.dead_letters if d.message.partition in active]
+        self.forward = [f for f in self.forward if f[2] in active]
 
 
 class EventBatches:
@@ -103,6 +133,7 @@ class EventBatches:
         # nothing is acked before they are written.
         self.unwritten: dict[str, LeadState] = {}
         self.unwritten_marks: set[DeadMark] = set()
+        self.outbox = Outbox()
         # (monotonic time, the oldest record's delay in seconds) of the last batch applied
         self._last_batch = (0.0, 0.0)
 
@@ -139,13 +170,11 @@ class EventBatches:
         self.unwritten_marks.update(result.dead_marks)
         # Dead letters delivered first: only then is their mark (with the leads) made durable;
         # the customers' messages too, before the leads that sent them are.
-        dead = [await self._dead_letter(item) for item in result.dead_letters]
-        flow = self.customers
-        forwarded = await flow.send(result) if flow is not None else []
-        rerouted = [await self._reroute(*reroute) for reroute in result.reroute]
-        await asyncio.gather(*dead, *forwarded, *rerouted)
+        self.outbox.add(result)
+        await self._send_outbox()
         written = list(self.unwritten.values())
         marks = self.unwritten_marks
+        flow = self.customers
         if flow is not None:
             marks = {mark for mark in marks if mark[0] not in flow.business}
             await flow.write(result)
@@ -163,6 +192,7 @@ class EventBatches:
         """What moved away unwritten had no event of it acked: its new owner reads them again."""
         self.unwritten = {k: v for k, v in self.unwritten.items() if v.partition in active}
         self.unwritten_marks = {m for m in self.unwritten_marks if m[1] in active}
+        self.outbox.keep_only(active)
         if self.customers is not None:
             self.customers.keep_only(active)
 
@@ -170,6 +200,24 @@ class EventBatches:
         """Evicted leads: their tombstone is the last word, not an earlier state."""
         for lead in leads:
             self.unwritten.pop(lead.lead_id, None)
+
+    async def _send_outbox(self) -> None:
+        """Send what the outbox holds and await it; what failed stays for the next batch
+        (what went out must not go again: a dead letter twice is a duplicate to its reader)."""
+        box, flow = self.outbox, self.customers
+        if flow is None:
+            box.forward = []  # no customers kept: nobody to tell
+        dead = [await self._dead_letter(item) for item in box.dead_letters]
+        forwarded = await flow.send(box.forward) if flow is not None else []
+        rerouted = [await self._reroute(*reroute) for reroute in box.reroute]
+        outcomes = await asyncio.gather(*dead, *forwarded, *rerouted, return_exceptions=True)
+        in_order = iter(outcomes)
+        box.dead_letters = _unsent(box.dead_letters, in_order)
+        box.forward = _unsent(box.forward, in_order)
+        box.reroute = _unsent(box.reroute, in_order)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _reroute(
         self, topic: str, key: bytes, value: bytes, partition: int
@@ -217,3 +265,8 @@ class EventBatches:
                 observe(delay)
                 oldest = max(oldest, delay)
         self._last_batch = (time.monotonic(), oldest)
+
+
+def _unsent(items: list[_T], outcomes: Iterator[object]) -> list[_T]:
+    """The items whose send (the next outcome each, in order) failed."""
+    return [item for item in items if isinstance(next(outcomes), BaseException)]

@@ -4,6 +4,7 @@ have their SLA deadlines scheduled then."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -131,3 +132,67 @@ async def test_a_batch_read_from_a_backlog_says_the_events_are_not_keeping_up(
     at, oldest = events._last_batch  # no batch since: the backlog is read
     events._last_batch = (at - 2 * KEEPING_UP_SECONDS, oldest)
     assert events.keeping_up()
+
+
+def _invalid(settings: Settings, offset: int) -> Message:
+    return Message(
+        settings.topic("lead-created"), 0, offset, 1.0, 0, None, b"lead-x", b"{not json", None,
+        generation_id=0,
+    )  # fmt: skip
+
+
+async def test_what_failed_to_go_out_goes_with_the_next_batch_and_only_that(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read again after a failed send, a batch's events are duplicates and publish nothing:
+    the dead letter that did not go out must go with the next batch, the one that did not
+    again (its reader would count it twice)."""
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    topology = _ready_on_partition_0(settings, monkeypatch)
+    acked: list[int] = []
+    monkeypatch.setattr(topology.app.consumer, "ack", lambda m: acked.append(m.offset))
+
+    async def write(leads: object, marks: object = ()) -> None:
+        return None
+
+    monkeypatch.setattr(topology.lead_log, "write", write)
+    sent: list[int] = []
+
+    async def send(key: bytes, value: bytes) -> asyncio.Future[None]:
+        offset = orjson.loads(value)["offset"]
+        sent.append(offset)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if sent == [0]:
+            done.set_exception(ConnectionError("the broker went away"))
+        else:
+            done.set_result(None)
+        return done
+
+    monkeypatch.setattr(topology.events.dead_letter_topic, "send", send)
+    with pytest.raises(ConnectionError):
+        await topology.events.handle([_invalid(settings, 0), _invalid(settings, 1)])
+    assert acked == [] and sent == [0, 1]
+    # read again (duplicates now: nothing new to dead-letter), then the next event
+    await topology.events.handle([_invalid(settings, 0), _invalid(settings, 1)])
+    await topology.events.handle([_lead_created(settings, "lead-2", 2)])
+    assert sent == [0, 1, 0], "the dead letter that failed was not sent again, or one twice"
+    assert acked == [0, 1, 2]
+
+
+def test_what_waits_to_go_out_from_a_partition_that_moved_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its next owner reads the events again and publishes them itself."""
+    from streamproc.engine.engine import DeadLetterItem, RawMessage
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    box = Topology(settings).events.outbox
+    for partition in (0, 1):
+        raw = RawMessage("lead-created", "t", partition, 7, b"k", b"{", None)
+        box.dead_letters.append(DeadLetterItem(raw, "not JSON"))
+        box.forward.append((f"c{partition}", b"{}", partition))
+        box.reroute.append(("t", b"k", b"{}", partition))
+    box.keep_only({1})
+    assert [d.message.partition for d in box.dead_letters] == [1]
+    assert box.forward == [("c1", b"{}", 1)]
+    assert len(box.reroute) == 2, "a rerouted event is a harmless duplicate at its partition"
