@@ -30,6 +30,7 @@ from typing import Any
 
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.group import JoinGroupRequest
 
 __all__ = ["MembershipLease", "MembershipLost", "fence_sends", "membership_lease", "renew_on"]
 
@@ -63,6 +64,10 @@ class MembershipLease:
     def renew(self, sent_at: float) -> None:
         """The group answered a request sent at ``sent_at``: this member stood then."""
         self._until = max(self._until or sent_at, sent_at + self.term)
+
+    def release(self) -> None:
+        """Nothing to fence until the next join: this worker left its group."""
+        self._until = None
 
     def revoke(self) -> None:
         """The group said this member is not one of its current generation."""
@@ -98,19 +103,25 @@ def membership_lease(app: Any) -> MembershipLease:
 
 def renew_on(coordinator: GroupCoordinator, lease: MembershipLease) -> None:
     """Renew ``lease`` with each heartbeat and join ``coordinator`` has answered; revoke
-    it when the group says this member is gone (unknown member, older generation).
+    it when a heartbeat's answer says this member is gone (unknown member, older
+    generation: aiokafka then forgets its member id); release it when the worker leaves.
 
     aiokafka's heartbeat counts "rebalance in progress" as a success too: the member is
-    still in the group until it rejoins or the rebalance times out."""
+    still in the group until it rejoins or the rebalance times out. A worker leaving on
+    its way out (SIGTERM) applies no more events, and what it still writes (its last
+    changelog write, its table copies) is what its partitions' next owner expects; fenced,
+    those were refused ("table copies not published") and the restart read more."""
     heartbeat = coordinator._do_heartbeat
     join_complete = coordinator._on_join_complete
-    reset_generation = coordinator.reset_generation
+    leave = coordinator._maybe_leave_group
 
     async def heartbeating() -> bool:
         sent_at = lease.clock()
         answered: bool = await heartbeat()
         if answered:
             lease.renew(sent_at)
+        elif coordinator.member_id == JoinGroupRequest.UNKNOWN_MEMBER_ID:
+            lease.revoke()
         return answered
 
     async def joined(*args: Any) -> Any:
@@ -118,13 +129,13 @@ def renew_on(coordinator: GroupCoordinator, lease: MembershipLease) -> None:
         lease.renew(lease.clock())
         return await join_complete(*args)
 
-    def reset() -> None:
-        lease.revoke()
-        reset_generation()
+    async def leaving() -> None:
+        await leave()
+        lease.release()
 
     coordinator._do_heartbeat = heartbeating
     coordinator._on_join_complete = joined
-    coordinator.reset_generation = reset
+    coordinator._maybe_leave_group = leaving
 
 
 def fence_sends(producer: Any, lease: MembershipLease) -> None:

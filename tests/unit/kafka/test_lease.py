@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiokafka.protocol.group import JoinGroupRequest
+
 from streamproc.kafka.lease import MembershipLease, renew_on
 
 
@@ -49,8 +51,8 @@ class Coordinator:
 
     def __init__(self, clock: Clock, answer: bool, freeze: float = 0.0) -> None:
         self.clock, self.answer, self.freeze = clock, answer, freeze
+        self.member_id = "member-1"
         self.joined: list[Any] = []
-        self.resets = 0
 
     async def _do_heartbeat(self) -> bool:
         self.clock.now += self.freeze
@@ -59,8 +61,8 @@ class Coordinator:
     async def _on_join_complete(self, *args: Any) -> None:
         self.joined.append(args)
 
-    def reset_generation(self) -> None:
-        self.resets += 1
+    async def _maybe_leave_group(self) -> None:
+        self.member_id = JoinGroupRequest.UNKNOWN_MEMBER_ID
 
 
 async def test_an_answered_heartbeat_renews_from_when_it_was_sent() -> None:
@@ -79,23 +81,39 @@ async def test_an_answered_heartbeat_renews_from_when_it_was_sent() -> None:
 async def test_an_unanswered_heartbeat_renews_nothing_and_a_join_does() -> None:
     clock = Clock()
     lease = MembershipLease(6.0, clock)
-    coordinator = Coordinator(clock, answer=False)
+    coordinator = Coordinator(clock, answer=False)  # e.g. the coordinator unreachable
     renew_on(coordinator, lease)  # type: ignore[arg-type]
     await coordinator._on_join_complete(7, "member", "protocol", "assignment")
     assert coordinator.joined == [(7, "member", "protocol", "assignment")]
-    clock.now += 5.5
+    clock.now += 4.5
     assert await coordinator._do_heartbeat() is False
+    assert lease.stands(), "one unanswered heartbeat is not the end of the session"
+    clock.now += 1.0
     assert not lease.stands()
     await coordinator._on_join_complete(8, "member", "protocol", "assignment")
     assert lease.stands()
 
 
-async def test_the_group_saying_the_member_is_gone_revokes_the_lease() -> None:
+async def test_a_heartbeat_answered_with_unknown_member_revokes_the_lease() -> None:
     clock = Clock()
     lease = MembershipLease(6.0, clock)
     coordinator = Coordinator(clock, answer=True)
     renew_on(coordinator, lease)  # type: ignore[arg-type]
     await coordinator._do_heartbeat()
-    coordinator.reset_generation()  # aiokafka's answer to UnknownMemberId, IllegalGeneration
-    assert coordinator.resets == 1
+    coordinator.answer = False
+    coordinator.member_id = JoinGroupRequest.UNKNOWN_MEMBER_ID  # what aiokafka does then
+    await coordinator._do_heartbeat()
     assert not lease.stands()
+
+
+async def test_a_worker_leaving_on_its_way_out_writes_its_last_records() -> None:
+    """A SIGTERM: the leave forgets the member id, and the table copies written after it
+    must still go out (the restart reads them)."""
+    clock = Clock()
+    lease = MembershipLease(6.0, clock)
+    coordinator = Coordinator(clock, answer=True)
+    renew_on(coordinator, lease)  # type: ignore[arg-type]
+    await coordinator._do_heartbeat()
+    await coordinator._maybe_leave_group()
+    clock.now += 60.0  # no heartbeat after a leave
+    assert lease.stands()
