@@ -295,6 +295,10 @@ def fact_diff(old: Iterable[Fact], new: Iterable[Fact]) -> tuple[list[Fact], lis
 # Zeros kept past a level's newest key: time moves forward, and growing the arrays by one
 # key at a time (a new minute or hour of each series) took ~12 % of the engine's time.
 _SPARE_KEYS = 8
+# The counts of every level without buckets in its arrays: never filled, only replaced
+# (``_Buckets._reach``). A year of periods held ~40,000 such levels (series whose minutes,
+# hours, days or kept months are empty), 80 bytes an empty array: 3.1 MiB (memray).
+NO_COUNTS: array[int] = array("i")
 # Keys this far past now's (and further) go to a level's sparse part (``_Ahead``) unless
 # its arrays already reach them: a cost's shares of the days to come (a prepaid year) made
 # the minute level's arrays reach a year ahead, ~525,000 minutes and 6.3 MB a series, for
@@ -377,7 +381,7 @@ class _Buckets:
 
     def __init__(self, dist: bool) -> None:
         self.first = 0
-        self.counts = array("i")
+        self.counts = NO_COUNTS
         self.totals: array[float] | None = None
         self.used = 0  # buckets with a count, in the arrays and ahead
         self.values: dict[int, Any] | None = {} if dist else None  # key -> its values
@@ -393,6 +397,7 @@ class _Buckets:
                 self._add_ahead(key, value, sign)
                 return
             i = self._reach(key)
+            counts = self.counts  # new arrays when they were empty
         count = counts[i] + sign
         counts[i] = count
         totals = self.totals
@@ -464,10 +469,21 @@ class _Buckets:
         """Grow the arrays to hold ``key`` (and take over the buckets ahead they now
         reach); its index."""
         n = len(self.counts)
-        if not n:
+        if not n:  # new arrays, not the empty ones (``NO_COUNTS`` is shared)
             self.first = key
-            pad_front, pad_back = 0, 1 + _SPARE_KEYS
-        elif key < self.first:
+            size = 1 + _SPARE_KEYS
+            self.counts = array("i", bytes(4 * size))
+            if self.totals is not None:
+                self.totals = array("d", bytes(8 * size))
+        else:
+            self._pad(key, n)
+        if self.ahead is not None:
+            self._take_over(self.first, self.first + len(self.counts) - 1)
+        return key - self.first
+
+    def _pad(self, key: int, n: int) -> None:
+        """Zeros in front of the arrays (down to ``key``) or behind them (past it)."""
+        if key < self.first:
             pad_front, pad_back = self.first - key, 0
         else:
             pad_front, pad_back = 0, key - self.first - n + 1 + _SPARE_KEYS
@@ -482,9 +498,6 @@ class _Buckets:
                 arr.extend(zeros)
         if pad_front:
             self.first = key
-        if self.ahead is not None:
-            self._take_over(self.first, self.first + len(self.counts) - 1)
-        return key - self.first
 
     def _take_over(self, lo: int, hi: int) -> None:
         """Move the buckets ahead from ``lo`` to ``hi`` (inside the arrays, all zero there)
@@ -566,7 +579,7 @@ class _Buckets:
         self.first = key
         if self.used == len(self.ahead or ()):
             # nothing left in the arrays: start afresh wherever the next fact lands
-            self.counts = array("i")
+            self.counts = NO_COUNTS
             self.totals = None
 
 

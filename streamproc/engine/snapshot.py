@@ -21,6 +21,7 @@ import zstandard
 
 from streamproc.engine.aggregates import (
     DIST_FAMILIES,
+    NO_COUNTS,
     Acc,
     PartitionAggregates,
     _Ahead,
@@ -118,7 +119,7 @@ def _buckets_in(target: _Buckets, raw: list[Any] | None, read: _Read) -> None:
         return  # empty: as ``target`` is
     first, used, counts, totals, values, sparse = raw
     target.first, target.used = int(first), int(used)
-    target.counts = read.get(counts, "i")
+    target.counts = read.get(counts, "i") or NO_COUNTS
     target.totals = None if totals == _NONE else read.get(totals, "d")
     if target.totals is not None and len(target.totals) != len(target.counts):
         raise SnapshotError("a level's counts and totals differ in length")

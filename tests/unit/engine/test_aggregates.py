@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from streamproc.engine import aggregates
 from streamproc.engine.aggregates import (
     DIST_FAMILIES,
+    NO_COUNTS,
     Acc,
     PartitionAggregates,
     SortedValues,
@@ -98,6 +99,7 @@ def _counts(acc: Acc) -> dict[float, int] | None:
 
 
 def _check_windows(part: PartitionAggregates, now: float, applied: list[Fact]) -> None:
+    assert not NO_COUNTS, "a level filled the counts every empty level shares"
     for bounds in part.clock.all_bounds(now):
         got = {}
         for family, per_labels in part.windowed.items():
@@ -206,6 +208,19 @@ def test_an_emptied_window_holds_no_float_dust() -> None:
     assert series.window(bounds) is None
     part.apply([fact("won_value", ("r1",), NOW - 3 * DAY, 0.001)], 1)
     assert series.window(bounds).total == 0.001  # type: ignore[union-attr] # as a fresh merge
+
+
+def test_a_level_emptied_by_a_prune_shares_the_empty_counts_and_grows_anew() -> None:
+    part = PartitionAggregates(WindowClock(ZONE), NOW)
+    part.apply([("won_value", ("r1",), NOW, 5.0)], 1)
+    series = part.windowed["won_value"][("r1",)]
+    assert series.m.counts is not NO_COUNTS and series.M.archive.counts is NO_COUNTS
+    later = NOW + 3 * 3600.0  # past the minutes' two hours
+    part.prune(later)
+    assert series.m.counts is NO_COUNTS
+    part.apply([("won_value", ("r1",), later, 7.0)], 1)
+    assert series.m.counts is not NO_COUNTS and not NO_COUNTS
+    assert series.m.sums(0, 1 << 40) == (1, 7.0)
 
 
 def test_a_prune_keeps_the_later_buckets_as_they_were() -> None:
