@@ -134,10 +134,12 @@ class Settings(BaseSettings):
     them after a stop or a crash with only the changelog's last records to read."""
     session_timeout_seconds: float = Field(default=6.0, ge=3.0, le=300.0)
     """STREAMPROC_SESSION_TIMEOUT_SECONDS: how long the consumer group waits for a worker
-    that stopped heartbeating (every second) before its partitions move: a crashed
+    that stopped heartbeating (every half second) before its partitions move: a crashed
     worker's partitions wait this long. tansu also holds every group join for half of it
     (a rebalance after a SIGTERM or a start waited 5 s with 10 s); Kafka accepts 6 s and
-    more by default (``group.min.session.timeout.ms``)."""
+    more by default (``group.min.session.timeout.ms``). A worker none of whose heartbeats
+    the group answered for this less 1 s (frozen, cut off) writes nothing until it has
+    rejoined (``kafka/lease.py``)."""
     app_id: str = Field(default="streamproc", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     """STREAMPROC_APP_ID: consumer group and prefix of the internal topics."""
     topic_prefix: str = Field(default="sales.", pattern=r"^[A-Za-z0-9._-]{0,100}$")
