@@ -90,8 +90,10 @@ class BatchResult:
     dead_marks: list[DeadMark] = field(default_factory=list)
     # (topic, outcome) -> count
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
-    # For the internal customers topic: business events and the won deals of changed leads
+    # For the internal customers topic: business events (forwarded again when their batch
+    # is read again) and the won deals of changed leads (not: the lead has them by then)
     forward: list[Forward] = field(default_factory=list)
+    deals: list[Forward] = field(default_factory=list)
     changed_customers: list[CustomerState] = field(default_factory=list)
     # Lead events that came without a key, away from their lead's partition: to publish
     # again, keyed, to it (``contract.partitioning``); counted where they are processed.
@@ -273,10 +275,10 @@ class Engine:
         if old is not None and old[0] == customer and old[1][2:] == deal[2:]:
             return  # won, value, segment, rep and source as before
         partition = lead.partition
-        result.forward.append((customer, orjson.dumps({"deal": [customer, *deal]}), partition))
+        result.deals.append((customer, orjson.dumps({"deal": [customer, *deal]}), partition))
         if old is not None and was_won and old[0] != customer:
             gone = deal._replace(won=None, value=0.0)
-            result.forward.append((old[0], orjson.dumps({"deal": [old[0], *gone]}), partition))
+            result.deals.append((old[0], orjson.dumps({"deal": [old[0], *gone]}), partition))
 
     def _reroute(self, msg: RawMessage, lead_id: str, result: BatchResult) -> bool:
         """Whether a keyless lead event belongs to another partition: then it goes there,

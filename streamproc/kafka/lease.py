@@ -15,9 +15,9 @@ a heartbeat or a join renews it, the producer fails every batch it has not sent 
 (``MembershipLost``): the batch's events are not acked and its partitions' next owner, or
 this worker after its rejoin, applies them again.
 
-What is left: a freeze in the microseconds between the check and the socket write, and a
-batch being resent after a broker error (its first attempt may have been appended
-already). docs/reliability.md, bug 19.
+What is left: a freeze in the microseconds between the check and the socket write, and,
+with the idempotent producer (real Kafka), a batch being resent after a broker error (its
+first attempt may have been appended already). docs/reliability.md, bug 19.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # out, the group has rebalanced (a heartbeat interval, 0.5 s, plus a join) and it has
 # recovered them.
 MARGIN_SECONDS = 1.0
+SYNC_GROUP = 14  # the API key of SyncGroup requests
 
 
 class MembershipLost(KafkaError):  # type: ignore[misc]
@@ -75,14 +76,16 @@ class MembershipLease:
             self._until = -1.0
 
     def stands(self) -> bool:
-        return self._until is None or self.clock() < self._until
+        until = self._until  # read once: the consumer's thread may change it meanwhile
+        return until is None or self.clock() < until
 
     def why_not(self) -> str:
         """What a refused write tells: why, and what happens to its events."""
-        if self._until is not None and self._until < 0:
+        until = self._until
+        if until is not None and until < 0:
             cause = "the group answered that this worker is not in its current generation"
         else:
-            since = self.clock() - (self._until or 0.0) + self.term
+            since = self.clock() - (until or 0.0) + self.term
             cause = f"no heartbeat of this worker answered for {since:.1f} s (its session)"
         return (
             f"{cause}: it may have left its group (frozen or cut off); the events are applied"
@@ -102,18 +105,24 @@ def membership_lease(app: Any) -> MembershipLease:
 
 
 def renew_on(coordinator: GroupCoordinator, lease: MembershipLease) -> None:
-    """Renew ``lease`` with each heartbeat and join ``coordinator`` has answered; revoke
-    it when a heartbeat's answer says this member is gone (unknown member, older
-    generation: aiokafka then forgets its member id); release it when the worker leaves.
+    """Renew ``lease`` with each heartbeat and group sync ``coordinator`` has answered,
+    from when its request was sent; revoke it when a heartbeat's answer says this member
+    is gone (unknown member, older generation: aiokafka then forgets its member id) or
+    the member leaves the group while the worker runs on (aiokafka leaves when no fetch
+    was asked for within the poll interval); release it when the worker leaves on its way
+    out.
 
     aiokafka's heartbeat counts "rebalance in progress" as a success too: the member is
-    still in the group until it rejoins or the rebalance times out. A worker leaving on
-    its way out (SIGTERM) applies no more events, and what it still writes (its last
-    changelog write, its table copies) is what its partitions' next owner expects; fenced,
-    those were refused ("table copies not published") and the restart read more."""
+    still in the group until it rejoins or the rebalance times out. A worker stopping
+    (SIGTERM) applies no more events, and what it still writes (its last changelog write,
+    its table copies) is what its partitions' next owner expects; fenced, those were
+    refused ("table copies not published") and the restart read more. A worker whose
+    lease had run out or was revoked stays fenced on its way out."""
     heartbeat = coordinator._do_heartbeat
+    send = coordinator._send_req
     join_complete = coordinator._on_join_complete
     leave = coordinator._maybe_leave_group
+    sync_sent = [lease.clock()]
 
     async def heartbeating() -> bool:
         sent_at = lease.clock()
@@ -124,16 +133,27 @@ def renew_on(coordinator: GroupCoordinator, lease: MembershipLease) -> None:
             lease.revoke()
         return answered
 
+    async def sending(request: Any) -> Any:
+        if request.API_KEY == SYNC_GROUP:
+            sync_sent[0] = lease.clock()
+        return await send(request)
+
     async def joined(*args: Any) -> Any:
-        # The sync's answer has just come: its request left a round trip ago at most.
-        lease.renew(lease.clock())
+        # Called with the sync's answer: renewed from when its request left, so that an
+        # answer read after a freeze renews nothing.
+        lease.renew(sync_sent[0])
         return await join_complete(*args)
 
     async def leaving() -> None:
+        stopping = coordinator._closing.done()
         await leave()
-        lease.release()
+        if stopping and lease.stands():
+            lease.release()
+        else:
+            lease.revoke()
 
     coordinator._do_heartbeat = heartbeating
+    coordinator._send_req = sending
     coordinator._on_join_complete = joined
     coordinator._maybe_leave_group = leaving
 
@@ -144,8 +164,10 @@ def fence_sends(producer: Any, lease: MembershipLease) -> None:
 
     The check is where the sender takes batches from the queue for a produce request,
     before the idempotent producer numbers them (a numbered batch never sent would stop
-    every later one with OutOfOrderSequenceNumber). A batch queued again for a resend is
-    left to aiokafka (it is numbered already)."""
+    every later one with OutOfOrderSequenceNumber). A batch queued again for a resend
+    after a broker error is failed too, but not by an idempotent producer: it is numbered
+    already (the broker drops it if its first attempt was appended, and appends it late
+    otherwise)."""
     accumulator = producer._message_accumulator
     drain = accumulator.drain_by_nodes
 
@@ -158,14 +180,20 @@ def fence_sends(producer: Any, lease: MembershipLease) -> None:
 
 
 def _fail_queued(accumulator: Any, lease: MembershipLease) -> None:
+    numbered = accumulator._txn_manager is not None  # idempotent: resends are numbered
     failed = 0
     for tp, batches in list(accumulator._batches.items()):
-        kept = [batch for batch in batches if batch.retry_count]
+        kept = [batch for batch in batches if batch.retry_count and numbered]
         for batch in batches:
-            if not batch.retry_count:
-                batch.drain_ready()  # a sender waiting for room appends to a new batch
-                batch.failure(exception=MembershipLost(f"not sent to {tp}: {lease.why_not()}"))
-                failed += 1
+            if batch.retry_count and numbered:
+                continue
+            if batch.retry_count:
+                # A resend left the in-flight set when it was queued again; its first
+                # drain's callback takes it out of that set once it is done.
+                accumulator._pending_batches.add(batch)
+            batch.drain_ready()  # a sender waiting for room appends to a new batch
+            batch.failure(exception=MembershipLost(f"not sent to {tp}: {lease.why_not()}"))
+            failed += 1
         batches.clear()
         batches.extend(kept)
         if not batches:

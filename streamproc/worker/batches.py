@@ -23,7 +23,6 @@ from streamproc.engine.engine import (
     Forward,
     MessageKind,
     RawMessage,
-    Reroute,
 )
 from streamproc.engine.lead import LeadState
 from streamproc.runtime.slices import events_seen
@@ -37,6 +36,7 @@ __all__ = ["CustomerFlow", "EventBatches", "Outbox"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 # A batch whose oldest record waited longer than this was read from a backlog (at 1,000
 # events/s live, records wait ~0.05 - 0.5 s for their batch).
 KEEPING_UP_SECONDS = 1.0
@@ -54,10 +54,11 @@ class CustomerFlow:
         self.business = business  # their partitions are not the leads': no durable mark
         self.unwritten: dict[str, CustomerState] = {}
 
-    async def send(self, forward: list[Forward]) -> list[Awaitable[RecordMetadata]]:
-        """Queue the messages for the customers; the caller awaits them before any ack (a
-        crash before: the batch is read again, and its customers' duplicates change nothing)."""
-        return [await self.topic.send(key=key.encode(), value=value) for key, value, _ in forward]
+    async def send(self, forward: Forward) -> Awaitable[RecordMetadata]:
+        """Queue a message for a customer; the caller awaits it before any ack (a crash
+        before: the batch is read again, and its customers' duplicates change nothing)."""
+        key, value, _ = forward
+        return await self.topic.send(key=key.encode(), value=value)
 
     async def write(self, result: BatchResult) -> None:
         self.unwritten.update((c.customer_id, c) for c in result.changed_customers)
@@ -77,29 +78,27 @@ class CustomerFlow:
 
 @dataclass
 class Outbox:
-    """What applied batches publish before they are acked: dead letters, the messages for
-    the customers, keyless lead events rerouted.
+    """What applied batches publish before they are acked and would not publish again:
+    dead letters and the won deals' messages to their customers.
 
     The engine has applied a batch by the time these are sent: read again after a failed
     send (a broker error, a write refused by the membership lease), its events are
-    duplicates and publish nothing, so what did not go out waits here and goes with the
-    next batch, before its ack. What came from a partition that moved away is dropped:
-    its next owner reads those events again without this worker's state and publishes
-    them itself."""
+    duplicates, and the engine dead-letters a message once and reports a deal when it
+    changes, so what did not go out waits here and goes with the next batch, before its
+    ack. (Business events and rerouted keyless events are forwarded again by the read
+    itself: not kept.) What came from a partition that moved away is dropped: its next
+    owner reads those events again without this worker's state and publishes them."""
 
     dead_letters: list[DeadLetterItem] = field(default_factory=list)
-    forward: list[Forward] = field(default_factory=list)
-    # Kept whatever moved: a duplicate at the lead's partition changes nothing.
-    reroute: list[Reroute] = field(default_factory=list)
+    deals: list[Forward] = field(default_factory=list)
 
     def add(self, result: BatchResult) -> None:
         self.dead_letters += result.dead_letters
-        self.forward += result.forward
-        self.reroute += result.reroute
+        self.deals += result.deals
 
     def keep_only(self, active: set[int]) -> None:
         self.dead_letters = [d for d in self.dead_letters if d.message.partition in active]
-        self.forward = [f for f in self.forward if f[2] in active]
+        self.deals = [deal for deal in self.deals if deal[2] in active]
 
 
 class EventBatches:
@@ -171,7 +170,7 @@ class EventBatches:
         # Dead letters delivered first: only then is their mark (with the leads) made durable;
         # the customers' messages too, before the leads that sent them are.
         self.outbox.add(result)
-        await self._send_outbox()
+        await self._send(result)
         written = list(self.unwritten.values())
         marks = self.unwritten_marks
         flow = self.customers
@@ -201,20 +200,23 @@ class EventBatches:
         for lead in leads:
             self.unwritten.pop(lead.lead_id, None)
 
-    async def _send_outbox(self) -> None:
-        """Send what the outbox holds and await it; what failed stays for the next batch
-        (what went out must not go again: a dead letter twice is a duplicate to its reader)."""
+    async def _send(self, result: BatchResult) -> None:
+        """Send the outbox and the batch's forwards and reroutes, and await them; the
+        outbox keeps what failed of it for the next batch (and only that: a dead letter
+        twice is a duplicate to its reader)."""
         box, flow = self.outbox, self.customers
         if flow is None:
-            box.forward = []  # no customers kept: nobody to tell
-        dead = [await self._dead_letter(item) for item in box.dead_letters]
-        forwarded = await flow.send(box.forward) if flow is not None else []
-        rerouted = [await self._reroute(*reroute) for reroute in box.reroute]
-        outcomes = await asyncio.gather(*dead, *forwarded, *rerouted, return_exceptions=True)
+            box.deals = []  # no customers kept: nobody to tell
+        dead = [await _queued(self._dead_letter(item)) for item in box.dead_letters]
+        deals = [await _queued(flow.send(deal)) for deal in box.deals] if flow else []
+        forwarded = [await _queued(flow.send(f)) for f in result.forward] if flow else []
+        rerouted = [await _queued(self._reroute(*reroute)) for reroute in result.reroute]
+        outcomes = await asyncio.gather(
+            *dead, *deals, *forwarded, *rerouted, return_exceptions=True
+        )
         in_order = iter(outcomes)
         box.dead_letters = _unsent(box.dead_letters, in_order)
-        box.forward = _unsent(box.forward, in_order)
-        box.reroute = _unsent(box.reroute, in_order)
+        box.deals = _unsent(box.deals, in_order)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -270,3 +272,14 @@ class EventBatches:
 def _unsent(items: list[_T], outcomes: Iterator[object]) -> list[_T]:
     """The items whose send (the next outcome each, in order) failed."""
     return [item for item in items if isinstance(next(outcomes), BaseException)]
+
+
+async def _queued(queueing: Awaitable[Awaitable[_R]]) -> Awaitable[_R]:
+    """The delivery of a send; a send that failed to be queued, as a failed delivery (so
+    that what was queued before it is not sent again)."""
+    try:
+        return await queueing
+    except Exception as exc:
+        failed: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
+        failed.set_exception(exc)
+        return failed

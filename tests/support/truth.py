@@ -88,7 +88,7 @@ def process_all(
         chunk, pending = pending[:batch], pending[batch:]
         result = engine.process(chunk, now)
         results.append(result)
-        for key, value, _ in result.forward:
+        for key, value, _ in [*result.forward, *result.deals]:
             offset += 1
             part = zlib.crc32(key.encode()) % partitions
             pending.append(RawMessage(CUSTOMERS, topic, part, offset, key.encode(), value, None))

@@ -57,3 +57,20 @@ async def test_the_tables_start_without_faust_s_second_of_sleep(
     monkeypatch.setattr(type(tables.recovery), "start", lambda _: step("recovery started"))
     await tables.on_start()
     assert steps == ["tables started", "recovery started"]
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+async def test_the_apps_producer_sends_nothing_without_the_membership_lease(
+    tmp_path: Path, idempotent: bool
+) -> None:
+    """The fence (``kafka.lease``) is on the producer every worker write goes through."""
+    from streamproc.kafka.lease import membership_lease
+    from streamproc.kafka.transport import FencedProducer
+
+    settings = Settings(_env_file=None, data_dir=tmp_path, producer_idempotence=idempotent)
+    app = create_app(settings)
+    assert isinstance(app.producer, FencedProducer)
+    aiokafka_producer = app.producer._new_producer()  # type: ignore[attr-defined]
+    drain = aiokafka_producer._message_accumulator.drain_by_nodes
+    assert drain.__qualname__.startswith("fence_sends"), "the queue is drained unfenced"
+    assert membership_lease(app).term == settings.session_timeout_seconds - 1.0

@@ -190,9 +190,57 @@ def test_what_waits_to_go_out_from_a_partition_that_moved_is_dropped(
     for partition in (0, 1):
         raw = RawMessage("lead-created", "t", partition, 7, b"k", b"{", None)
         box.dead_letters.append(DeadLetterItem(raw, "not JSON"))
-        box.forward.append((f"c{partition}", b"{}", partition))
-        box.reroute.append(("t", b"k", b"{}", partition))
+        box.deals.append((f"c{partition}", b"{}", partition))
     box.keep_only({1})
     assert [d.message.partition for d in box.dead_letters] == [1]
-    assert box.forward == [("c1", b"{}", 1)]
-    assert len(box.reroute) == 2, "a rerouted event is a harmless duplicate at its partition"
+    assert box.deals == [("c1", b"{}", 1)]
+
+
+async def test_a_send_that_fails_to_be_queued_leaves_what_was_queued_before_it_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    topology = _ready_on_partition_0(settings, monkeypatch)
+
+    async def write(leads: object, marks: object = ()) -> None:
+        return None
+
+    monkeypatch.setattr(topology.lead_log, "write", write)
+    sent: list[int] = []
+
+    async def send(key: bytes, value: bytes) -> asyncio.Future[None]:
+        offset = orjson.loads(value)["offset"]
+        if offset == 1 and 1 not in sent:
+            sent.append(offset)
+            raise ConnectionError("the producer's queue is full")  # before any delivery
+        sent.append(offset)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    monkeypatch.setattr(topology.events.dead_letter_topic, "send", send)
+    batch = [_invalid(settings, 0), _invalid(settings, 1)]
+    with pytest.raises(ConnectionError):
+        await topology.events.handle(batch)
+    await topology.events.handle([_invalid(settings, 0), _invalid(settings, 1)])
+    assert sent == [0, 1, 1], "the dead letter queued and delivered was sent again"
+
+
+def test_the_outbox_keeps_what_a_batch_read_again_would_not_publish() -> None:
+    """Dead letters and deals: the engine makes them once. Business events and rerouted
+    keyless events: the read again forwards them again (kept, they would go twice)."""
+    from streamproc.engine.engine import BatchResult, DeadLetterItem, RawMessage
+    from streamproc.worker.batches import Outbox
+
+    result = BatchResult()
+    result.dead_letters.append(
+        DeadLetterItem(RawMessage("lead-created", "t", 0, 7, b"k", b"{", None), "not JSON")
+    )
+    result.deals.append(("c1", b'{"deal": []}', 0))
+    result.forward.append(("c1", b'{"event": []}', 0))
+    result.reroute.append(("t", b"k", b"{}", 1))
+    box = Outbox()
+    box.add(result)
+    assert box.dead_letters == result.dead_letters
+    assert box.deals == result.deals
+    assert set(vars(box)) == {"dead_letters", "deals"}
