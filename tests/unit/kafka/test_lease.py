@@ -84,6 +84,15 @@ class Coordinator:
         self.member_id = JoinGroupRequest.UNKNOWN_MEMBER_ID
 
 
+def _member(answer: bool = True) -> tuple[Clock, MembershipLease, Coordinator]:
+    """A clock, a lease and a coordinator renewing it (``renew_on``)."""
+    clock = Clock()
+    lease = MembershipLease(6.0, clock)
+    coordinator = Coordinator(clock, answer=answer)
+    renew_on(coordinator, lease)  # type: ignore[arg-type]
+    return clock, lease, coordinator
+
+
 async def _join(coordinator: Coordinator, generation: int) -> None:
     """A group sync answered, then aiokafka's join completion."""
     await coordinator._send_req(Request(SYNC_GROUP))
@@ -91,10 +100,7 @@ async def _join(coordinator: Coordinator, generation: int) -> None:
 
 
 async def test_an_answered_heartbeat_renews_from_when_it_was_sent() -> None:
-    clock = Clock()
-    lease = MembershipLease(6.0, clock)
-    coordinator = Coordinator(clock, answer=True)
-    renew_on(coordinator, lease)  # type: ignore[arg-type]
+    clock, lease, coordinator = _member(answer=True)
     assert await coordinator._do_heartbeat() is True
     clock.now += 4.0
     assert lease.stands()
@@ -104,10 +110,7 @@ async def test_an_answered_heartbeat_renews_from_when_it_was_sent() -> None:
 
 
 async def test_an_unanswered_heartbeat_renews_nothing_and_a_join_does() -> None:
-    clock = Clock()
-    lease = MembershipLease(6.0, clock)
-    coordinator = Coordinator(clock, answer=False)  # e.g. the coordinator unreachable
-    renew_on(coordinator, lease)  # type: ignore[arg-type]
+    clock, lease, coordinator = _member(answer=False)  # e.g. the coordinator unreachable
     await _join(coordinator, 7)
     assert coordinator.joined == [(7, "member", "protocol", "assignment")]
     clock.now += 4.5
@@ -120,10 +123,7 @@ async def test_an_unanswered_heartbeat_renews_nothing_and_a_join_does() -> None:
 
 
 async def test_a_sync_answer_read_after_a_freeze_renews_nothing() -> None:
-    clock = Clock()
-    lease = MembershipLease(6.0, clock)
-    coordinator = Coordinator(clock, answer=True)
-    renew_on(coordinator, lease)  # type: ignore[arg-type]
+    _, lease, coordinator = _member(answer=True)
     await _join(coordinator, 7)
     coordinator.freeze = 30.0
     await _join(coordinator, 8)
@@ -131,10 +131,7 @@ async def test_a_sync_answer_read_after_a_freeze_renews_nothing() -> None:
 
 
 async def test_a_heartbeat_answered_with_unknown_member_revokes_the_lease() -> None:
-    clock = Clock()
-    lease = MembershipLease(6.0, clock)
-    coordinator = Coordinator(clock, answer=True)
-    renew_on(coordinator, lease)  # type: ignore[arg-type]
+    _, lease, coordinator = _member(answer=True)
     await coordinator._do_heartbeat()
     coordinator.answer = False
     coordinator.member_id = JoinGroupRequest.UNKNOWN_MEMBER_ID  # what aiokafka does then
@@ -145,10 +142,7 @@ async def test_a_heartbeat_answered_with_unknown_member_revokes_the_lease() -> N
 async def test_a_worker_stopping_writes_its_last_records() -> None:
     """A SIGTERM: the leave forgets the member id, and the table copies written after it
     must still go out (the restart reads them)."""
-    clock = Clock()
-    lease = MembershipLease(6.0, clock)
-    coordinator = Coordinator(clock, answer=True)
-    renew_on(coordinator, lease)  # type: ignore[arg-type]
+    clock, lease, coordinator = _member(answer=True)
     await coordinator._do_heartbeat()
     coordinator._closing.closed = True  # aiokafka's close() leaves the group
     await coordinator._maybe_leave_group()
@@ -157,10 +151,7 @@ async def test_a_worker_stopping_writes_its_last_records() -> None:
 
 
 async def test_a_member_leaving_while_the_worker_runs_on_or_a_zombie_stopping_is_fenced() -> None:
-    clock = Clock()
-    lease = MembershipLease(6.0, clock)
-    coordinator = Coordinator(clock, answer=True)
-    renew_on(coordinator, lease)  # type: ignore[arg-type]
+    clock, lease, coordinator = _member(answer=True)
     await coordinator._do_heartbeat()
     await coordinator._maybe_leave_group()  # aiokafka's leave after the poll interval
     assert not lease.stands()

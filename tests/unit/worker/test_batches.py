@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -141,6 +142,35 @@ def _invalid(settings: Settings, offset: int) -> Message:
     )  # fmt: skip
 
 
+def _dead_letters_to(
+    topology: Topology, monkeypatch: pytest.MonkeyPatch, fate: Callable[[list[int]], str]
+) -> list[int]:
+    """The offsets of the dead letters ``topology`` sends, in order; ``fate(sent so
+    far)``: "ok", "fails" (its delivery) or "unqueued" (the send itself raises). The
+    changelog writes succeed."""
+
+    async def write(leads: object, marks: object = ()) -> None:
+        return None
+
+    monkeypatch.setattr(topology.lead_log, "write", write)
+    sent: list[int] = []
+
+    async def send(key: bytes, value: bytes) -> asyncio.Future[None]:
+        sent.append(orjson.loads(value)["offset"])
+        verdict = fate(sent)
+        if verdict == "unqueued":
+            raise ConnectionError("the producer's queue is full")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if verdict == "fails":
+            done.set_exception(ConnectionError("the broker went away"))
+        else:
+            done.set_result(None)
+        return done
+
+    monkeypatch.setattr(topology.events.dead_letter_topic, "send", send)
+    return sent
+
+
 async def test_what_failed_to_go_out_goes_with_the_next_batch_and_only_that(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,24 +181,7 @@ async def test_what_failed_to_go_out_goes_with_the_next_batch_and_only_that(
     topology = _ready_on_partition_0(settings, monkeypatch)
     acked: list[int] = []
     monkeypatch.setattr(topology.app.consumer, "ack", lambda m: acked.append(m.offset))
-
-    async def write(leads: object, marks: object = ()) -> None:
-        return None
-
-    monkeypatch.setattr(topology.lead_log, "write", write)
-    sent: list[int] = []
-
-    async def send(key: bytes, value: bytes) -> asyncio.Future[None]:
-        offset = orjson.loads(value)["offset"]
-        sent.append(offset)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if sent == [0]:
-            done.set_exception(ConnectionError("the broker went away"))
-        else:
-            done.set_result(None)
-        return done
-
-    monkeypatch.setattr(topology.events.dead_letter_topic, "send", send)
+    sent = _dead_letters_to(topology, monkeypatch, lambda sent: "fails" if sent == [0] else "ok")
     with pytest.raises(ConnectionError):
         await topology.events.handle([_invalid(settings, 0), _invalid(settings, 1)])
     assert acked == [] and sent == [0, 1]
@@ -201,24 +214,9 @@ async def test_a_send_that_fails_to_be_queued_leaves_what_was_queued_before_it_s
 ) -> None:
     settings = Settings(_env_file=None, data_dir=tmp_path)
     topology = _ready_on_partition_0(settings, monkeypatch)
-
-    async def write(leads: object, marks: object = ()) -> None:
-        return None
-
-    monkeypatch.setattr(topology.lead_log, "write", write)
-    sent: list[int] = []
-
-    async def send(key: bytes, value: bytes) -> asyncio.Future[None]:
-        offset = orjson.loads(value)["offset"]
-        if offset == 1 and 1 not in sent:
-            sent.append(offset)
-            raise ConnectionError("the producer's queue is full")  # before any delivery
-        sent.append(offset)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-    monkeypatch.setattr(topology.events.dead_letter_topic, "send", send)
+    sent = _dead_letters_to(
+        topology, monkeypatch, lambda sent: "unqueued" if sent == [0, 1] else "ok"
+    )
     batch = [_invalid(settings, 0), _invalid(settings, 1)]
     with pytest.raises(ConnectionError):
         await topology.events.handle(batch)
