@@ -22,7 +22,7 @@ Table: TypeAlias = "faust.types.TableT[bytes, bytes]"
 
 
 class _Topic(faust.Topic):
-    """Faust's topic, minus an ERROR traceback on every shutdown.
+    """Faust's topic, minus an ERROR traceback on every shutdown and on every failed send.
 
     A send still in flight when the worker stops has its future cancelled; Faust's
     ``_on_published`` catches ``Exception``, which ``CancelledError`` is not since Python
@@ -36,6 +36,12 @@ class _Topic(faust.Topic):
             message.cancel()
             return
         super()._on_published(fut, message=message, producer=producer, state=state)
+        if message.done() and not message.cancelled():
+            # A failed send: Faust logged it (a WARNING) and the caller awaits ``send``'s
+            # own future; this one nobody awaits, and asyncio logged it again at its
+            # collection as an ERROR with a traceback ("FutureMessage exception was never
+            # retrieved": every metric message refused by the membership lease).
+            message.exception()
 
 
 class _Tables(TableManager):

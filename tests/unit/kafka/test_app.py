@@ -74,3 +74,17 @@ async def test_the_apps_producer_sends_nothing_without_the_membership_lease(
     drain = aiokafka_producer._message_accumulator.drain_by_nodes
     assert drain.__qualname__.startswith("fence_sends"), "the queue is drained unfenced"
     assert membership_lease(app).term == settings.session_timeout_seconds - 1.0
+
+
+async def test_a_failed_send_is_logged_once_not_again_as_an_unretrieved_error(
+    tmp_path: Path,
+) -> None:
+    app = create_app(Settings(_env_file=None, data_dir=tmp_path))
+    topic = app.topic("t")
+    sent: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    sent.set_exception(ConnectionError("refused"))
+    message = topic.as_future_message(key=b"k", value=b"v")
+    topic._on_published(sent, message=message, producer=None, state=None)
+    assert message.done()
+    assert not message._log_traceback, "asyncio would log it as an ERROR at collection"
+    assert isinstance(message.exception(), ConnectionError)
