@@ -71,7 +71,7 @@ def build(settings: Settings, leads: int, now: float) -> Engine:
         nonlocal forwarded
         result = engine.process(chunk, now)
         back = []
-        for key, value in result.forward:
+        for key, value, _ in [*result.forward, *result.deals]:
             forwarded += 1
             p = zlib.crc32(key.encode()) % settings.partitions
             back.append(RawMessage(CUSTOMERS, topic, p, forwarded, key.encode(), value, None))

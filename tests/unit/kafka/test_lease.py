@@ -3,6 +3,7 @@ monotonic clock after the session, revoked when the group says the member is gon
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -163,21 +164,23 @@ async def test_a_member_leaving_while_the_worker_runs_on_or_a_zombie_stopping_is
     assert not lease.stands()
 
 
-async def _accumulator_with(retry: bool, numbered: bool) -> tuple[Any, Any]:
-    """aiokafka's own record accumulator holding one batch (a resend when ``retry``, as
-    the sender leaves it after a broker error); ``numbered``: an idempotent producer's."""
+async def _accumulator_with(retry: bool, numbered: bool) -> tuple[Any, Any, Any]:
+    """aiokafka's own record accumulator holding one batch (a resend when ``retry``: taken
+    for a produce request, then queued again as the sender does after a broker error);
+    ``numbered``: an idempotent producer's."""
     from aiokafka.producer.message_accumulator import MessageAccumulator
     from aiokafka.structs import TopicPartition
 
     accumulator = MessageAccumulator(None, 16384, 0, 30)
     tp = TopicPartition("t", 0)
     sent = await accumulator.add_message(tp, b"k", b"v", timeout=1)
-    if numbered:
-        accumulator._txn_manager = object()
     batch = accumulator._batches[tp][0]
     if retry:
-        batch._retry_count = 1
-    return accumulator, sent
+        assert accumulator._pop_batch(tp) is batch
+        accumulator.reenqueue(batch)
+    if numbered:
+        accumulator._txn_manager = object()
+    return accumulator, batch, sent
 
 
 async def test_a_resend_is_failed_too_unless_the_producer_numbers_its_batches() -> None:
@@ -186,10 +189,15 @@ async def test_a_resend_is_failed_too_unless_the_producer_numbers_its_batches() 
     lease = MembershipLease(6.0, Clock())
     lease.revoke()
     lease.renew(0.0)  # run out long ago
+    errors: list[dict[str, Any]] = []  # what the batches' callbacks raised
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
     for retry, numbered, kept in [(False, False, 0), (True, False, 0), (True, True, 1)]:
-        accumulator, sent = await _accumulator_with(retry, numbered)
+        accumulator, batch, sent = await _accumulator_with(retry, numbered)
         _fail_queued(accumulator, lease)
         assert sum(map(len, accumulator._batches.values())) == kept, (retry, numbered)
         if not kept:
             with pytest.raises(MembershipLost):
                 await sent
+            await asyncio.sleep(0)  # the batch's own callbacks
+            assert batch not in accumulator._pending_batches, "in flight for ever: no flush"
+    assert not errors, errors
