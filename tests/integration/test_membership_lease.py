@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka.admin import NewTopic
 from aiokafka.structs import TopicPartition
 
 from streamproc.config import Settings
 from streamproc.kafka import clients
 from streamproc.kafka.lease import MembershipLease, MembershipLost, fence_sends
+from streamproc.kafka.topics import create_topics
 
 
 async def _end_offset(settings: Settings, topic: str) -> int:
@@ -26,13 +26,8 @@ async def _end_offset(settings: Settings, topic: str) -> int:
 
 async def test_nothing_queued_while_the_lease_is_out_reaches_the_broker(settings_factory) -> None:
     settings = settings_factory()
-    topic = f"{settings.topic_prefix}fenced"
-    admin = clients.admin_client(settings)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+    await create_topics(settings)
+    topic = settings.topic("alerts")  # any of the worker's: sent to partition 0 only
     now = [0.0]
     lease = MembershipLease(6.0, clock=lambda: now[0])
     producer = clients.producer(settings)
