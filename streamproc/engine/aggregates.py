@@ -378,6 +378,7 @@ class _Buckets:
     """
 
     __slots__ = ("ahead", "counts", "first", "totals", "used", "values")
+    unborn = False  # the shared empty level of its kind (``_Unborn``): a series' own first
 
     def __init__(self, dist: bool) -> None:
         self.first = 0
@@ -623,6 +624,48 @@ class _SketchedBuckets(_Buckets):
         return out
 
 
+class _Unborn:
+    """The empty level every series starts with at each level and goes back to once a
+    prune has emptied it: one shared instance of each kind (``_UNBORN``), read as any empty
+    level is, never written (a series grows its own first: ``_Series.grown``). A year's
+    label combinations mostly hold archived months alone: five levels of their own were
+    400 bytes a series (80 each, traced), ~6.5 MiB of a year's 16,656 series."""
+
+    __slots__ = ()
+    unborn = True
+
+    def add(self, key: int, value: float, sign: int, horizon: int = _NEVER) -> None:
+        raise AssertionError("a shared empty level is never written: grow the series' own")
+
+    def add_acc(self, key: int, acc: Acc) -> None:
+        raise AssertionError("a shared empty level is never written: grow the series' own")
+
+
+class _UnbornBuckets(_Unborn, _Buckets):
+    __slots__ = ()
+
+
+class _UnbornSketched(_Unborn, _SketchedBuckets):
+    __slots__ = ()
+
+
+def _unborn(kind: type[_Buckets], dist: bool) -> _Buckets:
+    level = kind(dist)
+    if level.values is not None:
+        level.values = _NO_VALUES
+    return level
+
+
+# Read only, as ``NO_COUNTS``: the values of every shared empty distribution level
+_NO_VALUES: dict[int, Any] = {}
+# (sketched, dist) -> the shared empty level of that kind
+_UNBORN: dict[tuple[bool, bool], _Buckets] = {
+    (sketched_, dist): _unborn(_UnbornSketched if sketched_ else _UnbornBuckets, dist)
+    for sketched_ in (False, True)
+    for dist in (False, True)
+}
+
+
 class _Months:
     """The month buckets of one series (the calendar periods), in two parts: ``kept``, the
     facts of the leads still kept (retracted and re-added as they change, rebuilt from
@@ -640,11 +683,24 @@ class _Months:
         # rate (its add, the dict of its sketch); the kept leads' values are few. The
         # archive too: an ``Acc`` per archived month (its object, its key and its total
         # as Python objects) was ~200 bytes, 22 MB of a year's 113,755 archived months.
-        self.kept = _SketchedBuckets(dist)
-        self.archive = _SketchedBuckets(dist)
+        unborn = _UNBORN[True, dist]
+        self.kept: _Buckets = unborn
+        self.archive: _Buckets = unborn
+
+    def grown_kept(self) -> _Buckets:
+        """``kept``, its own (grown from the shared empty one on its first fact)."""
+        if self.kept.unborn:
+            self.kept = _SketchedBuckets(self.kept.values is not None)
+        return self.kept
+
+    def grown_archive(self) -> _Buckets:
+        """``archive``, its own (as ``grown_kept``)."""
+        if self.archive.unborn:
+            self.archive = _SketchedBuckets(self.archive.values is not None)
+        return self.archive
 
     def add(self, key: int, value: float, sign: int, archived: bool = False) -> None:
-        (self.archive if archived else self.kept).add(key, value, sign)
+        (self.grown_archive() if archived else self.grown_kept()).add(key, value, sign)
 
     @property
     def used(self) -> bool:
@@ -678,20 +734,40 @@ class _Months:
         self.kept.drop_before(key)
         dropped = [k for k in self.archived() if k < key]
         self.archive.drop_before(key)
+        self.kept = _emptied(self.kept)
+        self.archive = _emptied(self.archive)
         return dropped
+
+
+def _emptied(level: _Buckets) -> _Buckets:
+    """``level``, or the shared empty one of its kind when it holds nothing."""
+    if level.unborn or level.used or level.values or level.counts is not NO_COUNTS:
+        return level
+    return _UNBORN[isinstance(level, _SketchedBuckets), level.values is not None]
 
 
 class _Series:
     """The buckets of one (family, labels) at the four levels: minutes (``1h``), hours
-    (``7d``), local days (``today``) and local months (the calendar periods)."""
+    (``7d``), local days (``today``) and local months (the calendar periods). A level is
+    the shared empty one until its first fact (``grown``), and again once pruned empty."""
 
     __slots__ = ("M", "d", "h", "m")
 
     def __init__(self, dist: bool) -> None:
-        self.m = _Buckets(dist)
-        self.h = _Buckets(dist)
-        self.d = _Buckets(dist)
+        unborn = _UNBORN[False, dist]
+        self.m = unborn
+        self.h = unborn
+        self.d = unborn
         self.M = _Months(dist)
+
+    def grown(self, name: str) -> _Buckets:
+        """Level ``name`` (``m``, ``h`` or ``d``), the series' own: grown from the shared
+        empty one if it is that."""
+        level: _Buckets = getattr(self, name)
+        if level.unborn:
+            level = _Buckets(level.values is not None)
+            setattr(self, name, level)
+        return level
 
     def level(self, name: str) -> _Buckets | _Months:
         if name == "M":
@@ -714,6 +790,15 @@ class _Series:
     def merge(self, bounds: WindowBounds) -> Acc:
         """The window merged from its buckets (an empty Acc when none)."""
         return self.level(bounds.level).merge(bounds.first_key, bounds.last_key)
+
+    def drop_before(self, minute: int, hour: int, day: int, month: int) -> list[int]:
+        """Forget the buckets each level no longer keeps, and the levels left empty;
+        returns the archived months dropped."""
+        self.m.drop_before(minute)
+        self.h.drop_before(hour)
+        self.d.drop_before(day)
+        self.m, self.h, self.d = _emptied(self.m), _emptied(self.h), _emptied(self.d)
+        return self.M.drop_before(month)
 
     def empty(self) -> bool:
         return not (self.m.used or self.h.used or self.d.used or self.M.used)
@@ -762,13 +847,23 @@ class PartitionAggregates:
             series = per_family.get(labels)
             if series is None:
                 series = per_family[labels] = _Series(family in DIST_FAMILIES)
+            # a level's own is grown at its first fact: the checks inline, the hot path
             if t >= wm_minute:
-                series.m.add(int(t // MINUTE), value, sign, ahead_minute)
+                level = series.m
+                (series.grown("m") if level.unborn else level).add(
+                    int(t // MINUTE), value, sign, ahead_minute
+                )
             if t >= wm_hour:
-                series.h.add(int(t // HOUR), value, sign, ahead_hour)
+                level = series.h
+                (series.grown("h") if level.unborn else level).add(
+                    int(t // HOUR), value, sign, ahead_hour
+                )
             if t >= wm_day:
-                series.d.add(day(t), value, sign)
-            series.M.kept.add(month(t), value, sign)  # not M.add: one call less a fact
+                level = series.d
+                (series.grown("d") if level.unborn else level).add(day(t), value, sign)
+            months = series.M
+            level = months.kept
+            (months.grown_kept() if level.unborn else level).add(month(t), value, sign)
             if sign < 0 and series.empty():
                 del per_family[labels]
 
@@ -804,10 +899,8 @@ class PartitionAggregates:
         for per_family in self.windowed.values():
             for labels in list(per_family):
                 series = per_family[labels]
-                series.m.drop_before(first_m)
-                series.h.drop_before(first_h)
-                series.d.drop_before(first_d)
-                self._dropped_months.update(series.M.drop_before(first_month))
+                dropped = series.drop_before(first_m, first_h, first_d, first_month)
+                self._dropped_months.update(dropped)
                 if series.empty():
                     del per_family[labels]
 
@@ -864,7 +957,7 @@ class PartitionAggregates:
             if family not in FAMILIES:
                 continue  # a family this version no longer derives
             for labels, per_window in per_labels.items():
-                archive = self._series(family, labels).M.archive
+                archive = self._series(family, labels).M.grown_archive()
                 for window, acc in per_window.items():
                     key = int(window)
                     if key >= first:

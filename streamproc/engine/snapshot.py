@@ -114,9 +114,13 @@ def _buckets_out(buckets: _Buckets, arrays: _Arrays) -> list[Any] | None:
     return [buckets.first, buckets.used, counts, totals, values, sparse]
 
 
-def _buckets_in(target: _Buckets, raw: list[Any] | None, read: _Read) -> None:
+def _buckets_in(empty: _Buckets, raw: list[Any] | None, read: _Read) -> _Buckets:
+    """The level ``raw`` encodes, of ``empty``'s kind (``empty`` itself when it is none)."""
     if raw is None:
-        return  # empty: as ``target`` is
+        return empty  # nothing in it: a series' levels start as the shared empty ones
+    target = (_SketchedBuckets if isinstance(empty, _SketchedBuckets) else _Buckets)(
+        empty.values is not None
+    )
     first, used, counts, totals, values, sparse = raw
     target.first, target.used = int(first), int(used)
     target.counts = read.get(counts, "i") or NO_COUNTS
@@ -133,11 +137,12 @@ def _buckets_in(target: _Buckets, raw: list[Any] | None, read: _Read) -> None:
     if values is None:
         if target.values is not None:
             raise SnapshotError("a distribution's level without values")
-        return
+        return target
     if isinstance(target, _SketchedBuckets):
         target.values = {int(k): read.get_counts(refs, sketched=True) for k, *refs in values}
     else:
         target.values = {int(k): read.get(ref, "d") for k, ref in values}
+    return target
 
 
 def _levels(series: _Series) -> tuple[_Buckets, ...]:
@@ -150,8 +155,10 @@ def _series_out(series: _Series, arrays: _Arrays) -> list[Any]:
 
 def _series_in(raw: list[Any], dist: bool, read: _Read) -> _Series:
     series = _Series(dist)
-    for target, level in zip(_levels(series), raw, strict=True):
-        _buckets_in(target, level, read)
+    levels = [
+        _buckets_in(empty, level, read) for empty, level in zip(_levels(series), raw, strict=True)
+    ]
+    series.m, series.h, series.d, series.M.kept, series.M.archive = levels
     return series
 
 

@@ -223,6 +223,32 @@ def test_a_level_emptied_by_a_prune_shares_the_empty_counts_and_grows_anew() -> 
     assert series.m.sums(0, 1 << 40) == (1, 7.0)
 
 
+def test_a_series_grows_only_the_levels_its_facts_land_in_and_gives_back_those_emptied() -> None:
+    part = PartitionAggregates(WindowClock(ZONE), NOW)
+    old = fact("won_value", ("r1",), NOW - 40 * DAY, 5.0)  # in the periods alone
+    part.apply([old], 1)
+    part.apply([old], -1)  # forgotten: into the archive
+    part.archive([old])
+    series = part.windowed["won_value"][("r1",)]
+    shared = (series.m, series.h, series.d, series.M.kept)
+    assert all(level.unborn for level in shared) and not series.M.archive.unborn
+    part.apply([fact("won_value", ("r2",), NOW - 40 * DAY, 1.0)], 1)
+    assert part.windowed["won_value"][("r2",)].m is series.m  # one shared empty level
+    with pytest.raises(AssertionError):
+        series.m.add(0, 1.0, 1)  # never written: a write would land in every series
+    new = fact("won_value", ("r1",), NOW, 7.0)
+    part.apply([new], 1)
+    assert not any(level.unborn for level in (series.m, series.h, series.d, series.M.kept))
+    later = NOW + 10 * DAY  # past the minutes, hours and days kept
+    part.prune(later)
+    assert series.m.unborn and series.h.unborn and series.d.unborn
+    year = part.clock.bounds("year", later)
+    assert series.window(year).count == 2 and series.window(year).total == 12.0  # type: ignore[union-attr]
+    part.apply([new], -1)
+    part.apply([new], 1)  # the kept months still its own: the same sums
+    assert series.window(year).total == 12.0  # type: ignore[union-attr]
+
+
 def test_a_prune_keeps_the_later_buckets_as_they_were() -> None:
     """A prune that drops the head of a level: the buckets after it keep count and total."""
     part = PartitionAggregates(WindowClock(ZONE), NOW)
