@@ -28,7 +28,7 @@ from streamproc.engine.aggregates import (
     _Buckets,
     _Series,
     _SketchedBuckets,
-    shared_centre,
+    counted_pairs,
 )
 from streamproc.engine.sla_watch import LEVELS, Deadline
 from streamproc.engine.windows import WindowClock
@@ -71,14 +71,23 @@ class _Read:
         out.frombytes(self.blobs[ref])
         return out
 
-    def get_counts(self, refs: list[int], sketched: bool = False) -> dict[float, int]:
-        """A counted multiset; ``sketched``: its values are sketch centres, shared."""
+    def get_counts(self, refs: list[int]) -> dict[float, int]:
+        """A counted multiset."""
+        return dict(zip(*self._counted(refs), strict=True))
+
+    def get_pairs(self, refs: list[int]) -> array[float]:
+        """A sketched month's counts as its (centre, count) pairs (``counted_pairs``)."""
+        values, counts = self._counted(refs)
+        pairs = array("d", bytes(16 * len(values)))
+        pairs[0::2] = values
+        pairs[1::2] = array("d", counts)
+        return pairs
+
+    def _counted(self, refs: list[int]) -> tuple[array[float], array[int]]:
         values, counts = self.get(refs[0], "d"), self.get(refs[1], "q")
         if len(values) != len(counts):
             raise SnapshotError("a multiset's values and counts differ in length")
-        if sketched:
-            return {shared_centre(v, v): n for v, n in zip(values, counts, strict=True)}
-        return dict(zip(values, counts, strict=True))
+        return values, counts
 
 
 def _acc_out(acc: Acc, arrays: _Arrays) -> list[Any]:
@@ -103,7 +112,7 @@ def _buckets_out(buckets: _Buckets, arrays: _Arrays) -> list[Any] | None:
     values: list[Any] | None = None
     if buckets.values is not None:
         if isinstance(buckets, _SketchedBuckets):  # values counted by sketch bucket
-            values = [[k, *arrays.put_counts(v.items())] for k, v in buckets.values.items()]
+            values = [[k, *arrays.put_counts(counted_pairs(v))] for k, v in buckets.values.items()]
         else:
             values = [[k, arrays.put(v)] for k, v in buckets.values.items()]
     counts, totals = arrays.put(buckets.counts), arrays.put(buckets.totals)
@@ -139,7 +148,7 @@ def _buckets_in(empty: _Buckets, raw: list[Any] | None, read: _Read) -> _Buckets
             raise SnapshotError("a distribution's level without values")
         return target
     if isinstance(target, _SketchedBuckets):
-        target.values = {int(k): read.get_counts(refs, sketched=True) for k, *refs in values}
+        target.values = {int(k): read.get_pairs(refs) for k, *refs in values}
     else:
         target.values = {int(k): read.get(ref, "d") for k, ref in values}
     return target

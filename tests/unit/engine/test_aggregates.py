@@ -4,6 +4,7 @@ prunes and time."""
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -247,6 +248,13 @@ def test_a_series_grows_only_the_levels_its_facts_land_in_and_gives_back_those_e
     part.apply([new], -1)
     part.apply([new], 1)  # the kept months still its own: the same sums
     assert series.window(year).total == 12.0  # type: ignore[union-attr]
+
+
+def test_a_sketched_months_pairs_find_a_centre_only_where_centres_are() -> None:
+    pairs = array("d", [5.0, 2.0, 2.0, 3.0])  # centre 5.0 counted twice, centre 2.0 thrice
+    assert aggregates._pair_of(pairs, 2.0) == 2  # not the count at index 1
+    assert aggregates._pair_of(pairs, 3.0) == -1  # a count, not a centre
+    assert list(aggregates.counted_pairs(pairs)) == [(5.0, 2), (2.0, 3)]
 
 
 def test_a_prune_keeps_the_later_buckets_as_they_were() -> None:
