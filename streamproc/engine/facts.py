@@ -53,7 +53,9 @@ FAMILIES: Mapping[str, Family] = {
     "first_contact": Family(
         ("rep",), "a lead's first contact attempt; value: seconds since creation", values=True
     ),
-    "first_contact_in_sla": Family(("rep",), "a first contact made within the SLA"),
+    "first_contact_in_sla": Family(
+        ("rep",), "a first contact made within the SLA, on the alerts' clock (business hours)"
+    ),
     "attempt": Family(("rep", "channel"), "a contact attempt"),
     "connect": Family(("rep", "channel"), "a contact attempt that connected"),
     "active": Family(("rep",), "a rep's event of any kind (who was active in a window)"),
@@ -264,7 +266,9 @@ class FactDeriver:
         if first is not None:
             response = max(0.0, first.ts - creation.ts)
             out.append(("first_contact", (first.rep,), first.ts, response))
-            if response <= sla:
+            # within the SLA on the alerts' clock (business hours when set): a lead no
+            # breach was alerted for counts as answered in time
+            if first.ts <= self.due(creation.ts, sla, creation.team, 1.0):
                 out.append(("first_contact_in_sla", (first.rep,), first.ts, 1.0))
             return
         history = lead.stages

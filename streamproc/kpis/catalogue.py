@@ -214,7 +214,7 @@ CATALOGUE: tuple[Kpi, ...] = (
         "rep",
         "rep",
         _RT,
-        "Share of first contacts made within the SLA",
+        "Share of first contacts made within the SLA (on the alerts' clock)",
     ),
     _k(
         "sales_leads_awaiting_contact",

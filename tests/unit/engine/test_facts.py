@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time
 from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamproc.business_hours import BusinessHours, SlaClock
 from streamproc.config import Settings
 from streamproc.engine.facts import EMAIL, PIPELINE, SPEED, Fact, FactDeriver
 from streamproc.engine.lead import Attempt, Created, LeadState, Open, StageMove
@@ -93,6 +95,25 @@ def _won_twice(second_value: float | None) -> LeadState:
     lead.append(StageMove(200.0, "s2", "r2", "won", second_value, None, None, ("b",)))
     lead.append(StageMove(100.0, "s1", "r1", "won", 1000.0, None, None, ("a",)))  # sent later
     return lead
+
+
+def test_a_first_contact_is_within_the_sla_on_the_alerts_clock() -> None:
+    """Business hours: a lead created Friday 16:58 and called Monday 09:02 was answered
+    within its 5 minutes of open time (no breach alerted), three days after it came."""
+    hours = BusinessHours(days="mon-fri", open=time(9), close=time(17), timezone="UTC")
+    deriver = FactDeriver(SETTINGS, due=SlaClock({"*": hours}).due)
+    created = datetime(2026, 12, 4, 16, 58, tzinfo=UTC).timestamp()  # a Friday
+    for called, within in (
+        (datetime(2026, 12, 7, 9, 2, tzinfo=UTC), True),
+        (datetime(2026, 12, 7, 9, 4, tzinfo=UTC), False),
+    ):
+        lead = LeadState("L1", 0)
+        lead.append(Created(created, "c1", "r1", "web", "t", False, None, None, "smb"))
+        lead.append(Attempt(called.timestamp(), "a1", "r1", "call", True, None))
+        families = [f[0] for f in deriver.facts(lead, SPEED)]
+        assert ("first_contact_in_sla" in families) is within
+        wall_clock = [f[0] for f in DERIVER.facts(lead, SPEED)]
+        assert "first_contact_in_sla" not in wall_clock  # three days late on the wall clock
 
 
 _WON_FAMILIES = {"won", "won_src", "won_value", "won_new", "team_won_new", "won_ch"}
