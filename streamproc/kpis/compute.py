@@ -315,11 +315,13 @@ class _Reader:
         self, kpi: Kpi, window: WindowBounds | None
     ) -> Iterator[tuple[Labels, float]]:
         sums, counts = self.inputs(kpi, window)
+        if not sums:
+            return  # no cost recorded in the window: absent, not 0 (costs may not be sent)
         for labels, acc in counts.items():
             spent = sums.get(labels)
-            if acc.count > 0 and spent is not None:
-                yield labels, rounded(spent.total / acc.count)
-        if kpi.total and sums:  # no cost recorded: absent, not 0
+            if acc.count > 0:  # a source nothing was spent on: 0 (referrals, organic)
+                yield labels, rounded(spent.total / acc.count if spent is not None else 0.0)
+        if kpi.total:
             n = sum(acc.count for acc in counts.values())
             if n > 0:
                 yield (), rounded(sum(acc.total for acc in sums.values()) / n)

@@ -153,18 +153,17 @@ class BusinessScenario:
                 "webinar": 5 * n(now - 21 * hour),
             }
             new = {"google_ads": g1 + g2, "referral": r1, "webinar": 5 * yesterday}
-            for source, spent in (("google_ads", google), ("referral", referral)):
+            marketing = {"google_ads": google, "referral": referral, "webinar": 0.0}
+            for source, spent in marketing.items():
                 if spent:
                     put("sales_cost", spent, window=w, category="marketing", source=source)
-                    if created[source]:
-                        put("sales_cost_per_lead", spent / created[source], window=w, source=source)
-                    if new[source]:
-                        put(
-                            "sales_cost_per_new_customer",
-                            spent / new[source],
-                            window=w,
-                            source=source,
-                        )
+                if not (google or referral):
+                    continue  # no marketing cost in the window: no cost per anything
+                # a source nothing was spent on (webinar here) costs 0 a lead
+                if created[source]:
+                    put("sales_cost_per_lead", spent / created[source], window=w, source=source)
+                if new[source]:
+                    put("sales_cost_per_new_customer", spent / new[source], window=w, source=source)
             if google or referral:
                 if sum(created.values()):
                     put(

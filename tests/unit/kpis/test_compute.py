@@ -101,6 +101,20 @@ def test_cost_per_new_customer_counts_no_win_from_an_existing_customer() -> None
     assert today[("sales_cost_per_lead", "source=s_b")] == 100  # D2 is a lead all the same
 
 
+def test_a_source_nothing_was_spent_on_costs_0_a_lead_once_any_cost_is_recorded() -> None:
+    """s_c's lead M1 had no marketing cost: 0 a lead, beside s_a's 300 / 2 and s_b's 100 / 1;
+    the team 400 / 4 leads. Without any cost recorded, no cost series at all."""
+    events = SCENARIO.wins() + SCENARIO.moves()
+    today = _kpis(events + SCENARIO.costs(), "today")
+    assert _of(today, "sales_cost_per_lead") == {
+        "source=s_a": 150,
+        "source=s_b": 100,
+        "source=s_c": 0,
+        "": 100,
+    }
+    assert not [key for key in _kpis(events, "today") if key[0].startswith("sales_cost_per")]
+
+
 def test_the_oldest_waiting_lead_of_a_rep_with_none_waiting_is_0() -> None:
     """0 when none: for every rep who had a lead created in the periods kept (so had a lead
     waiting), not for a rep who only contacted leads of others (x)."""
