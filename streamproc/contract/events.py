@@ -133,11 +133,14 @@ def _null_is_absent(value: object) -> object:
     return value
 
 
+def _blank_is_absent(value: object) -> object:
+    """An optional text may be left out, null or empty: producers write all three for "no
+    value" (a CRM's export of an unset field is often ""); none of them is bad input."""
+    return None if value == "" else value
+
+
 def _default_team(value: object) -> object:
-    return "default" if value is None else value
-
-
-_default_segment = _default_team  # null or absent: "default", as for team_id
+    return "default" if value is None or value == "" else value
 
 
 def _false_if_null(value: object) -> object:
@@ -168,9 +171,13 @@ NonNegative = Annotated[
     AfterValidator(_at_most_max_amount),
 ]
 Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-_TEXT_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
+_OPTIONAL_TEXT_SCHEMA = {"type": "string", "maxLength": MAX_TEXT}  # "": no value
 OptionalText = Annotated[
-    Text | None, BeforeValidator(_null_is_absent), WithJsonSchema(_TEXT_SCHEMA)
+    Text | None, BeforeValidator(_blank_is_absent), WithJsonSchema(_OPTIONAL_TEXT_SCHEMA)
+]
+# null, absent or "": "default"
+DefaultedText = Annotated[
+    Text, BeforeValidator(_default_team), WithJsonSchema(_OPTIONAL_TEXT_SCHEMA)
 ]
 OptionalNonNegative = Annotated[
     NonNegative | None,
@@ -217,8 +224,8 @@ class _EventBase(_Common):
 
     lead_id: Text = Field(description="The lead (prospect) the event is about.")
     rep_id: Text = Field(description="The sales rep who owns the lead or acted.")
-    team_id: Annotated[Text, BeforeValidator(_default_team)] = Field(
-        default="default", description="The rep's team (null or absent: default)."
+    team_id: DefaultedText = Field(
+        default="default", description="The rep's team (null, absent or empty: default)."
     )
 
 
@@ -236,8 +243,10 @@ class LeadCreated(_EventBase):
         default=None,
         description="The account the lead belongs to (absent: the lead_id, a new customer).",
     )
-    segment: Annotated[Text, BeforeValidator(_default_segment)] = Field(
-        default="default", description="Customer segment: smb, mid_market, enterprise, ..."
+    segment: DefaultedText = Field(
+        default="default",
+        description="Customer segment: smb, mid_market, enterprise, ... (null, absent or "
+        "empty: default)",
     )
 
     @property
@@ -299,8 +308,13 @@ class StageChanged(_EventBase):
     # without a context the default pipeline applies.
     kind: ClassVar[EventKind] = EventKind.STAGE_CHANGED
 
-    from_stage: Text | None = Field(
-        default=None, description="The previous stage; null (or absent) for the first stage."
+    from_stage: Annotated[
+        Text | None,
+        BeforeValidator(_blank_is_absent),
+        WithJsonSchema({"anyOf": [_OPTIONAL_TEXT_SCHEMA, {"type": "null"}]}),
+    ] = Field(
+        default=None,
+        description="The previous stage; null (absent or empty) for the first stage.",
     )
     to_stage: Text = Field(
         description="One of the configured stages (default: " + ", ".join(DEFAULT_STAGES) + ")."

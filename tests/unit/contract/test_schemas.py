@@ -145,7 +145,7 @@ def test_sample_events_validate(kind: str) -> None:
         ("stage-changed", {"win_probability": 1.5}),
         ("stage-changed", {"deal_value": "100"}),
         ("email-opened", {"clicked": "yes"}),
-        ("lead-created", {"customer_id": ""}),
+        ("lead-created", {"source": ""}),  # required; an optional "" is no value
         ("stage-changed", {"products": [{"product_id": "p"}] * 101}),
         ("stage-changed", {"products": [{"product_id": "p", "quantity": 0}]}),
         ("stage-changed", {"products": [{"quantity": 1}]}),
