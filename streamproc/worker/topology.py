@@ -271,6 +271,8 @@ class Topology:
             value=record.value,
         )
         await self.dead_letters.send(key=record.key, value=letter.model_dump_json().encode())
+        # counted as the events' bad input is: the invalid-rate alert sees bad quotas too
+        self.metrics.events.labels(record.topic, "invalid").inc()
 
     async def _stop_sinks(self) -> None:
         for sink in self.sinks:

@@ -100,6 +100,9 @@ def test_targets_set_changed_removed_and_read_back(
     dead = orjson.loads(letter.value())
     assert dead["topic"] == names.targets and "value must be" in dead["reason"]
     assert _shown(workers, TEAM_DEALS, 4.0)()
+    # counted as bad input, once (by the worker that dead-lettered it)
+    invalid = series("streamproc_events_total", topic=names.targets, outcome="invalid")
+    wait_until(lambda: sum(w.samples().get(invalid, 0.0) for w in workers) == 1.0, timeout=5)
 
     # removed
     assert (
