@@ -101,6 +101,8 @@ def _cmd_targets(args: argparse.Namespace, settings: Settings) -> int:
     from streamproc.tools.targets import checked_target, delete_target, list_targets, set_target
 
     rep = getattr(args, "rep", None)
+    if args.action == "set":
+        args.value = _target_value(args.value)
     if args.action != "list":  # a bad target is refused before any connection
         checked_target(args.measure, args.period, rep, getattr(args, "value", None))
     # A broker down or misnamed: one line naming it and what to check, as `topics create`
@@ -117,6 +119,15 @@ def _cmd_targets(args: argparse.Namespace, settings: Settings) -> int:
         for (measure, period, who), value in sorted(targets.items()):
             print(f"{measure}\t{period}\t{who or '*'}\t{value:g}")  # noqa: T201 - the output
     return 0
+
+
+def _target_value(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise StreamprocError(
+            f"target refused, nothing changed: the value must be a number, got {text!r}"
+        ) from None
 
 
 _BENCH_VALUES = (
@@ -315,13 +326,17 @@ def _targets_parser(sub: Any) -> None:
     actions = targets.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, summary in (("set", "set or change a target"), ("delete", "remove a target")):
         parser = _command(actions, action, summary)
-        parser.add_argument("--measure", required=True, choices=MEASURES, help="what is counted")
+        # No argparse choices or type: a bad measure, period or value is refused in one
+        # line by the check the workers make (``checked_target``), not with a usage block.
         parser.add_argument(
-            "--period", required=True, choices=tuple(TARGET_PERIODS), help="over which period"
+            "--measure", required=True, help=f"what is counted: {', '.join(MEASURES)}"
+        )
+        parser.add_argument(
+            "--period", required=True, help=f"over which period: {', '.join(TARGET_PERIODS)}"
         )
         parser.add_argument("--rep", default=None, help="a rep id (unset: the team)")
         if action == "set":
-            parser.add_argument("value", type=float, help="the target, a positive number")
+            parser.add_argument("value", help="the target, a positive number")
         parser.set_defaults(run=_cmd_targets)
     _command(actions, "list", "print the targets in force, one a line").set_defaults(
         run=_cmd_targets

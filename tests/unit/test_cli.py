@@ -114,3 +114,21 @@ def test_targets_set_refuses_a_non_finite_or_non_positive_value_in_one_line(
     assert main(argv) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("streamproc: target refused, nothing changed: a target must be")
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["--measure", "revenue", "--period", "month", "5"], "unknown measure 'revenue'"),
+        (["--measure", "deals_won", "--period", "fortnight", "5"], "unknown period 'fortnight'"),
+        (["--measure", "deals_won", "--period", "month", "abc"], "must be a number, got 'abc'"),
+    ],
+)
+def test_targets_set_refuses_a_bad_measure_period_or_number_in_one_line(
+    args: list[str], why: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One clear line, not argparse's usage block (periods-and-targets.md)."""
+    monkeypatch.setattr("streamproc.tools.targets.producer", _NoProducer)
+    assert main(["targets", "set", *args]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("streamproc: target refused, nothing changed:") and why in line
