@@ -58,7 +58,11 @@ FAMILIES: Mapping[str, Family] = {
     ),
     "attempt": Family(("rep", "channel"), "a contact attempt"),
     "connect": Family(("rep", "channel"), "a contact attempt that connected"),
-    "active": Family(("rep",), "a rep's event of any kind (who was active in a window)"),
+    "active": Family(
+        ("rep",),
+        "a rep's own event: a lead created for them, a contact attempt or a stage move of "
+        "theirs (an email open is the lead's act, an NPS answer the customer's)",
+    ),
     # A deal enters a stage when it moves there from another one (or from none): a move to
     # the stage it is in restates it, it is no entry, exit or activity (``_entries``)
     "stage_entry": Family(("stage",), "a deal entering a stage (not one it is in)"),
