@@ -224,6 +224,24 @@ class Acc:
             for value, n in both.items():
                 values[value] += n
 
+    def take_out_sketched(self, other: Acc) -> None:
+        """Take ``other`` (exact values) out of this sketched, counted accumulator (a
+        period's months, ``_Months.merge``): its values by their sketch centres."""
+        self._quantiles = None
+        self.count -= other.count
+        self.total -= other.total
+        values = self.values
+        if values is None or not other.values:
+            return
+        assert isinstance(values, dict), "a frozen accumulator is read only"
+        for value, n in other.values.items():
+            centre = sketched(value)
+            left = values.get(centre, 0) - n
+            if left:
+                values[centre] = left
+            else:
+                values.pop(centre, None)
+
     def at_most(self, bound: float) -> int:
         """How many values are <= ``bound``."""
         values = self.values
@@ -516,6 +534,17 @@ class _Buckets:
         if 0 <= i < len(self.counts):
             return self.counts[i] != 0
         return self.ahead is not None and self.ahead.holds(key)
+
+    def holds_any(self, lo: int, hi: int) -> bool:
+        """Whether a bucket from ``lo`` to ``hi`` (inclusive) holds something."""
+        a, b = max(lo - self.first, 0), min(hi - self.first + 1, len(self.counts))
+        if a < b and any(self.counts[a:b]):
+            return True
+        ahead = self.ahead
+        if ahead is None:
+            return False
+        i, j = ahead.span(lo, hi)
+        return i < j
 
     def merge(self, lo: int, hi: int) -> Acc:
         """The buckets ``lo`` to ``hi`` (inclusive) merged."""
@@ -812,6 +841,10 @@ class _Series:
             acc = self.merge(bounds)
             return acc if acc.count else None
         count, total = self.level(bounds.level).sums(bounds.first_key, bounds.last_key)
+        later = bounds.later_days
+        if later is not None and self.d.used:
+            later_count, later_total = self.d.sums(*later)
+            count, total = count - later_count, total - later_total
         if not count:
             return None
         acc = Acc()
@@ -819,8 +852,16 @@ class _Series:
         return acc
 
     def merge(self, bounds: WindowBounds) -> Acc:
-        """The window merged from its buckets (an empty Acc when none)."""
-        return self.level(bounds.level).merge(bounds.first_key, bounds.last_key)
+        """The window merged from its buckets (an empty Acc when none), without what landed
+        on the period's days after today (``WindowBounds.later_days``: the day level keeps
+        every day ahead, so it knows what of the months is still to come)."""
+        acc = self.level(bounds.level).merge(bounds.first_key, bounds.last_key)
+        later = bounds.later_days
+        if later is not None and self.d.used:
+            to_come = self.d.merge(*later)
+            if to_come.count:
+                acc.take_out_sketched(to_come)
+        return acc
 
     def drop_before(self, minute: int, hour: int, day: int, month: int) -> list[int]:
         """Forget the buckets each level no longer keeps, and the levels left empty;
@@ -833,6 +874,18 @@ class _Series:
 
     def empty(self) -> bool:
         return not (self.m.used or self.h.used or self.d.used or self.M.used)
+
+
+def _holds_any(
+    series: _Series, moved: list[tuple[str, list[int]]], later: set[tuple[int, int]]
+) -> bool:
+    """Whether ``series`` holds a bucket a window moved over, or a day of ``later``."""
+    for level, keys in moved:
+        holds = series.level(level).holds
+        if any(holds(key) for key in keys):
+            return True
+    days = series.d
+    return any(days.holds_any(lo, hi) for lo, hi in later) if days.used else False
 
 
 class PartitionAggregates:
@@ -1009,9 +1062,13 @@ class PartitionAggregates:
         if before is None or len(before) != len(all_bounds):
             return None
         moved: list[tuple[str, list[int]]] = []
+        later: set[tuple[int, int]] = set()  # spans of days to come that changed
         for old, new in zip(before, all_bounds, strict=True):
             if old.level != new.level:
                 return None
+            if old.later_days != new.later_days:  # a day came (midnight): what landed on
+                # it enters the period (more than that is looked at: a superset is fine)
+                later.update(span for span in (old.later_days, new.later_days) if span)
             if (old.first_key, old.last_key) == (new.first_key, new.last_key):
                 continue
             crossed = set(range(old.first_key, old.last_key + 1)) ^ set(
@@ -1020,14 +1077,11 @@ class PartitionAggregates:
             if len(crossed) > MAX_MOVED_KEYS:
                 return None  # a long pause: not worth sorting out
             moved.append((new.level, sorted(crossed)))
-        if moved:
+        if moved or later:
             for family, per_labels in self.windowed.items():
                 for labels, series in per_labels.items():
-                    for level, keys in moved:
-                        holds = series.level(level).holds
-                        if any(holds(key) for key in keys):
-                            touched.add((family, labels))
-                            break
+                    if _holds_any(series, moved, later):
+                        touched.add((family, labels))
         return touched
 
     def window_accs(

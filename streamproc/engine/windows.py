@@ -31,7 +31,7 @@ WINDOW_MEANINGS = {
     "1h": "the 60 minutes up to and including the current one (minute buckets)",
     "today": "since local midnight in `STREAMPROC_TIMEZONE` (default UTC)",
     "7d": "the 168 hours up to and including the current one (hour buckets)",
-    "month": "since local midnight of the 1st of the current month",
+    "month": "since local midnight of the 1st of the current month (up to today's end)",
     "quarter": "since the start of the current fiscal quarter "
     "(`STREAMPROC_FISCAL_YEAR_START_MONTH`)",
     "year": "since the start of the current fiscal year",
@@ -59,6 +59,10 @@ class WindowBounds:
     level: str  # "m", "h", "d" or "M" (months)
     first_key: int
     last_key: int
+    # A current period's local days after today (first, last), None when none: what landed
+    # on them (a cost's shares of days to come) is not in the window yet. The periods run
+    # "since" their start: up to now, at a day's resolution (today's share included).
+    later_days: tuple[int, int] | None = None
 
 
 class WindowClock:
@@ -142,9 +146,12 @@ class WindowClock:
         span = _PERIOD_SPANS[name.removeprefix("last_")]
         first = self.period_start(span, self.month(now)) - (span if last else 0)
         end = first + span
-        return WindowBounds(
-            name, self.month_start(first), self.month_start(end), "M", first, end - 1
-        )
+        start, stop = self.month_start(first), self.month_start(end)
+        later = None
+        if not last:
+            tomorrow, last_day = self.day(now) + 1, self.day(stop - 1)
+            later = (tomorrow, last_day) if tomorrow <= last_day else None
+        return WindowBounds(name, start, stop, "M", first, end - 1, later)
 
     def all_bounds(self, now: float) -> tuple[WindowBounds, ...]:
         return tuple(self.bounds(name, now) for name in WINDOWS)

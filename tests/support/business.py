@@ -122,7 +122,8 @@ class BusinessScenario:
     def expected(self) -> dict[SeriesKey, float]:
         """Every series, window by window: which of the scenario's instants each window
         holds decides (a window is ``[start, end)``; the periods end at the period's end,
-        so the current month holds the invoice's shares of its days still to come)."""
+        and a share counts once its day has begun: the current month holds the invoice's
+        shares up to today's, not those of its days still to come)."""
         e: dict[SeriesKey, float] = {}
 
         def put(name: str, value: float, **labels: str) -> None:
@@ -133,6 +134,7 @@ class BusinessScenario:
         today = clock.day(now)
         # the invoice: 100 at each of its 31 local midnights, from 10 days before today's
         invoice = [clock.midnight(today - 10 + k) for k in range(31)]
+        invoice = [t for t in invoice if t <= now]  # the days to come are in no window yet
         windows = {b.name: b for b in clock.all_bounds(now)}
         for w, b in windows.items():
 

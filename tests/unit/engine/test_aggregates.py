@@ -73,8 +73,9 @@ _ops = st.lists(
 
 def _expected(part: PartitionAggregates, applied: list[Fact], bounds: WindowBounds) -> dict:  # type: ignore[type-arg]
     """The oracle: (family, labels) -> (count, total, values) of the applied facts that lie
-    in the window and that its level still keeps (at or after the level's watermark); the
-    periods (months) keep each value as its sketch bucket's centre."""
+    in the window and that its level still keeps (at or after the level's watermark), a
+    current period's up to the end of today; the periods (months) keep each value as its
+    sketch bucket's centre."""
     clock = part.clock
     key_of, watermark = {
         "m": (clock.minute, part.wm_minute),
@@ -84,8 +85,11 @@ def _expected(part: PartitionAggregates, applied: list[Fact], bounds: WindowBoun
     }[bounds.level]
     kept = sketched if bounds.level == "M" else float
     out: dict = {}  # type: ignore[type-arg]
+    later = bounds.later_days  # a current period's days after today: not in it yet
     for family, labels, t, value in applied:
         if t is None or t < watermark or not bounds.first_key <= key_of(t) <= bounds.last_key:
+            continue
+        if later is not None and later[0] <= clock.day(t) <= later[1]:
             continue
         count, total, values = out.get((family, labels), (0, 0.0, Counter()))
         out[family, labels] = (count + 1, total + value, values + Counter([kept(value)]))
@@ -584,3 +588,31 @@ def test_a_merge_adds_the_counts_of_values_both_hold(
     acc.merge(other)
     assert acc.values == dict(Counter(ours) + Counter(theirs))
     assert other.values == theirs, "the other side is left as it was"
+
+
+def test_a_periods_cost_shares_count_as_their_days_come() -> None:
+    """A March invoice of 3,100 (100 a local day) read on March 15 at noon: today 100,
+    month and quarter (fiscal year from April: January - March) 1,500, the days to come
+    in no window yet; on April 2 at noon, last_month and last_quarter 3,100 whole, month 0."""
+    clock = WindowClock(ZONE, fiscal_start_month=4)
+
+    def at(month: int, day: int, hour: int = 0) -> float:
+        return datetime(2026, month, day, hour, tzinfo=ZONE).timestamp()
+
+    part = PartitionAggregates(clock, at(3, 15, 12))
+    part.apply(_cost(clock, at(3, 1), at(4, 1), amount=3100.0), 1)
+
+    def read(now: float) -> dict[str, float]:
+        series = part.windowed[COST[0]][COST[1]]
+        out = {}
+        for bounds in clock.all_bounds(now):
+            acc = series.window(bounds)
+            if acc is not None:
+                out[bounds.name] = rounded(acc.total)
+        return out
+
+    assert read(at(3, 15, 12)) == {"today": 100, "7d": 700, "month": 1500, "quarter": 1500,
+                                   "year": 1500}  # fmt: skip
+    # 7d: the shares of March 27 - 31 (the 168 hours up to April 2, 12:00 - 13:00)
+    assert read(at(4, 2, 12)) == {"7d": 500, "last_month": 3100, "last_quarter": 3100,
+                                  "last_year": 3100}  # fmt: skip
