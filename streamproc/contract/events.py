@@ -175,6 +175,10 @@ _OPTIONAL_TEXT_SCHEMA = {"type": "string", "maxLength": MAX_TEXT}  # "": no valu
 OptionalText = Annotated[
     Text | None, BeforeValidator(_blank_is_absent), WithJsonSchema(_OPTIONAL_TEXT_SCHEMA)
 ]
+# An optional id (customer_id, a rep_id where it may be left out): absent or null, never
+# "" (events.md and business-events.md bound the ids to 1-128 chars)
+_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
+OptionalId = Annotated[Text | None, BeforeValidator(_null_is_absent), WithJsonSchema(_ID_SCHEMA)]
 # null, absent or "": "default"
 DefaultedText = Annotated[
     Text, BeforeValidator(_default_team), WithJsonSchema(_OPTIONAL_TEXT_SCHEMA)
@@ -239,7 +243,7 @@ class LeadCreated(_EventBase):
         default=False, description="Upsell / cross-sell lead (null or absent: false)."
     )
     estimated_value: OptionalNonNegative = Field(default=None, description="First value guess.")
-    customer_id: OptionalText = Field(
+    customer_id: OptionalId = Field(
         default=None,
         description="The account the lead belongs to (absent: the lead_id, a new customer).",
     )
@@ -360,7 +364,7 @@ class EmailOpened(_EventBase):
     kind: ClassVar[EventKind] = EventKind.EMAIL_OPENED
 
     # Optional here alone: an open is the lead's act, not a rep's.
-    rep_id: OptionalText = Field(default=None, description="The rep, when known.")  # type: ignore[assignment]
+    rep_id: OptionalId = Field(default=None, description="The rep, when known.")  # type: ignore[assignment]
     message_id: Text = Field(description="The message_id of the contact-attempted that sent it.")
     clicked: Annotated[bool, BeforeValidator(_false_if_null)] = Field(
         default=False, description="A link was clicked (a click is an open; null or absent: no)."
@@ -394,7 +398,7 @@ class CostRecorded(_Common):
         default=None, description="The lead source a marketing cost bought (google_ads, ...)."
     )
     segment: OptionalText = Field(default=None, description="The customer segment it served.")
-    customer_id: OptionalText = Field(default=None, description="A cost of serving that customer.")
+    customer_id: OptionalId = Field(default=None, description="A cost of serving that customer.")
     period_start: Annotated[Timestamp | None, BeforeValidator(_null_is_absent)] = Field(
         default=None, description="With period_end: spread evenly over its local days."
     )
@@ -450,7 +454,7 @@ class NpsResponded(_Common):
     score: Annotated[int, Field(ge=0, le=10)] = Field(
         description="0-10: 9-10 promoter, 7-8 passive, 0-6 detractor."
     )
-    rep_id: OptionalText = Field(
+    rep_id: OptionalId = Field(
         default=None, description="The rep it is about (absent: the customer's owner)."
     )
 

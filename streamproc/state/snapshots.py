@@ -54,7 +54,10 @@ log = logging.getLogger(__name__)
 # 7: a move to the stage a deal is in is no stage entry, exit or activity: aggregates of
 # version 6 are derived again.
 # 8: revenue by segment is a customer's fact (``customer_revenue``), no more a lead's.
-VERSION = 8
+# 9: a first contact is within the SLA on the alerts' clock (business hours): aggregates
+# of version 8 are derived again (loaded as they are, a late earlier attempt retracted a
+# fact the old rule never added).
+VERSION = 9
 # Settings that change no fact, window or aggregate: a restart, or another worker with its
 # own address, credentials and cache, may differ in them and still use the snapshot (the
 # marks tell another cluster). Every other setting must be the same.

@@ -200,10 +200,10 @@ TEXT_FIELDS = [
 ]
 
 
-# optional text fields: "" is no value, as absent (docs/events.md)
+# optional text fields: "" is no value, as absent (docs/events.md); an id (an open's
+# rep_id) is 1-128 chars even where it may be left out
 BLANK_IS_ABSENT = {
     (LEAD, "team_id"): "default",
-    (OPENED, "rep_id"): None,
     (CONTACT, "message_id"): None,
     (STAGE, "from_stage"): None,
 }

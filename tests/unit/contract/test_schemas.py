@@ -145,7 +145,8 @@ def test_sample_events_validate(kind: str) -> None:
         ("stage-changed", {"win_probability": 1.5}),
         ("stage-changed", {"deal_value": "100"}),
         ("email-opened", {"clicked": "yes"}),
-        ("lead-created", {"source": ""}),  # required; an optional "" is no value
+        ("lead-created", {"source": ""}),  # required; an optional text's "" is no value
+        ("lead-created", {"customer_id": ""}),  # an id: 1-128 chars, optional or not
         ("stage-changed", {"products": [{"product_id": "p"}] * 101}),
         ("stage-changed", {"products": [{"product_id": "p", "quantity": 0}]}),
         ("stage-changed", {"products": [{"quantity": 1}]}),
