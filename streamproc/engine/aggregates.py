@@ -10,7 +10,7 @@ import math
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import accumulate, chain, groupby, repeat
+from itertools import accumulate, chain, groupby, pairwise, repeat
 from typing import Any
 
 from streamproc.engine.facts import FAMILIES, Fact
@@ -618,11 +618,60 @@ class _SketchedBuckets(_Buckets):
     """Buckets whose values are counts of their sketch bucket's centre (``sketched``): a
     few hundred distinct values a month, however many leads. A period's quantile merges
     those counts; sorting every value of a year's kept leads took ~5 % of a worker's time
-    in each publish round.
+    in each publish round. The kept leads' months: a dict of counts a month (every fact of
+    a kept lead retracts and adds here: the hot path)."""
 
-    A month's counts are one array of (centre, count) pairs, centre then count, in no
-    order (``counted_pairs``): a dict of them was ~42 bytes a pair, the array is 16, and a
-    year of 100,000 leads holds ~150,000 pairs in ~7,000 months of its series."""
+    __slots__ = ()
+
+    def _add_value(self, key: int, value: float, sign: int) -> None:
+        values = self.values
+        assert values is not None
+        counts: dict[float, int] | None = values.get(key)
+        if counts is None:
+            counts = values[key] = {}
+        centre = sketched(value)
+        n = counts.get(centre, 0) + sign
+        if n:
+            counts[centre] = n
+            return
+        del counts[centre]
+        if not counts:
+            del values[key]
+
+    def _merge_values(self, key: int, values: Multiset) -> None:
+        assert self.values is not None
+        counts: dict[float, int] = self.values.setdefault(key, {})
+        for value, n in values.items():  # sketch centres already (``Acc.add_sketched``)
+            value = shared_centre(value, value)
+            counts[value] = counts.get(value, 0) + n
+
+    @staticmethod
+    def _values_in(values: dict[int, Any], lo: int, hi: int) -> Multiset:
+        out: dict[float, int] = {}
+        for key, counts in values.items():
+            if lo <= key <= hi:
+                for value, n in counts.items():
+                    out[value] = out.get(value, 0) + n
+        return out
+
+    @staticmethod
+    def month_items(month: Any) -> Iterable[tuple[float, int]]:
+        """A month's (centre, count) pairs, as a snapshot writes them."""
+        items: Iterable[tuple[float, int]] = month.items()
+        return items
+
+    @staticmethod
+    def month_of(centres: array[float], counts: array[int]) -> Any:
+        """A month's counts from a snapshot's two arrays."""
+        return {shared_centre(v, v): n for v, n in zip(centres, counts, strict=True)}
+
+
+class _ArchivedBuckets(_SketchedBuckets):
+    """The archive's months (what forgotten leads left): written when a lead is forgotten
+    or a rollup restored, read by every period window. A month's counts are one array of
+    (centre, count) pairs sorted by centre (``_count_in``): 16 bytes a pair, ~42 in a
+    dict; a year of 100,000 leads holds ~130,000 of them in ~5,300 archived months. Kept
+    months stay dicts: a pair found by bisection (~1 us) would slow the hot path."""
 
     __slots__ = ()
 
@@ -632,16 +681,7 @@ class _SketchedBuckets(_Buckets):
         pairs: array[float] | None = values.get(key)
         if pairs is None:
             pairs = values[key] = array("d")
-        centre = sketched(value)
-        i = _pair_of(pairs, centre)
-        if i < 0:
-            pairs.extend((centre, sign))
-            return
-        n = pairs[i + 1] + sign
-        if n:
-            pairs[i + 1] = n
-            return
-        del pairs[i : i + 2]
+        _count_in(pairs, sketched(value), sign)
         if not pairs:
             del values[key]
 
@@ -649,36 +689,57 @@ class _SketchedBuckets(_Buckets):
         assert self.values is not None
         pairs: array[float] = self.values.setdefault(key, array("d"))
         for value, n in values.items():  # sketch centres already (``Acc.add_sketched``)
-            i = _pair_of(pairs, value)
-            if i < 0:
-                pairs.extend((value, n))
-            else:
-                pairs[i + 1] += n
+            _count_in(pairs, value, n)
+        if not pairs:
+            del self.values[key]
 
     @staticmethod
     def _values_in(values: dict[int, Any], lo: int, hi: int) -> Multiset:
         out: dict[float, int] = {}
         for key, pairs in values.items():
             if lo <= key <= hi:
-                for value, n in counted_pairs(pairs):
-                    out[value] = out.get(value, 0) + n
+                for value, n in zip(pairs[0::2], pairs[1::2], strict=True):
+                    out[value] = out.get(value, 0) + int(n)
         return out
 
+    @staticmethod
+    def month_items(month: Any) -> Iterable[tuple[float, int]]:
+        return counted_pairs(month)
 
-def _pair_of(pairs: array[float], centre: float) -> int:
-    """The index of ``centre``'s pair in ``pairs`` (-1: none). A count equal to the centre
-    is passed over: only even indices hold centres."""
-    try:
-        i = pairs.index(centre)  # a scan in C: ~24 pairs a month
-        while i % 2:
-            i = pairs.index(centre, i + 1)
-    except ValueError:
-        return -1
-    return i
+    @staticmethod
+    def month_of(centres: array[float], counts: array[int]) -> Any:
+        if all(a < b for a, b in pairwise(centres)):  # as written: interleaved at once
+            pairs = array("d", bytes(16 * len(centres)))
+            pairs[0::2] = centres
+            pairs[1::2] = array("d", counts)
+            return pairs
+        pairs = array("d")
+        for value, n in zip(centres, counts, strict=True):
+            _count_in(pairs, value, n)
+        return pairs
+
+
+def _count_in(pairs: array[float], centre: float, n: int) -> None:
+    """Count ``centre`` ``n`` more times in ``pairs`` (centre, count; sorted by centre): a
+    new pair in its place, none left at a count of 0."""
+    with memoryview(pairs) as whole:
+        centres = whole[0::2]  # a view: found in ~log2(pairs) reads, nothing copied
+        i = bisect_left(centres, centre)
+        found = i < len(centres) and centres[i] == centre
+        centres.release()  # the array cannot grow while a view of it is held
+    j = 2 * i
+    if not found:
+        pairs[j:j] = array("d", (centre, n))
+        return
+    left = pairs[j + 1] + n
+    if left:
+        pairs[j + 1] = left
+    else:
+        del pairs[j : j + 2]
 
 
 def counted_pairs(pairs: array[float]) -> Iterator[tuple[float, int]]:
-    """A sketched month's (centre, count) pairs; the centres shared (``shared_centre``)."""
+    """An archived month's (centre, count) pairs; the centres shared (``shared_centre``)."""
     for i in range(0, len(pairs), 2):
         centre = pairs[i]
         yield shared_centre(centre, centre), int(pairs[i + 1])
@@ -709,6 +770,20 @@ class _UnbornSketched(_Unborn, _SketchedBuckets):
     __slots__ = ()
 
 
+class _UnbornArchived(_Unborn, _ArchivedBuckets):
+    __slots__ = ()
+
+
+# Read only, as ``NO_COUNTS``: the values of every shared empty distribution level
+_NO_VALUES: dict[int, Any] = {}
+# the shared empty level's kind -> the kind a series grows from it
+_GROWN: dict[type[_Buckets], type[_Buckets]] = {
+    _UnbornBuckets: _Buckets,
+    _UnbornSketched: _SketchedBuckets,
+    _UnbornArchived: _ArchivedBuckets,
+}
+
+
 def _unborn(kind: type[_Buckets], dist: bool) -> _Buckets:
     level = kind(dist)
     if level.values is not None:
@@ -716,14 +791,18 @@ def _unborn(kind: type[_Buckets], dist: bool) -> _Buckets:
     return level
 
 
-# Read only, as ``NO_COUNTS``: the values of every shared empty distribution level
-_NO_VALUES: dict[int, Any] = {}
-# (sketched, dist) -> the shared empty level of that kind
-_UNBORN: dict[tuple[bool, bool], _Buckets] = {
-    (sketched_, dist): _unborn(_UnbornSketched if sketched_ else _UnbornBuckets, dist)
-    for sketched_ in (False, True)
+# (the kind a series grows, dist) -> the shared empty level of that kind
+_UNBORN: dict[tuple[type[_Buckets], bool], _Buckets] = {
+    (grown, dist): _unborn(unborn, dist)
+    for unborn, grown in _GROWN.items()
     for dist in (False, True)
 }
+
+
+def own_level(level: _Buckets) -> _Buckets:
+    """A new, empty level of its own of ``level``'s kind (the one grown from it when
+    ``level`` is a shared empty one)."""
+    return _GROWN.get(type(level), type(level))(level.values is not None)
 
 
 class _Months:
@@ -743,20 +822,19 @@ class _Months:
         # rate (its add, the dict of its sketch); the kept leads' values are few. The
         # archive too: an ``Acc`` per archived month (its object, its key and its total
         # as Python objects) was ~200 bytes, 22 MB of a year's 113,755 archived months.
-        unborn = _UNBORN[True, dist]
-        self.kept: _Buckets = unborn
-        self.archive: _Buckets = unborn
+        self.kept = _UNBORN[_SketchedBuckets, dist]
+        self.archive = _UNBORN[_ArchivedBuckets, dist]
 
     def grown_kept(self) -> _Buckets:
         """``kept``, its own (grown from the shared empty one on its first fact)."""
         if self.kept.unborn:
-            self.kept = _SketchedBuckets(self.kept.values is not None)
+            self.kept = own_level(self.kept)
         return self.kept
 
     def grown_archive(self) -> _Buckets:
         """``archive``, its own (as ``grown_kept``)."""
         if self.archive.unborn:
-            self.archive = _SketchedBuckets(self.archive.values is not None)
+            self.archive = own_level(self.archive)
         return self.archive
 
     def add(self, key: int, value: float, sign: int, archived: bool = False) -> None:
@@ -803,7 +881,7 @@ def _emptied(level: _Buckets) -> _Buckets:
     """``level``, or the shared empty one of its kind when it holds nothing."""
     if level.unborn or level.used or level.values or level.counts is not NO_COUNTS:
         return level
-    return _UNBORN[isinstance(level, _SketchedBuckets), level.values is not None]
+    return _UNBORN[type(level), level.values is not None]
 
 
 class _Series:
@@ -814,7 +892,7 @@ class _Series:
     __slots__ = ("M", "d", "h", "m")
 
     def __init__(self, dist: bool) -> None:
-        unborn = _UNBORN[False, dist]
+        unborn = _UNBORN[_Buckets, dist]
         self.m = unborn
         self.h = unborn
         self.d = unborn
@@ -825,7 +903,7 @@ class _Series:
         empty one if it is that."""
         level: _Buckets = getattr(self, name)
         if level.unborn:
-            level = _Buckets(level.values is not None)
+            level = own_level(level)
             setattr(self, name, level)
         return level
 

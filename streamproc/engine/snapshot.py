@@ -28,7 +28,7 @@ from streamproc.engine.aggregates import (
     _Buckets,
     _Series,
     _SketchedBuckets,
-    counted_pairs,
+    own_level,
 )
 from streamproc.engine.sla_watch import LEVELS, Deadline
 from streamproc.engine.windows import WindowClock
@@ -73,17 +73,10 @@ class _Read:
 
     def get_counts(self, refs: list[int]) -> dict[float, int]:
         """A counted multiset."""
-        return dict(zip(*self._counted(refs), strict=True))
+        return dict(zip(*self.counted(refs), strict=True))
 
-    def get_pairs(self, refs: list[int]) -> array[float]:
-        """A sketched month's counts as its (centre, count) pairs (``counted_pairs``)."""
-        values, counts = self._counted(refs)
-        pairs = array("d", bytes(16 * len(values)))
-        pairs[0::2] = values
-        pairs[1::2] = array("d", counts)
-        return pairs
-
-    def _counted(self, refs: list[int]) -> tuple[array[float], array[int]]:
+    def counted(self, refs: list[int]) -> tuple[array[float], array[int]]:
+        """A counted multiset's values and their counts, two arrays."""
         values, counts = self.get(refs[0], "d"), self.get(refs[1], "q")
         if len(values) != len(counts):
             raise SnapshotError("a multiset's values and counts differ in length")
@@ -112,7 +105,8 @@ def _buckets_out(buckets: _Buckets, arrays: _Arrays) -> list[Any] | None:
     values: list[Any] | None = None
     if buckets.values is not None:
         if isinstance(buckets, _SketchedBuckets):  # values counted by sketch bucket
-            values = [[k, *arrays.put_counts(counted_pairs(v))] for k, v in buckets.values.items()]
+            items = buckets.month_items
+            values = [[k, *arrays.put_counts(items(v))] for k, v in buckets.values.items()]
         else:
             values = [[k, arrays.put(v)] for k, v in buckets.values.items()]
     counts, totals = arrays.put(buckets.counts), arrays.put(buckets.totals)
@@ -127,9 +121,7 @@ def _buckets_in(empty: _Buckets, raw: list[Any] | None, read: _Read) -> _Buckets
     """The level ``raw`` encodes, of ``empty``'s kind (``empty`` itself when it is none)."""
     if raw is None:
         return empty  # nothing in it: a series' levels start as the shared empty ones
-    target = (_SketchedBuckets if isinstance(empty, _SketchedBuckets) else _Buckets)(
-        empty.values is not None
-    )
+    target = own_level(empty)
     first, used, counts, totals, values, sparse = raw
     target.first, target.used = int(first), int(used)
     target.counts = read.get(counts, "i") or NO_COUNTS
@@ -148,7 +140,8 @@ def _buckets_in(empty: _Buckets, raw: list[Any] | None, read: _Read) -> _Buckets
             raise SnapshotError("a distribution's level without values")
         return target
     if isinstance(target, _SketchedBuckets):
-        target.values = {int(k): read.get_pairs(refs) for k, *refs in values}
+        month_of = target.month_of
+        target.values = {int(k): month_of(*read.counted(refs)) for k, *refs in values}
     else:
         target.values = {int(k): read.get(ref, "d") for k, ref in values}
     return target

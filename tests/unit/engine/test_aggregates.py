@@ -254,11 +254,18 @@ def test_a_series_grows_only_the_levels_its_facts_land_in_and_gives_back_those_e
     assert series.window(year).total == 12.0  # type: ignore[union-attr]
 
 
-def test_a_sketched_months_pairs_find_a_centre_only_where_centres_are() -> None:
-    pairs = array("d", [5.0, 2.0, 2.0, 3.0])  # centre 5.0 counted twice, centre 2.0 thrice
-    assert aggregates._pair_of(pairs, 2.0) == 2  # not the count at index 1
-    assert aggregates._pair_of(pairs, 3.0) == -1  # a count, not a centre
-    assert list(aggregates.counted_pairs(pairs)) == [(5.0, 2), (2.0, 3)]
+def test_an_archived_months_pairs_stay_sorted_and_count_as_a_dict_would() -> None:
+    """(centre, count) pairs sorted by centre: a count equal to a centre is no centre, a
+    pair goes at 0, and a retraction before its add is a negative count until then."""
+    pairs = array("d")
+    model: Counter[float] = Counter()
+    for centre, n in ((5.0, 2), (2.0, 5), (3.0, -1), (5.0, 1), (3.0, 1), (2.0, -5), (0.5, 4)):
+        aggregates._count_in(pairs, centre, n)
+        model[centre] += n
+        assert list(aggregates.counted_pairs(pairs)) == sorted(
+            (c, k) for c, k in model.items() if k
+        )
+    assert list(pairs) == [0.5, 4.0, 5.0, 3.0]
 
 
 def test_a_prune_keeps_the_later_buckets_as_they_were() -> None:
