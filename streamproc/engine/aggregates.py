@@ -229,7 +229,7 @@ class Acc:
         period's months, ``_Months.merge``): its values by their sketch centres."""
         self._quantiles = None
         self.count -= other.count
-        self.total -= other.total
+        self.total = _less(self.total, other.total)
         values = self.values
         if values is None or not other.values:
             return
@@ -327,6 +327,14 @@ NO_COUNTS: array[int] = array("i")
 AHEAD_MINUTES = KEEP_MINUTES
 AHEAD_HOURS = KEEP_HOURS
 _NEVER = 1 << 62  # the days and months: their arrays reach 731 days ahead at most, 12 bytes a day
+
+
+def _less(total: float, part: float) -> float:
+    """``total - part``, where ``part`` is a part of ``total`` (a period's days to come):
+    0 where the difference is the float dust of the subtraction. The dust scales with
+    ``total``: an invoice of 4.2e9 over the days to come left -7.6e-06 of a cost of 0."""
+    left = total - part
+    return 0.0 if abs(left) <= 1e-12 * abs(total) else left
 
 
 class _Ahead:
@@ -922,7 +930,7 @@ class _Series:
         later = bounds.later_days
         if later is not None and self.d.used:
             later_count, later_total = self.d.sums(*later)
-            count, total = count - later_count, total - later_total
+            count, total = count - later_count, _less(total, later_total)
         if not count:
             return None
         acc = Acc()

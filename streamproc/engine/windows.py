@@ -5,7 +5,8 @@ to and including the current one), hours (``7d``: the 168 hours up to and includ
 current one), local days (``today``, in the configured time zone) and local months (the
 calendar periods ``month``, ``quarter``, ``year`` and their ``last_*``: every one of them
 is a run of whole local months, the fiscal year starting in
-``STREAMPROC_FISCAL_YEAR_START_MONTH``). A month bucket key is ``year * 12 + month - 1``.
+``STREAMPROC_FISCAL_YEAR_START_MONTH``; a current one holds its days up to today's end).
+A month bucket key is ``year * 12 + month - 1``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ WINDOW_MEANINGS = {
     "7d": "the 168 hours up to and including the current one (hour buckets)",
     "month": "since local midnight of the 1st of the current month (up to today's end)",
     "quarter": "since the start of the current fiscal quarter "
-    "(`STREAMPROC_FISCAL_YEAR_START_MONTH`)",
-    "year": "since the start of the current fiscal year",
+    "(`STREAMPROC_FISCAL_YEAR_START_MONTH`; up to today's end)",
+    "year": "since the start of the current fiscal year (up to today's end)",
     "last_month": "the previous month, whole",
     "last_quarter": "the previous fiscal quarter, whole",
     "last_year": "the previous fiscal year, whole",

@@ -134,7 +134,8 @@ class BusinessScenario:
         today = clock.day(now)
         # the invoice: 100 at each of its 31 local midnights, from 10 days before today's
         invoice = [clock.midnight(today - 10 + k) for k in range(31)]
-        invoice = [t for t in invoice if t <= now]  # the days to come are in no window yet
+        # a current period holds its local days up to today's: the days to come in none yet
+        invoice = [t for t in invoice if clock.day(t) <= today]
         windows = {b.name: b for b in clock.all_bounds(now)}
         for w, b in windows.items():
 

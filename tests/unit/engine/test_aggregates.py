@@ -7,7 +7,7 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -623,3 +623,16 @@ def test_a_periods_cost_shares_count_as_their_days_come() -> None:
     # 7d: the shares of March 27 - 31 (the 168 hours up to April 2, 12:00 - 13:00)
     assert read(at(4, 2, 12)) == {"7d": 500, "last_month": 3100, "last_quarter": 3100,
                                   "last_year": 3100}  # fmt: skip
+
+
+def test_what_is_left_of_a_period_once_its_days_to_come_are_out_has_no_float_dust() -> None:
+    """A cost of 0 today beside an invoice of ~4.2e9 over the days to come: the year reads
+    0, not the -7.6e-06 the subtraction left (a review's case)."""
+    clock = WindowClock(ZoneInfo("UTC"))
+    now = datetime(2026, 6, 15, 12, tzinfo=UTC).timestamp()
+    part = PartitionAggregates(clock, now)
+    later = datetime(2026, 6, 16, tzinfo=UTC).timestamp()
+    end = datetime(2027, 1, 1, tzinfo=UTC).timestamp()
+    part.apply([fact(*COST, now - 60, 0.0), *_cost(clock, later, end, 4237667072.47)], 1)
+    year = part.windowed[COST[0]][COST[1]].window(clock.bounds("year", now))
+    assert year is not None and (year.count, year.total) == (1, 0.0)
