@@ -928,7 +928,7 @@ class _Series:
             return acc if acc.count else None
         count, total = self.level(bounds.level).sums(bounds.first_key, bounds.last_key)
         later = bounds.later_days
-        if later is not None and self.d.used:
+        if later is not None and self.d.holds_any(*later):
             later_count, later_total = self.d.sums(*later)
             count, total = count - later_count, _less(total, later_total)
         if not count:
@@ -943,7 +943,9 @@ class _Series:
         every day ahead, so it knows what of the months is still to come)."""
         acc = self.level(bounds.level).merge(bounds.first_key, bounds.last_key)
         later = bounds.later_days
-        if later is not None and self.d.used:
+        # most series hold no day to come: a look at the arrays' last spare keys, where a
+        # merge (its Acc, its values) made every period read of a live series ~2x slower
+        if later is not None and self.d.holds_any(*later):
             to_come = self.d.merge(*later)
             if to_come.count:
                 acc.take_out_sketched(to_come)
