@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from streamproc.contract.targets import TARGET_PERIODS, TargetKey
-from streamproc.engine.aggregates import Acc, PartitionAggregates
+from streamproc.engine.aggregates import Acc, PartitionAggregates, read_bounds
 from streamproc.engine.facts import FAMILIES
 from streamproc.engine.windows import PERIODS, WindowBounds, WindowClock
 from streamproc.kpis.catalogue import (
@@ -570,12 +570,13 @@ def summaries_in_steps(
         per_family = part.windowed.get(family)
         if not per_family:
             continue
+        family_bounds = read_bounds(family, all_bounds)
         # A copy: batches applied between the steps add series (published next round).
         for labels, series in list(per_family.items()):
             wanted = [k for k in owner_keys(family, labels) if keys is None or k in keys]
             if not wanted:
                 continue
-            for bounds in all_bounds:
+            for bounds in family_bounds:
                 in_window = series.window(bounds)
                 if in_window is None or not (in_window.count or in_window.total):
                     continue
