@@ -321,12 +321,11 @@ _SPARE_KEYS = 8
 # (``_Buckets._reach``). A year of periods held ~40,000 such levels (series whose minutes,
 # hours, days or kept months are empty), 80 bytes an empty array: 3.1 MiB (memray).
 NO_COUNTS: array[int] = array("i")
-# The families whose facts land on days to come: a cost's shares (``CustomerFacts.spread``
-# in engine/customer.py). Any other fact is at most 5 minutes ahead (events.md), so a
-# current period reads it whole (``read_bounds``): taking the days to come out of every
-# series' period reads made a live series' reads ~20 % slower (in-process, the bench's
-# 7 days: 0.119 - 0.125 -> 0.142 - 0.146 s for every window of every series).
-DAYS_AHEAD_FAMILIES = frozenset({"cost", "marketing_cost", "segment_cost"})
+# The families whose facts land on days to come (``Family.days_ahead``: a cost's shares).
+# The others' a current period reads whole (``read_bounds``): taking the days to come out
+# of every series' period reads made a live series' reads ~20 % slower (in-process, the
+# bench's 7 days: 0.119 - 0.125 -> 0.142 - 0.146 s for every window of every series).
+DAYS_AHEAD_FAMILIES = frozenset(name for name, family in FAMILIES.items() if family.days_ahead)
 # Keys this far past now's (and further) go to a level's sparse part (``_Ahead``) unless
 # its arrays already reach them: a cost's shares of the days to come (a prepaid year) made
 # the minute level's arrays reach a year ahead, ~525,000 minutes and 6.3 MB a series, for
@@ -674,8 +673,7 @@ class _SketchedBuckets(_Buckets):
     @staticmethod
     def month_items(month: Any) -> Iterable[tuple[float, int]]:
         """A month's (centre, count) pairs, as a snapshot writes them."""
-        items: Iterable[tuple[float, int]] = month.items()
-        return items
+        return month.items()  # type: ignore[no-any-return]
 
     @staticmethod
     def month_of(centres: array[float], counts: array[int]) -> Any:
@@ -973,18 +971,6 @@ class _Series:
         return not (self.m.used or self.h.used or self.d.used or self.M.used)
 
 
-def _holds_any(
-    series: _Series, moved: list[tuple[str, list[int]]], later: set[tuple[int, int]]
-) -> bool:
-    """Whether ``series`` holds a bucket a window moved over, or a day of ``later``."""
-    for level, keys in moved:
-        holds = series.level(level).holds
-        if any(holds(key) for key in keys):
-            return True
-    days = series.d
-    return any(days.holds_any(lo, hi) for lo, hi in later) if days.used else False
-
-
 def read_bounds(family: str, all_bounds: Sequence[WindowBounds]) -> Sequence[WindowBounds]:
     """The bounds a family's series are read with: a current period's days to come are
     looked for only where facts land on them (``DAYS_AHEAD_FAMILIES``)."""
@@ -1167,13 +1153,11 @@ class PartitionAggregates:
         if before is None or len(before) != len(all_bounds):
             return None
         moved: list[tuple[str, list[int]]] = []
-        later: set[tuple[int, int]] = set()  # spans of days to come that changed
+        # A day of a current period that came (midnight) is today's: the move of ``today``
+        # touches the series holding it, so the periods' ``later_days`` need no look.
         for old, new in zip(before, all_bounds, strict=True):
             if old.level != new.level:
                 return None
-            if old.later_days != new.later_days:  # a day came (midnight): what landed on
-                # it enters the period (more than that is looked at: a superset is fine)
-                later.update(span for span in (old.later_days, new.later_days) if span)
             if (old.first_key, old.last_key) == (new.first_key, new.last_key):
                 continue
             crossed = set(range(old.first_key, old.last_key + 1)) ^ set(
@@ -1182,11 +1166,14 @@ class PartitionAggregates:
             if len(crossed) > MAX_MOVED_KEYS:
                 return None  # a long pause: not worth sorting out
             moved.append((new.level, sorted(crossed)))
-        if moved or later:
+        if moved:
             for family, per_labels in self.windowed.items():
                 for labels, series in per_labels.items():
-                    if _holds_any(series, moved, later):
-                        touched.add((family, labels))
+                    for level, keys in moved:
+                        holds = series.level(level).holds
+                        if any(holds(key) for key in keys):
+                            touched.add((family, labels))
+                            break
         return touched
 
     def window_accs(

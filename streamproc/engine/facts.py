@@ -37,13 +37,16 @@ tuple: the deriver makes millions, and a NamedTuple costs more to build."""
 @dataclass(frozen=True, slots=True)
 class Family:
     """A kind of fact: the names of its labels (in order), whether it is live (``t`` is None:
-    it holds while the lead is in that state) and whether its individual values are kept
-    (for quantiles, minima and deadlines; the others keep counts and totals only)."""
+    it holds while the lead is in that state), whether its individual values are kept
+    (for quantiles, minima and deadlines; the others keep counts and totals only) and
+    whether its facts land on days to come (a cost's shares; any other fact is at most 5
+    minutes ahead, events.md)."""
 
     labels: tuple[str, ...]
     meaning: str
     live: bool = False
     values: bool = False
+    days_ahead: bool = False
 
 
 # Every fact family the deriver emits. A new family is declared here and derived below; the
@@ -135,9 +138,13 @@ FAMILIES: Mapping[str, Family] = {
     "churned": Family(("segment", "reason"), "a churn event of a known customer"),
     "revenue_churned": Family(("segment",), "a churn event; value: revenue_lost"),
     "nps": Family(("rep", "category"), "an NPS answer of a known customer"),
-    "cost": Family(("category", "source"), "a cost; value: its amount (that day's share)"),
-    "marketing_cost": Family(("source",), "a marketing cost; value: its amount"),
-    "segment_cost": Family(("segment",), "a cost of a segment or of its customer; value"),
+    "cost": Family(
+        ("category", "source"), "a cost; value: its amount (that day's share)", days_ahead=True
+    ),
+    "marketing_cost": Family(("source",), "a marketing cost; value: its amount", days_ahead=True),
+    "segment_cost": Family(
+        ("segment",), "a cost of a segment or of its customer; value", days_ahead=True
+    ),
 }
 
 
