@@ -131,10 +131,12 @@ def kpi_exposition(
     for sample in samples:
         by_metric[sample.metric].append(sample)
         yield None
+    del samples  # grouped: the caller's list need not outlive its text (render_metrics)
     for spec in specs:
         # Quantile series are typed summary: a gauge may not carry a "quantile" label.
         kind = "summary" if spec.kind is Kind.QUANTILES else "gauge"
-        group = by_metric[spec.name]
+        # Taken out: a family's samples are freed once its text is made, not at the end.
+        group = by_metric.pop(spec.name)
         head = f"# HELP {spec.name} {_escape_help(spec.help)}\n# TYPE {spec.name} {kind}\n"
         for start in range(0, max(1, len(group)), CHUNK_SAMPLES):
             lines = [_sample_line(sample) for sample in group[start : start + CHUNK_SAMPLES]]

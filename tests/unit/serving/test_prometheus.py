@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterator
 
 from hypothesis import given
@@ -76,3 +77,22 @@ def test_every_family_in_chunks_and_without_samples_is_the_same_text() -> None:
     ]
     names = {spec.name for spec in CATALOGUE}
     assert _ours(samples, names) == _by_prometheus_client(samples, names)
+
+
+class _Samples(list[Sample]):
+    """A list a weak reference can watch."""
+
+
+def test_the_samples_are_not_held_while_their_text_is_made() -> None:
+    # 34,000 samples (a year's scrape) are ~13 MiB: the exposition keeps them grouped by
+    # family and lets each family go once its text is made, not the caller's whole list.
+    samples = _Samples(Sample(RATIO.name, {"rep": f"r{i}"}, MONTH, 0.5) for i in range(3))
+    samples += [Sample(QUANTILES.name, {"quantile": "0.5", "rep": "r"}, MONTH, 1.0)]
+    watched = weakref.ref(samples)
+    text = kpi_exposition(samples, {RATIO.name, QUANTILES.name})
+    del samples
+    first = next(part for part in text if part is not None)
+    assert RATIO.name.encode() in first or QUANTILES.name.encode() in first
+    assert watched() is None, "the caller's list outlived its grouping"
+    rest = [part for part in text if part is not None]
+    assert rest, "the second family's text came after the list was let go"
