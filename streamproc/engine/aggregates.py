@@ -299,6 +299,15 @@ class Acc:
 
 def fact_diff(old: Iterable[Fact], new: Iterable[Fact]) -> tuple[list[Fact], list[Fact]]:
     """(retract, add): the multiset difference between a lead's old and new facts."""
+    old, new = list(old), list(new)
+    if old == new:
+        return [], []
+    before, after = set(old), set(new)
+    if len(before) == len(old) and len(after) == len(new):
+        # no fact twice (most leads): looked up in sets, in their order (the totals' float
+        # rounding does not depend on string hashes); the loop below took ~5 % of the
+        # engine's time in-process on the bench history
+        return [f for f in old if f not in after], [f for f in new if f not in before]
     counts: dict[Fact, int] = {}
     for f in old:
         counts[f] = counts.get(f, 0) - 1

@@ -203,6 +203,7 @@ class Engine:
         deriver = self.deriver
         deals: dict[str, tuple[str, Deal] | None] = {}  # re-derived lead -> deal before
         customers = _CustomerBatch(self, now)
+        adds: dict[int, list[Fact]] = {}  # partition -> the batch's facts to add
         for msg in batch:
             kind = msg.kind
             if kind == CUSTOMERS:
@@ -237,20 +238,37 @@ class Engine:
             if lead_id not in deals and isinstance(item, (Created, StageMove)):
                 deals[lead_id] = self._won_deal(lead)
             lead.append(item)  # new: ``has`` said so
-            self.aggregates(lead.partition, now).apply(deriver.event_facts(item), 1)
+            adds.setdefault(lead.partition, []).extend(deriver.event_facts(item))
             changed[lead_id] = lead
             result.count(msg.topic, "late" if event.ts < late_before else "processed")
-        for lead_id, (groups, old) in before.items():
-            lead = changed[lead_id]
-            retract, add = fact_diff(old, deriver.facts(lead, groups))
-            part = self.aggregates(lead.partition, now)
-            part.apply(retract, -1)
-            part.apply(add, 1)
+        self._apply_changes(before, changed, adds, now)
         for lead_id, old_deal in deals.items():
             self._report_deal(changed[lead_id], old_deal, result)
         customers.finish(result)
         result.changed.extend(changed.values())
         return result
+
+    def _apply_changes(
+        self,
+        before: dict[str, tuple[int, list[Fact]]],
+        changed: dict[str, LeadState],
+        adds: dict[int, list[Fact]],
+        now: float,
+    ) -> None:
+        """Apply the batch to the aggregates: the events' own facts (``adds``) and what the
+        re-derived leads retract and add, in one call per partition and sign (a call per
+        event and lead was ~4 % of the engine's time in-process)."""
+        retracts: dict[int, list[Fact]] = {}
+        deriver = self.deriver
+        for lead_id, (groups, old) in before.items():
+            lead = changed[lead_id]
+            retract, add = fact_diff(old, deriver.facts(lead, groups))
+            retracts.setdefault(lead.partition, []).extend(retract)
+            adds.setdefault(lead.partition, []).extend(add)
+        for partition, facts in retracts.items():
+            self.aggregates(partition, now).apply(facts, -1)
+        for partition, facts in adds.items():
+            self.aggregates(partition, now).apply(facts, 1)
 
     # --- customers -----------------------------------------------------------------------
 

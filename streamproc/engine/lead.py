@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -68,6 +68,9 @@ class Open(NamedTuple):
     event_id: str
     message_id: str
     clicked: bool
+
+
+_Row = TypeVar("_Row", Created, Attempt, StageMove, Open)
 
 
 class _Items:
@@ -352,16 +355,28 @@ class LeadState:
         return state
 
 
-def _stage_move(row: list[Any]) -> StageMove:
-    move = StageMove(*row)
-    products = move.products
-    return move if products is None else move._replace(products=tuple(products))
+_new_tuple = tuple.__new__
+
+
+def _rows(kind: type[_Row], rows: list[list[Any]]) -> list[_Row]:
+    """The rows of one kind, as its named tuples: made by ``tuple.__new__`` from each row
+    as it is (~3x faster than ``kind(*row)``, whose argument parsing was ~5 % of the
+    engine's time in-process); a row of an older changelog, shorter, gets the defaults of
+    the fields added since."""
+    width = len(kind._fields)
+    return [_new_tuple(kind, row) if len(row) == width else kind(*row) for row in rows]
+
+
+def _stage_moves(rows: list[list[Any]]) -> list[StageMove]:
+    """``_rows`` of the moves, a won move's products a tuple again (JSON made it a list)."""
+    moves = _rows(StageMove, rows)
+    return [m if m.products is None else m._replace(products=tuple(m.products)) for m in moves]
 
 
 def _decode_items(data: dict[str, Any]) -> _Items:
     return _Items(
-        [Created(*row) for row in data["c"]],
-        [Attempt(*row) for row in data["a"]],
-        [_stage_move(row) for row in data["s"]],
-        [Open(*row) for row in data["o"]],
+        _rows(Created, data["c"]),
+        _rows(Attempt, data["a"]),
+        _stage_moves(data["s"]),
+        _rows(Open, data["o"]),
     )

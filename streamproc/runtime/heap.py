@@ -11,6 +11,13 @@ walk only what was allocated since. Frozen objects are still freed by reference 
 (an evicted lead goes at once); only a cycle that was alive at a freeze and dies later is
 never collected.
 
+The young generation: at CPython's default (a collection every 700 allocations more than
+deallocations), the engine's batches, whose leads' items and facts live until the batch
+ends, set off ~6,300 young and ~50 full collections in 300,000 events of the bench
+history: 2.6 - 2.9 s of ~20 s in-process. Every 10,000 (``YOUNG_THRESHOLD``): 120 and 1,
+1.0 s; the objects a collection walks are those still alive, so fewer, larger ones walk
+fewer in all (the batch's own have died by then).
+
 The bytes: ``orjson.dumps`` returns a bytes object that keeps the whole buffer it was
 written in, at least 4 KiB whatever the length (100,000 dumps of 401 bytes held 784 MiB of
 RSS; their copies 80 MiB), and zstd's the buffer it sized for the worst case. Bytes that
@@ -45,6 +52,7 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "YOUNG_THRESHOLD",
     "collections_paused",
     "fix_mmap_threshold",
     "freeze_after_full_collections",
@@ -59,6 +67,7 @@ MMAP_THRESHOLD = 256 * 1024
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 
 _OLDEST = 2
+YOUNG_THRESHOLD = 10_000
 
 
 def _freeze_survivors(phase: str, info: dict[str, Any]) -> None:
@@ -67,9 +76,12 @@ def _freeze_survivors(phase: str, info: dict[str, Any]) -> None:
 
 
 def freeze_after_full_collections() -> None:
-    """From now on, freeze what survives each full collection (idempotent)."""
+    """From now on, freeze what survives each full collection, and collect the young
+    generation every ``YOUNG_THRESHOLD`` allocations (idempotent)."""
     if _freeze_survivors not in gc.callbacks:
         gc.callbacks.append(_freeze_survivors)
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, middle, oldest)
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from streamproc.runtime.heap import (
+    YOUNG_THRESHOLD,
     _freeze_survivors,
     collections_paused,
     freeze_after_full_collections,
@@ -22,7 +23,9 @@ from streamproc.runtime.heap import (
 @pytest.fixture
 def policy() -> Iterator[None]:
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     yield
+    gc.set_threshold(*thresholds)
     while _freeze_survivors in gc.callbacks:
         gc.callbacks.remove(_freeze_survivors)
     gc.unfreeze()
@@ -37,6 +40,11 @@ def test_survivors_of_a_full_collection_are_frozen(policy: None) -> None:
     assert gc.get_freeze_count() >= len(leads)
     walked = {id(o) for o in gc.get_objects(2)}
     assert not any(id(lead) in walked for lead in leads), "frozen objects are still walked"
+
+
+def test_the_young_generation_is_collected_less_often(policy: None) -> None:
+    freeze_after_full_collections()
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD > 700  # CPython's default: 700
 
 
 def test_young_collections_freeze_nothing(policy: None) -> None:
