@@ -17,7 +17,7 @@ from benchmarks.options import SLA_SOURCE, BenchError, BenchOptions
 from benchmarks.processes import code_version
 from streamproc.config import Settings
 from streamproc.kafka.topics import create_topics, topic_names
-from streamproc.tools.broker import EmbeddedBroker
+from streamproc.tools.broker import EmbeddedBroker, embedded_session
 from streamproc.tools.net import free_port
 from streamproc.tools.progress import Progress
 from streamproc.tools.sales_team import SimEvent
@@ -62,6 +62,7 @@ class BenchRun:
         self.settings = self.base.model_copy(
             update={
                 "broker_url": self.broker.url,
+                "session_timeout_seconds": embedded_session(self.base),
                 "topic_prefix": f"bench-{self.tag}.",
                 "app_id": f"bench-{self.tag}",
                 "redis_url": None,  # hermetic: the bench measures the worker, not a Redis
