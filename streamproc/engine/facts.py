@@ -329,7 +329,7 @@ class FactDeriver:
                 self._stage_response(move, activity, out)
         wins = [move for move in history if move.to_stage == self._won]
         if wins:
-            self._win(lead, wins, value, out)
+            self._win(lead, wins, value, channel, out)
         current = history[-1]
         if current.to_stage in (self._won, self._lost):
             return
@@ -357,9 +357,11 @@ class FactDeriver:
         out.append(("lost_src", (source,), move.ts, 1.0))
         out.append(("lost_ch", (channel,), move.ts, 1.0))
 
-    def _win(self, lead: LeadState, wins: list[StageMove], value: float, out: list[Fact]) -> None:
+    def _win(
+        self, lead: LeadState, wins: list[StageMove], value: float, channel: str, out: list[Fact]
+    ) -> None:
         """The deal's win (``wins``: its won moves, in event-time order; ``value``: the
-        deal's value).
+        deal's value; ``channel``: that of the lead's first connected attempt).
 
         A deal is won once, at its first won move and by that move's rep: a later won event
         of it (won to won, a correction, the products filled in) restates the win, it is not
@@ -367,7 +369,7 @@ class FactDeriver:
         win: the deal's value is the last ``deal_value`` given (events.md), the products
         the last list given (business-events.md)."""
         at, rep = wins[0].ts, wins[0].rep
-        source, channel, creation = lead.source, self._connected_channel(lead), lead.creation
+        source, creation = lead.source, lead.creation
         out.append(("won", (rep, source), at, 1.0))
         out.append(("won_src", (source,), at, 1.0))
         out.append(("won_value", (rep,), at, value))
