@@ -137,8 +137,8 @@ class Settings(BaseSettings):
     that stopped heartbeating (every half second) before its partitions move: a crashed
     worker's partitions wait this long. tansu also holds every group join for half of it
     (a rebalance after a SIGTERM or a start waited 5 s with 10 s); Kafka accepts 6 s and
-    more by default (``group.min.session.timeout.ms``): ``streamproc demo`` and the
-    benchmark, which start tansu themselves, give their workers 4 s unless this is set.
+    more by default (``group.min.session.timeout.ms``); the benchmark gives its workers on
+    its embedded tansu 4 s unless this is set.
     A worker none of whose heartbeats
     the group answered for this less 1 s (frozen, cut off) writes nothing until it has
     rejoined (``kafka/lease.py``)."""

@@ -200,7 +200,8 @@ class FactDeriver:
     def affects(self, lead: LeadState, item: Created | Attempt | StageMove | Open) -> int:
         """The groups of ``facts(lead)`` that applying ``item`` can change (0: none, skip
         re-deriving). A later attempt changes neither the first contact nor the other
-        emails, and an open of an email not sent (yet) joins nothing: most events."""
+        emails, an open of an email not sent (yet) joins nothing, and a move after the
+        first attempt leaves the speed to lead alone: most events."""
         if isinstance(item, Attempt):
             first = lead.first_attempt()
             if first is None or item < first:
@@ -361,7 +362,8 @@ class FactDeriver:
         self, lead: LeadState, wins: list[StageMove], value: float, channel: str, out: list[Fact]
     ) -> None:
         """The deal's win (``wins``: its won moves, in event-time order; ``value``: the
-        deal's value; ``channel``: that of the lead's first connected attempt).
+        deal's value; ``channel``: that of the lead's first connected attempt, "none" when
+        none connected).
 
         A deal is won once, at its first won move and by that move's rep: a later won event
         of it (won to won, a correction, the products filled in) restates the win, it is not

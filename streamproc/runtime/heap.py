@@ -53,6 +53,7 @@ import orjson
 
 __all__ = [
     "YOUNG_THRESHOLD",
+    "collect_young_less_often",
     "collections_paused",
     "fix_mmap_threshold",
     "freeze_after_full_collections",
@@ -76,10 +77,13 @@ def _freeze_survivors(phase: str, info: dict[str, Any]) -> None:
 
 
 def freeze_after_full_collections() -> None:
-    """From now on, freeze what survives each full collection, and collect the young
-    generation every ``YOUNG_THRESHOLD`` allocations (idempotent)."""
+    """From now on, freeze what survives each full collection (idempotent)."""
     if _freeze_survivors not in gc.callbacks:
         gc.callbacks.append(_freeze_survivors)
+
+
+def collect_young_less_often() -> None:
+    """Collect the young generation every ``YOUNG_THRESHOLD`` allocations, not 700."""
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, oldest)
 

@@ -29,18 +29,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The session timeout of the workers of an embedded broker (``streamproc demo``, the
-# benchmark) unless one is set. tansu answers a group join only once half the session has
-# passed, and accepts sessions under Kafka's 6 s minimum: at 4 s a SIGTERM hand-over of
-# 100,000 leads took 2.85 s against 4.38 at 6 s, a SIGKILL 6.84 against 9.75 (one run each,
-# docs/performance.md, *The join*). A company's Kafka keeps the worker's default, 6 s.
+# The session timeout of the benchmark's workers on its embedded broker unless one is set.
+# tansu answers a group join only once half the session has passed, and accepts sessions
+# under Kafka's 6 s minimum: at 4 s a SIGTERM hand-over of 100,000 leads took 2.85 s against
+# 4.38 at 6 s, a SIGKILL 6.84 against 9.75 (one run each, docs/performance.md, *The join*).
+# The demo and a company's Kafka keep the worker's default, 6 s: a starved worker (the
+# demo runs beside its broker and simulator on a newcomer's machine) loses its write lease
+# at the session less 1 s.
 EMBEDDED_SESSION_SECONDS = 4.0
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def embedded_session(settings: Settings) -> float:
-    """The session timeout for workers of an embedded broker: the one set
+    """The session timeout for the benchmark's workers: the one set
     (``STREAMPROC_SESSION_TIMEOUT_SECONDS``), else ``EMBEDDED_SESSION_SECONDS``."""
     if "session_timeout_seconds" in settings.model_fields_set:
         return settings.session_timeout_seconds

@@ -26,7 +26,7 @@ from streamproc.exceptions import StreamprocError
 from streamproc.kafka.producer import EventProducer
 from streamproc.kafka.topics import create_topics
 from streamproc.serving.http import check_web_port
-from streamproc.tools.broker import EmbeddedBroker, embedded_session
+from streamproc.tools.broker import EmbeddedBroker
 from streamproc.tools.net import free_port
 from streamproc.tools.processes import spawn_child
 from streamproc.tools.progress import Progress
@@ -85,11 +85,7 @@ def _run(
     )
     past = team.invoices() + team.past_events()
     with EmbeddedBroker(free_port(), log_path=workdir / "broker.log") as broker:
-        update: dict[str, Any] = {
-            "broker_url": broker.url,
-            "data_dir": workdir / "data",
-            "session_timeout_seconds": embedded_session(settings),
-        }
+        update: dict[str, Any] = {"broker_url": broker.url, "data_dir": workdir / "data"}
         if not settings.activity_targets:  # the leaderboard needs targets: the team's pace
             update["activity_targets"] = daily_targets(past, team.start - history.warm_seconds)
         demo = settings.model_copy(update=update)

@@ -11,6 +11,7 @@ from streamproc.config import Settings
 from streamproc.kafka.security import describe
 from streamproc.kafka.topics import check_topics, wait_for_broker
 from streamproc.runtime.heap import (
+    collect_young_less_often,
     fix_mmap_threshold,
     freeze_after_full_collections,
     start_heap_trimmer,
@@ -46,6 +47,7 @@ def run_worker(settings: Settings) -> None:
     optional = asyncio.run(preflight(settings))
     fix_mmap_threshold()
     freeze_after_full_collections()
+    collect_young_less_often()
     start_heap_trimmer()
     asyncio.set_event_loop(asyncio.new_event_loop())
     topology = build_topology(settings, optional=optional)

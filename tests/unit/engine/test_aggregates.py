@@ -22,6 +22,7 @@ from streamproc.engine.aggregates import (
     Acc,
     PartitionAggregates,
     SortedValues,
+    fact_diff,
     sketched,
 )
 from streamproc.engine.customer import CustomerFacts
@@ -636,3 +637,25 @@ def test_what_is_left_of_a_period_once_its_days_to_come_are_out_has_no_float_dus
     part.apply([fact(*COST, now - 60, 0.0), *_cost(clock, later, end, 4237667072.47)], 1)
     year = part.windowed[COST[0]][COST[1]].window(clock.bounds("year", now))
     assert year is not None and (year.count, year.total) == (1, 0.0)
+
+
+_fact = st.tuples(
+    st.sampled_from(["attempt", "won"]),
+    st.sampled_from([("r1",), ("r2",)]),
+    st.sampled_from([None, 1.0, 2.0]),
+    st.sampled_from([1.0, 5.0]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(old=st.lists(_fact, max_size=8), new=st.lists(_fact, max_size=8))
+def test_the_difference_of_two_fact_lists_is_their_multiset_difference(
+    old: list[Fact], new: list[Fact]
+) -> None:
+    retract, add = fact_diff(old, new)
+    assert Counter(retract) == Counter(old) - Counter(new)
+    assert Counter(add) == Counter(new) - Counter(old)
+    if len(set(old)) == len(old) and len(set(new)) == len(new):
+        # in their lists' order: the totals' float rounding does not depend on hashes
+        assert retract == [f for f in old if f not in new]
+        assert add == [f for f in new if f not in old]

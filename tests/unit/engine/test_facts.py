@@ -297,3 +297,12 @@ def test_a_deal_enters_and_leaves_a_stage_once_per_run_of_moves_to_it(
     assert sorted(entries) == sorted(("stage_entry", (m.to_stage,), m.ts, 1.0) for m in runs)
     exits = sorted(f[1:] for f in facts if f[0] == "stage_exit")
     assert exits == sorted(((a.to_stage,), b.ts, b.ts - a.ts) for a, b in pairwise(runs))
+
+
+def test_a_move_after_the_first_attempt_re_derives_the_pipeline_alone() -> None:
+    lead = LeadState("L1", 0)
+    lead.append(Created(1.0, "c1", "r1", "web", "t", False, None))
+    move = StageMove(5.0, "s1", "r1", SETTINGS.won_stage, 500.0, None, None)
+    assert DERIVER.affects(lead, move) == SPEED | PIPELINE, "closing it ends the wait"
+    lead.append(Attempt(3.0, "a1", "r1", "call", True, None))
+    assert DERIVER.affects(lead, move) == PIPELINE

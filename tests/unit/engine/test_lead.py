@@ -4,12 +4,13 @@ between batches as its changelog bytes."""
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given, settings
 
 from streamproc.config import Settings
 from streamproc.contract.events import EventKind
 from streamproc.engine.engine import Engine, RawMessage
-from streamproc.engine.lead import Attempt, Created, LeadState
+from streamproc.engine.lead import Attempt, Created, LeadState, Open, StageMove
 from tests.support.leads import leads
 
 
@@ -124,3 +125,53 @@ def test_an_undecoded_lead_changes_as_a_decoded_one() -> None:
         first_read(decoded)
         assert undecoded.dumps() == decoded.dumps() and undecoded.last_ts == decoded.last_ts
         assert undecoded.alerts == decoded.alerts and undecoded.first_seen == 7.0
+
+
+def test_a_leads_bytes_are_its_items_as_json_arrays() -> None:
+    lead = LeadState("L1", 2, first_seen=7.0)
+    lead.add(Created(1.0, "c1", "r1", "web", "t", True, 900.0, "acme", "enterprise"))
+    lead.add(Attempt(2.0, "a1", "r1", "email", True, "m1"))
+    lead.add(StageMove(3.0, "s1", "r1", "won", 1000.0, 1.0, None, ("p1", "p2")))
+    lead.add(Open(4.0, "o1", "m1", True))
+    lead.remember_alert("x1")
+    items = (lead.created, lead.attempts, lead.stages, lead.opens)
+    expected = {"t": 4.0, "l": "L1", "p": 2}
+    expected.update(
+        {key: [tuple(x) for x in group] for key, group in zip("caso", items, strict=True)}
+    )
+    expected.update({"f": 7.0, "x": ["x1"]})
+    assert lead.dumps() == orjson.dumps(expected)
+
+
+def test_a_value_that_is_no_event_item_is_not_written_as_an_array() -> None:
+    lead = LeadState("L1", 0)
+    lead.add(Attempt(2.0, "a1", "r1", "call", True, None))
+    lead.attempts.append({"not", "an item"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        lead.dumps()
+
+
+def test_a_changelog_written_before_the_business_fields_reads_with_their_defaults() -> None:
+    raw = orjson.dumps(
+        {
+            "l": "L1",
+            "p": 0,
+            "c": [[1.0, "c1", "r1", "web", "t", False, None]],
+            "a": [[2.0, "a1", "r1", "call", True, None]],
+            "s": [[3.0, "s1", "r1", "qualified", None, None, None]],
+            "o": [],
+        }
+    )
+    lead = LeadState.loads(raw)
+    created, move = lead.created[0], lead.stages[0]
+    assert (created.customer, created.segment) == (None, "default")
+    assert move.products is None and move.to_stage == "qualified"
+    assert lead.attempts == [Attempt(2.0, "a1", "r1", "call", True, None)]
+
+
+def test_a_won_moves_products_read_back_as_a_tuple() -> None:
+    lead = LeadState("L1", 0)
+    lead.add(StageMove(3.0, "s1", "r1", "won", 10.0, None, None, ("p1", "p2")))
+    back = LeadState.loads(lead.dumps())
+    assert back.stages == [StageMove(3.0, "s1", "r1", "won", 10.0, None, None, ("p1", "p2"))]
+    assert type(back.stages[0].products) is tuple

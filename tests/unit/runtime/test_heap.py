@@ -14,6 +14,7 @@ import pytest
 from streamproc.runtime.heap import (
     YOUNG_THRESHOLD,
     _freeze_survivors,
+    collect_young_less_often,
     collections_paused,
     freeze_after_full_collections,
     json_to_keep,
@@ -43,7 +44,7 @@ def test_survivors_of_a_full_collection_are_frozen(policy: None) -> None:
 
 
 def test_the_young_generation_is_collected_less_often(policy: None) -> None:
-    freeze_after_full_collections()
+    collect_young_less_often()
     assert gc.get_threshold()[0] == YOUNG_THRESHOLD > 700  # CPython's default: 700
 
 
