@@ -138,10 +138,9 @@ class Settings(BaseSettings):
     worker's partitions wait this long. tansu also holds every group join for half of it
     (a rebalance after a SIGTERM or a start waited 5 s with 10 s); Kafka accepts 6 s and
     more by default (``group.min.session.timeout.ms``); the benchmark gives its workers on
-    its embedded tansu 4 s unless this is set.
-    A worker none of whose heartbeats
-    the group answered for this less 1 s (frozen, cut off) writes nothing until it has
-    rejoined (``kafka/lease.py``)."""
+    its embedded tansu 4 s unless this is set. A worker none of whose heartbeats the group
+    answered for this less 1 s (frozen, cut off) writes nothing until it has rejoined
+    (``kafka/lease.py``)."""
     app_id: str = Field(default="streamproc", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     """STREAMPROC_APP_ID: consumer group and prefix of the internal topics."""
     topic_prefix: str = Field(default="sales.", pattern=r"^[A-Za-z0-9._-]{0,100}$")
