@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
-from streamproc.runtime.heap import to_keep
+from streamproc.runtime.heap import json_to_keep
 from streamproc.runtime.packing import Packer
 
 __all__ = ["Attempt", "Created", "LeadState", "Open", "StageMove"]
@@ -302,26 +302,24 @@ class LeadState:
             assert self._kept is not None  # a packed lead keeps its bytes
             return PACKER.unpack(self._kept)  # not kept: a packed lead stays small
         items = self._items
-        self._json = to_keep(
-            orjson.dumps(
-                {
-                    # First, and read alone by ``last_ts_of`` (the eviction scan of leads
-                    # kept on disk only, ``state.lead_cache``).
-                    "t": self._last_ts,
-                    "l": self.lead_id,
-                    "p": self.partition,
-                    "c": items.created,
-                    "a": items.attempts,
-                    "s": items.stages,
-                    "o": items.opens,
-                    "f": self._first_seen,  # decoded: the items are there
-                    "x": sorted(self._alerts),
-                },
-                # orjson takes plain tuples, not NamedTuple subclasses: each made one as it
-                # is met (the bench history's leads dumped in 3.82 - 3.97 us against 4.25 -
-                # 4.78 with lists of tuples made first)
-                default=_plain_tuple,
-            )
+        self._json = json_to_keep(
+            {
+                # First, and read alone by ``last_ts_of`` (the eviction scan of leads kept
+                # on disk only, ``state.lead_cache``).
+                "t": self._last_ts,
+                "l": self.lead_id,
+                "p": self.partition,
+                "c": items.created,
+                "a": items.attempts,
+                "s": items.stages,
+                "o": items.opens,
+                "f": self._first_seen,  # decoded: the items are there
+                "x": sorted(self._alerts),
+            },
+            # orjson takes plain tuples, not NamedTuple subclasses: each made one as it is
+            # met (the bench history's leads dumped in 3.82 - 3.97 us against 4.25 - 4.78
+            # with lists of tuples made first)
+            default=_plain_tuple,
         )
         return self._json
 

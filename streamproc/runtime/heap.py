@@ -45,7 +45,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -102,9 +102,11 @@ def collections_paused() -> Iterator[None]:
             gc.enable()
 
 
-def json_to_keep(obj: Any, option: int | None = None) -> bytes:
+def json_to_keep(
+    obj: Any, option: int | None = None, default: Callable[[Any], Any] | None = None
+) -> bytes:
     """``orjson.dumps`` trimmed to its length: for bytes that stay in memory."""
-    return to_keep(orjson.dumps(obj, option=option))
+    return to_keep(orjson.dumps(obj, default=default, option=option))
 
 
 def to_keep(data: bytes) -> bytes:
