@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 # The session timeout of the benchmark's workers on its embedded broker unless one is set.
 # tansu answers a group join only once half the session has passed, and accepts sessions
 # under Kafka's 6 s minimum: at 4 s a SIGTERM hand-over of 100,000 leads took 2.85 s against
-# 4.38 at 6 s, a SIGKILL 6.84 against 9.75 (one run each, docs/performance.md, *The join*).
+# 4.38 at 6 s, a SIGKILL 6.84 against 9.75 (7935db3, runs minutes apart on one quiet
+# machine, 7 Dec; docs/performance.md, *The join*).
 # The demo and a company's Kafka keep the worker's default, 6 s: a starved worker (the
 # demo runs beside its broker and simulator on a newcomer's machine) loses its write lease
 # at the session less 1 s.
