@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     them after a stop or a crash with only the changelog's last records to read."""
     session_timeout_seconds: float = Field(default=6.0, ge=3.0, le=300.0)
     """STREAMPROC_SESSION_TIMEOUT_SECONDS: how long the consumer group waits for a worker
-    that stopped heartbeating (every half second) before its partitions move: a crashed
+    that stopped heartbeating (four times a second) before its partitions move: a crashed
     worker's partitions wait this long. tansu also holds every group join for half of it
     (a rebalance after a SIGTERM or a start waited 5 s with 10 s); Kafka accepts 6 s and
     more by default (``group.min.session.timeout.ms``); the benchmark gives its workers on

@@ -87,9 +87,12 @@ def create_app(settings: Settings, **web: Any) -> faust.App:
         broker_session_timeout=settings.session_timeout_seconds,
         # A member learns of a rebalance from a heartbeat's answer: a survivor rejoined
         # 0.56 s after the other member left (mean of 6, bare aiokafka on tansu) with 1 s
-        # heartbeats, 0.32 s with 0.5 s; tansu also finds a SIGKILLed member's session
-        # over only when another member's request comes. Two requests a second a worker.
-        broker_heartbeat_interval=0.5,
+        # heartbeats, 0.32 s with 0.5 s; in the take-over bench's logs 0.12 - 0.36 s with
+        # 0.5 s and 0.04 - 0.12 s with 0.25 s (a leave or a join), which left a SIGTERM
+        # hand-over at 3.05 s (3.34 - 3.92 s with 0.5 s the same evening). tansu also
+        # finds a SIGKILLed member's session over only when another member's request
+        # comes. Four requests a second a worker.
+        broker_heartbeat_interval=0.25,
         broker_rebalance_timeout=5,
         broker_request_timeout=30,
         # Commit often: less to replay after a crash (replays are idempotent anyway).

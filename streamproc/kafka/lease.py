@@ -37,7 +37,7 @@ __all__ = ["MembershipLease", "MembershipLost", "fence_sends", "membership_lease
 log = logging.getLogger(__name__)
 # Taken off the session: a write let through at the lease's last instant reaches the broker
 # within milliseconds, and the partitions' next owner writes only after the session has run
-# out, the group has rebalanced (a heartbeat interval, 0.5 s, plus a join) and it has
+# out, the group has rebalanced (a heartbeat interval, 0.25 s, plus a join) and it has
 # recovered them.
 MARGIN_SECONDS = 1.0
 SYNC_GROUP = 14  # the API key of SyncGroup requests
