@@ -166,12 +166,21 @@ class PartialsView:
         for owner_key in [k for k in self._merged if k not in rows]:
             del self._merged[owner_key]
 
+    def merged_keys(self) -> frozenset[str]:
+        """The owner keys merged here (owned or not: those not owned go at the next
+        refresh)."""
+        return frozenset(self._merged)
+
     def adopt(self, ahead: PartialsView) -> None:
-        """Take over what ``ahead`` merged (from the data dir, before the assignment) if
-        nothing was merged here yet; the next ``refresh`` merges again only the keys
-        whose partials differ from those, and drops the keys not owned."""
+        """Take what ``ahead`` merged (from the data dir, before the assignment) for the
+        keys not merged here: all of it at a start, the partitions a hand-over brings
+        otherwise. The next ``refresh`` merges again only the keys whose partials differ
+        from those, and drops the keys not owned."""
         if not self._merged:
             self._merged, self._rows = ahead._merged, ahead._rows
+            return
+        for owner_key, merged in ahead._merged.items():
+            self._merged.setdefault(owner_key, merged)
 
     def _owned_rows(
         self, table: Mapping[bytes, bytes], owned_partitions: set[int]

@@ -259,6 +259,55 @@ async def test_the_partials_view_merged_ahead_is_adopted_and_not_merged_again(
     assert (refreshed == 0) == ahead, refreshed
 
 
+async def test_a_hand_over_adopts_the_view_merged_ahead_of_the_partitions_it_brings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A survivor that owned partition 1 merges the keys of partition 0 from its standby
+    copy while the join waits (``_merge_view_ahead``), not those it holds already; the
+    recovery's refresh then decodes nothing, and serves what a refresh of the whole table
+    merges for both partitions."""
+    now = time.time()
+    running = _topology(tmp_path / "running")
+    _feed(running, now)
+    parts, clock = running.engine.partitions, running.engine.clock
+    sent = [m for m in running.rounds.publisher.round(parts, clock, now, True) if m is not None]
+    table: dict[bytes, bytes] = {}
+    writes = running.partials.inbox.apply(table, sent)  # type: ignore[arg-type]
+    survivor = _topology(tmp_path / "survivor")
+    store = cast(DiskStore, survivor.partials_table.data)
+    for p in range(PARTITIONS):  # partition 1 active, partition 0 its standby copy
+        held = [(k, v) for (k, part), v in writes.items() if part == p]
+        store.db.apply(p, held, MARKS["leads"])
+    store._held.add(1)
+    store._load(1)
+    survivor.reader.owned = lambda: {1}  # type: ignore[method-assign]
+    await survivor.rounds.refresh_view()
+    before = survivor.reader.view.merged_keys()
+    assert before, "partition 1 owns keys"
+    survivor._merge_view_ahead()
+    thread, ahead = survivor.rounds._ahead  # type: ignore[misc]
+    thread.join()
+    assert ahead.merged_keys() and not ahead.merged_keys() & before, "merged twice"
+    store._held.add(0)  # the hand-over's assignment loads the standby partition
+    store._load(0)
+    survivor.reader.owned = lambda: {0, 1}  # type: ignore[method-assign]
+    decoded = 0
+    real_head = codec._head
+
+    def counted(raw: bytes) -> Any:
+        nonlocal decoded
+        decoded += 1
+        return real_head(raw)
+
+    monkeypatch.setattr(codec, "_head", counted)
+    await survivor.rounds.refresh_view()
+    monkeypatch.undo()
+    assert decoded == 0, f"{decoded} partials decoded again after the join"
+    view = survivor.reader.owned_summaries()
+    expected = PartialsView(PARTITIONS).merged(table, {0, 1})
+    assert {k: encode(v) for k, v in view.items()} == {k: encode(v) for k, v in expected.items()}
+
+
 def test_a_kept_partition_another_worker_wrote_to_meanwhile_is_recovered_anew(
     tmp_path: Path,
 ) -> None:
