@@ -18,17 +18,34 @@ loop but what is ready in it: a task then only yields (``sleep(0)``) between str
 rather than leaving the loop idle half of the time. A take-over's recovery and first
 scrape run with no event in hand (the restart's first exact scrape of 100,000 leads took
 1.15 s sliced, for ~0.5 s of CPU).
+
+A scrape (``reading``) goes before the other sliced work: at their pauses, publish rounds,
+prunes and the sinks' folds wait for the scrapes under way (``READ_WAIT_SECONDS`` at most),
+while events still run between the scrape's own stretches. A take-over's first scrape
+otherwise shared the loop with the first publish round, which computes every owned series
+for the sinks: 0.34 - 0.88 s for ~0.3 s of its own CPU at 100,000 leads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
-__all__ = ["QUIET_SECONDS", "SLICE_SECONDS", "Stretches", "at_once", "events_seen", "run_in_slices"]
+__all__ = [
+    "QUIET_SECONDS",
+    "READ_WAIT_SECONDS",
+    "SLICE_SECONDS",
+    "Stretches",
+    "at_once",
+    "events_seen",
+    "reading",
+    "run_in_slices",
+]
 
 _T = TypeVar("_T")
 
@@ -38,6 +55,10 @@ _T = TypeVar("_T")
 SLICE_SECONDS = 0.002
 QUIET_SECONDS = 1.0  # no event for this long: stretches yield without sleeping
 _last_events = -math.inf  # monotonic: when a batch of events last came
+# The longest a pause of other work waits for the scrapes under way: a whole scrape at
+# 1,000,000 leads takes ~1 s, and the rounds must not stop behind scrapes back to back.
+READ_WAIT_SECONDS = 1.0
+_reads: set[asyncio.Event] = set()  # the scrapes under way (``reading``), set when done
 
 
 def events_seen() -> None:
@@ -47,6 +68,27 @@ def events_seen() -> None:
     _last_events = time.monotonic()
 
 
+@contextmanager
+def reading() -> Iterator[None]:
+    """A scrape under way (in a coroutine): the other sliced work waits for it at its
+    pauses."""
+    done = asyncio.Event()
+    _reads.add(done)
+    try:
+        yield
+    finally:
+        _reads.discard(done)
+        done.set()
+
+
+async def _after_reads() -> None:
+    """Wait for the scrapes under way (``READ_WAIT_SECONDS`` at most)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(READ_WAIT_SECONDS):
+            for done in list(_reads):
+                await done.wait()
+
+
 def _gap() -> float:
     """How long a task sleeps between its stretches now."""
     return SLICE_SECONDS if time.monotonic() - _last_events < QUIET_SECONDS else 0.0
@@ -54,9 +96,11 @@ def _gap() -> float:
 
 class Stretches:
     """Times the synchronous stretches of a task (``with``) and yields the loop between them
-    once they add up to ``SLICE_SECONDS`` (``pause``), so events and alerts run in between."""
+    once they add up to ``SLICE_SECONDS`` (``pause``), so events and alerts run in between.
+    ``read``: a scrape's (see ``reading``); the others wait for the scrapes at their pauses."""
 
-    def __init__(self) -> None:
+    def __init__(self, read: bool = False) -> None:
+        self.read = read
         self.total = 0.0
         self._since_pause = 0.0
         self._entered = 0.0
@@ -73,6 +117,8 @@ class Stretches:
         if self._since_pause >= SLICE_SECONDS:
             self._since_pause = 0.0
             await asyncio.sleep(_gap())
+            if _reads and not self.read:
+                await _after_reads()
 
     async def drain(self, items: Iterator[_T]) -> list[_T]:
         """All of ``items``, the loop yielded whenever a stretch reaches ``SLICE_SECONDS``."""

@@ -21,7 +21,7 @@ from streamproc.kpis.compute import (
 )
 from streamproc.partials.codec import owner_partition
 from streamproc.partials.owner import PartialsView
-from streamproc.runtime.slices import Stretches
+from streamproc.runtime.slices import Stretches, reading
 from streamproc.serving.prometheus import kpi_exposition
 
 __all__ = ["KpiReader"]
@@ -81,13 +81,15 @@ class KpiReader:
         between: in one go, a scrape held the loop ~1 s at 100,000 leads, and every event
         that came meanwhile waited. ``names``: only these KPIs, without the worker's own
         metrics (a dashboard or a probe that reads a few series every second)."""
-        busy = Stretches()
-        with busy:
-            own = generate_latest(self.registry) if names is None else b""
-        try:
-            parts = await busy.drain(kpi_exposition(self.samples(time.time(), names), names))
-        except RuntimeError:  # a rebalance changed the state between slices: in one go
-            parts = list(kpi_exposition(self.samples(time.time(), names), names))
+        busy = Stretches(read=True)
+        with reading():  # the publish rounds, prunes and sinks' folds wait meanwhile
+            with busy:
+                own = generate_latest(self.registry) if names is None else b""
+            try:
+                samples = self.samples(time.time(), names)
+                parts = await busy.drain(kpi_exposition(samples, names))
+            except RuntimeError:  # a rebalance changed the state between slices: in one go
+                parts = list(kpi_exposition(self.samples(time.time(), names), names))
         return b"".join([own, *(part for part in parts if part is not None)])
 
     def _context(self, now: float) -> ReadContext:

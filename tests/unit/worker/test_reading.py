@@ -18,7 +18,7 @@ from streamproc.engine.engine import RawMessage
 from streamproc.kpis.catalogue import CATALOGUE
 from streamproc.kpis.compute import Sample
 from streamproc.runtime import slices
-from streamproc.runtime.slices import SLICE_SECONDS, run_in_slices
+from streamproc.runtime.slices import SLICE_SECONDS, Stretches, run_in_slices
 from streamproc.serving.prometheus import CHUNK_SAMPLES, kpi_exposition
 from streamproc.tools.sales_team import rfc3339
 from streamproc.worker.topology import Topology
@@ -65,6 +65,40 @@ async def test_a_scrape_lets_the_event_loop_run_while_it_computes(tmp_path: Path
     again = (await topology.render_metrics()).decode()
     assert 'sales_leads_created{source="s0"} 0.0' in again
     assert 's1"' not in again, "a later scrape showed the earlier samples"
+
+
+async def test_a_publish_round_waits_for_the_scrape_under_way(tmp_path: Path) -> None:
+    """A take-over's first scrape shared the loop with the first publish round (which
+    computes every owned series for the sinks): it took 0.34 - 0.88 s for ~0.3 s of CPU."""
+    topology = Topology(Settings(_env_file=None, data_dir=tmp_path))
+    steps: list[str] = []
+
+    def samples(now: float, names: object = None) -> Iterator[Sample]:
+        for sample in _slow_samples(20, SLICE_SECONDS):
+            steps.append("scrape")
+            yield sample
+
+    topology.reader.samples = samples  # type: ignore[method-assign]
+
+    async def publish_round() -> None:
+        busy = Stretches()
+        while True:
+            with busy:
+                time.sleep(SLICE_SECONDS)
+            steps.append("round")
+            await busy.pause()
+
+    rounds = asyncio.create_task(publish_round())
+    await asyncio.sleep(0)
+    body = await topology.render_metrics()
+    await asyncio.sleep(10 * SLICE_SECONDS)
+    rounds.cancel()
+    first, last = steps.index("scrape"), len(steps) - 1 - steps[::-1].index("scrape")
+    during = steps[first:last]
+    assert "round" not in during, f"a round ran {during.count('round')} stretches meanwhile"
+    assert "round" in steps[:first], "the round ran before the scrape"
+    assert "round" in steps[last:], "and after it"
+    assert b'sales_leads_created{source="s19"} 19.0' in body
 
 
 def test_a_family_formatted_in_chunks_is_one_family_with_every_sample() -> None:
