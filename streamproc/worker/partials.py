@@ -133,14 +133,14 @@ class PublishRounds:
         source: Callable[[], tuple[Mapping[bytes, bytes], set[int]]],
         after: Callable[[], object] = lambda: None,
     ) -> None:
-        """Before the worker starts: merge the partials ``source`` gives (records of the
-        partials table, and their partitions: the data dir's, or the broker's table copies
-        fetched ahead) into a view of their own in a thread, while the group's join waits
-        (3 s on tansu). The first refresh, after the recovery, adopts it and merges again
-        only what differs: at 100,000 leads that refresh took ~0.5 s after the join, the
-        largest step of a restart's recovery. The thread starts once ``after`` returns.
-        One not adopted yet stays (a rebalance soon after the start): the refresh checks
-        every key's bytes anyway."""
+        """Before the worker starts, or at a rebalance: merge the partials ``source`` gives
+        (records of the partials table, and their partitions: the data dir's, or the
+        broker's table copies fetched ahead) into a view of their own in a thread, while
+        the group's join waits (half the session on tansu). The first refresh, after the
+        recovery, adopts it and merges again only what differs: at 100,000 leads that
+        refresh took ~0.5 s after the join, the largest step of a restart's recovery. The
+        thread starts once ``after`` returns. One not adopted yet stays (a rebalance soon
+        after the start): the refresh checks every key's bytes anyway."""
         if self._ahead is not None:
             return
         ahead = PartialsView(self.engine.settings.partitions)
