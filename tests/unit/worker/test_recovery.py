@@ -213,14 +213,9 @@ def test_snapshots_decoded_ahead_load_only_at_the_marks_they_were_read_at(
         assert samples(again.engine.partitions[p], now) == samples(part, now)
 
 
-@pytest.mark.parametrize("owned", [{0, 1}, {1}])
-@pytest.mark.parametrize("ahead", [True, False])
-async def test_the_partials_view_merged_ahead_is_adopted_and_not_merged_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead: bool, owned: set[int]
-) -> None:
-    """Merged from the data dir before the join (``PublishRounds.refresh_ahead``), the
-    view the recovery's refresh serves is the one a refresh of the loaded table merges,
-    for the partitions owned now, and no partial of it is decoded again."""
+def _partials_on_disk(tmp_path: Path, name: str) -> tuple[Topology, DiskStore, dict[bytes, bytes]]:
+    """A new topology whose partials table's disk copy holds, in every partition, what a
+    running worker's full round published: (it, that store, the table the round made)."""
     now = time.time()
     running = _topology(tmp_path / "running")
     _feed(running, now)
@@ -228,18 +223,23 @@ async def test_the_partials_view_merged_ahead_is_adopted_and_not_merged_again(
     sent = [m for m in running.rounds.publisher.round(parts, clock, now, True) if m is not None]
     table: dict[bytes, bytes] = {}
     writes = running.partials.inbox.apply(table, sent)  # type: ignore[arg-type]
-    again = _topology(tmp_path / "again")
+    again = _topology(tmp_path / name)
     store = cast(DiskStore, again.partials_table.data)
     for p in range(PARTITIONS):
         held = [(k, v) for (k, part), v in writes.items() if part == p]
         store.db.apply(p, held, MARKS["leads"])
-    if ahead:
-        again.rounds.refresh_ahead(partial(disk_records, store.db))
-        again.rounds._ahead[0].join()  # type: ignore[index]  # its decodes are not counted
-    for p in owned:  # what the assignment loads
+    return again, store, table
+
+
+def _load(store: DiskStore, partitions: set[int]) -> None:
+    """What the assignment loads."""
+    for p in partitions:
         store._held.add(p)
         store._load(p)
-    again.reader.owned = lambda: owned  # type: ignore[method-assign]
+
+
+async def _refresh_counting_decodes(topology: Topology, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The view refreshed as the recovery does: how many partials it decoded."""
     decoded = 0
     real_head = codec._head
 
@@ -249,13 +249,35 @@ async def test_the_partials_view_merged_ahead_is_adopted_and_not_merged_again(
         return real_head(raw)
 
     monkeypatch.setattr(codec, "_head", counted)
-    await again.rounds.refresh_view()
-    refreshed = decoded
+    await topology.rounds.refresh_view()
     monkeypatch.undo()
-    view = again.reader.owned_summaries()
+    return decoded
+
+
+def _serves(topology: Topology, table: dict[bytes, bytes], owned: set[int]) -> None:
+    """The view serves what a refresh of the whole table merges for ``owned``."""
+    view = topology.reader.owned_summaries()
     expected = PartialsView(PARTITIONS).merged(table, owned)
     assert view.keys() == expected.keys() and expected
     assert {k: encode(v) for k, v in view.items()} == {k: encode(v) for k, v in expected.items()}
+
+
+@pytest.mark.parametrize("owned", [{0, 1}, {1}])
+@pytest.mark.parametrize("ahead", [True, False])
+async def test_the_partials_view_merged_ahead_is_adopted_and_not_merged_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead: bool, owned: set[int]
+) -> None:
+    """Merged from the data dir before the join (``PublishRounds.refresh_ahead``), the
+    view the recovery's refresh serves is the one a refresh of the loaded table merges,
+    for the partitions owned now, and no partial of it is decoded again."""
+    again, store, table = _partials_on_disk(tmp_path, "again")
+    if ahead:
+        again.rounds.refresh_ahead(partial(disk_records, store.db))
+        again.rounds._ahead[0].join()  # type: ignore[index]  # its decodes are not counted
+    _load(store, owned)
+    again.reader.owned = lambda: owned  # type: ignore[method-assign]
+    refreshed = await _refresh_counting_decodes(again, monkeypatch)
+    _serves(again, table, owned)
     assert (refreshed == 0) == ahead, refreshed
 
 
@@ -266,20 +288,8 @@ async def test_a_hand_over_adopts_the_view_merged_ahead_of_the_partitions_it_bri
     copy while the join waits (``_merge_view_ahead``), not those it holds already; the
     recovery's refresh then decodes nothing, and serves what a refresh of the whole table
     merges for both partitions."""
-    now = time.time()
-    running = _topology(tmp_path / "running")
-    _feed(running, now)
-    parts, clock = running.engine.partitions, running.engine.clock
-    sent = [m for m in running.rounds.publisher.round(parts, clock, now, True) if m is not None]
-    table: dict[bytes, bytes] = {}
-    writes = running.partials.inbox.apply(table, sent)  # type: ignore[arg-type]
-    survivor = _topology(tmp_path / "survivor")
-    store = cast(DiskStore, survivor.partials_table.data)
-    for p in range(PARTITIONS):  # partition 1 active, partition 0 its standby copy
-        held = [(k, v) for (k, part), v in writes.items() if part == p]
-        store.db.apply(p, held, MARKS["leads"])
-    store._held.add(1)
-    store._load(1)
+    survivor, store, table = _partials_on_disk(tmp_path, "survivor")
+    _load(store, {1})  # partition 1 active, partition 0 its standby copy
     survivor.reader.owned = lambda: {1}  # type: ignore[method-assign]
     await survivor.rounds.refresh_view()
     before = survivor.reader.view.merged_keys()
@@ -288,24 +298,11 @@ async def test_a_hand_over_adopts_the_view_merged_ahead_of_the_partitions_it_bri
     thread, ahead = survivor.rounds._ahead  # type: ignore[misc]
     thread.join()
     assert ahead.merged_keys() and not ahead.merged_keys() & before, "merged twice"
-    store._held.add(0)  # the hand-over's assignment loads the standby partition
-    store._load(0)
+    _load(store, {0})  # the hand-over's assignment loads the standby partition
     survivor.reader.owned = lambda: {0, 1}  # type: ignore[method-assign]
-    decoded = 0
-    real_head = codec._head
-
-    def counted(raw: bytes) -> Any:
-        nonlocal decoded
-        decoded += 1
-        return real_head(raw)
-
-    monkeypatch.setattr(codec, "_head", counted)
-    await survivor.rounds.refresh_view()
-    monkeypatch.undo()
+    decoded = await _refresh_counting_decodes(survivor, monkeypatch)
     assert decoded == 0, f"{decoded} partials decoded again after the join"
-    view = survivor.reader.owned_summaries()
-    expected = PartialsView(PARTITIONS).merged(table, {0, 1})
-    assert {k: encode(v) for k, v in view.items()} == {k: encode(v) for k, v in expected.items()}
+    _serves(survivor, table, {0, 1})
 
 
 def test_a_kept_partition_another_worker_wrote_to_meanwhile_is_recovered_anew(
