@@ -20,8 +20,9 @@ scrape run with no event in hand (the restart's first exact scrape of 100,000 le
 1.15 s sliced, for ~0.5 s of CPU).
 
 A scrape (``reading``) goes before the other sliced work: at their pauses, publish rounds,
-prunes and the sinks' folds wait for the scrapes under way (``READ_WAIT_SECONDS`` at most),
-while events still run between the scrape's own stretches. A take-over's first scrape
+prunes and the sinks' folds wait for the scrapes under way (``READ_WAIT_SECONDS`` in all
+for each such task, so scrapes back to back do not stall it), while events still run
+between the scrape's own stretches. A take-over's first scrape
 otherwise shared the loop with the first publish round, which computes every owned series
 for the sinks: 0.34 - 0.88 s for ~0.3 s of its own CPU at 100,000 leads.
 """
@@ -55,8 +56,9 @@ _T = TypeVar("_T")
 SLICE_SECONDS = 0.002
 QUIET_SECONDS = 1.0  # no event for this long: stretches yield without sleeping
 _last_events = -math.inf  # monotonic: when a batch of events last came
-# The longest a pause of other work waits for the scrapes under way: a whole scrape at
-# 1,000,000 leads takes ~1 s, and the rounds must not stop behind scrapes back to back.
+# The longest a task's pauses wait for scrapes, in all: a whole scrape at 1,000,000 leads
+# takes ~1 s, and a round (~150 stretches at 100,000 leads) must not wait up to that long
+# at each of its pauses behind scrapes back to back.
 READ_WAIT_SECONDS = 1.0
 _reads: set[asyncio.Event] = set()  # the scrapes under way (``reading``), set when done
 
@@ -81,10 +83,10 @@ def reading() -> Iterator[None]:
         done.set()
 
 
-async def _after_reads() -> None:
-    """Wait for the scrapes under way (``READ_WAIT_SECONDS`` at most)."""
+async def _after_reads(at_most: float) -> None:
+    """Wait for the scrapes under way, ``at_most`` seconds."""
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(READ_WAIT_SECONDS):
+        async with asyncio.timeout(at_most):
             for done in list(_reads):
                 await done.wait()
 
@@ -97,11 +99,14 @@ def _gap() -> float:
 class Stretches:
     """Times the synchronous stretches of a task (``with``) and yields the loop between them
     once they add up to ``SLICE_SECONDS`` (``pause``), so events and alerts run in between.
-    ``read``: a scrape's (see ``reading``); the others wait for the scrapes at their pauses."""
+    Unless ``first`` (a scrape's own, or what a scrape waits for: the recovery's refresh of
+    the view), the pauses also wait for the scrapes under way (``reading``),
+    ``READ_WAIT_SECONDS`` in all."""
 
-    def __init__(self, read: bool = False) -> None:
-        self.read = read
+    def __init__(self, first: bool = False) -> None:
+        self.first = first
         self.total = 0.0
+        self._waited = 0.0  # for scrapes, in all
         self._since_pause = 0.0
         self._entered = 0.0
 
@@ -117,8 +122,10 @@ class Stretches:
         if self._since_pause >= SLICE_SECONDS:
             self._since_pause = 0.0
             await asyncio.sleep(_gap())
-            if _reads and not self.read:
-                await _after_reads()
+            if _reads and not self.first and self._waited < READ_WAIT_SECONDS:
+                began = time.monotonic()
+                await _after_reads(READ_WAIT_SECONDS - self._waited)
+                self._waited += time.monotonic() - began
 
     async def drain(self, items: Iterator[_T]) -> list[_T]:
         """All of ``items``, the loop yielded whenever a stretch reaches ``SLICE_SECONDS``."""

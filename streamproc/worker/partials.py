@@ -158,11 +158,11 @@ class PublishRounds:
         serves. At recovery: the partials this worker holds now (a restart's data dir holds
         them all), rather than after its first round, which publishes every summary first
         (2.4 s at 10,000 leads on a loaded machine) and only then refreshes the view."""
-        if self._ahead is not None:
-            (thread, ahead), self._ahead = self._ahead, None
-            await asyncio.to_thread(thread.join)
-            self.view.adopt(ahead)
-        async with self._refreshing:
+        async with self._refreshing:  # a refresh under way would drop the keys adopted
+            if self._ahead is not None:
+                (thread, ahead), self._ahead = self._ahead, None
+                await asyncio.to_thread(thread.join)
+                self.view.adopt(ahead)
             await (busy or Stretches()).drain(
                 self.view.refresh(self.intake.store, self.reader.owned())
             )
@@ -264,11 +264,12 @@ def disk_records(db: StateDB, held: Collection[str] = ()) -> tuple[dict[bytes, b
     """Every record of the partials table's database but those of the owner keys ``held``
     (merged already), and the partitions it holds."""
     partitions = db.partitions()
-    records = {key: value for p in sorted(partitions) for key, value in db.items(p)}
-    if held:
-        records = {
-            k: v for k, v in records.items() if not is_partial_key(k) or owner_of(k) not in held
-        }
+    records = {
+        key: value
+        for p in sorted(partitions)
+        for key, value in db.items(p)
+        if not held or not is_partial_key(key) or owner_of(key) not in held
+    }
     return records, set(partitions)
 
 

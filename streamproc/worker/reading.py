@@ -81,7 +81,7 @@ class KpiReader:
         between: in one go, a scrape held the loop ~1 s at 100,000 leads, and every event
         that came meanwhile waited. ``names``: only these KPIs, without the worker's own
         metrics (a dashboard or a probe that reads a few series every second)."""
-        busy = Stretches(read=True)
+        busy = Stretches(first=True)
         with reading():  # the publish rounds, prunes and sinks' folds wait meanwhile
             with busy:
                 own = generate_latest(self.registry) if names is None else b""

@@ -520,7 +520,8 @@ class Topology:
         with collections_paused():
             active, built, kept = self._recover(time.time(), published)
         recovered = time.monotonic()
-        await self.rounds.refresh_view()
+        # Not behind scrapes: a scrape after the recovery waits for this view to be exact.
+        await self.rounds.refresh_view(Stretches(first=True))
         self.ready = True
         # The steps' seconds: where a take-over's time goes (docs/performance.md).
         log.info(

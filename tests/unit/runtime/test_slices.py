@@ -22,7 +22,7 @@ async def _background(steps: list[str], n: int) -> None:
 
 
 async def _scrape(steps: list[str], n: int) -> None:
-    busy = Stretches(read=True)
+    busy = Stretches(first=True)
     with reading():
         for i in range(n):
             with busy:
@@ -56,6 +56,30 @@ async def test_a_scrape_longer_than_the_wait_lets_the_rest_go_on(
     scrape = asyncio.create_task(_scrape(steps, 40))
     await asyncio.gather(round_, scrape)
     assert steps.index("round 1") < steps.index("scrape 39"), steps
+
+
+async def test_scrapes_back_to_back_hold_a_task_up_for_the_wait_in_all_not_at_each_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A round of ~150 stretches behind scrapes that never stop (dashboards, probes): up to
+    a second at each pause would make it minutes long."""
+    monkeypatch.setattr(slices, "READ_WAIT_SECONDS", 0.05)
+    steps: list[str] = []
+    stop = asyncio.Event()
+
+    async def scrapes() -> None:
+        while not stop.is_set():
+            await _scrape([], 40)  # ~80 ms each: at each pause, ~2.4 s for the round
+
+    scraping = asyncio.create_task(scrapes())
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    await _background(steps, 30)
+    took = time.monotonic() - started
+    stop.set()
+    await scraping
+    # 30 stretches of 2 ms, as many of the scrapes' between them, 0.05 s of waiting at most
+    assert took < 0.6, f"the round took {took:.2f} s"
 
 
 async def test_a_scrape_that_fails_is_not_waited_for() -> None:
