@@ -34,7 +34,6 @@ import contextlib
 import math
 import time
 from collections.abc import Generator, Iterator
-from contextlib import contextmanager
 from typing import TypeVar
 
 __all__ = [
@@ -70,7 +69,7 @@ def events_seen() -> None:
     _last_events = time.monotonic()
 
 
-@contextmanager
+@contextlib.contextmanager
 def reading() -> Iterator[None]:
     """A scrape under way (in a coroutine): the other sliced work waits for it at its
     pauses."""

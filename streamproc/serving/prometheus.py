@@ -143,7 +143,8 @@ def kpi_exposition(
         if sample.metric != current:
             if current is not None:
                 yield "".join(lines).encode()
-            current = _begin(sample.metric, specs, done)
+            current = sample.metric
+            _begin(current, specs, done)
             lines, in_chunk = [_head(specs[current])], 0
         elif in_chunk == CHUNK_SAMPLES:
             yield "".join(lines).encode()
@@ -158,7 +159,7 @@ def kpi_exposition(
             yield _head(spec).encode()
 
 
-def _begin(metric: str, specs: Mapping[str, Kpi], done: set[str]) -> str:
+def _begin(metric: str, specs: Mapping[str, Kpi], done: set[str]) -> None:
     """Start the family of ``metric``: known, wanted, and not written already (its samples
     apart would make two families of one name, which Prometheus refuses whole)."""
     if metric not in specs:
@@ -166,7 +167,6 @@ def _begin(metric: str, specs: Mapping[str, Kpi], done: set[str]) -> str:
     if metric in done:
         raise ValueError(f"the samples of {metric} do not come together")
     done.add(metric)
-    return metric
 
 
 def _head(spec: Kpi) -> str:
